@@ -1,0 +1,43 @@
+"""Entry point of the `tbpr` console script."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+from rich.console import Console
+from rich.logging import RichHandler
+
+from tbpr.app import app
+from tbpr.env import configure_offline
+from tbpr.errors import TbprError
+
+# Each module adds its commands to `app`; heavy libraries are imported inside the commands.
+COMMAND_MODULES = ("data", "train", "scoring", "pipeline")
+
+
+def _register_commands() -> None:
+    for name in COMMAND_MODULES:
+        try:
+            importlib.import_module(f"tbpr.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"tbpr.commands.{name}":
+                raise
+
+
+def main() -> None:
+    configure_offline()
+    logging.basicConfig(
+        level=logging.INFO, format="%(message)s", handlers=[RichHandler(show_path=False, show_time=False)]
+    )
+    _register_commands()
+    try:
+        app(standalone_mode=True)
+    except TbprError as exc:
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()
