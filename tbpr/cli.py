@@ -14,7 +14,7 @@ from tbpr.env import configure_offline
 from tbpr.errors import TbprError
 
 # Each module adds its commands to `app`; heavy libraries are imported inside the commands.
-COMMAND_MODULES = ("data", "train", "scoring", "pipeline")
+COMMAND_MODULES = ("synth", "prepare", "train", "embed", "scoring", "pipeline", "sql")
 
 
 def _register_commands() -> None:
