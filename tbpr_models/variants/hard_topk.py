@@ -1,0 +1,112 @@
+"""`hard_topk`: Gumbel top-k hard selection of regions and words (Zheng et al., ACM MM 2020,
+"Hierarchical Gumbel Attention Network for Text-based Person Search").
+
+A linear scorer gives each region and each word a selection logit. The scorers are *unconditioned*
+(each token is scored from its own features, not conditioned on the other modality's global vector as
+in the paper), so each image and caption is selected once, independently of the pair, which keeps
+exhaustive scoring a matmul over the selected tokens. `gumbel_topk` selects k regions and k words:
+a straight-through k-hot with Gumbel noise while training, the plain top-k at inference. The pair
+score is the mean over the selected words of the best cosine over the selected regions; the selection
+weights (1 in the forward pass) multiply each word's term, so the ranking loss reaches the scorers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from tbpr_models.attention import gumbel_topk, l2_normalize
+from tbpr_models.config import VariantConfig
+from tbpr_models.features import Batch, ImageFeatures, TextFeatures
+from tbpr_models.losses import ranking_loss
+from tbpr_models.registry import register_variant
+from tbpr_models.variant import HeadDims, LossContext, VariantHead
+
+
+@dataclass(frozen=True)
+class HardTopkConfig(VariantConfig):
+    kind: Literal["hard_topk"] = "hard_topk"
+    k_regions: int = 8
+    k_words: int = 8
+    tau: float = 1.0  # temperature of the relaxed top-k (backward pass only)
+    margin: float = 0.2  # of the hinge ranking loss `rank`
+    block_texts: int = 64  # captions scored at once
+
+
+@dataclass(frozen=True)
+class Selection:
+    """k selected tokens per item: tokens (B, k, D) unit, weight (B, k) straight-through 1/0, valid (B, k)."""
+
+    tokens: Tensor
+    weight: Tensor
+    valid: Tensor
+
+
+def select_tokens(
+    tokens: Tensor, logits: Tensor, k: int, tau: float, training: bool, mask: Tensor | None = None
+) -> Selection:
+    """Gumbel top-k selection of k of the M tokens (B, M, D) by their logits (B, M)."""
+    hot = gumbel_topk(logits, k, tau=tau, training=training, mask=mask)  # (B, M) k-hot
+    index = hot.detach().topk(min(k, hot.shape[-1]), dim=-1).indices  # (B, k), the selected come first
+    weight = hot.gather(1, index)  # (B, k) 1 for a selected token (0 if the item had fewer than k)
+    picked = tokens.gather(1, index.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))  # (B, k, D)
+    return Selection(tokens=l2_normalize(picked), weight=weight, valid=weight.detach() > 0.5)
+
+
+def topk_match_similarity(words: Selection, regions: Selection, block_texts: int = 64) -> Tensor:
+    """(Q, G): mean over each caption's selected words of the best cosine over the image's selected regions.
+
+    Each word's term is multiplied by its own and its best region's selection weight (straight-through).
+    """
+    num_images, k_regions, dim = regions.tokens.shape
+    flat_regions = regions.tokens.reshape(num_images * k_regions, dim)  # (G*k, D)
+    lowest = torch.finfo(flat_regions.dtype).min
+    region_valid = regions.valid.reshape(1, 1, num_images, k_regions)
+    rows = []
+    for q0 in range(0, words.tokens.shape[0], block_texts):
+        chunk = words.tokens[q0 : q0 + block_texts]  # (Qb, k, D)
+        cosine = (chunk @ flat_regions.t()).view(
+            chunk.shape[0], chunk.shape[1], num_images, k_regions
+        )  # (Qb, k, G, k)
+        best, arg = cosine.masked_fill(~region_valid, lowest).max(dim=-1)  # (Qb, k, G)
+        region_weight = regions.weight.t().gather(0, arg.reshape(-1, num_images))  # (Qb*k, G)
+        word_weight = words.weight[q0 : q0 + block_texts].unsqueeze(-1)  # (Qb, k, 1)
+        terms = best * region_weight.view_as(best) * word_weight  # (Qb, k, G)
+        count = words.valid[q0 : q0 + block_texts].sum(dim=1, keepdim=True).clamp(min=1)  # (Qb, 1)
+        rows.append(terms.sum(dim=1) / count)  # (Qb, G); unselected words have weight 0
+    return torch.cat(rows)
+
+
+@register_variant(HardTopkConfig)
+class HardTopkHead(VariantHead):
+    """Mean-pooled globals (for candidates and the base losses) + Gumbel top-k pair scorer."""
+
+    pairwise = True
+
+    def __init__(self, config: HardTopkConfig, dims: HeadDims) -> None:
+        super().__init__(config, dims)
+        self.hard = config
+        self.region_scorer = nn.Linear(dims.embed_dim, 1)
+        self.word_scorer = nn.Linear(dims.embed_dim, 1)
+
+    def select_regions(self, images: ImageFeatures) -> Selection:
+        logits = self.region_scorer(images.local).squeeze(-1)  # (G, N)
+        return select_tokens(images.local, logits, self.hard.k_regions, self.hard.tau, self.training)
+
+    def select_words(self, texts: TextFeatures) -> Selection:
+        logits = self.word_scorer(texts.local).squeeze(-1)  # (Q, L)
+        return select_tokens(texts.local, logits, self.hard.k_words, self.hard.tau, self.training, texts.mask)
+
+    def similarity(self, texts: TextFeatures, images: ImageFeatures) -> Tensor:
+        return topk_match_similarity(
+            self.select_words(texts), self.select_regions(images), self.hard.block_texts
+        )
+
+    def head_losses(
+        self, texts: TextFeatures, images: ImageFeatures, batch: Batch, ctx: LossContext
+    ) -> dict[str, Tensor]:
+        scores = self.similarity(texts, images)  # (B, B) text x image
+        return {"rank": ranking_loss(scores, batch.person_ids, self.hard.margin)}

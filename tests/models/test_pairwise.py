@@ -1,0 +1,227 @@
+"""Pairwise variants: SCAN scorer against a plain per-pair loop, Gumbel top-k selection and gradients,
+IRRA's fusion encoder with masked-word prediction, and the three variants inside tiny models."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from tbpr_models import ModelConfig, RetrievalModel, build_model, variant_config
+from tbpr_models.attention import gumbel_topk, masked_mean, masked_softmax
+from tbpr_models.config import ImageEncoderConfig, TextEncoderConfig
+from tbpr_models.features import Batch, ImageFeatures, TextFeatures
+from tbpr_models.variant import HeadDims
+from tbpr_models.variants.cross_fusion import CrossFusionHead, mask_tokens
+from tbpr_models.variants.cross_scan import scan_similarity, scan_word_attention
+from tbpr_models.variants.hard_topk import HardTopkConfig, HardTopkHead
+
+VOCAB = 50
+
+
+def _scan_pair(
+    words: torch.Tensor, mask: torch.Tensor, regions: torch.Tensor, lam: float, lse: float
+) -> float:
+    """SCAN t-i score of one pair, written plainly: attended vector, cosine, LogSumExp over real words."""
+    total = 0.0
+    for w, real in zip(words, mask, strict=True):
+        if not real:
+            continue
+        cosines = [float(w @ v / (w.norm() * v.norm())) for v in regions]
+        z = sum(math.exp(lam * c) for c in cosines)
+        attended = sum((math.exp(lam * c) / z) * v / v.norm() for c, v in zip(cosines, regions, strict=True))
+        relevance = float(w @ attended / (w.norm() * attended.norm()))
+        total += math.exp(lse * relevance)
+    return math.log(total) / lse
+
+
+def _random_scan_inputs(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    text = torch.randn(5, 6, 8, generator=gen, dtype=torch.float64)
+    mask = torch.rand(5, 6, generator=gen) > 0.4
+    mask[:, 0] = True
+    images = torch.randn(7, 4, 8, generator=gen, dtype=torch.float64)
+    return text, mask, images
+
+
+@pytest.mark.parametrize("block", [(512, 32), (3, 2), (1, 1)])
+def test_scan_similarity_equals_per_pair_loop(block: tuple[int, int]) -> None:
+    text, mask, images = _random_scan_inputs(0)
+    got = scan_similarity(text, mask, images, lambda_softmax=9.0, lambda_lse=6.0, block=block)
+    assert got.shape == (5, 7) and got.dtype == torch.float64
+    for q in range(5):
+        for g in range(7):
+            assert got[q, g].item() == pytest.approx(
+                _scan_pair(text[q], mask[q], images[g], 9.0, 6.0), abs=1e-10
+            )
+
+
+def test_scan_similarity_bf16_close_to_fp32() -> None:
+    text, mask, images = _random_scan_inputs(1)
+    exact = scan_similarity(text.float(), mask, images.float())
+    low = scan_similarity(text.bfloat16(), mask, images.bfloat16())
+    assert low.dtype == torch.float32
+    assert (low - exact).abs().max().item() < 0.05
+
+
+def test_scan_similarity_gradients_match_finite_differences() -> None:
+    text, mask, images = _random_scan_inputs(2)
+    text = text[:2, :3].clone().requires_grad_(True)
+    images = images[:3, :2].clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(
+        lambda t, v: scan_similarity(t, mask[:2, :3], v, block=(2, 2)), (text, images)
+    )
+
+
+def test_scan_word_attention_rows() -> None:
+    text, mask, images = _random_scan_inputs(3)
+    attention = scan_word_attention(text[0], mask[0], images[0])
+    assert attention.shape == (6, 4)
+    torch.testing.assert_close(attention.sum(dim=1), mask[0].to(torch.float64))
+    word = text[0, 0] / text[0, 0].norm()
+    regions = images[0] / images[0].norm(dim=1, keepdim=True)
+    torch.testing.assert_close(attention[0], torch.softmax(9.0 * regions @ word, dim=0))
+
+
+def _hard_head(k: int = 3) -> HardTopkHead:
+    dims = HeadDims(embed_dim=8, image_grid=(2, 3), max_length=6, vocab_size=VOCAB)
+    return HardTopkHead(HardTopkConfig(k_regions=k, k_words=k), dims)
+
+
+def test_hard_topk_inference_selects_exactly_k_and_matches_loop() -> None:
+    head = _hard_head(k=3).eval()
+    gen = torch.Generator().manual_seed(0)
+    words = torch.randn(4, 6, 8, generator=gen)
+    mask = torch.tensor([[1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 0, 0], [1, 1, 0, 0, 0, 0], [1] * 6]).bool()
+    regions = torch.randn(5, 6, 8, generator=gen)
+    texts = TextFeatures(global_=torch.zeros(4, 8), local=words, mask=mask)
+    images = ImageFeatures(global_=torch.zeros(5, 8), local=regions)
+    picked_words, picked_regions = head.select_words(texts), head.select_regions(images)
+    assert picked_regions.valid.sum(dim=1).tolist() == [3] * 5
+    assert picked_words.valid.sum(dim=1).tolist() == [3, 3, 2, 3]  # caption 2 has only two words
+    with torch.no_grad():
+        word_logits = head.word_scorer(words).squeeze(-1).masked_fill(~mask, -math.inf)
+        region_logits = head.region_scorer(regions).squeeze(-1)
+        scores = head.similarity(texts, images)
+    for q in range(4):
+        top_words = [i for i in word_logits[q].argsort(descending=True)[:3].tolist() if mask[q, i]]
+        for g in range(5):
+            top_regions = region_logits[g].argsort(descending=True)[:3].tolist()
+            best = [
+                max(float(torch.cosine_similarity(words[q, i], regions[g, n], dim=0)) for n in top_regions)
+                for i in top_words
+            ]
+            assert scores[q, g].item() == pytest.approx(sum(best) / len(best), abs=1e-5)
+
+
+def test_hard_topk_training_gradients_reach_selection_logits() -> None:
+    head = _hard_head(k=2).train()
+    words = torch.randn(3, 6, 8, requires_grad=True)
+    regions = torch.randn(3, 6, 8)
+    texts = TextFeatures(global_=torch.zeros(3, 8), local=words, mask=torch.ones(3, 6, dtype=torch.bool))
+    images = ImageFeatures(global_=torch.zeros(3, 8), local=regions)
+    selection = head.select_regions(images)
+    assert selection.weight.detach().sum(dim=1).tolist() == [2.0] * 3  # hard k-hot in the forward pass
+    head.similarity(texts, images).sum().backward()
+    for scorer in (head.region_scorer, head.word_scorer):
+        assert scorer.weight.grad is not None and scorer.weight.grad.abs().sum() > 0
+
+
+def test_mask_tokens_spares_special_and_padding() -> None:
+    torch.manual_seed(0)
+    ids = torch.randint(5, VOCAB, (64, 10))
+    attention = torch.ones(64, 10, dtype=torch.long)
+    attention[:, 7:] = 0
+    masked, labels = mask_tokens(ids, attention, mask_token_id=3, vocab_size=VOCAB, mask_prob=0.5)
+    chosen = labels != -100
+    assert not chosen[:, 0].any() and not chosen[:, 6:].any()  # [CLS], [SEP] (position 6), padding
+    assert torch.equal(labels[chosen], ids[chosen])
+    assert torch.equal(masked[~chosen], ids[~chosen])
+    share_masked = (masked[chosen] == 3).float().mean().item()
+    assert 0.6 < share_masked < 0.95  # 80% become [MASK]
+
+
+def _tiny_model(variant: str) -> RetrievalModel:
+    config = ModelConfig(
+        variant=variant_config(variant),
+        image=ImageEncoderConfig(kind="resnet_small", height=64, width=32, widths=(8, 16, 16, 32)),
+        text=TextEncoderConfig(
+            kind="small", hidden=32, layers=1, heads=2, max_length=8, vocab_size=VOCAB, mask_token_id=3
+        ),
+        embed_dim=32,
+        num_classes=3,
+    )
+    return build_model(config)
+
+
+def _batch() -> Batch:
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, VOCAB, (4, 8), generator=gen)
+    attention = torch.tensor([[1] * 8, [1] * 6 + [0] * 2, [1] * 5 + [0] * 3, [1] * 8])
+    return Batch(
+        torch.randn(4, 3, 64, 32, generator=gen), ids * attention, attention, torch.tensor([0, 1, 2, 0])
+    )
+
+
+@pytest.mark.parametrize(
+    ("variant", "head_loss", "pairwise"),
+    [("cross_scan", "rank", True), ("cross_fusion", "mlm", False), ("hard_topk", "rank", True)],
+)
+def test_variants_in_tiny_models(variant: str, head_loss: str, pairwise: bool) -> None:
+    torch.manual_seed(0)
+    model = _tiny_model(variant).train()
+    batch = _batch()
+    losses = model.losses(batch)
+    assert set(losses) == {"sdm", "id", head_loss}
+    assert all(torch.isfinite(v) for v in losses.values())
+    losses[head_loss].backward()
+    trained = [p for p in model.head.parameters()] or list(model.text_proj.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in trained)
+    assert model.pairwise is pairwise
+    model.eval()
+    with torch.no_grad():
+        texts = model.encode_texts(batch.input_ids[:3], batch.attention_mask[:3])
+        images = model.encode_images(batch.pixels)
+        scores = model.similarity(texts, images)
+    assert scores.shape == (3, 4) and torch.isfinite(scores).all()
+
+
+def test_cross_fusion_mlm_gradients_reach_fusion_encoder() -> None:
+    torch.manual_seed(1)
+    model = _tiny_model("cross_fusion").train()
+    model.losses(_batch())["mlm"].backward()
+    assert isinstance(model.head, CrossFusionHead)
+    cross = model.head.fusion.cross.in_proj_weight
+    assert cross.grad is not None and cross.grad.abs().sum() > 0
+    # only `mlm` was back-propagated: text-encoder gradients come from re-encoding the masked caption
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.text_encoder.parameters())
+
+
+def test_masked_softmax_and_mean_ignore_padding() -> None:
+    x = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    mask = torch.tensor([[True, False, True], [False, False, False]])
+    weights = masked_softmax(x, mask, dim=-1)
+    e1, e3 = math.exp(1.0), math.exp(3.0)
+    torch.testing.assert_close(weights[0], torch.tensor([e1 / (e1 + e3), 0.0, e3 / (e1 + e3)]))
+    torch.testing.assert_close(weights[1], torch.zeros(3))  # no valid entry: zeros, not NaN
+    tokens = x.unsqueeze(-1).expand(2, 3, 2)  # (B, L, D)
+    torch.testing.assert_close(masked_mean(tokens, mask, dim=1), torch.tensor([[2.0, 2.0], [0.0, 0.0]]))
+
+
+def test_gumbel_topk_straight_through() -> None:
+    logits = torch.randn(4, 7, requires_grad=True)
+    mask = torch.ones(4, 7, dtype=torch.bool)
+    mask[1, 2:] = False  # two valid entries only
+    hot = gumbel_topk(
+        logits, 3, tau=0.5, training=True, mask=mask, generator=torch.Generator().manual_seed(0)
+    )
+    assert set(hot.detach().unique().tolist()) <= {0.0, 1.0}  # forward: a hard k-hot
+    assert hot.detach().sum(dim=1).tolist() == [3.0, 2.0, 3.0, 3.0]
+    assert not (hot.detach().bool() & ~mask).any()
+    (hot * torch.randn(4, 7)).sum().backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0
+    assert (logits.grad[1, 2:] == 0).all()  # masked entries get no gradient
+    inference = gumbel_topk(logits, 3, training=False)
+    expected = torch.zeros(4, 7).scatter_(1, logits.detach().topk(3, dim=1).indices, 1.0)
+    assert torch.equal(inference, expected)
