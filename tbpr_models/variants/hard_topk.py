@@ -63,7 +63,6 @@ def topk_match_similarity(words: Selection, regions: Selection, block_texts: int
     """
     num_images, k_regions, dim = regions.tokens.shape
     flat_regions = regions.tokens.reshape(num_images * k_regions, dim)  # (G*k, D)
-    lowest = torch.finfo(flat_regions.dtype).min
     region_valid = regions.valid.reshape(1, 1, num_images, k_regions)
     rows = []
     for q0 in range(0, words.tokens.shape[0], block_texts):
@@ -71,6 +70,7 @@ def topk_match_similarity(words: Selection, regions: Selection, block_texts: int
         cosine = (chunk @ flat_regions.t()).view(
             chunk.shape[0], chunk.shape[1], num_images, k_regions
         )  # (Qb, k, G, k)
+        lowest = torch.finfo(cosine.dtype).min  # matmul under autocast may return bf16
         best, arg = cosine.masked_fill(~region_valid, lowest).max(dim=-1)  # (Qb, k, G)
         region_weight = regions.weight.t().gather(0, arg.reshape(-1, num_images))  # (Qb*k, G)
         word_weight = words.weight[q0 : q0 + block_texts].unsqueeze(-1)  # (Qb, k, 1)

@@ -15,7 +15,7 @@ from tbpr_models.features import Batch, ImageFeatures, TextFeatures
 from tbpr_models.variant import HeadDims
 from tbpr_models.variants.cross_fusion import CrossFusionHead, mask_tokens
 from tbpr_models.variants.cross_scan import scan_similarity, scan_word_attention
-from tbpr_models.variants.hard_topk import HardTopkConfig, HardTopkHead
+from tbpr_models.variants.hard_topk import HardTopkConfig, HardTopkHead, Selection, topk_match_similarity
 
 VOCAB = 50
 
@@ -113,6 +113,20 @@ def test_hard_topk_inference_selects_exactly_k_and_matches_loop() -> None:
                 for i in top_words
             ]
             assert scores[q, g].item() == pytest.approx(sum(best) / len(best), abs=1e-5)
+
+
+def test_hard_topk_similarity_under_bf16_autocast_matches_fp32() -> None:
+    """Masked regions must be excluded with the matmul's own dtype (bf16 overflowed once)."""
+    torch.manual_seed(0)
+    words = Selection(
+        tokens=torch.randn(3, 4, 8), weight=torch.ones(3, 4), valid=torch.ones(3, 4, dtype=torch.bool)
+    )
+    valid = torch.tensor([[True, True, False, False]] * 5)
+    regions = Selection(tokens=torch.randn(5, 4, 8), weight=valid.float(), valid=valid)
+    expected = topk_match_similarity(words, regions)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = topk_match_similarity(words, regions)
+    assert torch.allclose(got.float(), expected, atol=0.25)
 
 
 def test_hard_topk_training_gradients_reach_selection_logits() -> None:

@@ -1,0 +1,61 @@
+"""`tbpr train DATA --variant V`: one tracked training run; its run id is the last stdout line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Literal
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tbpr.app import app
+from tbpr.errors import TbprError
+
+if TYPE_CHECKING:
+    from tasks.train import TrainResult
+
+
+def result_table(result: TrainResult) -> Table:
+    table = Table(title=f"{result.variant}: run {result.run_id}, best epoch {result.best_epoch}")
+    table.add_column("split")
+    for key in result.val_metrics:
+        table.add_column(key, justify="right")
+    table.add_row("val", *(f"{v:.2f}" for v in result.val_metrics.values()))
+    table.add_row("test", *(f"{result.test_metrics[k]:.2f}" for k in result.val_metrics))
+    return table
+
+
+@app.command()
+def train(
+    data: Annotated[
+        Path, typer.Argument(help="Prepared DATA folder (images/captions Parquet, manifest.json).")
+    ],
+    variant: Annotated[str, typer.Option(help="global, spatial, channel, mixed, nonlocal, cross_scan, ...")],
+    epochs: Annotated[
+        int | None, typer.Option(min=1, help="Epochs (default: the train config's, 10).")
+    ] = None,
+    device: Annotated[Literal["auto", "cpu", "cuda"], typer.Option(help="auto: CUDA when present.")] = "auto",
+    resume: Annotated[bool, typer.Option(help="Continue the latest unfinished run of this config.")] = False,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="key=value of the train config, e.g. lr=3e-4, model.embed_dim=128."),
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Train one variant: an MLflow run with per-epoch val metrics, test metrics and a registered model."""
+    if not (data / "images.parquet").is_file():
+        raise TbprError(f"{data} holds no images.parquet; run `tbpr prepare` (or `tbpr synth`) first")
+    from tasks.settings import TrainConfig, apply_overrides
+    from tasks.train import train_variant
+
+    base = TrainConfig(variant=variant, device=device)
+    config = apply_overrides(base, [*(overrides or []), *([f"epochs={epochs}"] if epochs else [])])
+    result = train_variant(data, config, resume=resume, progress=progress)
+    console = Console()
+    console.print(result_table(result))
+    verdict = "now champion" if result.promoted else "champion unchanged"
+    console.print(
+        f"registered tbpr-{result.variant} v{result.model_version} ({verdict}); checkpoint {result.checkpoint_dir}"
+    )
+    typer.echo(result.run_id)
