@@ -6,6 +6,7 @@ URI, no active-run stack), so threads of a flow can track different runs side by
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import subprocess
 import time
@@ -63,6 +64,17 @@ def flatten_params(values: Mapping[str, Any], prefix: str = "") -> dict[str, str
     return flat
 
 
+def _sqlite_client(uri: str, database: Path) -> MlflowClient:
+    """A client on a SQLite store, built under a file lock: building it creates and migrates the schema,
+    and processes starting together otherwise race on `CREATE TABLE` ("table datasets already exists")."""
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(database.with_name(database.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        client.search_registered_models(max_results=1)  # the registry store initialises on first use
+        return client
+
+
 class Tracker:
     """An MLflow client bound to one tracking configuration."""
 
@@ -71,8 +83,9 @@ class Tracker:
         self.config = tracking or TrackingConfig()
         uri = self.config.resolved_tracking_uri()
         if uri.startswith("sqlite:///"):
-            Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+            self.client = _sqlite_client(uri, Path(uri.removeprefix("sqlite:///")))
+        else:
+            self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
 
     def experiment_id(self, dataset: str) -> str:
         """Id of experiment `tbpr/<dataset>` (or the configured name), created with an explicit artifact root."""

@@ -65,3 +65,24 @@ def test_flatten_params_uses_dotted_keys() -> None:
         "model.loss_weights": "{}",
         "lr": "0.1",
     }
+
+
+def test_processes_starting_together_share_one_new_sqlite_store(tmp_path: Path) -> None:
+    """Without the schema lock, concurrent first runs fail with "table ... already exists"."""
+    import subprocess
+    import sys
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code = (
+        "import sys; from tasks.settings import TrackingConfig; from tasks.tracking import Tracker; "
+        "print(Tracker(TrackingConfig(tracking_uri=sys.argv[1])).experiment_id('race'))"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, uri], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(3)
+    ]
+    outputs = [proc.communicate(timeout=120) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0, 0], [err[-500:] for _, err in outputs]
+    assert len({out.strip() for out, _ in outputs}) == 1
