@@ -40,7 +40,9 @@ class TextFeatures:
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> TextFeatures:
         return TextFeatures(
-            global_=self.global_.to(device, dtype), local=self.local.to(device, dtype), mask=self.mask.to(device)
+            global_=self.global_.to(device, dtype),
+            local=self.local.to(device, dtype),
+            mask=self.mask.to(device),
         )
 
 

@@ -1,0 +1,196 @@
+"""Run configurations: one pydantic model per flow, loaded from TOML with `--set a.b=c` overrides.
+
+Presets live in `configs/` (`short.toml` is the embedded default, `full.toml` the long schedule).
+Every flow writes its config as `config.json` beside its outputs, and the pipeline flattens it into
+the MLflow params of its parent run (`flatten`).
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tasks.settings import TrackingConfig, TrainConfig, deep_merge, parse_overrides
+from tbpr.errors import TbprError
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+PROFILES = ("short", "full")
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class Settings(BaseModel):
+    """Base: unknown keys are an error (a typo in a TOML file must not pass silently)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RunnerConfig(Settings):
+    """Task runner: Prefect's thread pool, or Dask (a local cluster, or a scheduler at `address`)."""
+
+    kind: Literal["thread", "dask"] = "thread"
+    workers: int = Field(default=1, ge=1)  # thread pool size, or local Dask workers (processes)
+    threads_per_worker: int = Field(default=1, ge=1)  # local Dask cluster only
+    address: str | None = None  # Dask scheduler, e.g. tcp://10.0.0.5:8786 (kind = "dask")
+
+
+class SynthSettings(Settings):
+    identities: int = Field(default=200, ge=2)
+    seed: int = 0
+
+
+class SourceSettings(Settings):
+    """Where the data comes from: a dataset folder in `format`, or (no `source`) synthetic data."""
+
+    source: Path | None = None
+    format: Literal["cuhk-pedes", "icfg-pedes", "rstpreid"] = "cuhk-pedes"
+    synth: SynthSettings = SynthSettings()
+
+
+SHORT_TRAIN = TrainConfig(epochs=3, device="cpu", time_budget_minutes=4.0)
+
+
+class TrainSettings(Settings):
+    """Which variants to train and how: `config` for all of them, `per_variant` patches one of them
+    (e.g. `[train.per_variant.hard_topk] model = {variant = {k = 8}}`)."""
+
+    variants: list[str] = ["global", "channel", "cross_scan"]
+    config: TrainConfig = SHORT_TRAIN
+    per_variant: dict[str, dict[str, Any]] = {}
+
+    def for_variant(self, variant: str) -> TrainConfig:
+        """The TrainConfig of one variant: `config` with `variant` set and its patch merged in."""
+        data = deep_merge(self.config.model_dump(mode="json"), self.per_variant.get(variant, {}))
+        return TrainConfig.model_validate({**data, "variant": variant})
+
+
+class EmbedSettings(Settings):
+    device: str = "cpu"
+    batch_size: int = Field(default=128, ge=1)
+    precision: Literal["bf16", "fp32"] = "fp32"
+
+
+class ScoreJob(Settings):
+    mode: Literal["exhaustive", "pruned"] = "exhaustive"
+    top_k: int = Field(default=50, ge=1)
+    index: Literal["flat", "hnsw", "ivf"] = "flat"
+
+    @property
+    def name(self) -> str:
+        """Folder name of this job's outputs, e.g. `pruned-k50-flat`."""
+        return self.mode if self.mode == "exhaustive" else f"pruned-k{self.top_k}-{self.index}"
+
+
+DEFAULT_JOBS = [ScoreJob(), ScoreJob(mode="pruned", top_k=20), ScoreJob(mode="pruned", top_k=50)]
+
+
+class PlotSettings(Settings):
+    attention_queries: int = Field(default=3, ge=0)  # heat maps for this many test queries per variant
+
+
+class PrepareRunConfig(Settings):
+    """Flow `prepare-dataset`: synthesise (no source) or read `data.source`, write Parquet to `out`."""
+
+    data: SourceSettings = SourceSettings()
+    out: Path
+
+
+class TrainRunConfig(Settings):
+    """Flow `train-variants`: one training task per variant over prepared `data`."""
+
+    data: Path
+    train: TrainSettings = TrainSettings()
+    tracking: TrackingConfig = TrackingConfig()
+    runner: RunnerConfig = RunnerConfig()
+    out: Path | None = None  # checkpoints under out/<variant>; default $TBPR_HOME/runs/train/<run id>
+    parent_run_id: str | None = None  # MLflow parent run (set by the pipeline)
+    fail_on_error: bool = True  # False: return the failures instead of failing (the pipeline goes on)
+
+
+class EmbedRunConfig(Settings):
+    """Flow `embed-gallery`: features + FAISS index of the test split for one trained model."""
+
+    data: Path
+    model: str  # an MLflow run id, `models:/tbpr-<variant>@champion`, or a checkpoint folder
+    out: Path
+    embed: EmbedSettings = EmbedSettings()
+    indexes: list[Literal["flat", "hnsw", "ivf"]] = ["flat", "hnsw", "ivf"]
+    tracking: TrackingConfig = TrackingConfig()
+
+
+class ScoreRunConfig(Settings):
+    """Flow `score-queries`: every job over one embedding folder, outputs under `out/<job.name>`."""
+
+    emb: Path
+    out: Path
+    jobs: list[ScoreJob] = DEFAULT_JOBS
+    tracking: TrackingConfig = TrackingConfig()
+    runner: RunnerConfig = RunnerConfig()
+    parent_run_id: str | None = None  # MLflow parent run of the scoring runs (set by the pipeline)
+
+
+class PipelineConfig(Settings):
+    """Flow `tbpr-pipeline`: data -> prepare -> train -> embed -> score -> warehouse -> leaderboard."""
+
+    name: str = "short"  # names the run folder $TBPR_HOME/runs/<time>-<name> and the parent run
+    data: SourceSettings = SourceSettings()
+    train: TrainSettings = TrainSettings()
+    embed: EmbedSettings = EmbedSettings()
+    jobs: list[ScoreJob] = DEFAULT_JOBS
+    tracking: TrackingConfig = TrackingConfig()
+    runner: RunnerConfig = RunnerConfig()
+    plots: PlotSettings = PlotSettings()
+
+
+def profile_path(profile: str) -> Path:
+    if profile not in PROFILES:
+        raise TbprError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    return CONFIG_DIR / f"{profile}.toml"
+
+
+def load_config(model: type[M], path: Path | None = None, overrides: list[str] | None = None) -> M:
+    """Validate `model` from a TOML file (or its defaults) plus overrides; errors name the bad key."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        if not path.is_file():
+            raise TbprError(f"config file {path} does not exist; pass an existing TOML file to --config")
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise TbprError(f"config file {path} is not valid TOML ({exc}); fix its syntax") from exc
+    data = deep_merge(data, parse_overrides(overrides or []))
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise TbprError(f"invalid {model.__name__}: {problems}; fix the config file or --set") from exc
+
+
+def write_config(config: BaseModel, directory: Path) -> Path:
+    """Write `config.json` into `directory` (created if needed)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "config.json"
+    path.write_text(config.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def flatten(config: BaseModel) -> dict[str, str]:
+    """Dotted keys -> string values (lists of tables get their index): MLflow params."""
+    flat: dict[str, str] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), item)
+        elif isinstance(value, list) and any(isinstance(v, dict) for v in value):
+            for i, item in enumerate(value):
+                walk(f"{prefix}.{i}", item)
+        else:
+            flat[prefix] = json.dumps(value) if isinstance(value, list) else str(value)
+
+    walk("", config.model_dump(mode="json"))
+    return flat

@@ -1,0 +1,154 @@
+"""Flow `tbpr-pipeline`: data -> prepare -> train -> embed -> score -> pictures -> warehouse -> leaderboard.
+
+A parent MLflow run holds the flattened run config; each training and scoring job is its child.
+A variant that fails to train is named at the end and the flow ends Failed; the others go on.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prefect import flow
+
+from flows.config import (
+    EmbedRunConfig,
+    PipelineConfig,
+    PrepareRunConfig,
+    ScoreRunConfig,
+    TrainRunConfig,
+    flatten,
+    write_config,
+)
+from flows.embed import embed_gallery_flow
+from flows.prepare import prepare_dataset_flow, source_dir
+from flows.runners import task_runner
+from flows.score import score_queries_flow
+from flows.train import VariantsFailed, failure_message, train_variants_flow
+from tasks.leaderboard import QueryResult
+from tasks.pipeline_runs import tracking_db
+from tasks.plots import CostPoint
+from tasks.prefect_tasks import (
+    attention_maps_task,
+    close_run_task,
+    cmc_plot_task,
+    cost_plot_task,
+    leaderboard_task,
+    load_attributes_task,
+    log_files_task,
+    open_parent_run_task,
+    sync_task,
+)
+from tasks.score import ScoreResult
+from tbpr.env import tbpr_home
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    run_dir: Path
+    parent_run_id: str
+    warehouse: Path | None
+    leaderboard: QueryResult | None
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def data_dir(home: Path, config: PipelineConfig) -> Path:
+    """Where prepared data lives: one folder per source (or synthetic settings), reused across runs."""
+    if config.data.source is None:
+        return home / "data" / f"synth-{config.data.synth.identities}-{config.data.synth.seed}"
+    return home / "data" / f"{config.data.source.name}-{config.data.format}"
+
+
+@flow(name="tbpr-pipeline")
+def tbpr_pipeline(config: PipelineConfig = PipelineConfig()) -> PipelineResult:
+    home = tbpr_home()
+    run_dir = home / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{config.name}"
+    write_config(config, run_dir)
+    runner = task_runner(config.runner)
+    prepare = PrepareRunConfig(data=config.data, out=data_dir(home, config))
+    prepared = prepare_dataset_flow(prepare)
+    parent = open_parent_run_task(
+        config.tracking, prepared.dataset, f"pipeline-{config.name}", flatten(config)
+    )
+    log_files_task(config.tracking, parent, [run_dir / "config.json"], "config")
+    trained = train_variants_flow.with_options(task_runner=runner)(
+        TrainRunConfig(
+            data=prepared.out,
+            train=config.train,
+            tracking=config.tracking,
+            runner=config.runner,
+            out=run_dir / "train",
+            parent_run_id=parent,
+            fail_on_error=False,
+        )
+    )
+    indexes = sorted({job.index for job in config.jobs if job.mode == "pruned"}) or ["flat"]
+    scored: dict[str, tuple[Path, list[ScoreResult]]] = {}
+    for variant, result in trained.results.items():
+        emb = run_dir / "emb" / variant
+        embed_gallery_flow(
+            EmbedRunConfig(
+                data=prepared.out,
+                model=result.run_id,
+                out=emb,
+                embed=config.embed,
+                indexes=indexes,  # type: ignore[arg-type]
+                tracking=config.tracking,
+            )
+        )
+        scored[variant] = (
+            emb,
+            score_queries_flow.with_options(task_runner=runner)(
+                ScoreRunConfig(
+                    emb=emb,
+                    out=run_dir / "score" / variant,
+                    jobs=config.jobs,
+                    tracking=config.tracking,
+                    runner=config.runner,
+                    parent_run_id=parent,
+                )
+            ),
+        )
+    pictures = draw_pictures(run_dir / "plots", scored, config)
+    log_files_task(config.tracking, parent, pictures, "plots")
+    warehouse, board = refresh_warehouse(home, prepared.out, source_dir(prepare), config)
+    close_run_task(config.tracking, parent, failed=bool(trained.failed))
+    if trained.failed:
+        raise VariantsFailed(failure_message(trained) + f"; the others are in {run_dir}")
+    return PipelineResult(run_dir, parent, warehouse, board, trained.failed)
+
+
+def draw_pictures(
+    out: Path, scored: dict[str, tuple[Path, list[ScoreResult]]], config: PipelineConfig
+) -> list[Path]:
+    """CMC of each variant's exhaustive job, R1 against cost of every job, attention heat maps."""
+    if not scored:
+        return []
+    exhaustive = {
+        v: (r.out, emb) for v, (emb, results) in scored.items() for r in results if r.mode == "exhaustive"
+    }
+    points = [
+        CostPoint(v, r.out.name, r.metrics["R1"], r.seconds)
+        for v, (_, results) in scored.items()
+        for r in results
+    ]
+    pictures = [cost_plot_task(points, out / "r1_vs_cost.png")]
+    if exhaustive:
+        pictures.append(cmc_plot_task(exhaustive, out / "cmc.png"))
+    for emb, _ in scored.values():
+        pictures += attention_maps_task(emb, out, config.plots.attention_queries, config.embed.device)
+    return pictures
+
+
+def refresh_warehouse(
+    home: Path, data: Path, source: Path, config: PipelineConfig
+) -> tuple[Path | None, QueryResult | None]:
+    """Sync MLflow + rankings into `warehouse.duckdb` and read the leaderboard (SQLite tracking only)."""
+    db = tracking_db(config.tracking)
+    if db is None:
+        return None, None
+    warehouse = home / "warehouse.duckdb"
+    attributes = load_attributes_task(source)
+    sync_task(db, warehouse, str(home / "runs" / "**" / "rankings.parquet"), [data], attributes)
+    return warehouse, leaderboard_task(warehouse)

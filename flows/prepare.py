@@ -1,0 +1,28 @@
+"""Flow `prepare-dataset`: synthesise (when no source is configured) and prepare validated Parquet."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow
+
+from flows.config import PrepareRunConfig, write_config
+from tasks.prefect_tasks import prepare_task, synth_task
+from tasks.prepare import PrepareSummary
+
+
+def source_dir(config: PrepareRunConfig) -> Path:
+    """The configured source, or where the synthetic source is generated (beside the output)."""
+    synth = config.data.synth
+    return config.data.source or config.out.parent / f"synth-raw-{synth.identities}-{synth.seed}"
+
+
+@flow(name="prepare-dataset")
+def prepare_dataset_flow(config: PrepareRunConfig) -> PrepareSummary:
+    source, fmt = source_dir(config), config.data.format
+    if config.data.source is None:
+        synth_task(source, identities=config.data.synth.identities, seed=config.data.synth.seed)
+        fmt = "cuhk-pedes"
+    summary = prepare_task(source, fmt, config.out)
+    write_config(config, config.out)
+    return summary

@@ -1,0 +1,275 @@
+"""Score the queries of an EMB folder against its gallery: exhaustive or pruned.
+
+Both modes call the one pair scorer, `model.similarity`, rebuilt from the checkpoint recorded in
+`embed.json`; both write `OUT/rankings.parquet` (top 100 per query) and `OUT/metrics.json`, and log
+an MLflow scoring run through `tasks.tracking`. Dimension letters: Q queries, G gallery.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from tasks.faiss_index import IndexParams, check_index_kind, index_file, load_index
+from tasks.scoring.exhaustive import BlockPlan, Shapes, exhaustive_similarity, plan_blocks
+from tasks.scoring.pruned import RerankStrategy, first_stage, rerank
+from tasks.scoring.ranking import (
+    Ranking,
+    global_similarity,
+    rank_exhaustive,
+    rank_pruned,
+    ranking_similarity,
+    rankings_table,
+)
+from tasks.scoring.source import EmbeddingStore
+from tasks.settings import TrackingConfig
+from tbpr.errors import TbprError
+
+log = logging.getLogger(__name__)
+
+ScoreMode = Literal["exhaustive", "pruned"]
+SCORE_MODES: tuple[str, ...] = get_args(ScoreMode)
+METRIC_NAMES = ("R1", "R5", "R10", "mAP", "mINP")
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    out: Path
+    mode: ScoreMode
+    metrics: dict[str, float]  # R1, R5, R10, mAP, mINP in percent
+    pairs_scored: int
+    seconds: float  # scoring time: exhaustive blocks, or FAISS search + re-ranking
+    top_k: int | None
+    index: str | None
+    run_id: str | None = None  # the MLflow scoring run
+    details: dict[str, Any] = field(default_factory=dict)  # everything else in metrics.json
+
+
+@dataclass(frozen=True)
+class _Scored:
+    ranking: Ranking
+    similarity: np.ndarray  # (Q, G) whose descending order is the ranking
+    pairs_scored: int
+    seconds: float
+    details: dict[str, Any]
+
+
+def score(
+    emb: Path,
+    out: Path,
+    *,
+    mode: ScoreMode,
+    top_k: int = 64,
+    index: str = "flat",
+    memory_budget_mb: float = 512.0,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    strategy: RerankStrategy | Literal["auto"] = "auto",
+    track: bool = True,
+    tracking: TrackingConfig | None = None,
+    parent_run_id: str | None = None,
+) -> ScoreResult:
+    """Rank every query of `emb`, write rankings and metrics to `out`, and log a scoring run."""
+    from tbpr_models import load_checkpoint, retrieval_metrics
+
+    if mode not in SCORE_MODES:
+        raise TbprError(f"unknown mode {mode!r}; use one of {', '.join(SCORE_MODES)}")
+    kind = check_index_kind(index)
+    if top_k < 1:
+        raise TbprError(f"--top-k must be at least 1 (got {top_k})")
+    store = EmbeddingStore(emb)
+    torch_device = torch.device(device)
+    model = load_checkpoint(Path(store.info.checkpoint), device=torch_device).eval()
+    if strategy == "auto":  # measured: per-query calls win for pair scorers, unions for cosine scorers
+        strategy = "per_query" if store.info.pairwise else "union"
+    if mode == "exhaustive":
+        scored = _exhaustive(model.similarity, store, memory_budget_mb, torch_device, dtype)
+    else:
+        scored = _pruned(
+            model.similarity, store, emb, kind, top_k, memory_budget_mb, torch_device, dtype, strategy
+        )
+    query_ids, query_pids = store.query_ids()
+    image_ids, gallery_pids = store.gallery_ids()
+    metrics = retrieval_metrics(scored.similarity, query_pids, gallery_pids)
+    result = ScoreResult(
+        out=out,
+        mode=mode,
+        metrics={name: float(metrics[name]) for name in METRIC_NAMES},
+        pairs_scored=scored.pairs_scored,
+        seconds=scored.seconds,
+        top_k=top_k if mode == "pruned" else None,
+        index=kind if mode == "pruned" else None,
+        details={**scored.details, **_model_details(store)},
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    _write_parquet(rankings_table(scored.ranking, query_ids, image_ids), out / "rankings.parquet")
+    _write_json(metrics_document(result), out / "metrics.json")
+    if track:
+        run_id = log_scoring_run(result, tracking=tracking, parent_run_id=parent_run_id)
+        result = dataclasses.replace(result, run_id=run_id)
+        _write_json(metrics_document(result), out / "metrics.json")
+    log.info(
+        "%s scoring: R1 %.2f, %d pairs in %.2f s",
+        mode,
+        result.metrics["R1"],
+        result.pairs_scored,
+        result.seconds,
+    )
+    return result
+
+
+def _exhaustive(
+    scorer: Any, store: EmbeddingStore, memory_budget_mb: float, device: torch.device, dtype: torch.dtype
+) -> _Scored:
+    plan = plan_blocks(_shapes(store), memory_budget_mb)
+    start = time.perf_counter()
+    similarity = exhaustive_similarity(scorer, store, plan, device=device, dtype=dtype, show_progress=True)
+    seconds = time.perf_counter() - start
+    details = {"query_block": plan.query_block, "gallery_block": plan.gallery_block}
+    pairs = similarity.size
+    return _Scored(rank_exhaustive(similarity), similarity, pairs, seconds, details)
+
+
+def _pruned(
+    scorer: Any,
+    store: EmbeddingStore,
+    emb: Path,
+    kind: Any,
+    top_k: int,
+    memory_budget_mb: float,
+    device: torch.device,
+    dtype: torch.dtype,
+    strategy: RerankStrategy,
+) -> _Scored:
+    from tasks.scoring.pruned import union_group_size
+
+    faiss_index = load_index(index_file(emb, kind))
+    group = union_group_size(top_k, _shapes(store), memory_budget_mb)
+    start = time.perf_counter()
+    candidates = first_stage(faiss_index, store.text_globals(), top_k, IndexParams())
+    stage1_seconds = time.perf_counter() - start
+    reranked = rerank(
+        scorer,
+        store,
+        candidates,
+        device=device,
+        dtype=dtype,
+        strategy=strategy,
+        group=group,
+        show_progress=True,
+    )
+    seconds = time.perf_counter() - start
+    # evaluation only: images outside the top-k keep their first-stage (global cosine) order
+    ranking = rank_pruned(
+        candidates, reranked, global_similarity(store.text_globals(), store.image_globals())
+    )
+    details = {
+        "seconds_stage1": stage1_seconds,
+        "seconds_rerank": seconds - stage1_seconds,
+        "rerank_strategy": strategy,
+        "rerank_group": group if strategy == "union" else 1,
+        "rerank_calls": reranked.calls,
+        "candidates_found": int((candidates.ids >= 0).sum()),
+    }
+    return _Scored(ranking, ranking_similarity(ranking), reranked.pairs_scored, seconds, details)
+
+
+def _shapes(store: EmbeddingStore) -> Shapes:
+    info = store.info
+    return Shapes(
+        num_texts=info.num_queries,
+        num_images=info.num_images,
+        words=info.max_length,
+        regions=info.num_regions,
+        dim=info.embed_dim,
+        pairwise=info.pairwise,
+    )
+
+
+def _model_details(store: EmbeddingStore) -> dict[str, Any]:
+    info = store.info
+    return {
+        "model_ref": info.model_ref,
+        "train_run_id": info.train_run_id,
+        "variant": info.variant,
+        "dataset": info.dataset,
+        "num_queries": info.num_queries,
+        "num_images": info.num_images,
+    }
+
+
+def log_scoring_run(
+    result: ScoreResult, *, tracking: TrackingConfig | None = None, parent_run_id: str | None = None
+) -> str:
+    """An MLflow run (stage=score) in experiment tbpr/<dataset>, tagged with the training run; its id."""
+    from tasks.tracking import Tracker
+
+    tracker = Tracker(tracking)
+    details = result.details
+    dataset = str(details.get("dataset") or "unknown")
+    tags = {"stage": "score", "variant": str(details.get("variant")), "dataset": dataset, "mode": result.mode}
+    if details.get("train_run_id"):
+        tags["train_run_id"] = str(details["train_run_id"])
+    name = f"score-{details.get('variant')}-{result.mode}" + (
+        f"-{result.index}-k{result.top_k}" if result.top_k else ""
+    )
+    run_id = tracker.start_run(tracker.experiment_id(dataset), name, tags, parent_run_id=parent_run_id)
+    try:
+        params = {
+            "mode": result.mode,
+            "top_k": result.top_k,
+            "index": result.index,
+            "model_ref": details["model_ref"],
+        }
+        params |= {
+            key: details[key] for key in ("rerank_strategy", "query_block", "gallery_block") if key in details
+        }
+        tracker.log_params(run_id, {key: str(value) for key, value in params.items()})
+        metrics = {f"test/{name}": value for name, value in result.metrics.items()}
+        metrics |= {"score/seconds": result.seconds, "score/pairs_scored": float(result.pairs_scored)}
+        tracker.log_metrics(run_id, metrics, step=0)
+        tracker.log_artifacts(run_id, result.out / "metrics.json")
+    except BaseException:
+        tracker.end_run(run_id, "FAILED")
+        raise
+    tracker.end_run(run_id)
+    return run_id
+
+
+def metrics_document(result: ScoreResult) -> dict[str, Any]:
+    """The content of `metrics.json`."""
+    return {
+        **result.metrics,
+        "pairs_scored": result.pairs_scored,
+        "seconds": result.seconds,
+        "mode": result.mode,
+        "top_k": result.top_k,
+        "index": result.index,
+        "scoring_run_id": result.run_id,
+        **result.details,
+    }
+
+
+def _write_json(document: dict[str, Any], path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(document, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def _write_parquet(table: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+__all__ = ["SCORE_MODES", "BlockPlan", "ScoreMode", "ScoreResult", "metrics_document", "score"]

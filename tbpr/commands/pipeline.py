@@ -1,0 +1,61 @@
+"""`tbpr run`: the `tbpr-pipeline` flow on a preset or config file, then the leaderboard and where to look."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from tbpr.app import app
+
+
+@app.command()
+def run(
+    config: Annotated[
+        Path | None, typer.Option(help="a TOML run config (default: the --profile preset)")
+    ] = None,
+    profile: Annotated[
+        str, typer.Option(help="preset in configs/: short (~15 min on 2 cores) or full")
+    ] = "short",
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="override a config key, e.g. --set train.config.epochs=2"),
+    ] = None,
+) -> None:
+    """Run the whole pipeline: synthetic data (or a configured source) to a leaderboard."""
+    import os
+
+    # Prefect's ephemeral server can take longer than its default 20 s to start on a busy machine
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    from flows.config import PipelineConfig, load_config, profile_path
+    from tbpr.env import tbpr_home
+
+    settings = load_config(PipelineConfig, config or profile_path(profile), overrides or [])
+    from flows.pipeline import tbpr_pipeline
+
+    console = Console()
+    state = tbpr_pipeline(settings, return_state=True)
+    home = tbpr_home()
+    show_leaderboard(console, home / "warehouse.duckdb")
+    console.print(
+        "\n[bold]Look closer[/]\n"
+        f"  MLflow UI:  mlflow ui --backend-store-uri sqlite:///{home / 'mlflow.db'}\n"
+        "  Prefect UI: prefect server start   (then open http://127.0.0.1:4200; export\n"
+        "              PREFECT_API_URL=http://127.0.0.1:4200/api before `tbpr run` to watch it live)\n"
+        "  SQL:        tbpr sql leaderboard | pruned_vs_exhaustive | metric_history | hardest_queries"
+        " | attribute_errors",
+        highlight=False,
+    )
+    if not state.is_completed():
+        Console(stderr=True).print(f"[bold red]pipeline {state.name}:[/] {state.message}", highlight=False)
+        raise typer.Exit(1)
+
+
+def show_leaderboard(console: Console, warehouse: Path) -> None:
+    from tasks.leaderboard import leaderboard
+    from tbpr.commands.sql import result_table
+
+    if warehouse.is_file():
+        console.print(result_table(leaderboard(warehouse)))

@@ -1,0 +1,96 @@
+"""`tbpr score EMB --mode exhaustive|pruned --out OUT` and `tbpr search EMB "text"`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tbpr.app import app
+from tbpr.commands.embed import IndexName, quiet_faiss, resolve_device, set_threads
+
+
+@app.command()
+def score(
+    emb: Annotated[Path, typer.Argument(help="EMB folder written by `tbpr embed`.")],
+    mode: Annotated[
+        Literal["exhaustive", "pruned"], typer.Option(help="All pairs, or FAISS top-k re-ranked.")
+    ],
+    out: Annotated[Path, typer.Option(help="Folder for rankings.parquet and metrics.json.")],
+    top_k: Annotated[int, typer.Option(min=1, help="Candidates re-ranked per query (pruned).")] = 64,
+    index: Annotated[IndexName, typer.Option(help="FAISS index of the first stage (pruned).")] = "flat",
+    memory_budget_mb: Annotated[
+        float, typer.Option(min=1, help="Working memory of one scoring block.")
+    ] = 512,
+    strategy: Annotated[
+        Literal["auto", "union", "per_query"],
+        typer.Option(help="Re-ranking calls (pruned): auto = per_query for pair scorers, union otherwise."),
+    ] = "auto",
+    device: Annotated[Literal["auto", "cpu", "cuda"], typer.Option()] = "auto",
+    threads: Annotated[int | None, typer.Option(min=1, help="torch and FAISS threads.")] = None,
+    track: Annotated[bool, typer.Option(help="Log an MLflow scoring run.")] = True,
+    parent_run_id: Annotated[str | None, typer.Option(help="MLflow parent run (a pipeline run).")] = None,
+) -> None:
+    """Rank every query of EMB against its gallery; write rankings, metrics and an MLflow run."""
+    quiet_faiss()
+    from tasks.score import score as run_score
+
+    set_threads(threads)
+    result = run_score(
+        emb,
+        out,
+        mode=mode,
+        top_k=top_k,
+        index=index,
+        memory_budget_mb=memory_budget_mb,
+        device=resolve_device(device),
+        strategy=strategy,
+        track=track,
+        parent_run_id=parent_run_id,
+    )
+    title = f"{result.mode}" + (f" ({result.index}, k={result.top_k})" if result.top_k else "")
+    table = Table(title=f"{title}: {out}")
+    for column in ("R1", "R5", "R10", "mAP", "mINP", "pairs scored", "seconds"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        *(f"{result.metrics[name]:.2f}" for name in ("R1", "R5", "R10", "mAP", "mINP")),
+        f"{result.pairs_scored:,}",
+        f"{result.seconds:.2f}",
+    )
+    console = Console()
+    console.print(table)
+    if result.run_id:
+        console.print(f"MLflow scoring run: {result.run_id}")
+
+
+@app.command()
+def search(
+    emb: Annotated[Path, typer.Argument(help="EMB folder written by `tbpr embed`.")],
+    text: Annotated[str, typer.Argument(help='The description, e.g. "a man in a red jacket".')],
+    top_k: Annotated[int, typer.Option(min=1, help="Results shown.")] = 10,
+    candidates: Annotated[int, typer.Option(min=1, help="FAISS candidates re-ranked by the model.")] = 64,
+    index: Annotated[IndexName, typer.Option(help="FAISS index of the first stage.")] = "flat",
+    sheet: Annotated[Path | None, typer.Option(help="Contact sheet PNG [default: EMB/search.png].")] = None,
+    device: Annotated[Literal["auto", "cpu", "cuda"], typer.Option()] = "auto",
+) -> None:
+    """One free-text query: ranked image ids with scores, and a contact sheet of the results."""
+    quiet_faiss()
+    from tasks.scoring.layout import EmbedInfo
+    from tasks.search import contact_sheet, search_text
+
+    hits = search_text(
+        emb, text, top_k=top_k, candidates=candidates, index=index, device=resolve_device(device)
+    )
+    table = Table(title=f"{text!r}")
+    for column in ("rank", "image_id", "person_id", "score", "file_path"):
+        table.add_column(column, justify="left" if column == "file_path" else "right")
+    for hit in hits:
+        table.add_row(str(hit.rank), str(hit.image_id), str(hit.person_id), f"{hit.score:.4f}", hit.file_path)
+    console = Console()
+    console.print(table)
+    target = sheet if sheet is not None else emb / "search.png"
+    contact_sheet(hits, Path(EmbedInfo.read(emb).data), target)
+    console.print(f"contact sheet: {target}")

@@ -1,0 +1,79 @@
+"""Run configs: presets, TOML files, `--set` overrides, config.json and MLflow params."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from flows.config import (
+    PipelineConfig,
+    ScoreJob,
+    TrainSettings,
+    flatten,
+    load_config,
+    profile_path,
+    write_config,
+)
+from tbpr.errors import TbprError
+
+
+def test_short_preset_is_the_embedded_default() -> None:
+    assert load_config(PipelineConfig, profile_path("short")) == PipelineConfig()
+
+
+def test_full_preset_is_longer() -> None:
+    full = load_config(PipelineConfig, profile_path("full"))
+    assert full.train.config.epochs > PipelineConfig().train.config.epochs
+    assert set(PipelineConfig().train.variants) < set(full.train.variants)
+
+
+def test_overrides_reach_nested_keys_and_lists(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('name = "x"\n[train.config]\nepochs = 7\nbatch_size = 16\n')
+    config = load_config(
+        PipelineConfig, path, ["train.config.epochs=2", 'train.variants=["global"]', "runner.kind=dask"]
+    )
+    assert (config.name, config.train.config.epochs, config.train.config.batch_size) == ("x", 2, 16)
+    assert config.train.variants == ["global"] and config.runner.kind == "dask"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [["train.config.epochz=2"], ["runner.kind=ray"], ["jobs=3"], ["novalue"], ["train.config.epochs=0"]],
+)
+def test_bad_settings_are_tbpr_errors(overrides: list[str]) -> None:
+    with pytest.raises(TbprError):
+        load_config(PipelineConfig, None, overrides)
+
+
+def test_missing_or_broken_files_are_tbpr_errors(tmp_path: Path) -> None:
+    with pytest.raises(TbprError, match="does not exist"):
+        load_config(PipelineConfig, tmp_path / "nope.toml")
+    (tmp_path / "bad.toml").write_text("[train\n")
+    with pytest.raises(TbprError, match="not valid TOML"):
+        load_config(PipelineConfig, tmp_path / "bad.toml")
+    with pytest.raises(TbprError, match="profile"):
+        profile_path("medium")
+
+
+def test_per_variant_patch_merges_into_one_variant_only() -> None:
+    settings = TrainSettings(
+        variants=["global", "hard_topk"],
+        per_variant={"hard_topk": {"model": {"variant": {"k": 4}}, "lr": 0.5}},
+    )
+    topk, base = settings.for_variant("hard_topk"), settings.for_variant("global")
+    assert (topk.variant, topk.model, topk.lr) == ("hard_topk", {"variant": {"k": 4}}, 0.5)
+    assert (base.variant, base.model, base.lr) == ("global", {}, settings.config.lr)
+
+
+def test_config_json_round_trips_and_flattens(tmp_path: Path) -> None:
+    config = PipelineConfig(jobs=[ScoreJob(), ScoreJob(mode="pruned", top_k=5, index="hnsw")])
+    path = write_config(config, tmp_path / "run")
+    assert PipelineConfig.model_validate(json.loads(path.read_text())) == config
+    flat = flatten(config)
+    assert flat["jobs.1.top_k"] == "5" and flat["jobs.1.index"] == "hnsw"
+    assert json.loads(flat["train.variants"]) == config.train.variants
+    assert flat["train.config.epochs"] == str(config.train.config.epochs)
+    assert all(isinstance(v, str) for v in flat.values())
