@@ -8,7 +8,8 @@ shapes: D=256, N=48 regions, captions of 16-40 real words padded to 48):
 - pruned scoring with k = 16, 64, 128: FAISS stage 1 (flat and HNSW) and re-ranking, each timed on a
   slice of the queries and extrapolated linearly (re-ranking k candidates costs the same per query
   at any gallery size); at CUHK-PEDES test scale (6,156 x 3,074) the pruned runs are complete;
-- the two re-ranking strategies (`union`, `per_query`) at CUHK-PEDES scale;
+- at CUHK-PEDES scale, complete pruned runs with k = 16, 64, 128 (`batched`: one
+  `similarity_candidates` call per chunk of queries) and the `union` reference strategy;
 - R1 of pruned against exhaustive: on planted synthetic features (persons = prototype regions plus
   noise; captions = noisy copies of some of the person's regions), or with `--checkpoint/--run` and
   `--data`, on the real test split of a trained model (embedded into `--emb` or a temporary folder).
@@ -36,8 +37,16 @@ import numpy as np
 import torch
 
 from tasks.faiss_index import build_index, set_faiss_threads
-from tasks.scoring.exhaustive import BlockPlan, Scorer, Shapes, exhaustive_similarity, plan_blocks
-from tasks.scoring.pruned import Candidates, first_stage, rerank, union_group_size
+from tasks.scoring.exhaustive import BlockPlan, Shapes, exhaustive_similarity, plan_blocks
+from tasks.scoring.pruned import (
+    Candidates,
+    PairScorer,
+    RerankStrategy,
+    batched_chunk_size,
+    first_stage,
+    rerank,
+    union_group_size,
+)
 from tasks.scoring.ranking import global_similarity, rank_pruned, ranking_similarity
 from tbpr_models import ImageEncoderConfig, ModelConfig, TextEncoderConfig, build_model, variant_config
 from tbpr_models.features import ImageFeatures, TextFeatures
@@ -77,7 +86,6 @@ class Synthetic:
     seed: int = 0
     planted: bool = False
     pool: int = 1024
-    with_gram: bool = False
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -127,14 +135,6 @@ class Synthetic:
     def images(self, rows: slice | np.ndarray, device: torch.device, dtype: torch.dtype) -> ImageFeatures:
         index = self._rows(rows, self.num_images)
         local = torch.from_numpy(self.arrays["image_local"][index]).to(device, dtype)
-        if self.with_gram:
-            if "gram" not in self.arrays:
-                unit_regions = torch.nn.functional.normalize(
-                    torch.from_numpy(self.arrays["image_local"]), dim=-1
-                )
-                self.arrays["gram"] = (unit_regions @ unit_regions.transpose(1, 2)).numpy()  # (pool, N, N)
-            gram = torch.from_numpy(self.arrays["gram"][index]).to(device, dtype)
-            return GramImages(global_=torch.zeros(len(index), D), local=local, gram=gram)
         return ImageFeatures(global_=torch.zeros(len(index), D), local=local)
 
     def texts(self, rows: slice | np.ndarray, device: torch.device, dtype: torch.dtype) -> TextFeatures:
@@ -164,8 +164,8 @@ def scan_flops_per_pair(words: float, regions: int = N, dim: int = D) -> float:
     return 2 * words * regions * dim + 2 * words * regions * regions
 
 
-def pair_scorer() -> Scorer:
-    """`model.similarity` of a `cross_scan` model (the encoders are tiny; only the head scores)."""
+def pair_scorer() -> PairScorer:
+    """A `cross_scan` model (the encoders are tiny; only the head's two scorers are used)."""
     config = ModelConfig(
         variant=variant_config("cross_scan"),
         image=ImageEncoderConfig(widths=(4, 4, 4, 4)),
@@ -173,33 +173,7 @@ def pair_scorer() -> Scorer:
         embed_dim=D,
     )
     model = build_model(config, load_pretrained=False).eval()
-    return model.similarity
-
-
-@dataclass(frozen=True)
-class GramImages(ImageFeatures):
-    """Proposal: image features that carry each image's region Gram matrix, computed once at embed time."""
-
-    gram: torch.Tensor  # (B, N, N) of the L2-normalised regions
-
-
-def scan_cached_gram(texts: TextFeatures, images: ImageFeatures, block: int = 32) -> torch.Tensor:
-    """`scan_similarity` (lambda 9 and 6) with the Gram matrices taken from `GramImages` instead of
-    recomputed at every call: what re-ranking would cost if the head accepted them."""
-    from tbpr_models.attention import l2_normalize
-    from tbpr_models.variants.cross_scan import _word_relevance_exp
-
-    assert isinstance(images, GramImages)
-    words = l2_normalize(texts.local[texts.mask])  # (W, D) real words
-    owner = texts.mask.nonzero()[:, 0]  # (W,)
-    regions = l2_normalize(images.local)  # (G, N, D)
-    sums = torch.zeros(len(texts), len(images))
-    for g0 in range(0, len(images), block):
-        relevance = _word_relevance_exp(
-            words, regions[g0 : g0 + block], images.gram[g0 : g0 + block], 9.0, 6.0
-        )
-        sums[:, g0 : g0 + block].index_add_(0, owner, relevance)
-    return torch.log(sums) / 6.0  # (Q, G)
+    return model
 
 
 def shapes(source: Synthetic) -> Shapes:
@@ -215,14 +189,19 @@ class Pruned:
 
 
 def time_pruned(
-    scorer: Scorer, source: Synthetic, index: faiss.Index, k: int, queries: int, strategy: str, budget: float
+    scorer: PairScorer,
+    source: Synthetic,
+    index: faiss.Index,
+    k: int,
+    queries: int,
+    strategy: str,
+    budget: float,
 ) -> Pruned:
     rows = np.arange(min(queries, source.num_texts))
     with clock() as stage1:
         candidates = first_stage(index, source.text_globals()[rows], k)
-    group = union_group_size(k, shapes(source), budget)
     with clock() as second:
-        reranked = rerank(scorer, _Rows(source, rows), candidates, device=CPU, strategy=strategy, group=group)  # type: ignore[arg-type]
+        reranked = run_rerank(scorer, _Rows(source, rows), candidates, strategy, budget)
     count = len(rows)
     return Pruned(
         stage1.wall / count,
@@ -230,6 +209,18 @@ def time_pruned(
         reranked.pairs_scored / count,
         (stage1.cpu + second.cpu) / count,
     )
+
+
+def run_rerank(scorer: PairScorer, source: Any, candidates: Candidates, strategy: str, budget: float) -> Any:
+    """`rerank` with the chunk or group size `tasks.score` would pick."""
+    k = candidates.ids.shape[1]
+    size = Shapes(source.num_texts, source.num_images, L, N, D, pairwise=True)
+    if strategy == "batched":
+        group = batched_chunk_size(k, size, budget)
+    else:
+        group = union_group_size(k, size, budget)
+    how: RerankStrategy = "batched" if strategy == "batched" else "union"
+    return rerank(scorer, source, candidates, device=CPU, strategy=how, group=group, memory_budget_mb=budget)
 
 
 class _Rows:
@@ -246,7 +237,9 @@ class _Rows:
         return self.source.texts(self.rows[rows], device, dtype)
 
 
-def exhaustive_rate(scorer: Scorer, budget: float, repeats: int = 2) -> tuple[float, float, BlockPlan, float]:
+def exhaustive_rate(
+    scorer: PairScorer, budget: float, repeats: int = 2
+) -> tuple[float, float, BlockPlan, float]:
     """(wall s/pair, CPU s/pair, block plan, mean real words) of exhaustive scoring, from 2 x 2 full blocks
     of the plan at CUHK-PEDES shapes: blocks have the same shape at any Q and G, so the cost per pair is
     the same and totals are extrapolated from it."""
@@ -257,14 +250,14 @@ def exhaustive_rate(scorer: Scorer, budget: float, repeats: int = 2) -> tuple[fl
     return best.wall / pairs, best.cpu / pairs, plan, float(source.mask.sum(axis=1).mean())
 
 
-def time_exhaustive_full(scorer: Scorer, source: Synthetic, plan: BlockPlan) -> Clock:
+def time_exhaustive_full(scorer: PairScorer, source: Synthetic, plan: BlockPlan) -> Clock:
     with clock() as took:
-        exhaustive_similarity(scorer, source, plan, device=CPU)
+        exhaustive_similarity(scorer.similarity, source, plan, device=CPU)
     return took
 
 
 def scaling(
-    scorer: Scorer, galleries: list[int], ks: list[int], per_pair_cpu: float, args: argparse.Namespace
+    scorer: PairScorer, galleries: list[int], ks: list[int], per_pair_cpu: float, args: argparse.Namespace
 ) -> dict[str, list[float]]:
     """Scoring CPU seconds per gallery size (steadier than wall time on a shared machine): exhaustive
     (extrapolated from the per-pair cost) and pruned per (index, k), timed on a slice of the queries."""
@@ -303,7 +296,7 @@ def scaling(
     return curves
 
 
-def linear_in_queries(scorer: Scorer, args: argparse.Namespace) -> None:
+def linear_in_queries(scorer: PairScorer, args: argparse.Namespace) -> None:
     source = Synthetic(10_000, 20_000, seed=3)
     index = build_index(source.image_globals(), "hnsw")
     times = {q: time_pruned(scorer, source, index, 64, q, args.strategy, args.budget) for q in (256, 1024)}
@@ -313,35 +306,29 @@ def linear_in_queries(scorer: Scorer, args: argparse.Namespace) -> None:
     )
 
 
-def cuhk_scale(scorer: Scorer, per_pair: float, per_pair_cpu: float, args: argparse.Namespace) -> None:
+def cuhk_scale(
+    scorer: PairScorer, per_pair: float, per_pair_cpu: float, ks: list[int], args: argparse.Namespace
+) -> None:
     """Complete pruned runs at CUHK-PEDES test scale against extrapolated exhaustive scoring."""
     queries, gallery = CUHK
     source = Synthetic(gallery, queries, seed=4)
-    exhaustive = per_pair * queries * gallery
+    exhaustive, exhaustive_cpu = per_pair * queries * gallery, per_pair_cpu * queries * gallery
     print(
-        f"\n== CUHK-PEDES test scale: {queries:,} queries x {gallery:,} images; exhaustive {exhaustive:.0f} s (extrapolated) =="
+        f"\n== CUHK-PEDES test scale: {queries:,} queries x {gallery:,} images; exhaustive {exhaustive:.0f} s wall, "
+        f"{exhaustive_cpu:.0f} s CPU (extrapolated) =="
     )
-    cached = Synthetic(gallery, queries, seed=4, with_gram=True)
-    probe = cached.texts(slice(0, 3), CPU, torch.float32), cached.images(slice(0, 40), CPU, torch.float32)
-    torch.testing.assert_close(scan_cached_gram(*probe), scorer(*probe), rtol=1e-4, atol=1e-4)
-    runs = [  # (index, strategy, queries timed): union is timed on a slice (it scores far more pairs)
-        ("flat", "union", 1024),
-        ("flat", "per_query", queries),
-        ("hnsw", "per_query", queries),
-        ("hnsw", "per_query, Gram cached (proposal)", queries),
-    ]
+    runs = [(kind, "batched", k, queries) for kind in ("flat", "hnsw") for k in ks]
+    runs.append(("flat", "union", 64, 1024))  # the reference, timed on a slice (it scores more pairs)
     indexes = {kind: build_index(source.image_globals(), kind) for kind in ("flat", "hnsw")}  # type: ignore[arg-type]
-    for kind, strategy, timed in runs:
-        if strategy.startswith("per_query,"):
-            t = time_pruned(scan_cached_gram, cached, indexes[kind], 64, timed, "per_query", args.budget)
-        else:
-            t = time_pruned(scorer, source, indexes[kind], 64, timed, strategy, args.budget)
+    for kind, strategy, k, timed in runs:
+        t = time_pruned(scorer, source, indexes[kind], k, timed, strategy, args.budget)
         total = (t.stage1 + t.rerank) * queries
         how = "complete" if timed == queries else f"extrapolated from {timed} queries"
         print(
-            f"pruned {kind:>4} k=64 {strategy:>35}: {total:6.1f} s wall ({t.cpu * queries:6.1f} s CPU, {how}), "
-            f"{t.pairs * queries / 1e6:.2f}M pairs, {exhaustive / total:5.1f}x less wall time than exhaustive, "
-            f"{per_pair_cpu * queries * gallery / (t.cpu * queries):5.1f}x less CPU time (target >= 30x)"
+            f"pruned {kind:>4} k={k:<3} {strategy:>7}: {total:6.1f} s wall ({t.cpu * queries:6.1f} s CPU, {how}), "
+            f"{t.pairs * queries / 1e6:.2f}M pairs, {t.pairs / (t.rerank or 1e-9):,.0f} pairs/s re-ranking; "
+            f"{exhaustive / total:5.1f}x less wall time than exhaustive, "
+            f"{exhaustive_cpu / (t.cpu * queries):5.1f}x less CPU time (target >= 30x)"
         )
 
 
@@ -353,12 +340,12 @@ class Point:
     pairs: float
 
 
-def planted_r1(scorer: Scorer, ks: list[int], args: argparse.Namespace) -> list[Point]:
+def planted_r1(scorer: PairScorer, ks: list[int], args: argparse.Namespace) -> list[Point]:
     """R1 of exhaustive and pruned scoring on planted synthetic features (complete runs)."""
     source = Synthetic(args.planted_gallery, 2 * args.planted_gallery, seed=5, planted=True)
     with clock() as took:
         similarity = exhaustive_similarity(
-            scorer, source, plan_blocks(shapes(source), args.budget), device=CPU
+            scorer.similarity, source, plan_blocks(shapes(source), args.budget), device=CPU
         )
     points = [
         Point(
@@ -379,8 +366,7 @@ def planted_r1(scorer: Scorer, ks: list[int], args: argparse.Namespace) -> list[
         for k in ks:
             with clock() as took:
                 candidates: Candidates = first_stage(index, source.text_globals(), k)
-                group = union_group_size(k, shapes(source), args.budget)
-                reranked = rerank(scorer, source, candidates, device=CPU, strategy=args.strategy, group=group)  # type: ignore[arg-type]
+                reranked = run_rerank(scorer, source, candidates, args.strategy, args.budget)
             ranking = rank_pruned(candidates, reranked, stage1)
             r1 = retrieval_metrics(ranking_similarity(ranking), source.text_pids, source.image_pids)["R1"]
             points.append(Point(f"pruned {kind} k={k}", r1, took.wall, reranked.pairs_scored))
@@ -473,7 +459,7 @@ def main() -> None:
     parser.add_argument("--galleries", default="1000,3000,10000,30000,100000")
     parser.add_argument("--ks", default="16,64,128")
     parser.add_argument("--slice-queries", type=int, default=512)
-    parser.add_argument("--strategy", default="per_query", choices=["union", "per_query"])
+    parser.add_argument("--strategy", default="batched", choices=["batched", "union"])
     parser.add_argument("--budget", type=float, default=512.0, help="memory budget of a scoring block, MB")
     parser.add_argument("--planted-gallery", type=int, default=500)
     parser.add_argument("--run", help="train run id, models:/ URI or checkpoint folder (with --data)")
@@ -501,7 +487,7 @@ def main() -> None:
     )
     curves = scaling(scorer, galleries, ks, per_pair_cpu, args)
     linear_in_queries(scorer, args)
-    cuhk_scale(scorer, per_pair, per_pair_cpu, args)
+    cuhk_scale(scorer, per_pair, per_pair_cpu, ks, args)
     if args.run and args.data:
         points, title = real_r1(ks, args), f"trained model {args.run}"
     else:

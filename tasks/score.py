@@ -1,7 +1,8 @@
 """Score the queries of an EMB folder against its gallery: exhaustive or pruned.
 
-Both modes call the one pair scorer, `model.similarity`, rebuilt from the checkpoint recorded in
-`embed.json`; both write `OUT/rankings.parquet` (top 100 per query) and `OUT/metrics.json`, and log
+Exhaustive scoring calls the pair scorer `model.similarity` on blocks; pruned scoring calls its
+batched form `model.similarity_candidates` (the same scores) on each chunk of queries' FAISS candidates.
+The model is rebuilt from the checkpoint recorded in `embed.json`; both modes both write `OUT/rankings.parquet` (top 100 per query) and `OUT/metrics.json`, and log
 an MLflow scoring run through `tasks.tracking`. Dimension letters: Q queries, G gallery.
 """
 
@@ -90,14 +91,12 @@ def score(
     store = EmbeddingStore(emb)
     torch_device = torch.device(device)
     model = load_checkpoint(Path(store.info.checkpoint), device=torch_device).eval()
-    if strategy == "auto":  # measured: per-query calls win for pair scorers, unions for cosine scorers
-        strategy = "per_query" if store.info.pairwise else "union"
+    if strategy == "auto":  # measured in benchmarks/scoring.py: batched wins for every scorer
+        strategy = "batched"
     if mode == "exhaustive":
         scored = _exhaustive(model.similarity, store, memory_budget_mb, torch_device, dtype)
     else:
-        scored = _pruned(
-            model.similarity, store, emb, kind, top_k, memory_budget_mb, torch_device, dtype, strategy
-        )
+        scored = _pruned(model, store, emb, kind, top_k, memory_budget_mb, torch_device, dtype, strategy)
     query_ids, query_pids = store.query_ids()
     image_ids, gallery_pids = store.gallery_ids()
     metrics = retrieval_metrics(scored.similarity, query_pids, gallery_pids)
@@ -151,10 +150,14 @@ def _pruned(
     dtype: torch.dtype,
     strategy: RerankStrategy,
 ) -> _Scored:
-    from tasks.scoring.pruned import union_group_size
+    from tasks.scoring.pruned import batched_chunk_size, union_group_size
 
     faiss_index = load_index(index_file(emb, kind))
-    group = union_group_size(top_k, _shapes(store), memory_budget_mb)
+    shapes = _shapes(store)
+    if strategy == "batched":
+        group = batched_chunk_size(top_k, shapes, memory_budget_mb, dtype.itemsize)
+    else:
+        group = union_group_size(top_k, shapes, memory_budget_mb)
     start = time.perf_counter()
     candidates = first_stage(faiss_index, store.text_globals(), top_k, IndexParams())
     stage1_seconds = time.perf_counter() - start
@@ -166,6 +169,7 @@ def _pruned(
         dtype=dtype,
         strategy=strategy,
         group=group,
+        memory_budget_mb=memory_budget_mb,
         show_progress=True,
     )
     seconds = time.perf_counter() - start
@@ -177,7 +181,7 @@ def _pruned(
         "seconds_stage1": stage1_seconds,
         "seconds_rerank": seconds - stage1_seconds,
         "rerank_strategy": strategy,
-        "rerank_group": group if strategy == "union" else 1,
+        "rerank_group": group,
         "rerank_calls": reranked.calls,
         "candidates_found": int((candidates.ids >= 0).sum()),
     }

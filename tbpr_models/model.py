@@ -91,6 +91,18 @@ class RetrievalModel(nn.Module):
         """(Q, G) scores of every query caption against every gallery image (the head decides how)."""
         return self.head.similarity(texts, images)
 
+    def similarity_candidates(
+        self,
+        texts: TextFeatures,
+        images: ImageFeatures,
+        candidates: Tensor,
+        *,
+        memory_budget_mb: float = 256.0,
+    ) -> Tensor:
+        """(Q, k) scores of each query against its gallery candidates (Q, k) long rows of `images`,
+        -1 = none (-inf): `similarity(texts, images)` gathered at the candidates, computed batched."""
+        return self.head.similarity_candidates(texts, images, candidates, memory_budget_mb=memory_budget_mb)
+
     def losses(self, batch: Batch) -> dict[str, Tensor]:
         """Unweighted named losses: `sdm`, `id` (when num_classes > 0) and the head's own."""
         image_tokens = self.image_tokens(batch.pixels)  # (B, N, D)

@@ -1,7 +1,8 @@
 """The variant head base class: what every attention variant plugs into `RetrievalModel`.
 
 A head receives projected tokens, image regions (B, N, D) and word tokens (B, L, D) with their mask,
-and returns typed features; `similarity` scores texts x images (Q, G); `head_losses` adds its own
+and returns typed features; `similarity` scores texts x images (Q, G); `similarity_candidates` scores
+each query against its own k gallery candidates (Q, k), the same numbers; `head_losses` adds its own
 named losses. Single-stream heads (refiners) only pool/refine and score with the cosine of globals;
 pairwise heads (`pairwise = True`) need the local features of both sides to score a pair.
 
@@ -10,10 +11,12 @@ Dimension letters: B batch, Q queries, G gallery, N image regions, L words, D em
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
+import torch
 from torch import Tensor, nn
 
 from tbpr_models.attention import l2_normalize, masked_mean
@@ -69,8 +72,51 @@ class VariantHead(nn.Module):
         """(Q, G) scores; the default is the cosine of the (L2-normalised) globals."""
         return texts.global_ @ images.global_.t()  # (Q, G)
 
+    def similarity_candidates(
+        self,
+        texts: TextFeatures,
+        images: ImageFeatures,
+        candidates: Tensor,
+        *,
+        memory_budget_mb: float = 256.0,
+    ) -> Tensor:
+        """(Q, k) scores of each query against its candidates (Q, k), long rows of the gallery `images`
+        (G), -1 for none (scores -inf): `similarity(texts, images)` gathered at the candidates.
+
+        The default: a batched dot product of the globals when `similarity` is the base cosine, else
+        `similarity` on the union of the candidates of each block of queries (correct for any head).
+        Pairwise heads override it with a batched scorer of exactly the k candidates.
+        """
+        if type(self).similarity is VariantHead.similarity:
+            picked = images.global_[candidates.clamp(min=0)]  # (Q, k, D)
+            scores = torch.linalg.vecdot(picked, texts.global_.unsqueeze(1))  # (Q, k)
+            return scores.masked_fill(candidates < 0, -torch.inf)
+        return _gathered_similarity(self.similarity, texts, images, candidates, memory_budget_mb)
+
     def head_losses(
         self, texts: TextFeatures, images: ImageFeatures, batch: Batch, ctx: LossContext
     ) -> dict[str, Tensor]:
         """Named, unweighted losses of this head beyond the model's `sdm` and `id`."""
         return {}
+
+
+def _gathered_similarity(
+    similarity: Callable[[TextFeatures, ImageFeatures], Tensor],
+    texts: TextFeatures,
+    images: ImageFeatures,
+    candidates: Tensor,
+    memory_budget_mb: float,
+) -> Tensor:
+    """(Q, k): `similarity` of each block of queries x the union of its candidates, gathered; -inf at -1."""
+    num_texts, k = candidates.shape
+    pair_bytes = 16 * texts.local.shape[1] * images.local.shape[1]  # a few (L, N) float32 per pair
+    # a block of b queries scores b x (union <= b*k) pairs
+    block = max(1, math.isqrt(int(memory_budget_mb * 2**20 // (pair_bytes * max(1, k)))))
+    rows = []
+    for q0 in range(0, num_texts, block):
+        chunk = candidates[q0 : q0 + block]  # (Qb, k)
+        valid = chunk >= 0
+        union, column = torch.unique(chunk.clamp(min=0), return_inverse=True)  # (U,), (Qb, k)
+        scores = similarity(texts.select(slice(q0, q0 + block)), images.select(union))  # (Qb, U)
+        rows.append(scores.gather(1, column).masked_fill(~valid, -torch.inf))  # (Qb, k)
+    return torch.cat(rows) if rows else candidates.new_empty((0, k), dtype=texts.local.dtype)

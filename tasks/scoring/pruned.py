@@ -1,28 +1,44 @@
 """Pruned scoring: FAISS top-k on the global embeddings, then the pair scorer on the k candidates only.
 
 Two re-ranking strategies, measured in `benchmarks/scoring.py`:
-- `per_query`: one scorer call per query on its own k candidates (exactly Q*k pairs);
-- `union`: queries sorted by their first candidate, taken in groups; one call per group on the union
-  of the group's candidates (more pairs, far fewer calls; captions of one image share candidates).
-Dimension letters: Q queries, G gallery, k candidates, U union of a group's candidates.
+- `batched` (the default): queries sorted by their first candidate (captions of one image share
+  candidates) and taken in chunks whose text features and union of candidate images fit half the
+  memory budget; one `similarity_candidates` call per chunk scores exactly each query's k candidates
+  (the head blocks the queries inside the other half of the budget);
+- `union`: groups of queries, one `similarity` call per group on the union of the group's candidates
+  (more pairs; kept as a reference computed by the plain pair scorer).
+Dimension letters: Q queries, G gallery, k candidates, U union of a chunk's candidates, N regions,
+L words, D dim.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 import faiss
 import numpy as np
 import torch
 from rich.progress import Progress
+from torch import Tensor
 
 from tasks.faiss_index import IndexParams, search
-from tasks.scoring.exhaustive import Scorer, Shapes
+from tasks.scoring.exhaustive import Shapes
 from tasks.scoring.source import FeatureSource
+from tbpr_models.features import ImageFeatures, TextFeatures
 
-RerankStrategy = Literal["per_query", "union"]
+RerankStrategy = Literal["batched", "union"]
+
+
+class PairScorer(Protocol):
+    """What re-ranking needs of a model (`RetrievalModel` is one)."""
+
+    def similarity(self, texts: TextFeatures, images: ImageFeatures) -> Tensor: ...
+
+    def similarity_candidates(
+        self, texts: TextFeatures, images: ImageFeatures, candidates: Tensor, *, memory_budget_mb: float = ...
+    ) -> Tensor: ...
 
 
 @dataclass(frozen=True)
@@ -47,58 +63,87 @@ def first_stage(
 
 
 def union_group_size(k: int, shapes: Shapes, memory_budget_mb: float) -> int:
-    """Largest group b (at most 16) whose worst case b x (b*k) pair block fits the budget."""
+    """Largest group b (at most 16) whose worst case b x (b*k) pair block fits the budget (`union`)."""
     pair_bytes = 4 * (4 * shapes.words * shapes.regions if shapes.pairwise else 1)
     pairs = max(1.0, memory_budget_mb * 2**20 / pair_bytes)
     return int(max(1, min(16, math.isqrt(int(pairs / max(1, k))))))
 
 
+def batched_chunk_size(k: int, shapes: Shapes, memory_budget_mb: float, bytes_per_float: int = 4) -> int:
+    """Most queries c (at least 1) whose text features plus their worst-case union of candidate images
+    (features and region Gram matrices) fit half the memory budget (`batched`)."""
+    half = max(1.0, memory_budget_mb) * 2**20 / 2
+    text_bytes = bytes_per_float * shapes.words * shapes.dim
+    image_bytes = bytes_per_float * shapes.regions * (shapes.dim + shapes.regions)
+
+    def fits(c: int) -> bool:
+        return c * text_bytes + min(shapes.num_images, c * k) * image_bytes <= half
+
+    low, high = 1, max(1, shapes.num_texts)
+    while low < high:  # the largest c that fits (bytes grow with c)
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if fits(mid) else (low, mid - 1)
+    return low
+
+
 @torch.inference_mode()
 def rerank(
-    scorer: Scorer,
+    scorer: PairScorer,
     source: FeatureSource,
     candidates: Candidates,
     *,
     device: torch.device,
     dtype: torch.dtype = torch.float32,
-    strategy: RerankStrategy = "union",
+    strategy: RerankStrategy = "batched",
     group: int = 8,
+    memory_budget_mb: float = 512.0,
     show_progress: bool = False,
 ) -> Reranked:
-    """Pair scores of every query's candidates with `scorer` (model.similarity)."""
-    if strategy == "per_query":
-        return _per_query(scorer, source, candidates.ids, device, dtype, show_progress)
+    """Pair scores of every query's candidates: `group` queries per chunk (`batched`: see
+    `batched_chunk_size`) or per union call (`union`: see `union_group_size`)."""
+    if strategy == "batched":
+        return _batched(
+            scorer, source, candidates.ids, max(1, group), memory_budget_mb / 2, device, dtype, show_progress
+        )
     return _union(scorer, source, candidates.ids, max(1, group), device, dtype, show_progress)
 
 
-def _per_query(
-    scorer: Scorer,
+def _batched(
+    scorer: PairScorer,
     source: FeatureSource,
     ids: np.ndarray,
+    chunk: int,
+    head_budget_mb: float,
     device: torch.device,
     dtype: torch.dtype,
     show_progress: bool,
 ) -> Reranked:
     scores = np.full(ids.shape, -np.inf, dtype=np.float32)  # (Q, k)
-    pairs = 0
-    chunk = 256  # queries whose text features are loaded at once
+    order = np.argsort(ids[:, 0], kind="stable")  # neighbours share candidates
+    calls = 0
     with Progress(disable=not show_progress, transient=True) as progress:
         task = progress.add_task("re-ranking", total=len(ids))
-        for q0 in range(0, len(ids), chunk):
-            q1 = min(q0 + chunk, len(ids))
-            texts = source.texts(slice(q0, q1), device, dtype)
-            for q in range(q0, q1):
-                valid = ids[q] >= 0  # (k,)
-                images = source.images(ids[q][valid], device, dtype)
-                block = scorer(texts.select(slice(q - q0, q - q0 + 1)), images)  # (1, kq)
-                scores[q, valid] = block[0].float().cpu().numpy()
-                pairs += int(valid.sum())
-            progress.advance(task, q1 - q0)
-    return Reranked(scores=scores, pairs_scored=pairs, calls=len(ids))
+        for start in range(0, len(ids), chunk):
+            rows = np.sort(order[start : start + chunk])  # (c,)
+            sub = ids[rows]  # (c, k)
+            valid = sub >= 0
+            union = np.unique(sub[valid])  # (U,) sorted
+            if union.size:
+                local = np.where(valid, np.searchsorted(union, sub), -1)  # (c, k) rows of the union
+                block = scorer.similarity_candidates(
+                    source.texts(rows, device, dtype),
+                    source.images(union, device, dtype),
+                    torch.from_numpy(local).to(device),
+                    memory_budget_mb=head_budget_mb,
+                )  # (c, k)
+                scores[rows] = np.where(valid, block.float().cpu().numpy(), -np.inf)
+                calls += 1
+            progress.advance(task, len(rows))
+    return Reranked(scores=scores, pairs_scored=int((ids >= 0).sum()), calls=calls)
 
 
 def _union(
-    scorer: Scorer,
+    scorer: PairScorer,
     source: FeatureSource,
     ids: np.ndarray,
     group: int,
@@ -118,7 +163,9 @@ def _union(
             union = np.unique(sub[valid])  # (U,) sorted
             if union.size == 0:
                 continue
-            block = scorer(source.texts(rows, device, dtype), source.images(union, device, dtype))  # (b, U)
+            block = scorer.similarity(
+                source.texts(rows, device, dtype), source.images(union, device, dtype)
+            )  # (b, U)
             columns = np.searchsorted(union, np.where(valid, sub, union[0]))  # (b, k)
             gathered = np.take_along_axis(block.float().cpu().numpy(), columns, axis=1)  # (b, k)
             scores[rows] = np.where(valid, gathered, -np.inf)

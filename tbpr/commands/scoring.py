@@ -26,8 +26,8 @@ def score(
         float, typer.Option(min=1, help="Working memory of one scoring block.")
     ] = 512,
     strategy: Annotated[
-        Literal["auto", "union", "per_query"],
-        typer.Option(help="Re-ranking calls (pruned): auto = per_query for pair scorers, union otherwise."),
+        Literal["auto", "batched", "union"],
+        typer.Option(help="Re-ranking calls (pruned): auto = batched (one call per chunk of queries)."),
     ] = "auto",
     device: Annotated[Literal["auto", "cpu", "cuda"], typer.Option()] = "auto",
     threads: Annotated[int | None, typer.Option(min=1, help="torch and FAISS threads.")] = None,

@@ -56,28 +56,61 @@ def select_tokens(
     return Selection(tokens=l2_normalize(picked), weight=weight, valid=weight.detach() > 0.5)
 
 
+def _match_scores(cosine: Tensor, words: Selection, region_valid: Tensor, region_weight: Tensor) -> Tensor:
+    """The one pair kernel of both scorers: cosine (B, kw, I, kr) of B captions' selected words against
+    the selected regions of I images each (region_valid, region_weight broadcastable to it) -> (B, I)
+    mean over the words (of `words`, B captions) of the best region's cosine times both weights."""
+    lowest = torch.finfo(cosine.dtype).min  # matmul under autocast may return bf16
+    best, arg = cosine.masked_fill(~region_valid, lowest).max(dim=-1)  # (B, kw, I)
+    weight = region_weight.expand_as(cosine).gather(-1, arg.unsqueeze(-1)).squeeze(-1)  # (B, kw, I)
+    terms = best * weight * words.weight.unsqueeze(-1)  # (B, kw, I); unselected words have weight 0
+    count = words.valid.sum(dim=1, keepdim=True).clamp(min=1)  # (B, 1)
+    return terms.sum(dim=1) / count  # (B, I)
+
+
 def topk_match_similarity(words: Selection, regions: Selection, block_texts: int = 64) -> Tensor:
     """(Q, G): mean over each caption's selected words of the best cosine over the image's selected regions.
 
     Each word's term is multiplied by its own and its best region's selection weight (straight-through).
     """
     num_images, k_regions, dim = regions.tokens.shape
-    flat_regions = regions.tokens.reshape(num_images * k_regions, dim)  # (G*k, D)
+    flat_regions = regions.tokens.reshape(num_images * k_regions, dim)  # (G*kr, D)
     region_valid = regions.valid.reshape(1, 1, num_images, k_regions)
+    region_weight = regions.weight.reshape(1, 1, num_images, k_regions)
     rows = []
     for q0 in range(0, words.tokens.shape[0], block_texts):
-        chunk = words.tokens[q0 : q0 + block_texts]  # (Qb, k, D)
-        cosine = (chunk @ flat_regions.t()).view(
-            chunk.shape[0], chunk.shape[1], num_images, k_regions
-        )  # (Qb, k, G, k)
-        lowest = torch.finfo(cosine.dtype).min  # matmul under autocast may return bf16
-        best, arg = cosine.masked_fill(~region_valid, lowest).max(dim=-1)  # (Qb, k, G)
-        region_weight = regions.weight.t().gather(0, arg.reshape(-1, num_images))  # (Qb*k, G)
-        word_weight = words.weight[q0 : q0 + block_texts].unsqueeze(-1)  # (Qb, k, 1)
-        terms = best * region_weight.view_as(best) * word_weight  # (Qb, k, G)
-        count = words.valid[q0 : q0 + block_texts].sum(dim=1, keepdim=True).clamp(min=1)  # (Qb, 1)
-        rows.append(terms.sum(dim=1) / count)  # (Qb, G); unselected words have weight 0
+        chunk = _slice(words, slice(q0, q0 + block_texts))
+        cosine = (chunk.tokens @ flat_regions.t()).view(
+            chunk.tokens.shape[0], chunk.tokens.shape[1], num_images, k_regions
+        )  # (Qb, kw, G, kr)
+        rows.append(_match_scores(cosine, chunk, region_valid, region_weight))  # (Qb, G)
     return torch.cat(rows)
+
+
+def topk_match_candidates(
+    words: Selection, regions: Selection, candidates: Tensor, block_texts: int = 64
+) -> Tensor:
+    """`topk_match_similarity` (Q, G) gathered at candidates (Q, k) of gallery rows, -1 = none (-inf)."""
+    num_texts, k = candidates.shape
+    k_regions, dim = regions.tokens.shape[1:]
+    valid = candidates >= 0  # (Q, k)
+    rows = []
+    for q0 in range(0, num_texts, block_texts):
+        picked = candidates[q0 : q0 + block_texts].clamp(min=0)  # (Qb, k)
+        chunk = _slice(words, slice(q0, q0 + block_texts))
+        cand = regions.tokens[picked].view(len(picked), k * k_regions, dim)  # (Qb, k*kr, D)
+        cosine = torch.bmm(chunk.tokens, cand.transpose(1, 2))  # (Qb, kw, k*kr)
+        cosine = cosine.view(len(picked), -1, k, k_regions)  # (Qb, kw, k, kr)
+        region_valid = regions.valid[picked].unsqueeze(1)  # (Qb, 1, k, kr)
+        region_weight = regions.weight[picked].unsqueeze(1)  # (Qb, 1, k, kr)
+        rows.append(_match_scores(cosine, chunk, region_valid, region_weight))  # (Qb, k)
+    if not rows:
+        return regions.tokens.new_empty((0, k))
+    return torch.cat(rows).masked_fill(~valid, -torch.inf)
+
+
+def _slice(selection: Selection, rows: slice) -> Selection:
+    return Selection(selection.tokens[rows], selection.weight[rows], selection.valid[rows])
 
 
 @register_variant(HardTopkConfig)
@@ -104,6 +137,19 @@ class HardTopkHead(VariantHead):
         return topk_match_similarity(
             self.select_words(texts), self.select_regions(images), self.hard.block_texts
         )
+
+    def similarity_candidates(
+        self,
+        texts: TextFeatures,
+        images: ImageFeatures,
+        candidates: Tensor,
+        *,
+        memory_budget_mb: float = 256.0,
+    ) -> Tensor:
+        item = max(texts.local.element_size(), 4)
+        per_query = 4 * self.hard.k_words * candidates.shape[1] * self.hard.k_regions * item  # bytes
+        block = max(1, int(memory_budget_mb * 2**20 // max(1, per_query)))
+        return topk_match_candidates(self.select_words(texts), self.select_regions(images), candidates, block)
 
     def head_losses(
         self, texts: TextFeatures, images: ImageFeatures, batch: Batch, ctx: LossContext

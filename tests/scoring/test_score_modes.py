@@ -61,7 +61,7 @@ def test_pairwise_pruned_with_k_equal_to_gallery_matches_exhaustive(
     exhaustive = score(emb, tmp_path / "ex", mode="exhaustive", memory_budget_mb=0.05, track=False)
     results = [
         score(emb, tmp_path / s, mode="pruned", top_k=gallery, strategy=s, track=False)  # type: ignore[arg-type]
-        for s in ("union", "per_query")
+        for s in ("union", "batched")
     ]
     ex = _rankings(tmp_path / "ex")
     for result in results:
