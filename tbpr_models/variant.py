@@ -70,7 +70,7 @@ class VariantHead(nn.Module):
 
     def similarity(self, texts: TextFeatures, images: ImageFeatures) -> Tensor:
         """(Q, G) scores; the default is the cosine of the (L2-normalised) globals."""
-        return texts.global_ @ images.global_.t()  # (Q, G)
+        return global_cosine(texts, images)
 
     def similarity_candidates(
         self,
@@ -88,9 +88,7 @@ class VariantHead(nn.Module):
         Pairwise heads override it with a batched scorer of exactly the k candidates.
         """
         if type(self).similarity is VariantHead.similarity:
-            picked = images.global_[candidates.clamp(min=0)]  # (Q, k, D)
-            scores = torch.linalg.vecdot(picked, texts.global_.unsqueeze(1))  # (Q, k)
-            return scores.masked_fill(candidates < 0, -torch.inf)
+            return global_cosine_candidates(texts, images, candidates)
         return _gathered_similarity(self.similarity, texts, images, candidates, memory_budget_mb)
 
     def head_losses(
@@ -98,6 +96,18 @@ class VariantHead(nn.Module):
     ) -> dict[str, Tensor]:
         """Named, unweighted losses of this head beyond the model's `sdm` and `id`."""
         return {}
+
+
+def global_cosine(texts: TextFeatures, images: ImageFeatures) -> Tensor:
+    """(Q, G) cosine of the L2-normalised globals."""
+    return texts.global_ @ images.global_.t()  # (Q, G)
+
+
+def global_cosine_candidates(texts: TextFeatures, images: ImageFeatures, candidates: Tensor) -> Tensor:
+    """(Q, k) cosine of the globals of each query and its candidates (Q, k); -inf where a candidate is -1."""
+    picked = images.global_[candidates.clamp(min=0)]  # (Q, k, D)
+    scores = torch.linalg.vecdot(picked, texts.global_.unsqueeze(1))  # (Q, k)
+    return scores.masked_fill(candidates < 0, -torch.inf)
 
 
 def _gathered_similarity(

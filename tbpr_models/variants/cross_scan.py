@@ -29,7 +29,13 @@ from tbpr_models.config import VariantConfig
 from tbpr_models.features import Batch, ImageFeatures, TextFeatures
 from tbpr_models.losses import ranking_loss
 from tbpr_models.registry import register_variant
-from tbpr_models.variant import HeadDims, LossContext, VariantHead
+from tbpr_models.variant import (
+    HeadDims,
+    LossContext,
+    VariantHead,
+    global_cosine,
+    global_cosine_candidates,
+)
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,9 @@ class CrossScanConfig(VariantConfig):
     lambda_softmax: float = 9.0  # inverse temperature of the attention over regions
     lambda_lse: float = 6.0  # LogSumExp pooling over words
     margin: float = 0.2  # of the hinge ranking loss `rank`
+    # The pair score is global_weight x cosine of the globals + the SCAN score: re-ranking adds the
+    # attention's evidence to stage 1's instead of discarding it (0 = SCAN alone).
+    global_weight: float = 1.0
     block_words: int = 512  # words scored at once
     block_images: int = 32  # images scored at once
 
@@ -183,6 +192,12 @@ class CrossScanHead(VariantHead):
         self.scan = config
 
     def similarity(self, texts: TextFeatures, images: ImageFeatures) -> Tensor:
+        return self.scan.global_weight * global_cosine(texts, images) + self.attention_similarity(
+            texts, images
+        )
+
+    def attention_similarity(self, texts: TextFeatures, images: ImageFeatures) -> Tensor:
+        """(Q, G) the SCAN score alone: what the ranking loss trains."""
         return scan_similarity(
             texts.local,
             texts.mask,
@@ -200,7 +215,7 @@ class CrossScanHead(VariantHead):
         *,
         memory_budget_mb: float = 256.0,
     ) -> Tensor:
-        return scan_similarity_candidates(
+        scan = scan_similarity_candidates(
             texts.local,
             texts.mask,
             images.local,
@@ -208,10 +223,11 @@ class CrossScanHead(VariantHead):
             lambda_softmax=self.scan.lambda_softmax,
             lambda_lse=self.scan.lambda_lse,
             memory_budget_mb=memory_budget_mb,
-        )
+        )  # (Q, k)
+        return self.scan.global_weight * global_cosine_candidates(texts, images, candidates) + scan
 
     def head_losses(
         self, texts: TextFeatures, images: ImageFeatures, batch: Batch, ctx: LossContext
     ) -> dict[str, Tensor]:
-        scores = self.similarity(texts, images)  # (B, B) text x image
+        scores = self.attention_similarity(texts, images)  # (B, B) text x image
         return {"rank": ranking_loss(scores, batch.person_ids, self.scan.margin)}

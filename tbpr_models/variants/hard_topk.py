@@ -23,7 +23,7 @@ from tbpr_models.config import VariantConfig
 from tbpr_models.features import Batch, ImageFeatures, TextFeatures
 from tbpr_models.losses import ranking_loss
 from tbpr_models.registry import register_variant
-from tbpr_models.variant import HeadDims, LossContext, VariantHead
+from tbpr_models.variant import HeadDims, LossContext, VariantHead, global_cosine, global_cosine_candidates
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,8 @@ class HardTopkConfig(VariantConfig):
     k_words: int = 8
     tau: float = 1.0  # temperature of the relaxed top-k (backward pass only)
     margin: float = 0.2  # of the hinge ranking loss `rank`
+    # The pair score is global_weight x cosine of the globals + the top-k matching score (0 = matching alone).
+    global_weight: float = 1.0
     block_texts: int = 64  # captions scored at once
 
 
@@ -134,6 +136,12 @@ class HardTopkHead(VariantHead):
         return select_tokens(texts.local, logits, self.hard.k_words, self.hard.tau, self.training, texts.mask)
 
     def similarity(self, texts: TextFeatures, images: ImageFeatures) -> Tensor:
+        return self.hard.global_weight * global_cosine(texts, images) + self.attention_similarity(
+            texts, images
+        )
+
+    def attention_similarity(self, texts: TextFeatures, images: ImageFeatures) -> Tensor:
+        """(Q, G) the top-k matching score alone: what the ranking loss trains."""
         return topk_match_similarity(
             self.select_words(texts), self.select_regions(images), self.hard.block_texts
         )
@@ -149,10 +157,13 @@ class HardTopkHead(VariantHead):
         item = max(texts.local.element_size(), 4)
         per_query = 4 * self.hard.k_words * candidates.shape[1] * self.hard.k_regions * item  # bytes
         block = max(1, int(memory_budget_mb * 2**20 // max(1, per_query)))
-        return topk_match_candidates(self.select_words(texts), self.select_regions(images), candidates, block)
+        matching = topk_match_candidates(
+            self.select_words(texts), self.select_regions(images), candidates, block
+        )
+        return self.hard.global_weight * global_cosine_candidates(texts, images, candidates) + matching
 
     def head_losses(
         self, texts: TextFeatures, images: ImageFeatures, batch: Batch, ctx: LossContext
     ) -> dict[str, Tensor]:
-        scores = self.similarity(texts, images)  # (B, B) text x image
+        scores = self.attention_similarity(texts, images)  # (B, B) text x image
         return {"rank": ranking_loss(scores, batch.person_ids, self.hard.margin)}

@@ -14,7 +14,7 @@ from tbpr_models.config import ImageEncoderConfig, TextEncoderConfig
 from tbpr_models.features import Batch, ImageFeatures, TextFeatures
 from tbpr_models.variant import HeadDims
 from tbpr_models.variants.cross_fusion import CrossFusionHead, mask_tokens
-from tbpr_models.variants.cross_scan import scan_similarity, scan_word_attention
+from tbpr_models.variants.cross_scan import CrossScanHead, scan_similarity, scan_word_attention
 from tbpr_models.variants.hard_topk import HardTopkConfig, HardTopkHead, Selection, topk_match_similarity
 
 VOCAB = 50
@@ -239,3 +239,22 @@ def test_gumbel_topk_straight_through() -> None:
     inference = gumbel_topk(logits, 3, training=False)
     expected = torch.zeros(4, 7).scatter_(1, logits.detach().topk(3, dim=1).indices, 1.0)
     assert torch.equal(inference, expected)
+
+
+def test_cross_scan_pair_score_adds_the_global_cosine_to_the_scan_score() -> None:
+    """similarity = global_weight x cosine(globals) + SCAN, the SCAN part written as a plain loop."""
+    text, mask, regions = _random_scan_inputs(3)
+    text_global = torch.nn.functional.normalize(torch.randn(5, 8, dtype=torch.float64), dim=-1)
+    image_global = torch.nn.functional.normalize(torch.randn(7, 8, dtype=torch.float64), dim=-1)
+    texts = TextFeatures(global_=text_global, local=text, mask=mask)
+    images = ImageFeatures(global_=image_global, local=regions)
+    dims = HeadDims(embed_dim=8, image_grid=(2, 2), max_length=6, vocab_size=VOCAB)
+    for weight in (0.0, 1.0, 0.5):
+        head = CrossScanHead(variant_config("cross_scan", global_weight=weight), dims)  # type: ignore[arg-type]
+        got = head.similarity(texts, images)
+        for q in range(5):
+            for g in range(7):
+                expected = weight * float(text_global[q] @ image_global[g]) + _scan_pair(
+                    text[q], mask[q], regions[g], 9.0, 6.0
+                )
+                assert got[q, g].item() == pytest.approx(expected, abs=1e-9)
