@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tasks.settings import TrackingConfig, TrainConfig, deep_merge, parse_overrides
 from tbpr.errors import TbprError
+from tbpr_models.registry import load_variants
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 PROFILES = ("short", "full")
@@ -51,14 +52,14 @@ class SourceSettings(Settings):
     synth: SynthSettings = SynthSettings()
 
 
-SHORT_TRAIN = TrainConfig(epochs=3, device="cpu", time_budget_minutes=4.0)
+SHORT_TRAIN = TrainConfig(epochs=3, device="cpu", sampler="identity", time_budget_minutes=1.5)
 
 
 class TrainSettings(Settings):
     """Which variants to train and how: `config` for all of them, `per_variant` patches one of them
     (e.g. `[train.per_variant.hard_topk] model = {variant = {k = 8}}`)."""
 
-    variants: list[str] = ["global", "channel", "cross_scan"]
+    variants: list[str] = Field(default_factory=lambda: sorted(load_variants()))  # all of them
     config: TrainConfig = SHORT_TRAIN
     per_variant: dict[str, dict[str, Any]] = {}
 

@@ -26,7 +26,8 @@ def test_short_preset_is_the_embedded_default() -> None:
 def test_full_preset_is_longer() -> None:
     full = load_config(PipelineConfig, profile_path("full"))
     assert full.train.config.epochs > PipelineConfig().train.config.epochs
-    assert set(PipelineConfig().train.variants) < set(full.train.variants)
+    assert set(PipelineConfig().train.variants) <= set(full.train.variants)
+    assert full.data.synth.identities > PipelineConfig().data.synth.identities
 
 
 def test_overrides_reach_nested_keys_and_lists(tmp_path: Path) -> None:
