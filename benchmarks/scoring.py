@@ -8,8 +8,8 @@ shapes: D=256, N=48 regions, captions of 16-40 real words padded to 48):
 - pruned scoring with k = 16, 64, 128: FAISS stage 1 (flat and HNSW) and re-ranking, each timed on a
   slice of the queries and extrapolated linearly (re-ranking k candidates costs the same per query
   at any gallery size); at CUHK-PEDES test scale (6,156 x 3,074) the pruned runs are complete;
-- at CUHK-PEDES scale, complete pruned runs with k = 16, 64, 128 (`batched`: one
-  `similarity_candidates` call per chunk of queries) and the `union` reference strategy;
+- at CUHK-PEDES scale, complete pruned runs with k = 16, 64, 128 (one `similarity_candidates` call
+  per chunk of queries);
 - R1 of pruned against exhaustive: on planted synthetic features (persons = prototype regions plus
   noise; captions = noisy copies of some of the person's regions), or with `--checkpoint/--run` and
   `--data`, on the real test split of a trained model (embedded into `--emb` or a temporary folder).
@@ -38,17 +38,16 @@ import torch
 
 from tasks.faiss_index import build_index, set_faiss_threads
 from tasks.scoring.exhaustive import BlockPlan, Shapes, exhaustive_similarity, plan_blocks
-from tasks.scoring.pruned import (
-    Candidates,
-    PairScorer,
-    RerankStrategy,
-    batched_chunk_size,
-    first_stage,
-    rerank,
-    union_group_size,
-)
+from tasks.scoring.pruned import Candidates, Reranked, batched_chunk_size, first_stage, rerank
 from tasks.scoring.ranking import global_similarity, rank_pruned, ranking_similarity
-from tbpr_models import ImageEncoderConfig, ModelConfig, TextEncoderConfig, build_model, variant_config
+from tbpr_models import (
+    ImageEncoderConfig,
+    ModelConfig,
+    RetrievalModel,
+    TextEncoderConfig,
+    build_model,
+    variant_config,
+)
 from tbpr_models.features import ImageFeatures, TextFeatures
 from tbpr_models.metrics import retrieval_metrics
 
@@ -164,7 +163,7 @@ def scan_flops_per_pair(words: float, regions: int = N, dim: int = D) -> float:
     return 2 * words * regions * dim + 2 * words * regions * regions
 
 
-def pair_scorer() -> PairScorer:
+def pair_scorer() -> RetrievalModel:
     """A `cross_scan` model (the encoders are tiny; only the head's two scorers are used)."""
     config = ModelConfig(
         variant=variant_config("cross_scan"),
@@ -189,19 +188,13 @@ class Pruned:
 
 
 def time_pruned(
-    scorer: PairScorer,
-    source: Synthetic,
-    index: faiss.Index,
-    k: int,
-    queries: int,
-    strategy: str,
-    budget: float,
+    scorer: RetrievalModel, source: Synthetic, index: faiss.Index, k: int, queries: int, budget: float
 ) -> Pruned:
     rows = np.arange(min(queries, source.num_texts))
     with clock() as stage1:
         candidates = first_stage(index, source.text_globals()[rows], k)
     with clock() as second:
-        reranked = run_rerank(scorer, _Rows(source, rows), candidates, strategy, budget)
+        reranked = run_rerank(scorer, _Rows(source, rows), candidates, budget)
     count = len(rows)
     return Pruned(
         stage1.wall / count,
@@ -211,16 +204,11 @@ def time_pruned(
     )
 
 
-def run_rerank(scorer: PairScorer, source: Any, candidates: Candidates, strategy: str, budget: float) -> Any:
-    """`rerank` with the chunk or group size `tasks.score` would pick."""
-    k = candidates.ids.shape[1]
+def run_rerank(scorer: RetrievalModel, source: Any, candidates: Candidates, budget: float) -> Reranked:
+    """`rerank` with the chunk size `tasks.score` would pick."""
     size = Shapes(source.num_texts, source.num_images, L, N, D, pairwise=True)
-    if strategy == "batched":
-        group = batched_chunk_size(k, size, budget)
-    else:
-        group = union_group_size(k, size, budget)
-    how: RerankStrategy = "batched" if strategy == "batched" else "union"
-    return rerank(scorer, source, candidates, device=CPU, strategy=how, group=group, memory_budget_mb=budget)
+    chunk = batched_chunk_size(candidates.ids.shape[1], size, budget)
+    return rerank(scorer, source, candidates, device=CPU, chunk=chunk, memory_budget_mb=budget)
 
 
 class _Rows:
@@ -238,7 +226,7 @@ class _Rows:
 
 
 def exhaustive_rate(
-    scorer: PairScorer, budget: float, repeats: int = 2
+    scorer: RetrievalModel, budget: float, repeats: int = 2
 ) -> tuple[float, float, BlockPlan, float]:
     """(wall s/pair, CPU s/pair, block plan, mean real words) of exhaustive scoring, from 2 x 2 full blocks
     of the plan at CUHK-PEDES shapes: blocks have the same shape at any Q and G, so the cost per pair is
@@ -250,14 +238,14 @@ def exhaustive_rate(
     return best.wall / pairs, best.cpu / pairs, plan, float(source.mask.sum(axis=1).mean())
 
 
-def time_exhaustive_full(scorer: PairScorer, source: Synthetic, plan: BlockPlan) -> Clock:
+def time_exhaustive_full(scorer: RetrievalModel, source: Synthetic, plan: BlockPlan) -> Clock:
     with clock() as took:
         exhaustive_similarity(scorer.similarity, source, plan, device=CPU)
     return took
 
 
 def scaling(
-    scorer: PairScorer, galleries: list[int], ks: list[int], per_pair_cpu: float, args: argparse.Namespace
+    scorer: RetrievalModel, galleries: list[int], ks: list[int], per_pair_cpu: float, args: argparse.Namespace
 ) -> dict[str, list[float]]:
     """Scoring CPU seconds per gallery size (steadier than wall time on a shared machine): exhaustive
     (extrapolated from the per-pair cost) and pruned per (index, k), timed on a slice of the queries."""
@@ -287,7 +275,7 @@ def scaling(
             with clock() as built:
                 index = build_index(source.image_globals(), kind)  # type: ignore[arg-type]
             for k in ks:
-                t = time_pruned(scorer, source, index, k, args.slice_queries, args.strategy, args.budget)
+                t = time_pruned(scorer, source, index, k, args.slice_queries, args.budget)
                 total = t.cpu * source.num_texts
                 curves.setdefault(f"pruned {kind} k={k}", []).append(total)
                 row = (gallery, source.num_texts, kind, f"{built.wall:.2f}", k, f"{1e3 * t.stage1:.3f}")
@@ -296,10 +284,10 @@ def scaling(
     return curves
 
 
-def linear_in_queries(scorer: PairScorer, args: argparse.Namespace) -> None:
+def linear_in_queries(scorer: RetrievalModel, args: argparse.Namespace) -> None:
     source = Synthetic(10_000, 20_000, seed=3)
     index = build_index(source.image_globals(), "hnsw")
-    times = {q: time_pruned(scorer, source, index, 64, q, args.strategy, args.budget) for q in (256, 1024)}
+    times = {q: time_pruned(scorer, source, index, 64, q, args.budget) for q in (256, 1024)}
     small, big = (t.cpu * q for q, t in times.items())
     print(
         f"\npruned (hnsw, k=64, G=10k): 256 queries {small:.2f} CPU s, 1024 queries {big:.2f} CPU s: x{big / small:.2f} for x4 queries"
@@ -307,7 +295,7 @@ def linear_in_queries(scorer: PairScorer, args: argparse.Namespace) -> None:
 
 
 def cuhk_scale(
-    scorer: PairScorer, per_pair: float, per_pair_cpu: float, ks: list[int], args: argparse.Namespace
+    scorer: RetrievalModel, per_pair: float, per_pair_cpu: float, ks: list[int], args: argparse.Namespace
 ) -> None:
     """Complete pruned runs at CUHK-PEDES test scale against extrapolated exhaustive scoring."""
     queries, gallery = CUHK
@@ -317,19 +305,17 @@ def cuhk_scale(
         f"\n== CUHK-PEDES test scale: {queries:,} queries x {gallery:,} images; exhaustive {exhaustive:.0f} s wall, "
         f"{exhaustive_cpu:.0f} s CPU (extrapolated) =="
     )
-    runs = [(kind, "batched", k, queries) for kind in ("flat", "hnsw") for k in ks]
-    runs.append(("flat", "union", 64, 1024))  # the reference, timed on a slice (it scores more pairs)
     indexes = {kind: build_index(source.image_globals(), kind) for kind in ("flat", "hnsw")}  # type: ignore[arg-type]
-    for kind, strategy, k, timed in runs:
-        t = time_pruned(scorer, source, indexes[kind], k, timed, strategy, args.budget)
-        total = (t.stage1 + t.rerank) * queries
-        how = "complete" if timed == queries else f"extrapolated from {timed} queries"
-        print(
-            f"pruned {kind:>4} k={k:<3} {strategy:>7}: {total:6.1f} s wall ({t.cpu * queries:6.1f} s CPU, {how}), "
-            f"{t.pairs * queries / 1e6:.2f}M pairs, {t.pairs / (t.rerank or 1e-9):,.0f} pairs/s re-ranking; "
-            f"{exhaustive / total:5.1f}x less wall time than exhaustive, "
-            f"{exhaustive_cpu / (t.cpu * queries):5.1f}x less CPU time (target >= 30x)"
-        )
+    for kind in ("flat", "hnsw"):
+        for k in ks:
+            t = time_pruned(scorer, source, indexes[kind], k, queries, args.budget)
+            total = (t.stage1 + t.rerank) * queries
+            print(
+                f"pruned {kind:>4} k={k:<3}: {total:6.1f} s wall ({t.cpu * queries:6.1f} s CPU, complete), "
+                f"{t.pairs * queries / 1e6:.2f}M pairs, {t.pairs / (t.rerank or 1e-9):,.0f} pairs/s re-ranking; "
+                f"{exhaustive / total:5.1f}x less wall time than exhaustive, "
+                f"{exhaustive_cpu / (t.cpu * queries):5.1f}x less CPU time (target >= 30x)"
+            )
 
 
 @dataclass(frozen=True)
@@ -340,7 +326,7 @@ class Point:
     pairs: float
 
 
-def planted_r1(scorer: PairScorer, ks: list[int], args: argparse.Namespace) -> list[Point]:
+def planted_r1(scorer: RetrievalModel, ks: list[int], args: argparse.Namespace) -> list[Point]:
     """R1 of exhaustive and pruned scoring on planted synthetic features (complete runs)."""
     source = Synthetic(args.planted_gallery, 2 * args.planted_gallery, seed=5, planted=True)
     with clock() as took:
@@ -366,7 +352,7 @@ def planted_r1(scorer: PairScorer, ks: list[int], args: argparse.Namespace) -> l
         for k in ks:
             with clock() as took:
                 candidates: Candidates = first_stage(index, source.text_globals(), k)
-                reranked = run_rerank(scorer, source, candidates, args.strategy, args.budget)
+                reranked = run_rerank(scorer, source, candidates, args.budget)
             ranking = rank_pruned(candidates, reranked, stage1)
             r1 = retrieval_metrics(ranking_similarity(ranking), source.text_pids, source.image_pids)["R1"]
             points.append(Point(f"pruned {kind} k={k}", r1, took.wall, reranked.pairs_scored))
@@ -397,7 +383,6 @@ def real_r1(ks: list[int], args: argparse.Namespace) -> list[Point]:
             out / label.replace(" ", "_"),
             track=False,
             memory_budget_mb=args.budget,
-            strategy=args.strategy,
             **options,
         )  # type: ignore[arg-type]
         points.append(Point(label, result.metrics["R1"], result.seconds, result.pairs_scored))
@@ -459,7 +444,6 @@ def main() -> None:
     parser.add_argument("--galleries", default="1000,3000,10000,30000,100000")
     parser.add_argument("--ks", default="16,64,128")
     parser.add_argument("--slice-queries", type=int, default=512)
-    parser.add_argument("--strategy", default="batched", choices=["batched", "union"])
     parser.add_argument("--budget", type=float, default=512.0, help="memory budget of a scoring block, MB")
     parser.add_argument("--planted-gallery", type=int, default=500)
     parser.add_argument("--run", help="train run id, models:/ URI or checkpoint folder (with --data)")

@@ -37,13 +37,10 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class EmbedSummary:
+    """What `embed_split` wrote: the EMB folder, its `embed.json` record (counts, dims, indexes), the time."""
+
     out: Path
-    num_images: int  # G
-    num_queries: int  # Q
-    embed_dim: int  # D
-    num_regions: int  # N
-    max_length: int  # L
-    indexes: tuple[str, ...]
+    info: layout.EmbedInfo
     seconds: float
 
 
@@ -110,16 +107,7 @@ def embed_split(
         out,
         seconds,
     )
-    return EmbedSummary(
-        out=out,
-        num_images=info.num_images,
-        num_queries=info.num_queries,
-        embed_dim=info.embed_dim,
-        num_regions=info.num_regions,
-        max_length=info.max_length,
-        indexes=info.indexes,
-        seconds=seconds,
-    )
+    return EmbedSummary(out=out, info=info, seconds=seconds)
 
 
 def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:

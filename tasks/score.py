@@ -23,7 +23,7 @@ import torch
 
 from tasks.faiss_index import IndexParams, check_index_kind, index_file, load_index
 from tasks.scoring.exhaustive import BlockPlan, Shapes, exhaustive_similarity, plan_blocks
-from tasks.scoring.pruned import RerankStrategy, first_stage, rerank
+from tasks.scoring.pruned import batched_chunk_size, first_stage, rerank
 from tasks.scoring.ranking import (
     Ranking,
     global_similarity,
@@ -75,7 +75,6 @@ def score(
     memory_budget_mb: float = 512.0,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
-    strategy: RerankStrategy | Literal["auto"] = "auto",
     track: bool = True,
     tracking: TrackingConfig | None = None,
     parent_run_id: str | None = None,
@@ -91,12 +90,10 @@ def score(
     store = EmbeddingStore(emb)
     torch_device = torch.device(device)
     model = load_checkpoint(Path(store.info.checkpoint), device=torch_device).eval()
-    if strategy == "auto":  # measured in benchmarks/scoring.py: batched wins for every scorer
-        strategy = "batched"
     if mode == "exhaustive":
         scored = _exhaustive(model.similarity, store, memory_budget_mb, torch_device, dtype)
     else:
-        scored = _pruned(model, store, emb, kind, top_k, memory_budget_mb, torch_device, dtype, strategy)
+        scored = _pruned(model, store, emb, kind, top_k, memory_budget_mb, torch_device, dtype)
     query_ids, query_pids = store.query_ids()
     image_ids, gallery_pids = store.gallery_ids()
     metrics = retrieval_metrics(scored.similarity, query_pids, gallery_pids)
@@ -148,16 +145,9 @@ def _pruned(
     memory_budget_mb: float,
     device: torch.device,
     dtype: torch.dtype,
-    strategy: RerankStrategy,
 ) -> _Scored:
-    from tasks.scoring.pruned import batched_chunk_size, union_group_size
-
     faiss_index = load_index(index_file(emb, kind))
-    shapes = _shapes(store)
-    if strategy == "batched":
-        group = batched_chunk_size(top_k, shapes, memory_budget_mb, dtype.itemsize)
-    else:
-        group = union_group_size(top_k, shapes, memory_budget_mb)
+    chunk = batched_chunk_size(top_k, _shapes(store), memory_budget_mb, dtype.itemsize)
     start = time.perf_counter()
     candidates = first_stage(faiss_index, store.text_globals(), top_k, IndexParams())
     stage1_seconds = time.perf_counter() - start
@@ -167,8 +157,7 @@ def _pruned(
         candidates,
         device=device,
         dtype=dtype,
-        strategy=strategy,
-        group=group,
+        chunk=chunk,
         memory_budget_mb=memory_budget_mb,
         show_progress=True,
     )
@@ -180,8 +169,7 @@ def _pruned(
     details = {
         "seconds_stage1": stage1_seconds,
         "seconds_rerank": seconds - stage1_seconds,
-        "rerank_strategy": strategy,
-        "rerank_group": group,
+        "rerank_group": chunk,
         "rerank_calls": reranked.calls,
         "candidates_found": int((candidates.ids >= 0).sum()),
     }
@@ -236,7 +224,7 @@ def log_scoring_run(
             "model_ref": details["model_ref"],
         }
         params |= {
-            key: details[key] for key in ("rerank_strategy", "query_block", "gallery_block") if key in details
+            key: details[key] for key in ("rerank_group", "query_block", "gallery_block") if key in details
         }
         tracker.log_params(run_id, {key: str(value) for key, value in params.items()})
         metrics = {f"test/{name}": value for name, value in result.metrics.items()}

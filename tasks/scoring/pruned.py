@@ -1,21 +1,17 @@
 """Pruned scoring: FAISS top-k on the global embeddings, then the pair scorer on the k candidates only.
 
-Two re-ranking strategies, measured in `benchmarks/scoring.py`:
-- `batched` (the default): queries sorted by their first candidate (captions of one image share
-  candidates) and taken in chunks whose text features and union of candidate images fit half the
-  memory budget; one `similarity_candidates` call per chunk scores exactly each query's k candidates
-  (the head blocks the queries inside the other half of the budget);
-- `union`: groups of queries, one `similarity` call per group on the union of the group's candidates
-  (more pairs; kept as a reference computed by the plain pair scorer).
+Re-ranking (measured in `benchmarks/scoring.py`): queries sorted by their first candidate (captions
+of one image share candidates) and taken in chunks whose text features and union of candidate images
+fit half the memory budget; one `similarity_candidates` call per chunk scores exactly each query's k
+candidates (the head blocks the queries inside the other half of the budget).
 Dimension letters: Q queries, G gallery, k candidates, U union of a chunk's candidates, N regions,
 L words, D dim.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
 import faiss
 import numpy as np
@@ -28,13 +24,9 @@ from tasks.scoring.exhaustive import Shapes
 from tasks.scoring.source import FeatureSource
 from tbpr_models.features import ImageFeatures, TextFeatures
 
-RerankStrategy = Literal["batched", "union"]
-
 
 class PairScorer(Protocol):
     """What re-ranking needs of a model (`RetrievalModel` is one)."""
-
-    def similarity(self, texts: TextFeatures, images: ImageFeatures) -> Tensor: ...
 
     def similarity_candidates(
         self, texts: TextFeatures, images: ImageFeatures, candidates: Tensor, *, memory_budget_mb: float = ...
@@ -50,7 +42,7 @@ class Candidates:
 @dataclass(frozen=True)
 class Reranked:
     scores: np.ndarray  # (Q, k) float32 pair scores of the candidates, -inf where the id is -1
-    pairs_scored: int  # pairs the scorer computed (>= valid candidates with `union`)
+    pairs_scored: int  # pairs the scorer computed: the valid candidates
     calls: int  # scorer calls
 
 
@@ -62,16 +54,9 @@ def first_stage(
     return Candidates(ids=ids.astype(np.int64, copy=False), scores=scores)
 
 
-def union_group_size(k: int, shapes: Shapes, memory_budget_mb: float) -> int:
-    """Largest group b (at most 16) whose worst case b x (b*k) pair block fits the budget (`union`)."""
-    pair_bytes = 4 * (4 * shapes.words * shapes.regions if shapes.pairwise else 1)
-    pairs = max(1.0, memory_budget_mb * 2**20 / pair_bytes)
-    return int(max(1, min(16, math.isqrt(int(pairs / max(1, k))))))
-
-
 def batched_chunk_size(k: int, shapes: Shapes, memory_budget_mb: float, bytes_per_float: int = 4) -> int:
     """Most queries c (at least 1) whose text features plus their worst-case union of candidate images
-    (features and region Gram matrices) fit half the memory budget (`batched`)."""
+    (features and region Gram matrices) fit half the memory budget."""
     half = max(1.0, memory_budget_mb) * 2**20 / 2
     text_bytes = bytes_per_float * shapes.words * shapes.dim
     image_bytes = bytes_per_float * shapes.regions * (shapes.dim + shapes.regions)
@@ -94,30 +79,13 @@ def rerank(
     *,
     device: torch.device,
     dtype: torch.dtype = torch.float32,
-    strategy: RerankStrategy = "batched",
-    group: int = 8,
+    chunk: int = 8,
     memory_budget_mb: float = 512.0,
     show_progress: bool = False,
 ) -> Reranked:
-    """Pair scores of every query's candidates: `group` queries per chunk (`batched`: see
-    `batched_chunk_size`) or per union call (`union`: see `union_group_size`)."""
-    if strategy == "batched":
-        return _batched(
-            scorer, source, candidates.ids, max(1, group), memory_budget_mb / 2, device, dtype, show_progress
-        )
-    return _union(scorer, source, candidates.ids, max(1, group), device, dtype, show_progress)
-
-
-def _batched(
-    scorer: PairScorer,
-    source: FeatureSource,
-    ids: np.ndarray,
-    chunk: int,
-    head_budget_mb: float,
-    device: torch.device,
-    dtype: torch.dtype,
-    show_progress: bool,
-) -> Reranked:
+    """Pair scores of every query's candidates, `chunk` queries per `similarity_candidates` call (see
+    `batched_chunk_size`); half the memory budget goes to the chunk's features, half to the head."""
+    ids, chunk, head_budget_mb = candidates.ids, max(1, chunk), memory_budget_mb / 2
     scores = np.full(ids.shape, -np.inf, dtype=np.float32)  # (Q, k)
     order = np.argsort(ids[:, 0], kind="stable")  # neighbours share candidates
     calls = 0
@@ -140,36 +108,3 @@ def _batched(
                 calls += 1
             progress.advance(task, len(rows))
     return Reranked(scores=scores, pairs_scored=int((ids >= 0).sum()), calls=calls)
-
-
-def _union(
-    scorer: PairScorer,
-    source: FeatureSource,
-    ids: np.ndarray,
-    group: int,
-    device: torch.device,
-    dtype: torch.dtype,
-    show_progress: bool,
-) -> Reranked:
-    scores = np.full(ids.shape, -np.inf, dtype=np.float32)  # (Q, k)
-    order = np.argsort(ids[:, 0], kind="stable")  # neighbours share candidates
-    pairs = calls = 0
-    with Progress(disable=not show_progress, transient=True) as progress:
-        task = progress.add_task("re-ranking", total=len(ids))
-        for start in range(0, len(ids), group):
-            rows = np.sort(order[start : start + group])  # (b,)
-            sub = ids[rows]  # (b, k)
-            valid = sub >= 0
-            union = np.unique(sub[valid])  # (U,) sorted
-            if union.size == 0:
-                continue
-            block = scorer.similarity(
-                source.texts(rows, device, dtype), source.images(union, device, dtype)
-            )  # (b, U)
-            columns = np.searchsorted(union, np.where(valid, sub, union[0]))  # (b, k)
-            gathered = np.take_along_axis(block.float().cpu().numpy(), columns, axis=1)  # (b, k)
-            scores[rows] = np.where(valid, gathered, -np.inf)
-            pairs += len(rows) * len(union)
-            calls += 1
-            progress.advance(task, len(rows))
-    return Reranked(scores=scores, pairs_scored=pairs, calls=calls)

@@ -97,13 +97,14 @@ def embed(
     table = Table(title=f"embedded {split} split into {summary.out}")
     for column in ("images (G)", "captions (Q)", "D", "regions (N)", "words (L)", "indexes", "seconds"):
         table.add_column(column, justify="right")
+    record = summary.info
     table.add_row(
-        f"{summary.num_images:,}",
-        f"{summary.num_queries:,}",
-        str(summary.embed_dim),
-        str(summary.num_regions),
-        str(summary.max_length),
-        ", ".join(summary.indexes),
+        f"{record.num_images:,}",
+        f"{record.num_queries:,}",
+        str(record.embed_dim),
+        str(record.num_regions),
+        str(record.max_length),
+        ", ".join(record.indexes),
         f"{summary.seconds:.1f}",
     )
     Console().print(table)

@@ -25,10 +25,6 @@ def score(
     memory_budget_mb: Annotated[
         float, typer.Option(min=1, help="Working memory of one scoring block.")
     ] = 512,
-    strategy: Annotated[
-        Literal["auto", "batched", "union"],
-        typer.Option(help="Re-ranking calls (pruned): auto = batched (one call per chunk of queries)."),
-    ] = "auto",
     device: Annotated[Literal["auto", "cpu", "cuda"], typer.Option()] = "auto",
     threads: Annotated[int | None, typer.Option(min=1, help="torch and FAISS threads.")] = None,
     track: Annotated[bool, typer.Option(help="Log an MLflow scoring run.")] = True,
@@ -47,7 +43,6 @@ def score(
         index=index,
         memory_budget_mb=memory_budget_mb,
         device=resolve_device(device),
-        strategy=strategy,
         track=track,
         parent_run_id=parent_run_id,
     )

@@ -1,4 +1,6 @@
-"""Batched re-ranking (`similarity_candidates` per chunk of queries) against the `union` reference."""
+"""Batched re-ranking (`similarity_candidates` per chunk of queries) against the generic default paths:
+`model.similarity` on everything gathered with numpy, and the base `VariantHead.similarity_candidates`
+called unbound (`similarity` gathered block by block, or the cosine of the globals)."""
 
 from __future__ import annotations
 
@@ -11,28 +13,39 @@ import torch
 
 from tasks.faiss_index import build_index
 from tasks.scoring.exhaustive import Shapes
-from tasks.scoring.pruned import batched_chunk_size, first_stage, rerank
+from tasks.scoring.pruned import Candidates, batched_chunk_size, first_stage, rerank
 from tasks.scoring.source import EmbeddingStore
 from tbpr_models import load_checkpoint
+from tbpr_models.variant import VariantHead
 
 CPU = torch.device("cpu")
 
 
 @pytest.mark.parametrize("variant", ["cross_scan", "hard_topk", "global"])
-def test_batched_rerank_equals_union_reference(variant: str, tiny_emb: Callable[[str], Path]) -> None:
+def test_batched_rerank_equals_the_generic_gathered_similarity(
+    variant: str, tiny_emb: Callable[[str], Path]
+) -> None:
     store = EmbeddingStore(tiny_emb(variant))
     model = load_checkpoint(Path(store.info.checkpoint)).eval()
-    candidates = first_stage(build_index(store.image_globals(), "flat"), store.text_globals(), 5)
-    ids = candidates.ids.copy()
+    first = first_stage(build_index(store.image_globals(), "flat"), store.text_globals(), 5)
+    ids = first.ids.copy()
     ids[::3, 2:] = -1  # holes, as an approximate index may leave
-    candidates = type(candidates)(ids=ids, scores=candidates.scores)
-    reference = rerank(model, store, candidates, device=CPU, strategy="union", group=4)
-    for chunk in (1, 3, len(ids)):
-        got = rerank(
-            model, store, candidates, device=CPU, strategy="batched", group=chunk, memory_budget_mb=1e-3
-        )
-        np.testing.assert_allclose(got.scores, reference.scores, rtol=1e-5, atol=1e-5)
-        assert got.pairs_scored == int((ids >= 0).sum()) <= reference.pairs_scored
+    candidates = Candidates(ids=ids, scores=first.scores)
+    valid = ids >= 0
+    everything = slice(None)
+    texts, images = store.texts(everything, CPU, torch.float32), store.images(everything, CPU, torch.float32)
+    with torch.inference_mode():
+        full = model.similarity(texts, images).float().numpy()  # (Q, G) in one call
+        generic = VariantHead.similarity_candidates(
+            model.head, texts, images, torch.from_numpy(ids), memory_budget_mb=1e-3
+        ).numpy()  # (Q, k): the base class's route, not the head's override
+    gathered = np.where(valid, np.take_along_axis(full, np.where(valid, ids, 0), axis=1), -np.inf)  # (Q, k)
+    np.testing.assert_allclose(generic, gathered, rtol=1e-5, atol=1e-5)
+    for chunk in (1, 3, 7, len(ids)):
+        got = rerank(model, store, candidates, device=CPU, chunk=chunk, memory_budget_mb=1e-3)
+        np.testing.assert_allclose(got.scores, gathered, rtol=1e-5, atol=1e-5)
+        assert np.isneginf(got.scores[~valid]).all() and np.isfinite(got.scores[valid]).all()
+        assert got.pairs_scored == int(valid.sum())
         assert got.calls == -(-len(ids) // chunk)
 
 

@@ -59,19 +59,14 @@ def test_pairwise_pruned_with_k_equal_to_gallery_matches_exhaustive(
     emb = tiny_emb(PAIRWISE)
     gallery = EmbeddingStore(emb).num_images
     exhaustive = score(emb, tmp_path / "ex", mode="exhaustive", memory_budget_mb=0.05, track=False)
-    results = [
-        score(emb, tmp_path / s, mode="pruned", top_k=gallery, strategy=s, track=False)  # type: ignore[arg-type]
-        for s in ("union", "batched")
-    ]
-    ex = _rankings(tmp_path / "ex")
-    for result in results:
-        pr = _rankings(result.out)
-        assert pr.keys() == ex.keys()
-        for query in ex:
-            assert [i for i, _ in pr[query]] == [i for i, _ in ex[query]]
-            np.testing.assert_allclose([s for _, s in pr[query]], [s for _, s in ex[query]], atol=1e-5)
-        for name, value in exhaustive.metrics.items():
-            assert result.metrics[name] == pytest.approx(value, abs=1e-9)
+    pruned = score(emb, tmp_path / "pr", mode="pruned", top_k=gallery, memory_budget_mb=0.05, track=False)
+    ex, pr = _rankings(tmp_path / "ex"), _rankings(tmp_path / "pr")
+    assert pr.keys() == ex.keys()
+    for query in ex:
+        assert [i for i, _ in pr[query]] == [i for i, _ in ex[query]]
+        np.testing.assert_allclose([s for _, s in pr[query]], [s for _, s in ex[query]], atol=1e-5)
+    for name, value in exhaustive.metrics.items():
+        assert pruned.metrics[name] == pytest.approx(value, abs=1e-9)
     # pairwise scores differ from the global cosine: the re-ranking did change the order
     cosine = read_embeddings(emb / "queries.parquet") @ read_embeddings(emb / "gallery.parquet").T
     first = EmbeddingStore(emb).query_ids()[0][0]
