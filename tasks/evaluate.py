@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from tasks.train_data import ImageDataset, SplitData, Tokenize, Transform
+from tasks.train_data import ImageDataset, SplitData, Tokenize, Transform, usable_workers
 from tbpr_models.features import ImageFeatures, TextFeatures
 from tbpr_models.metrics import retrieval_metrics
 from tbpr_models.model import RetrievalModel
@@ -42,7 +42,9 @@ def encode_images(
 ) -> ImageFeatures:
     """Features of every image of `split`, in gallery order, float32 on `settings.device`."""
     loader = DataLoader(
-        ImageDataset(split, transform), batch_size=settings.batch_size, num_workers=settings.num_workers
+        ImageDataset(split, transform),
+        batch_size=settings.batch_size,
+        num_workers=usable_workers(settings.num_workers),
     )
     parts = []
     for pixels in loader:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import json
+import logging
+import multiprocessing
 import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -25,6 +27,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from tbpr.errors import TbprError
 from tbpr_models.features import Batch
+
+log = logging.getLogger(__name__)
 
 IMAGE_COLUMNS = ("image_id", "person_id", "split", "image")
 CAPTION_COLUMNS = ("caption_id", "image_id", "person_id", "split", "text")
@@ -233,6 +237,15 @@ def seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
+def usable_workers(requested: int) -> int:
+    """DataLoader worker processes this process may start: none inside a daemonic process (a Dask or
+    multiprocessing worker may not have children), else `requested`."""
+    if requested and multiprocessing.current_process().daemon:
+        log.info("decoding images in the main process: a daemonic worker cannot start DataLoader workers")
+        return 0
+    return requested
+
+
 def epoch_loader(
     dataset: Dataset[tuple[Tensor, Tensor, Tensor, int]],
     sampler: RandomBatchSampler | IdentityBatchSampler,
@@ -247,7 +260,7 @@ def epoch_loader(
         dataset,
         batch_sampler=sampler,
         collate_fn=collate_batch,
-        num_workers=num_workers,
+        num_workers=usable_workers(num_workers),
         worker_init_fn=seed_worker,
         generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch),
     )

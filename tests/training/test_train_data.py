@@ -108,3 +108,14 @@ def test_load_prepared_names_what_is_missing(tiny_data: Path, tmp_path: Path) ->
         load_prepared(tmp_path / "data")
     with pytest.raises(TbprError, match="split 'nope'"):
         load_prepared(tiny_data, splits=("nope",))
+
+
+def test_daemonic_processes_decode_in_the_main_process() -> None:
+    """A Dask or multiprocessing worker is daemonic and may not start DataLoader workers."""
+    import multiprocessing
+
+    from tasks.train_data import usable_workers
+
+    with multiprocessing.get_context("fork").Pool(1) as pool:  # pool workers are daemonic
+        assert pool.apply(usable_workers, (2,)) == 0
+    assert usable_workers(2) == 2
