@@ -11,6 +11,7 @@ Dimension letters: B batch, Q queries, G gallery, N image regions, L words, D em
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from torch import Tensor, nn
 from tbpr_models.attention import l2_normalize, masked_mean
 from tbpr_models.config import VariantConfig
 from tbpr_models.features import Batch, ImageFeatures, TextFeatures
+from tbpr_models.losses import ranking_loss
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,58 @@ class VariantHead(nn.Module):
     ) -> dict[str, Tensor]:
         """Named, unweighted losses of this head beyond the model's `sdm` and `id`."""
         return {}
+
+
+@dataclass(frozen=True)
+class PairScorerConfig(VariantConfig):
+    """Shared by the pair scorers: how the attention score is combined and trained."""
+
+    margin: float = 0.2  # of the hinge ranking loss `rank` over in-batch attention scores
+    # The pair score is global_weight x cosine of the globals + the attention score: re-ranking adds
+    # the attention's evidence to stage 1's instead of discarding it (0 = the attention score alone).
+    global_weight: float = 1.0
+
+
+class PairScorerHead(VariantHead, abc.ABC):
+    """The pair-scorer role: text tokens x image tokens -> (Q, G) scores (cross-modal, hard attention).
+
+    Subclasses give `attention_similarity` and `attention_candidates`; this base adds the global cosine
+    and trains the attention score with the ranking loss.
+    """
+
+    pairwise = True
+    config: PairScorerConfig
+
+    @abc.abstractmethod
+    def attention_similarity(self, texts: TextFeatures, images: ImageFeatures) -> Tensor:
+        """(Q, G) the attention score alone."""
+
+    @abc.abstractmethod
+    def attention_candidates(
+        self, texts: TextFeatures, images: ImageFeatures, candidates: Tensor, memory_budget_mb: float
+    ) -> Tensor:
+        """(Q, k) `attention_similarity` gathered at the candidates (Q, k); -inf where a candidate is -1."""
+
+    def similarity(self, texts: TextFeatures, images: ImageFeatures) -> Tensor:
+        fused = self.config.global_weight * global_cosine(texts, images)  # (Q, G)
+        return fused + self.attention_similarity(texts, images)
+
+    def similarity_candidates(
+        self,
+        texts: TextFeatures,
+        images: ImageFeatures,
+        candidates: Tensor,
+        *,
+        memory_budget_mb: float = 256.0,
+    ) -> Tensor:
+        fused = self.config.global_weight * global_cosine_candidates(texts, images, candidates)  # (Q, k)
+        return fused + self.attention_candidates(texts, images, candidates, memory_budget_mb)
+
+    def head_losses(
+        self, texts: TextFeatures, images: ImageFeatures, batch: Batch, ctx: LossContext
+    ) -> dict[str, Tensor]:
+        scores = self.attention_similarity(texts, images)  # (B, B) text x image
+        return {"rank": ranking_loss(scores, batch.person_ids, self.config.margin)}
 
 
 def global_cosine(texts: TextFeatures, images: ImageFeatures) -> Tensor:

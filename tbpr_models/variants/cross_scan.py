@@ -25,28 +25,16 @@ import torch
 from torch import Tensor
 
 from tbpr_models.attention import l2_normalize, masked_softmax
-from tbpr_models.config import VariantConfig
-from tbpr_models.features import Batch, ImageFeatures, TextFeatures
-from tbpr_models.losses import ranking_loss
+from tbpr_models.features import ImageFeatures, TextFeatures
 from tbpr_models.registry import register_variant
-from tbpr_models.variant import (
-    HeadDims,
-    LossContext,
-    VariantHead,
-    global_cosine,
-    global_cosine_candidates,
-)
+from tbpr_models.variant import PairScorerConfig, PairScorerHead
 
 
 @dataclass(frozen=True)
-class CrossScanConfig(VariantConfig):
+class CrossScanConfig(PairScorerConfig):
     kind: Literal["cross_scan"] = "cross_scan"
     lambda_softmax: float = 9.0  # inverse temperature of the attention over regions
     lambda_lse: float = 6.0  # LogSumExp pooling over words
-    margin: float = 0.2  # of the hinge ranking loss `rank`
-    # The pair score is global_weight x cosine of the globals + the SCAN score: re-ranking adds the
-    # attention's evidence to stage 1's instead of discarding it (0 = SCAN alone).
-    global_weight: float = 1.0
     block_words: int = 512  # words scored at once
     block_images: int = 32  # images scored at once
 
@@ -182,52 +170,30 @@ def scan_word_attention(
 
 
 @register_variant(CrossScanConfig)
-class CrossScanHead(VariantHead):
+class CrossScanHead(PairScorerHead):
     """Mean-pooled globals (for candidates and the base losses) + SCAN pair scorer; no parameters."""
 
-    pairwise = True
-
-    def __init__(self, config: CrossScanConfig, dims: HeadDims) -> None:
-        super().__init__(config, dims)
-        self.scan = config
-
-    def similarity(self, texts: TextFeatures, images: ImageFeatures) -> Tensor:
-        return self.scan.global_weight * global_cosine(texts, images) + self.attention_similarity(
-            texts, images
-        )
+    config: CrossScanConfig
 
     def attention_similarity(self, texts: TextFeatures, images: ImageFeatures) -> Tensor:
-        """(Q, G) the SCAN score alone: what the ranking loss trains."""
         return scan_similarity(
             texts.local,
             texts.mask,
             images.local,
-            lambda_softmax=self.scan.lambda_softmax,
-            lambda_lse=self.scan.lambda_lse,
-            block=(self.scan.block_words, self.scan.block_images),
+            lambda_softmax=self.config.lambda_softmax,
+            lambda_lse=self.config.lambda_lse,
+            block=(self.config.block_words, self.config.block_images),
         )
 
-    def similarity_candidates(
-        self,
-        texts: TextFeatures,
-        images: ImageFeatures,
-        candidates: Tensor,
-        *,
-        memory_budget_mb: float = 256.0,
+    def attention_candidates(
+        self, texts: TextFeatures, images: ImageFeatures, candidates: Tensor, memory_budget_mb: float
     ) -> Tensor:
-        scan = scan_similarity_candidates(
+        return scan_similarity_candidates(
             texts.local,
             texts.mask,
             images.local,
             candidates,
-            lambda_softmax=self.scan.lambda_softmax,
-            lambda_lse=self.scan.lambda_lse,
+            lambda_softmax=self.config.lambda_softmax,
+            lambda_lse=self.config.lambda_lse,
             memory_budget_mb=memory_budget_mb,
-        )  # (Q, k)
-        return self.scan.global_weight * global_cosine_candidates(texts, images, candidates) + scan
-
-    def head_losses(
-        self, texts: TextFeatures, images: ImageFeatures, batch: Batch, ctx: LossContext
-    ) -> dict[str, Tensor]:
-        scores = self.attention_similarity(texts, images)  # (B, B) text x image
-        return {"rank": ranking_loss(scores, batch.person_ids, self.scan.margin)}
+        )

@@ -19,22 +19,17 @@ import torch
 from torch import Tensor, nn
 
 from tbpr_models.attention import gumbel_topk, l2_normalize
-from tbpr_models.config import VariantConfig
-from tbpr_models.features import Batch, ImageFeatures, TextFeatures
-from tbpr_models.losses import ranking_loss
+from tbpr_models.features import ImageFeatures, TextFeatures
 from tbpr_models.registry import register_variant
-from tbpr_models.variant import HeadDims, LossContext, VariantHead, global_cosine, global_cosine_candidates
+from tbpr_models.variant import HeadDims, PairScorerConfig, PairScorerHead
 
 
 @dataclass(frozen=True)
-class HardTopkConfig(VariantConfig):
+class HardTopkConfig(PairScorerConfig):
     kind: Literal["hard_topk"] = "hard_topk"
     k_regions: int = 8
     k_words: int = 8
     tau: float = 1.0  # temperature of the relaxed top-k (backward pass only)
-    margin: float = 0.2  # of the hinge ranking loss `rank`
-    # The pair score is global_weight x cosine of the globals + the top-k matching score (0 = matching alone).
-    global_weight: float = 1.0
     block_texts: int = 64  # captions scored at once
 
 
@@ -116,54 +111,36 @@ def _slice(selection: Selection, rows: slice) -> Selection:
 
 
 @register_variant(HardTopkConfig)
-class HardTopkHead(VariantHead):
+class HardTopkHead(PairScorerHead):
     """Mean-pooled globals (for candidates and the base losses) + Gumbel top-k pair scorer."""
 
-    pairwise = True
+    config: HardTopkConfig
 
     def __init__(self, config: HardTopkConfig, dims: HeadDims) -> None:
         super().__init__(config, dims)
-        self.hard = config
         self.region_scorer = nn.Linear(dims.embed_dim, 1)
         self.word_scorer = nn.Linear(dims.embed_dim, 1)
 
     def select_regions(self, images: ImageFeatures) -> Selection:
         logits = self.region_scorer(images.local).squeeze(-1)  # (G, N)
-        return select_tokens(images.local, logits, self.hard.k_regions, self.hard.tau, self.training)
+        return select_tokens(images.local, logits, self.config.k_regions, self.config.tau, self.training)
 
     def select_words(self, texts: TextFeatures) -> Selection:
         logits = self.word_scorer(texts.local).squeeze(-1)  # (Q, L)
-        return select_tokens(texts.local, logits, self.hard.k_words, self.hard.tau, self.training, texts.mask)
-
-    def similarity(self, texts: TextFeatures, images: ImageFeatures) -> Tensor:
-        return self.hard.global_weight * global_cosine(texts, images) + self.attention_similarity(
-            texts, images
+        return select_tokens(
+            texts.local, logits, self.config.k_words, self.config.tau, self.training, texts.mask
         )
 
     def attention_similarity(self, texts: TextFeatures, images: ImageFeatures) -> Tensor:
-        """(Q, G) the top-k matching score alone: what the ranking loss trains."""
+        """(Q, G) mean over selected words of the best cosine over selected regions."""
         return topk_match_similarity(
-            self.select_words(texts), self.select_regions(images), self.hard.block_texts
+            self.select_words(texts), self.select_regions(images), self.config.block_texts
         )
 
-    def similarity_candidates(
-        self,
-        texts: TextFeatures,
-        images: ImageFeatures,
-        candidates: Tensor,
-        *,
-        memory_budget_mb: float = 256.0,
+    def attention_candidates(
+        self, texts: TextFeatures, images: ImageFeatures, candidates: Tensor, memory_budget_mb: float
     ) -> Tensor:
         item = max(texts.local.element_size(), 4)
-        per_query = 4 * self.hard.k_words * candidates.shape[1] * self.hard.k_regions * item  # bytes
+        per_query = 4 * self.config.k_words * candidates.shape[1] * self.config.k_regions * item  # bytes
         block = max(1, int(memory_budget_mb * 2**20 // max(1, per_query)))
-        matching = topk_match_candidates(
-            self.select_words(texts), self.select_regions(images), candidates, block
-        )
-        return self.hard.global_weight * global_cosine_candidates(texts, images, candidates) + matching
-
-    def head_losses(
-        self, texts: TextFeatures, images: ImageFeatures, batch: Batch, ctx: LossContext
-    ) -> dict[str, Tensor]:
-        scores = self.attention_similarity(texts, images)  # (B, B) text x image
-        return {"rank": ranking_loss(scores, batch.person_ids, self.hard.margin)}
+        return topk_match_candidates(self.select_words(texts), self.select_regions(images), candidates, block)
