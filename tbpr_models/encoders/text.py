@@ -36,7 +36,9 @@ class MiniLMEncoder(TextEncoder):
 
         path = minilm_path()
         if load_pretrained:
-            self.bert = AutoModel.from_pretrained(path, local_files_only=True, add_pooling_layer=False)
+            # load with the pooler, then drop it: loading without it logs a report of "unexpected" keys
+            self.bert = AutoModel.from_pretrained(path, local_files_only=True)
+            self.bert.pooler = None
         else:
             bert_config = AutoConfig.from_pretrained(path, local_files_only=True)
             self.bert = AutoModel.from_config(bert_config, add_pooling_layer=False)
