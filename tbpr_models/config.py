@@ -35,7 +35,10 @@ class ImageEncoderConfig:
     from `path` (patch tokens become the regions).
     """
 
-    kind: ImageEncoderKind = "resnet_small"
+    # The default from measurement on 1,000 synthetic identities: at equal training time (6 min) the
+    # ImageNet-pretrained EfficientNet-Lite0 reached val R1 20.5 against resnet_small's 16.4, although
+    # it trains 1.6x fewer samples/s on the CPU (README, "Quality").
+    kind: ImageEncoderKind = "efficientnet_lite0"
     height: int = 192
     width: int = 64
     widths: tuple[int, ...] = (32, 64, 128, 256)  # resnet_small: channels per stage
