@@ -31,6 +31,7 @@ def main() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(message)s", handlers=[RichHandler(show_path=False, show_time=False)]
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # Prefect's API calls, one line each at INFO
     _register_commands()
     try:
         app(standalone_mode=True)
