@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 
 def _expand_mask(mask: Tensor, like: Tensor) -> Tensor:
@@ -104,15 +104,3 @@ def attention_pool(tokens: Tensor, logits: Tensor, mask: Tensor | None = None) -
     """Weighted sum of tokens (B, M, D) with weights masked_softmax(logits (B, M)): (B, D)."""
     weights = masked_softmax(logits, mask, dim=-1)  # (B, M)
     return torch.einsum("bm,bmd->bd", weights, tokens)  # (B, D)
-
-
-class AttentionPool(nn.Module):
-    """Attention pooling with a learned scorer: one logit per token from a linear layer."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.score = nn.Linear(dim, 1)
-
-    def forward(self, tokens: Tensor, mask: Tensor | None = None) -> Tensor:
-        logits = self.score(tokens).squeeze(-1)  # (B, M)
-        return attention_pool(tokens, logits, mask)

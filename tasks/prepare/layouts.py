@@ -23,7 +23,6 @@ from tbpr.errors import TbprError
 Format = Literal["cuhk-pedes", "icfg-pedes", "rstpreid"]
 FORMATS: tuple[str, ...] = get_args(Format)
 IMAGE_DIR = "imgs"
-SPLIT_ORDER: tuple[str, ...] = ("train", "val", "test")
 
 # The standard CUHK-PEDES split by person id (inclusive ranges), used when a record has no `split`.
 CUHK_ID_SPLITS: tuple[tuple[str, int, int], ...] = (

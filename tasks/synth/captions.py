@@ -76,11 +76,6 @@ SUBJECTS = {
     "woman": ("a woman", "the woman", "a young woman", "this woman", "a lady", "a girl", "a female"),
 }
 NEUTRAL_SUBJECTS = ("a person", "the pedestrian", "this person")
-VIEW_PHRASES = {
-    "front": ("facing the camera", "walking towards the camera"),
-    "back": ("walking away from the camera", "seen from behind", "with the back to the camera"),
-    "side": ("walking past", "seen from the side"),
-}
 
 
 @dataclass(frozen=True)

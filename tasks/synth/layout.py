@@ -14,7 +14,6 @@ from typing import Any
 from tbpr.errors import TbprError
 
 MIN_IDENTITIES = 6
-SPLITS = ("train", "val", "test")
 MARKER, ANNOTATIONS, ATTRIBUTES, IMAGES = "synth.json", "reid_raw.json", "attributes.json", "imgs"
 IMAGE_FOLDER = "synth"  # under imgs/, as CUHK-PEDES has CUHK01/, cam_a/, ...
 
