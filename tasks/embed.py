@@ -9,7 +9,6 @@ Dimension letters: Q queries, G gallery, N regions, L words, D dim.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -27,6 +26,7 @@ import torch
 from rich.progress import Progress
 from torch.utils.data import DataLoader
 
+from tasks.evaluate import autocast
 from tasks.faiss_index import build_index, check_index_kind, index_file, save_index
 from tasks.scoring import layout
 from tasks.train_data import ImageDataset, SplitData, load_prepared
@@ -110,12 +110,6 @@ def embed_split(
     return EmbedSummary(out=out, info=info, seconds=seconds)
 
 
-def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 @torch.inference_mode()
 def _embed_images(
     model: Any,
@@ -135,7 +129,7 @@ def _embed_images(
     with Progress(transient=True) as progress:
         task = progress.add_task("embedding images", total=total)
         for pixels in loader:
-            with _autocast(device, precision):
+            with autocast(device, precision):
                 feats = model.encode_images(pixels.to(device))
             block = feats.local.float().cpu().numpy()  # (B, N, D)
             if local is None:
@@ -173,7 +167,7 @@ def _embed_texts(
             length = max(int(lengths[start:stop].max()), 1)
             ids = input_ids[start:stop, :length].to(device)  # (B, L')
             valid = attention_mask[start:stop, :length].to(device)  # (B, L')
-            with _autocast(device, precision):
+            with autocast(device, precision):
                 feats = model.encode_texts(ids, valid)
             block = feats.local.float().cpu().numpy()  # (B, L', D)
             if local is None:
