@@ -25,10 +25,6 @@ def run(
     ] = None,
 ) -> None:
     """Run the whole pipeline: synthetic data (or a configured source) to a leaderboard."""
-    import os
-
-    # Prefect's ephemeral server can take longer than its default 20 s to start on a busy machine
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     from flows.config import PipelineConfig, load_config, profile_path
     from tbpr.env import tbpr_home
 
