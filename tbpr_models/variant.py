@@ -152,15 +152,32 @@ class PairScorerHead(VariantHead, abc.ABC):
         return {"rank": ranking_loss(scores, batch.person_ids, self.config.margin)}
 
 
+DENSE_GLOBAL_RATIO = 128  # G / k up to which global_cosine_candidates uses a dense matmul (measured)
+DENSE_GLOBAL_ELEMENTS = 2**23  # (rows, G) scores per dense block (32 MiB of float32)
+
+
 def global_cosine(texts: TextFeatures, images: ImageFeatures) -> Tensor:
     """(Q, G) cosine of the L2-normalised globals."""
     return texts.global_ @ images.global_.t()  # (Q, G)
 
 
 def global_cosine_candidates(texts: TextFeatures, images: ImageFeatures, candidates: Tensor) -> Tensor:
-    """(Q, k) cosine of the globals of each query and its candidates (Q, k); -inf where a candidate is -1."""
-    picked = images.global_[candidates.clamp(min=0)]  # (Q, k, D)
-    scores = torch.linalg.vecdot(picked, texts.global_.unsqueeze(1))  # (Q, k)
+    """(Q, k) cosine of the globals of each query and its candidates (Q, k); -inf where a candidate is -1.
+
+    When the images are few against k (a re-ranking chunk's union), a dense (Q, G) matmul gathered at
+    the candidates is cheaper than gathering (Q, k, D) globals (measured at Q=1539, k=64, D=256, one
+    thread: 0.04 s against 0.13 s at G=3,074; even at G=8,192; 3x slower at G=30,000)."""
+    num_images, k = images.global_.shape[0], candidates.shape[1]
+    picked = candidates.clamp(min=0)  # (Q, k)
+    if num_images > DENSE_GLOBAL_RATIO * max(1, k) or len(picked) == 0:
+        scores = torch.linalg.vecdot(images.global_[picked], texts.global_.unsqueeze(1))  # (Q, k)
+    else:
+        rows = max(1, DENSE_GLOBAL_ELEMENTS // num_images)  # queries per (rows, G) block
+        blocks = [
+            (texts.global_[q0 : q0 + rows] @ images.global_.t()).gather(1, picked[q0 : q0 + rows])
+            for q0 in range(0, len(picked), rows)
+        ]  # (rows, k) each
+        scores = torch.cat(blocks)
     return scores.masked_fill(candidates < 0, -torch.inf)
 
 

@@ -36,10 +36,14 @@ class CrossScanConfig(PairScorerConfig):
     lambda_softmax: float = 9.0  # inverse temperature of the attention over regions
     lambda_lse: float = 6.0  # LogSumExp pooling over words
     block_words: int = 512  # words scored at once
-    block_images: int = 32  # images scored at once
+    block_images: int = 16  # images scored at once (measured: 16 is 15-25% faster than 32, 1-2 threads)
 
 
-BLOCK_CAP_MB = 32.0  # measured: bigger candidate blocks are slower (fresh allocations page-fault)
+CANDIDATE_BLOCK_MB = 2.0  # gathered words per candidate block: measured fastest (bigger leaves the cache)
+# bf16 matmuls go through oneDNN, which builds a kernel per shape: widths rounded up to a multiple of this
+# repeat shapes (without it, bf16 re-ranking was no faster than float32)
+LOW_PRECISION_WIDTH_STEP = 64
+TABLE_BYTES_PER_SLOT = 64  # index tables and their temporaries, per padded word slot
 
 
 def region_gram(regions: Tensor) -> Tensor:
@@ -67,7 +71,7 @@ def scan_similarity(
     image_local: Tensor,
     lambda_softmax: float = 9.0,
     lambda_lse: float = 6.0,
-    block: tuple[int, int] = (512, 32),
+    block: tuple[int, int] = (512, 16),
 ) -> Tensor:
     """SCAN text-to-image similarity (Q, G) of text_local (Q, L, D) with mask (Q, L) x image_local (G, N, D).
 
@@ -103,59 +107,143 @@ def scan_similarity_candidates(
     lambda_softmax: float = 9.0,
     lambda_lse: float = 6.0,
     memory_budget_mb: float = 256.0,
+    block_mb: float = CANDIDATE_BLOCK_MB,
 ) -> Tensor:
     """`scan_similarity` (Q, G) gathered at candidates (Q, k) of gallery rows, -1 = none (scores -inf).
 
     text_local (Q, L, D), text_mask (Q, L), image_local (G, N, D). Image-major, like the exhaustive
-    scorer: each candidate image takes the real words of every query that has it as a candidate, so a
-    block of images is one (N, D) x (D, words) matmul per image and the shared kernel `_relevance_exp`
-    (no per-pair small matmuls); images are sorted by their word count and blocked to the memory
-    budget, padded to the block's longest list. Returns float32 (float64 for float64 inputs).
+    scorer: each candidate image takes the real words of every query that has it as a candidate. Images
+    are sorted by that word count and cut into blocks of ~`block_mb` of words, each padded to
+    its first (longest) list; one `index_select` gathers a block's words through a precomputed table,
+    then one bmm and the shared kernel `_relevance_exp` score it, and one `index_add_` sums each pair's
+    words. The tables, unit regions and Gram matrices are built for groups of blocks that fit
+    `memory_budget_mb`. Returns float32
+    (float64 for float64 inputs).
     """
     mask = text_mask.bool()
     num_texts, k = candidates.shape
     num_regions, dim = image_local.shape[1:]
     precise = torch.promote_types(text_local.dtype, torch.float32)
     out = torch.full((num_texts, k), -torch.inf, device=text_local.device, dtype=precise)  # (Q, k)
-    words_all = l2_normalize(text_local[mask])  # (W, D) the real words of all captions
+    query, slot = (candidates >= 0).nonzero(as_tuple=True)  # (P,) the pairs to score
+    if len(query) == 0:
+        return out
+    scaled_words = l2_normalize(text_local[mask]) * lambda_softmax  # (W, D) the real words of all captions
+    words = torch.cat([scaled_words, scaled_words.new_zeros(1, dim)])  # (W + 1, D): row W pads
     lengths = mask.sum(dim=1)  # (Q,)
     first_word = torch.cumsum(lengths, 0) - lengths  # (Q,) row of each caption's first word
-    query, slot = (candidates >= 0).nonzero(as_tuple=True)  # (P,) the pairs to score
-    used, image = torch.unique(candidates[query, slot], return_inverse=True)  # (U,), (P,) row in `used`
-    per_image = torch.zeros(len(used), dtype=torch.long, device=candidates.device)
-    per_image.index_add_(0, image, lengths[query])  # (U,) words to score against each image
-    rank = torch.empty_like(per_image)
-    image_order = torch.argsort(per_image, descending=True, stable=True)  # (U,) most words first
-    rank[image_order] = torch.arange(len(used), device=candidates.device)
-    by_rank = torch.argsort(rank[image], stable=True)  # (P,) pairs grouped by image, in image order
-    query, slot, pair_rank = query[by_rank], slot[by_rank], rank[image[by_rank]]
-    counts = per_image[image_order]  # (U,) words per image, descending
-    sums = torch.zeros(len(query), device=text_local.device, dtype=precise)  # (P,) sum_l exp(lse r)
+    pairs = _image_major(candidates[query, slot], lengths[query])
+    query, slot = query[pairs.order], slot[pairs.order]  # (P,) grouped by image, most words first
     item = max(text_local.element_size(), 4)
-    i0 = 0
-    while i0 < len(used):
-        widest = max(1, int(counts[i0].item()))  # the block's longest word list
-        budget = min(memory_budget_mb, BLOCK_CAP_MB) * 2**20
-        block = max(1, int(budget // (6 * item * widest * (num_regions + dim))))
-        i1 = min(i0 + block, len(used))
-        p0, p1 = torch.searchsorted(pair_rank, torch.tensor([i0, i1], device=pair_rank.device)).tolist()
-        pair_len = lengths[query[p0:p1]]  # (Pb,)
-        entry_pair = torch.repeat_interleave(torch.arange(p0, p1, device=sums.device), pair_len)  # (E,)
-        pair_start = torch.cumsum(pair_len, 0) - pair_len  # (Pb,) entry of each pair's first word
-        offset = torch.arange(len(entry_pair), device=sums.device) - pair_start[entry_pair - p0]  # (E,)
-        word = first_word[query[entry_pair]] + offset  # (E,) row in words_all
-        entry_image = pair_rank[entry_pair] - i0  # (E,) image within the block
-        image_start = torch.cumsum(counts[i0:i1], 0) - counts[i0:i1]  # (Ib,) entry of its first word
-        position = torch.arange(len(entry_pair), device=sums.device) - image_start[entry_image]  # (E,)
-        padded = words_all.new_zeros(i1 - i0, widest, dim)  # (Ib, Wb, D), zero words are never read
-        padded[entry_image, position] = words_all[word]
-        regions = l2_normalize(image_local[used[image_order[i0:i1]]])  # (Ib, N, D)
-        scaled = torch.bmm(regions * lambda_softmax, padded.transpose(1, 2))  # (Ib, N, Wb)
-        relevance_exp = _relevance_exp(scaled, region_gram(regions), lambda_softmax, lambda_lse)  # (Ib, Wb)
-        sums.index_add_(0, entry_pair, relevance_exp[entry_image, position])
-        i0 = i1
-    out[query, slot] = torch.log(sums) / lambda_lse
+    step = LOW_PRECISION_WIDTH_STEP if text_local.element_size() < 4 else 1
+    blocks = _candidate_blocks(pairs.counts.tolist(), int(block_mb * 2**20) // (dim * item), step)
+    image_bytes = item * num_regions * (dim + num_regions)  # unit regions and their Gram matrix
+    for group in _groups(blocks, int(memory_budget_mb * 2**20), TABLE_BYTES_PER_SLOT, image_bytes):
+        i0, i1 = group[0].start, group[-1].stop
+        p0, p1 = torch.searchsorted(pairs.image, torch.tensor([i0, i1], device=query.device)).tolist()
+        group_query = query[p0:p1]  # (Pg,)
+        word_at, pair_at = _gather_tables(
+            group, pairs.image[p0:p1] - i0, lengths[group_query], first_word[group_query], pad=len(words) - 1
+        )
+        regions = l2_normalize(image_local[pairs.used[i0:i1]])  # (Ig, N, D)
+        grams = region_gram(regions)  # (Ig, N, N)
+        sums = torch.zeros(p1 - p0 + 1, device=text_local.device, dtype=precise)  # (Pg + 1,), last pads
+        s0 = 0
+        for block in group:
+            s1, b0, b1 = s0 + len(block) * block.width, block.start - i0, block.stop - i0
+            padded = words.index_select(0, word_at[s0:s1]).view(len(block), block.width, dim)  # (Ib, Wb, D)
+            scaled = torch.bmm(regions[b0:b1], padded.transpose(1, 2))  # (Ib, N, Wb)
+            relevance_exp = _relevance_exp(scaled, grams[b0:b1], lambda_softmax, lambda_lse)  # (Ib, Wb)
+            sums.index_add_(0, pair_at[s0:s1], relevance_exp.reshape(-1))
+            s0 = s1
+        out[group_query, slot[p0:p1]] = torch.log(sums[:-1]) / lambda_lse
     return out
+
+
+@dataclass(frozen=True)
+class _ImageMajor:
+    """Candidate pairs grouped by image, images by descending word count."""
+
+    used: Tensor  # (U,) gallery rows, most words first
+    counts: Tensor  # (U,) words to score against each used image
+    order: Tensor  # (P,) pairs in image order
+    image: Tensor  # (P,) rank in `used` of each ordered pair's image (ascending)
+
+
+def _image_major(pair_images: Tensor, pair_words: Tensor) -> _ImageMajor:
+    used, image = torch.unique(pair_images, return_inverse=True)  # (U,), (P,) row in `used`
+    per_image = torch.zeros(len(used), dtype=torch.long, device=used.device).index_add_(0, image, pair_words)
+    image_order = torch.argsort(per_image, descending=True, stable=True)  # (U,) most words first
+    rank = torch.empty_like(image_order)
+    rank[image_order] = torch.arange(len(used), device=used.device)
+    order = torch.argsort(rank[image], stable=True)  # (P,)
+    return _ImageMajor(used[image_order], per_image[image_order], order, rank[image[order]])
+
+
+@dataclass(frozen=True)
+class _Block:
+    """Images start..stop (ranks) padded to `width` words; `counts` their real word counts."""
+
+    start: int
+    stop: int
+    width: int
+    counts: list[int]
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+
+def _candidate_blocks(counts: list[int], max_words: int, step: int = 1) -> list[_Block]:
+    """Consecutive images (by descending word count) in blocks of about `max_words` padded words (at
+    least one image each), each padded to its longest list rounded up to a multiple of `step`."""
+    blocks, start = [], 0
+    while start < len(counts):
+        width = -(-max(1, counts[start]) // step) * step
+        stop = min(len(counts), start + max(1, max_words // width))
+        blocks.append(_Block(start, stop, width, counts[start:stop]))
+        start = stop
+    return blocks
+
+
+def _groups(blocks: list[_Block], budget: int, slot_bytes: int, image_bytes: int) -> list[list[_Block]]:
+    """Consecutive blocks whose tables (`slot_bytes` per padded slot) and images (`image_bytes` each)
+    fit `budget` bytes (at least one block each)."""
+    groups: list[list[_Block]] = []
+    used = 0
+    for block in blocks:
+        size = len(block) * (block.width * slot_bytes + image_bytes)
+        if not groups or used + size > budget:
+            groups.append([])
+            used = 0
+        groups[-1].append(block)
+        used += size
+    return groups
+
+
+def _gather_tables(
+    group: list[_Block], pair_image: Tensor, pair_len: Tensor, pair_first_word: Tensor, pad: int
+) -> tuple[Tensor, Tensor]:
+    """(word_at, pair_at), each (S,) over the group's padded slots: the word row to gather (`pad` for
+    padding) and the pair (within the group, ascending) each slot adds to (Pg for padding).
+
+    pair_image (Pg,) image of each pair within the group (ascending), pair_len (Pg,) its word count,
+    pair_first_word (Pg,) the row of its first word."""
+    device = pair_image.device
+    widths = torch.tensor([b.width for b in group for _ in range(len(b))], device=device)  # (Ig,)
+    counts = torch.tensor([c for b in group for c in b.counts], device=device)  # (Ig,)
+    image_slot = torch.cumsum(widths, 0) - widths  # (Ig,) first padded slot of each image
+    image_entry = torch.cumsum(counts, 0) - counts  # (Ig,) first entry of each image
+    entry_pair = torch.repeat_interleave(torch.arange(len(pair_len), device=device), pair_len)  # (E,)
+    entry = torch.arange(len(entry_pair), device=device)  # (E,) words in pair order = image order
+    within_pair = entry - (torch.cumsum(pair_len, 0) - pair_len)[entry_pair]  # (E,)
+    image = pair_image[entry_pair]  # (E,)
+    slot = image_slot[image] + entry - image_entry[image]  # (E,) padded slot of each entry
+    total = int(widths.sum())
+    word_at = torch.full((total,), pad, device=device, dtype=torch.long)
+    word_at[slot] = pair_first_word[entry_pair] + within_pair
+    pair_at = torch.full((total,), len(pair_len), device=device, dtype=torch.long)
+    pair_at[slot] = entry_pair
+    return word_at, pair_at
 
 
 def scan_word_attention(

@@ -8,7 +8,7 @@ import torch
 from tbpr_models import VARIANTS, ModelConfig, RetrievalModel, build_model, variant_config
 from tbpr_models.config import ImageEncoderConfig, TextEncoderConfig
 from tbpr_models.features import ImageFeatures, TextFeatures
-from tbpr_models.variant import VariantHead
+from tbpr_models.variant import VariantHead, global_cosine_candidates
 from tbpr_models.variants.cross_scan import scan_similarity, scan_similarity_candidates
 
 QUERIES, GALLERY, K = 7, 9, 5
@@ -76,11 +76,15 @@ def test_scan_candidates_with_every_image_as_candidate_equals_scan_similarity_fl
     mask[4] = False  # a caption with no real word scores -inf everywhere
     images = torch.randn(7, 4, 8, generator=gen, dtype=torch.float64)
     candidates = torch.stack([torch.randperm(7, generator=gen) for _ in range(5)])  # (Q, G) permuted
-    got = scan_similarity_candidates(text, mask, images, candidates, 9.0, 6.0, memory_budget_mb=1e-6)
     full = scan_similarity(text, mask, images, 9.0, 6.0)  # (Q, G)
-    assert got.dtype == torch.float64
-    torch.testing.assert_close(got, full.gather(1, candidates), rtol=1e-12, atol=1e-12)
-    assert torch.isneginf(got[4]).all()
+    # one block; a block per image; a table group per block
+    for budget_mb, block_mb in ((256.0, 2.0), (256.0, 1e-9), (1e-6, 1e-9)):
+        got = scan_similarity_candidates(
+            text, mask, images, candidates, 9.0, 6.0, memory_budget_mb=budget_mb, block_mb=block_mb
+        )
+        assert got.dtype == torch.float64
+        torch.testing.assert_close(got, full.gather(1, candidates), rtol=1e-12, atol=1e-12)
+        assert torch.isneginf(got[4]).all()
 
 
 def test_scan_candidates_bf16_close_to_fp32() -> None:
@@ -109,3 +113,21 @@ def test_base_fallback_through_similarity_matches_the_batched_override(variant: 
                 model.head, texts, images, candidates, memory_budget_mb=budget
             )
             torch.testing.assert_close(generic.float(), batched.float(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("gallery", "k"), [(9, 5), (300, 2)])  # dense matmul, then gathered globals
+def test_global_cosine_candidates_equals_a_loop(gallery: int, k: int) -> None:
+    gen = torch.Generator().manual_seed(6)
+    texts = TextFeatures(
+        global_=torch.randn(4, 16, generator=gen), local=torch.zeros(4, 1, 16), mask=torch.ones(4, 1)
+    )
+    images = ImageFeatures(global_=torch.randn(gallery, 16, generator=gen), local=torch.zeros(gallery, 1, 16))
+    candidates = torch.randint(0, gallery, (4, k), generator=gen)
+    candidates[1, 0] = -1
+    got = global_cosine_candidates(texts, images, candidates)
+    expected = torch.full((4, k), -torch.inf)
+    for q in range(4):
+        for j, g in enumerate(candidates[q].tolist()):
+            if g >= 0:
+                expected[q, j] = float(texts.global_[q].double() @ images.global_[g].double())
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
