@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from tasks.faiss_index import build_index, set_faiss_threads
+from tasks.score import PRECISIONS
 from tasks.scoring.exhaustive import BlockPlan, Shapes, exhaustive_similarity, plan_blocks
 from tasks.scoring.pruned import Candidates, Reranked, batched_chunk_size, first_stage, rerank
 from tasks.scoring.ranking import global_similarity, rank_pruned, ranking_similarity
@@ -143,10 +144,10 @@ class Synthetic:
         return TextFeatures(global_=torch.zeros(len(index), D), local=local, mask=mask)
 
 
-def dense_gflops(repeats: int = 3, size: int = 2048) -> tuple[float, float]:
-    """fp32 GFLOP/s of a dense (size x size) matmul per wall second and per process CPU second (best of
-    `repeats` each), at the current thread count."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def dense_gflops(dtype: torch.dtype, repeats: int = 3, size: int = 2048) -> tuple[float, float]:
+    """GFLOP/s of a dense (size x size) matmul in `dtype` per wall second and per process CPU second
+    (best of `repeats` each), at the current thread count."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     a @ b  # warm-up
     times = []
     for _ in range(repeats):
@@ -180,6 +181,12 @@ def shapes(source: Synthetic) -> Shapes:
 
 
 @dataclass(frozen=True)
+class Rate:
+    wall: float  # seconds per pair
+    cpu: float  # process CPU seconds per pair
+
+
+@dataclass(frozen=True)
 class Pruned:
     stage1: float  # wall seconds per query
     rerank: float  # wall seconds per query
@@ -188,13 +195,19 @@ class Pruned:
 
 
 def time_pruned(
-    scorer: RetrievalModel, source: Synthetic, index: faiss.Index, k: int, queries: int, budget: float
+    scorer: RetrievalModel,
+    source: Synthetic,
+    index: faiss.Index,
+    k: int,
+    queries: int,
+    budget: float,
+    dtype: torch.dtype = torch.float32,
 ) -> Pruned:
     rows = np.arange(min(queries, source.num_texts))
     with clock() as stage1:
         candidates = first_stage(index, source.text_globals()[rows], k)
     with clock() as second:
-        reranked = run_rerank(scorer, _Rows(source, rows), candidates, budget)
+        reranked = run_rerank(scorer, _Rows(source, rows), candidates, budget, dtype)
     count = len(rows)
     return Pruned(
         stage1.wall / count,
@@ -204,11 +217,27 @@ def time_pruned(
     )
 
 
-def run_rerank(scorer: RetrievalModel, source: Any, candidates: Candidates, budget: float) -> Reranked:
+def run_rerank(
+    scorer: RetrievalModel,
+    source: Any,
+    candidates: Candidates,
+    budget: float,
+    dtype: torch.dtype = torch.float32,
+) -> Reranked:
     """`rerank` with the chunk size `tasks.score` would pick."""
     size = Shapes(source.num_texts, source.num_images, L, N, D, pairwise=True)
-    chunk = batched_chunk_size(candidates.ids.shape[1], size, budget)
-    return rerank(scorer, source, candidates, device=CPU, chunk=chunk, memory_budget_mb=budget)
+    workers = torch.get_num_threads()
+    chunk = batched_chunk_size(candidates.ids.shape[1], size, budget, dtype.itemsize)
+    return rerank(
+        scorer,
+        source,
+        candidates,
+        device=CPU,
+        dtype=dtype,
+        chunk=chunk,
+        memory_budget_mb=budget,
+        workers=workers,
+    )
 
 
 class _Rows:
@@ -226,7 +255,7 @@ class _Rows:
 
 
 def exhaustive_rate(
-    scorer: RetrievalModel, budget: float, repeats: int = 2
+    scorer: RetrievalModel, budget: float, dtype: torch.dtype, repeats: int = 2
 ) -> tuple[float, float, BlockPlan, float]:
     """(wall s/pair, CPU s/pair, block plan, mean real words) of exhaustive scoring, from 2 x 2 full blocks
     of the plan at CUHK-PEDES shapes: blocks have the same shape at any Q and G, so the cost per pair is
@@ -234,13 +263,17 @@ def exhaustive_rate(
     plan = plan_blocks(Shapes(*CUHK, L, N, D, pairwise=True), budget)
     source = Synthetic(2 * plan.gallery_block, 2 * plan.query_block, seed=1)
     pairs = source.num_images * source.num_texts
-    best = min((time_exhaustive_full(scorer, source, plan) for _ in range(repeats)), key=lambda c: c.wall)
+    best = min(
+        (time_exhaustive_full(scorer, source, plan, dtype) for _ in range(repeats)), key=lambda c: c.wall
+    )
     return best.wall / pairs, best.cpu / pairs, plan, float(source.mask.sum(axis=1).mean())
 
 
-def time_exhaustive_full(scorer: RetrievalModel, source: Synthetic, plan: BlockPlan) -> Clock:
+def time_exhaustive_full(
+    scorer: RetrievalModel, source: Synthetic, plan: BlockPlan, dtype: torch.dtype = torch.float32
+) -> Clock:
     with clock() as took:
-        exhaustive_similarity(scorer.similarity, source, plan, device=CPU)
+        exhaustive_similarity(scorer.similarity, source, plan, device=CPU, dtype=dtype)
     return took
 
 
@@ -295,27 +328,29 @@ def linear_in_queries(scorer: RetrievalModel, args: argparse.Namespace) -> None:
 
 
 def cuhk_scale(
-    scorer: RetrievalModel, per_pair: float, per_pair_cpu: float, ks: list[int], args: argparse.Namespace
+    scorer: RetrievalModel, rates: dict[str, Rate], ks: list[int], args: argparse.Namespace
 ) -> None:
-    """Complete pruned runs at CUHK-PEDES test scale against extrapolated exhaustive scoring."""
+    """Complete pruned runs at CUHK-PEDES test scale against extrapolated exhaustive scoring, in each
+    precision (pruned and exhaustive compared in the same precision)."""
     queries, gallery = CUHK
     source = Synthetic(gallery, queries, seed=4)
-    exhaustive, exhaustive_cpu = per_pair * queries * gallery, per_pair_cpu * queries * gallery
-    print(
-        f"\n== CUHK-PEDES test scale: {queries:,} queries x {gallery:,} images; exhaustive {exhaustive:.0f} s wall, "
-        f"{exhaustive_cpu:.0f} s CPU (extrapolated) =="
-    )
     indexes = {kind: build_index(source.image_globals(), kind) for kind in ("flat", "hnsw")}  # type: ignore[arg-type]
-    for kind in ("flat", "hnsw"):
-        for k in ks:
-            t = time_pruned(scorer, source, indexes[kind], k, queries, args.budget)
-            total = (t.stage1 + t.rerank) * queries
-            print(
-                f"pruned {kind:>4} k={k:<3}: {total:6.1f} s wall ({t.cpu * queries:6.1f} s CPU, complete), "
-                f"{t.pairs * queries / 1e6:.2f}M pairs, {t.pairs / (t.rerank or 1e-9):,.0f} pairs/s re-ranking; "
-                f"{exhaustive / total:5.1f}x less wall time than exhaustive, "
-                f"{exhaustive_cpu / (t.cpu * queries):5.1f}x less CPU time (target >= 30x)"
-            )
+    for precision, rate in rates.items():
+        exhaustive, exhaustive_cpu = rate.wall * queries * gallery, rate.cpu * queries * gallery
+        print(
+            f"\n== CUHK-PEDES test scale, {precision}: {queries:,} queries x {gallery:,} images; exhaustive "
+            f"{exhaustive:.0f} s wall, {exhaustive_cpu:.0f} s CPU (extrapolated; target < 120 s on 2 cores) =="
+        )
+        for kind in ("flat", "hnsw") if precision == "fp32" else ("flat",):
+            for k in ks:
+                t = time_pruned(scorer, source, indexes[kind], k, queries, args.budget, PRECISIONS[precision])
+                total = (t.stage1 + t.rerank) * queries
+                print(
+                    f"pruned {kind:>4} k={k:<3}: {total:6.1f} s wall ({t.cpu * queries:6.1f} s CPU, complete), "
+                    f"{t.pairs * queries / 1e6:.2f}M pairs, {t.pairs / (t.rerank or 1e-9):,.0f} pairs/s re-ranking; "
+                    f"{exhaustive / total:5.1f}x less wall time than exhaustive, "
+                    f"{exhaustive_cpu / (t.cpu * queries):5.1f}x less CPU time (target >= 30x)"
+                )
 
 
 @dataclass(frozen=True)
@@ -370,11 +405,15 @@ def real_r1(ks: list[int], args: argparse.Namespace) -> list[Point]:
         checkpoint, info = resolve_checkpoint(args.run)
         embed_split(Path(args.data), checkpoint, emb, model_ref=args.run, train_run_id=info.get("run_id"))
     out = Path(tempfile.mkdtemp(prefix="tbpr-bench-score-"))
-    runs = [("exhaustive", dict(mode="exhaustive"))]
+    runs: list[tuple[str, dict[str, Any]]] = [("exhaustive", dict(mode="exhaustive"))]
     runs += [
         (f"pruned {kind} k={k}", dict(mode="pruned", index=kind, top_k=k))
         for kind in ("flat", "hnsw", "ivf")
         for k in ks
+    ]
+    runs += [
+        ("exhaustive bf16", dict(mode="exhaustive", precision="bf16")),
+        ("pruned flat k=64 bf16", dict(mode="pruned", index="flat", top_k=64, precision="bf16")),
     ]
     points = []
     for label, options in runs:
@@ -384,7 +423,7 @@ def real_r1(ks: list[int], args: argparse.Namespace) -> list[Point]:
             track=False,
             memory_budget_mb=args.budget,
             **options,
-        )  # type: ignore[arg-type]
+        )
         points.append(Point(label, result.metrics["R1"], result.seconds, result.pairs_scored))
     return points
 
@@ -459,19 +498,24 @@ def main() -> None:
         f"threads {args.threads} (torch and FAISS); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
     )
     scorer = pair_scorer()
-    dense, dense_cpu = dense_gflops()
-    per_pair, per_pair_cpu, plan, words = exhaustive_rate(scorer, args.budget)
-    flops = scan_flops_per_pair(words, N, D) / 1e9
-    print(f"dense fp32 matmul 2048^2: {dense:.1f} GFLOP/s wall, {dense_cpu:.1f} per CPU second")
-    print(
-        f"exhaustive cross_scan (blocks {plan.query_block} x {plan.gallery_block}, {words:.1f} real words, N={N}, D={D}): "
-        f"{1 / per_pair:,.0f} pairs/s wall ({1 / per_pair_cpu:,.0f} per CPU s), {flops / per_pair:.1f} GFLOP/s wall "
-        f"= {100 * flops / per_pair / dense:.0f}% of the dense matmul; per CPU second {flops / per_pair_cpu:.1f} "
-        f"= {100 * flops / per_pair_cpu / dense_cpu:.0f}% (target >= 30%)"
-    )
+    rates: dict[str, Rate] = {}
+    for precision, dtype in PRECISIONS.items():
+        dense, dense_cpu = dense_gflops(dtype)
+        per_pair, per_pair_cpu, plan, words = exhaustive_rate(scorer, args.budget, dtype)
+        rates[precision] = Rate(per_pair, per_pair_cpu)
+        flops = scan_flops_per_pair(words, N, D) / 1e9
+        print(f"dense {precision} matmul 2048^2: {dense:.1f} GFLOP/s wall, {dense_cpu:.1f} per CPU second")
+        print(
+            f"exhaustive cross_scan {precision} (blocks {plan.query_block} x {plan.gallery_block}, {words:.1f} real words, "
+            f"N={N}, D={D}): {1 / per_pair:,.0f} pairs/s wall ({1 / per_pair_cpu:,.0f} per CPU s), "
+            f"{flops / per_pair:.1f} GFLOP/s wall = {100 * flops / per_pair / dense:.0f}% of the dense matmul; "
+            f"per CPU second {flops / per_pair_cpu:.1f} = {100 * flops / per_pair_cpu / dense_cpu:.0f}% (target >= 30%); "
+            f"CUHK-PEDES scale {per_pair * CUHK[0] * CUHK[1]:.0f} s wall (target < 120 s on 2 cores)"
+        )
+    per_pair_cpu = rates["fp32"].cpu
     curves = scaling(scorer, galleries, ks, per_pair_cpu, args)
     linear_in_queries(scorer, args)
-    cuhk_scale(scorer, per_pair, per_pair_cpu, ks, args)
+    cuhk_scale(scorer, rates, ks, args)
     if args.run and args.data:
         points, title = real_r1(ks, args), f"trained model {args.run}"
     else:

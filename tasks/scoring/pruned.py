@@ -3,13 +3,17 @@
 Re-ranking (measured in `benchmarks/scoring.py`): queries sorted by their first candidate (captions
 of one image share candidates) and taken in chunks whose text features and union of candidate images
 fit half the memory budget; one `similarity_candidates` call per chunk scores exactly each query's k
-candidates (the head blocks the queries inside the other half of the budget).
+candidates (the head blocks the queries inside the other half of the budget). On the CPU, chunks are
+scored by one thread per core, each single-threaded.
 Dimension letters: Q queries, G gallery, k candidates, U union of a chunk's candidates, N regions,
 L words, D dim.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -71,7 +75,6 @@ def batched_chunk_size(k: int, shapes: Shapes, memory_budget_mb: float, bytes_pe
     return low
 
 
-@torch.inference_mode()
 def rerank(
     scorer: PairScorer,
     source: FeatureSource,
@@ -81,30 +84,64 @@ def rerank(
     dtype: torch.dtype = torch.float32,
     chunk: int = 8,
     memory_budget_mb: float = 512.0,
+    workers: int = 1,
     show_progress: bool = False,
 ) -> Reranked:
     """Pair scores of every query's candidates, `chunk` queries per `similarity_candidates` call (see
-    `batched_chunk_size`); half the memory budget goes to the chunk's features, half to the head."""
-    ids, chunk, head_budget_mb = candidates.ids, max(1, chunk), memory_budget_mb / 2
+    `batched_chunk_size`); half the memory budget goes to the chunk's features, half to the head.
+
+    With `workers` > 1 on the CPU, that many threads score chunks concurrently, each with one torch
+    thread (re-ranking is many small ops that intra-op threads barely speed up; measured in
+    benchmarks/scoring.py): the budget holds per chunk, so up to `workers` chunks are in memory at once.
+    """
+    ids, chunk = candidates.ids, max(1, chunk)
+    parallel = workers > 1 and device.type == "cpu" and len(ids) > 1
+    if parallel:
+        chunk = min(chunk, -(-len(ids) // workers))  # at least one chunk per worker
+    head_budget_mb = memory_budget_mb / 2
     scores = np.full(ids.shape, -np.inf, dtype=np.float32)  # (Q, k)
     order = np.argsort(ids[:, 0], kind="stable")  # neighbours share candidates
-    calls = 0
     with Progress(disable=not show_progress, transient=True) as progress:
         task = progress.add_task("re-ranking", total=len(ids))
-        for start in range(0, len(ids), chunk):
+
+        def score_chunk(start: int) -> int:
+            """Scores one chunk into `scores`; the number of scorer calls (0 or 1)."""
             rows = np.sort(order[start : start + chunk])  # (c,)
             sub = ids[rows]  # (c, k)
             valid = sub >= 0
             union = np.unique(sub[valid])  # (U,) sorted
             if union.size:
                 local = np.where(valid, np.searchsorted(union, sub), -1)  # (c, k) rows of the union
-                block = scorer.similarity_candidates(
-                    source.texts(rows, device, dtype),
-                    source.images(union, device, dtype),
-                    torch.from_numpy(local).to(device),
-                    memory_budget_mb=head_budget_mb,
-                )  # (c, k)
+                with torch.inference_mode():  # thread-local: set in the worker
+                    block = scorer.similarity_candidates(
+                        source.texts(rows, device, dtype),
+                        source.images(union, device, dtype),
+                        torch.from_numpy(local).to(device),
+                        memory_budget_mb=head_budget_mb,
+                    )  # (c, k)
                 scores[rows] = np.where(valid, block.float().cpu().numpy(), -np.inf)
-                calls += 1
             progress.advance(task, len(rows))
+            return int(union.size > 0)
+
+        starts = range(0, len(ids), chunk)
+        if parallel:
+            # OpenMP's thread count is per OS thread: each worker sets its own
+            with (
+                torch_threads(1),
+                ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool,
+            ):
+                calls = sum(pool.map(score_chunk, starts))
+        else:
+            calls = sum(map(score_chunk, starts))
     return Reranked(scores=scores, pairs_scored=int((ids >= 0).sum()), calls=calls)
+
+
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """torch's intra-op thread count set to `threads` inside, restored after (a process-wide setting)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

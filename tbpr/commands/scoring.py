@@ -26,6 +26,12 @@ def score(
         float, typer.Option(min=1, help="Working memory of one scoring block.")
     ] = 512,
     device: Annotated[Literal["auto", "cpu", "cuda"], typer.Option()] = "auto",
+    precision: Annotated[
+        Literal["fp32", "bf16"],
+        typer.Option(
+            help="Pair-scorer matmuls: fp32 (exact) or bf16 (~2x faster exhaustive on AVX-512 BF16)."
+        ),
+    ] = "fp32",
     threads: Annotated[int | None, typer.Option(min=1, help="torch and FAISS threads.")] = None,
     track: Annotated[bool, typer.Option(help="Log an MLflow scoring run.")] = True,
     parent_run_id: Annotated[str | None, typer.Option(help="MLflow parent run (a pipeline run).")] = None,
@@ -43,6 +49,7 @@ def score(
         index=index,
         memory_budget_mb=memory_budget_mb,
         device=resolve_device(device),
+        precision=precision,
         track=track,
         parent_run_id=parent_run_id,
     )

@@ -41,12 +41,17 @@ def test_batched_rerank_equals_the_generic_gathered_similarity(
         ).numpy()  # (Q, k): the base class's route, not the head's override
     gathered = np.where(valid, np.take_along_axis(full, np.where(valid, ids, 0), axis=1), -np.inf)  # (Q, k)
     np.testing.assert_allclose(generic, gathered, rtol=1e-5, atol=1e-5)
-    for chunk in (1, 3, 7, len(ids)):
-        got = rerank(model, store, candidates, device=CPU, chunk=chunk, memory_budget_mb=1e-3)
+    threads = torch.get_num_threads()
+    for chunk, workers in ((1, 1), (3, 1), (7, 1), (len(ids), 1), (3, 2), (len(ids), 3)):
+        got = rerank(
+            model, store, candidates, device=CPU, chunk=chunk, memory_budget_mb=1e-3, workers=workers
+        )
         np.testing.assert_allclose(got.scores, gathered, rtol=1e-5, atol=1e-5)
         assert np.isneginf(got.scores[~valid]).all() and np.isfinite(got.scores[valid]).all()
         assert got.pairs_scored == int(valid.sum())
-        assert got.calls == -(-len(ids) // chunk)
+        # parallel workers take at least one chunk each
+        assert got.calls == -(-len(ids) // min(chunk, -(-len(ids) // workers)))
+        assert torch.get_num_threads() == threads  # restored after the workers
 
 
 def test_batched_chunk_size_is_the_largest_that_fits() -> None:

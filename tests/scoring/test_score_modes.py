@@ -13,6 +13,7 @@ import torch
 
 from tasks.score import score
 from tasks.scoring.source import EmbeddingStore, read_embeddings
+from tbpr.errors import TbprError
 from tbpr_models import VARIANTS, load_checkpoint, retrieval_metrics
 
 PAIRWISE = "cross_scan"
@@ -96,3 +97,25 @@ def test_exhaustive_metrics_and_scores_match_a_direct_similarity(
     assert written["R1"] == pytest.approx(expected["R1"])
     top = _rankings(tmp_path / "ex")[int(store.query_ids()[0][0])]
     np.testing.assert_allclose([s for _, s in top], np.sort(direct[0])[::-1][: len(top)], atol=1e-5)
+
+
+def test_bf16_scores_close_to_float32_in_both_modes_and_unknown_precision_fails(
+    tiny_emb: Callable[[str], Path], tmp_path: Path
+) -> None:
+    variant = PAIRWISE if PAIRWISE in VARIANTS else "spatial"
+    emb = tiny_emb(variant)
+    gallery = EmbeddingStore(emb).num_images
+    exact = score(emb, tmp_path / "fp32", mode="exhaustive", track=False)
+    for mode, top_k in (("exhaustive", 64), ("pruned", gallery)):
+        low = score(emb, tmp_path / mode, mode=mode, top_k=top_k, precision="bf16", track=False)
+        assert json.loads((tmp_path / mode / "metrics.json").read_text())["precision"] == "bf16"
+        ex, lo = _rankings(tmp_path / "fp32"), _rankings(tmp_path / mode)
+        for query in ex:  # the same images, each scored within bf16 rounding of float32
+            scores = dict(lo[query])
+            np.testing.assert_allclose(
+                [scores[i] for i, _ in ex[query]], [s for _, s in ex[query]], atol=0.05
+            )
+        assert low.pairs_scored == exact.pairs_scored
+    assert json.loads((tmp_path / "fp32" / "metrics.json").read_text())["precision"] == "fp32"
+    with pytest.raises(TbprError, match="unknown precision"):
+        score(emb, tmp_path / "bad", mode="exhaustive", precision="fp8", track=False)  # type: ignore[arg-type]
