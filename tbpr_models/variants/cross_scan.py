@@ -112,13 +112,13 @@ def scan_similarity_candidates(
     """`scan_similarity` (Q, G) gathered at candidates (Q, k) of gallery rows, -1 = none (scores -inf).
 
     text_local (Q, L, D), text_mask (Q, L), image_local (G, N, D). Image-major, like the exhaustive
-    scorer: each candidate image takes the real words of every query that has it as a candidate. Images
-    are sorted by that word count and cut into blocks of ~`block_mb` of words, each padded to
-    its first (longest) list; one `index_select` gathers a block's words through a precomputed table,
-    then one bmm and the shared kernel `_relevance_exp` score it, and one `index_add_` sums each pair's
-    words. The tables, unit regions and Gram matrices are built for groups of blocks that fit
-    `memory_budget_mb`. Returns float32
-    (float64 for float64 inputs).
+    scorer: each candidate image takes the real words of every query that has it as a candidate.
+    Images are sorted by that word count and cut into blocks of ~`block_mb` of words, each padded to
+    its first (longest) list (rounded up to `LOW_PRECISION_WIDTH_STEP` below float32); one
+    `index_select` gathers a block's words through a precomputed table, one bmm and the shared kernel
+    `_relevance_exp` score it, and one `index_add_` sums each pair's words. The tables, unit regions and
+    Gram matrices are built for groups of blocks that fit `memory_budget_mb`. Returns float32 (float64
+    for float64 inputs).
     """
     mask = text_mask.bool()
     num_texts, k = candidates.shape
