@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 ScoreMode = Literal["exhaustive", "pruned"]
 SCORE_MODES: tuple[str, ...] = get_args(ScoreMode)
-# Precision of the pair scorer's matmuls and features; scores are reduced in float32 either way.
+# Precision of the pair scorer's matmuls and features; each word's relevance and the sum over words stay float32.
 # bf16 is ~2x faster exhaustive on CPUs with AVX-512 BF16 (benchmarks/scoring.py); float32 is exact.
 Precision = Literal["fp32", "bf16"]
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}

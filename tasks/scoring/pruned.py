@@ -4,7 +4,7 @@ Re-ranking (measured in `benchmarks/scoring.py`): queries sorted by their first 
 of one image share candidates) and taken in chunks whose text features and union of candidate images
 fit half the memory budget; one `similarity_candidates` call per chunk scores exactly each query's k
 candidates (the head blocks the queries inside the other half of the budget). On the CPU, chunks are
-scored by one thread per core, each single-threaded.
+scored by one worker per torch thread, each single-threaded.
 Dimension letters: Q queries, G gallery, k candidates, U union of a chunk's candidates, N regions,
 L words, D dim.
 """
