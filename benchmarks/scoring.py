@@ -181,12 +181,6 @@ def shapes(source: Synthetic) -> Shapes:
 
 
 @dataclass(frozen=True)
-class Rate:
-    wall: float  # seconds per pair
-    cpu: float  # process CPU seconds per pair
-
-
-@dataclass(frozen=True)
 class Pruned:
     stage1: float  # wall seconds per query
     rerank: float  # wall seconds per query
@@ -226,18 +220,8 @@ def run_rerank(
 ) -> Reranked:
     """`rerank` with the chunk size `tasks.score` would pick."""
     size = Shapes(source.num_texts, source.num_images, L, N, D, pairwise=True)
-    workers = torch.get_num_threads()
     chunk = batched_chunk_size(candidates.ids.shape[1], size, budget, dtype.itemsize)
-    return rerank(
-        scorer,
-        source,
-        candidates,
-        device=CPU,
-        dtype=dtype,
-        chunk=chunk,
-        memory_budget_mb=budget,
-        workers=workers,
-    )
+    return rerank(scorer, source, candidates, device=CPU, dtype=dtype, chunk=chunk, memory_budget_mb=budget)
 
 
 class _Rows:
@@ -256,8 +240,8 @@ class _Rows:
 
 def exhaustive_rate(
     scorer: RetrievalModel, budget: float, dtype: torch.dtype, repeats: int = 2
-) -> tuple[float, float, BlockPlan, float]:
-    """(wall s/pair, CPU s/pair, block plan, mean real words) of exhaustive scoring, from 2 x 2 full blocks
+) -> tuple[Clock, BlockPlan, float]:
+    """(seconds per pair, block plan, mean real words) of exhaustive scoring, from 2 x 2 full blocks
     of the plan at CUHK-PEDES shapes: blocks have the same shape at any Q and G, so the cost per pair is
     the same and totals are extrapolated from it."""
     plan = plan_blocks(Shapes(*CUHK, L, N, D, pairwise=True), budget)
@@ -266,7 +250,7 @@ def exhaustive_rate(
     best = min(
         (time_exhaustive_full(scorer, source, plan, dtype) for _ in range(repeats)), key=lambda c: c.wall
     )
-    return best.wall / pairs, best.cpu / pairs, plan, float(source.mask.sum(axis=1).mean())
+    return Clock(best.wall / pairs, best.cpu / pairs), plan, float(source.mask.sum(axis=1).mean())
 
 
 def time_exhaustive_full(
@@ -328,7 +312,7 @@ def linear_in_queries(scorer: RetrievalModel, args: argparse.Namespace) -> None:
 
 
 def cuhk_scale(
-    scorer: RetrievalModel, rates: dict[str, Rate], ks: list[int], args: argparse.Namespace
+    scorer: RetrievalModel, rates: dict[str, Clock], ks: list[int], args: argparse.Namespace
 ) -> None:
     """Complete pruned runs at CUHK-PEDES test scale against extrapolated exhaustive scoring, in each
     precision (pruned and exhaustive compared in the same precision)."""
@@ -499,11 +483,11 @@ def main() -> None:
         f"threads {args.threads} (torch and FAISS); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
     )
     scorer = pair_scorer()
-    rates: dict[str, Rate] = {}
+    rates: dict[str, Clock] = {}  # exhaustive seconds per pair
     for precision, dtype in PRECISIONS.items():
         dense, dense_cpu = dense_gflops(dtype)
-        per_pair, per_pair_cpu, plan, words = exhaustive_rate(scorer, args.budget, dtype)
-        rates[precision] = Rate(per_pair, per_pair_cpu)
+        rate, plan, words = exhaustive_rate(scorer, args.budget, dtype)
+        rates[precision], per_pair, per_pair_cpu = rate, rate.wall, rate.cpu
         flops = scan_flops_per_pair(words, N, D) / 1e9
         print(f"dense {precision} matmul 2048^2: {dense:.1f} GFLOP/s wall, {dense_cpu:.1f} per CPU second")
         print(
@@ -513,8 +497,7 @@ def main() -> None:
             f"per CPU second {flops / per_pair_cpu:.1f} = {100 * flops / per_pair_cpu / dense_cpu:.0f}% (target >= 30%); "
             f"CUHK-PEDES scale {per_pair * CUHK[0] * CUHK[1]:.0f} s wall (target < 120 s on 2 cores)"
         )
-    per_pair_cpu = rates["fp32"].cpu
-    curves = scaling(scorer, galleries, ks, per_pair_cpu, args)
+    curves = scaling(scorer, galleries, ks, rates["fp32"].cpu, args)
     linear_in_queries(scorer, args)
     cuhk_scale(scorer, rates, ks, args)
     if args.run and args.data:

@@ -154,7 +154,6 @@ def _pruned(
     dtype: torch.dtype,
 ) -> _Scored:
     faiss_index = load_index(index_file(emb, kind))
-    workers = torch.get_num_threads() if device.type == "cpu" else 1  # one re-ranking thread per core
     chunk = batched_chunk_size(top_k, _shapes(store), memory_budget_mb, dtype.itemsize)
     start = time.perf_counter()
     candidates = first_stage(faiss_index, store.text_globals(), top_k, IndexParams())
@@ -167,7 +166,6 @@ def _pruned(
         dtype=dtype,
         chunk=chunk,
         memory_budget_mb=memory_budget_mb,
-        workers=workers,
         show_progress=True,
     )
     seconds = time.perf_counter() - start
@@ -180,7 +178,7 @@ def _pruned(
         "seconds_rerank": seconds - stage1_seconds,
         "rerank_group": chunk,
         "rerank_calls": reranked.calls,
-        "rerank_workers": workers,
+        "rerank_workers": reranked.workers,
         "candidates_found": int((candidates.ids >= 0).sum()),
     }
     return _Scored(ranking, ranking_similarity(ranking), reranked.pairs_scored, seconds, details)

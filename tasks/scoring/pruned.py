@@ -48,6 +48,7 @@ class Reranked:
     scores: np.ndarray  # (Q, k) float32 pair scores of the candidates, -inf where the id is -1
     pairs_scored: int  # pairs the scorer computed: the valid candidates
     calls: int  # scorer calls
+    workers: int = 1  # threads that scored chunks concurrently
 
 
 def first_stage(
@@ -84,17 +85,19 @@ def rerank(
     dtype: torch.dtype = torch.float32,
     chunk: int = 8,
     memory_budget_mb: float = 512.0,
-    workers: int = 1,
+    workers: int | None = None,
     show_progress: bool = False,
 ) -> Reranked:
     """Pair scores of every query's candidates, `chunk` queries per `similarity_candidates` call (see
     `batched_chunk_size`); half the memory budget goes to the chunk's features, half to the head.
 
-    With `workers` > 1 on the CPU, that many threads score chunks concurrently, each with one torch
-    thread (re-ranking is many small ops that intra-op threads barely speed up; measured in
+    With `workers` > 1 on the CPU (default: one per torch thread), that many threads score chunks
+    concurrently, each with one torch thread (re-ranking is many small ops that intra-op threads barely speed up; measured in
     benchmarks/scoring.py): the budget holds per chunk, so up to `workers` chunks are in memory at once.
     """
     ids, chunk = candidates.ids, max(1, chunk)
+    if workers is None:
+        workers = torch.get_num_threads() if device.type == "cpu" else 1
     parallel = workers > 1 and device.type == "cpu" and len(ids) > 1
     if parallel:
         chunk = min(chunk, -(-len(ids) // workers))  # at least one chunk per worker
@@ -133,7 +136,9 @@ def rerank(
                 calls = sum(pool.map(score_chunk, starts))
         else:
             calls = sum(map(score_chunk, starts))
-    return Reranked(scores=scores, pairs_scored=int((ids >= 0).sum()), calls=calls)
+    return Reranked(
+        scores=scores, pairs_scored=int((ids >= 0).sum()), calls=calls, workers=workers if parallel else 1
+    )
 
 
 @contextmanager

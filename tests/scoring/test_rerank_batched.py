@@ -51,7 +51,7 @@ def test_batched_rerank_equals_the_generic_gathered_similarity(
         assert got.pairs_scored == int(valid.sum())
         # parallel workers take at least one chunk each
         assert got.calls == -(-len(ids) // min(chunk, -(-len(ids) // workers)))
-        assert torch.get_num_threads() == threads  # restored after the workers
+        assert got.workers == workers and torch.get_num_threads() == threads  # restored after the workers
 
 
 def test_batched_chunk_size_is_the_largest_that_fits() -> None:
