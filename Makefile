@@ -26,6 +26,7 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-logo  # the layer contracts in pyproject.toml
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

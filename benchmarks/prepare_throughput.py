@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tasks.prepare import prepare_dataset
+from tasks.data.prepare import prepare_dataset
 
 
 def make_png(rng: np.random.Generator, height: int = 384, width: int = 128) -> bytes:

@@ -2,7 +2,7 @@
 
 Prints, for galleries of 1k to 100k images with twice as many queries (synthetic features of the real
 shapes: D=256, N=48 regions, captions of 16-40 real words padded to 48):
-- exhaustive `cross_scan` scoring through `tasks.scoring.exhaustive` (a slice of the queries against
+- exhaustive `cross_scan` scoring through `tasks.score.exhaustive` (a slice of the queries against
   the whole gallery, extrapolated to Q x G pairs: marked "extrapolated"), its pairs/s and GFLOP/s
   against a dense fp32 matmul measured in the same run;
 - pruned scoring with k = 16, 64, 128: FAISS stage 1 (flat and HNSW) and re-ranking, each timed on a
@@ -36,11 +36,12 @@ import faiss
 import numpy as np
 import torch
 
-from tasks.faiss_index import build_index, set_faiss_threads
-from tasks.score import PRECISIONS
-from tasks.scoring.exhaustive import BlockPlan, Shapes, exhaustive_similarity, plan_blocks
-from tasks.scoring.pruned import Candidates, Reranked, batched_chunk_size, first_stage, rerank
-from tasks.scoring.ranking import global_similarity, rank_pruned, ranking_similarity
+from tasks.core.device import PRECISIONS, set_threads
+from tasks.embed.index import build_index
+from tasks.embed.layout import EMBED_JSON
+from tasks.score.exhaustive import exhaustive_similarity
+from tasks.score.pruned import Candidates, Reranked, batched_chunk_size, first_stage, rerank
+from tasks.score.ranking import global_similarity, rank_pruned, ranking_similarity
 from tbpr_models import (
     ImageEncoderConfig,
     ModelConfig,
@@ -51,6 +52,7 @@ from tbpr_models import (
 )
 from tbpr_models.features import ImageFeatures, TextFeatures
 from tbpr_models.metrics import retrieval_metrics
+from tbpr_models.scoring import BlockPlan, Shapes, plan_blocks
 
 D, N, L, WORDS = 256, 48, 48, (16, 40)
 CUHK = (6_156, 3_074)
@@ -177,7 +179,7 @@ def pair_scorer() -> RetrievalModel:
 
 
 def shapes(source: Synthetic) -> Shapes:
-    return Shapes(source.num_texts, source.num_images, L, N, D, pairwise=True)
+    return Shapes(source.num_texts, source.num_images, L, N, D)
 
 
 @dataclass(frozen=True)
@@ -218,9 +220,10 @@ def run_rerank(
     budget: float,
     dtype: torch.dtype = torch.float32,
 ) -> Reranked:
-    """`rerank` with the chunk size `tasks.score` would pick."""
-    size = Shapes(source.num_texts, source.num_images, L, N, D, pairwise=True)
-    chunk = batched_chunk_size(candidates.ids.shape[1], size, budget, dtype.itemsize)
+    """`rerank` with the chunk size `tasks.score.run` would pick."""
+    size = Shapes(source.num_texts, source.num_images, L, N, D)
+    image_floats = scorer.head.candidate_image_floats(N, D)
+    chunk = batched_chunk_size(candidates.ids.shape[1], size, budget, image_floats, dtype.itemsize)
     return rerank(scorer, source, candidates, device=CPU, dtype=dtype, chunk=chunk, memory_budget_mb=budget)
 
 
@@ -244,7 +247,7 @@ def exhaustive_rate(
     """(seconds per pair, block plan, mean real words) of exhaustive scoring, from 2 x 2 full blocks
     of the plan at CUHK-PEDES shapes: blocks have the same shape at any Q and G, so the cost per pair is
     the same and totals are extrapolated from it."""
-    plan = plan_blocks(Shapes(*CUHK, L, N, D, pairwise=True), budget)
+    plan = plan_blocks(Shapes(*CUHK, L, N, D), budget, scorer.head.pair_floats(L, N))
     source = Synthetic(2 * plan.gallery_block, 2 * plan.query_block, seed=1)
     pairs = source.num_images * source.num_texts
     best = min(
@@ -350,7 +353,10 @@ def planted_r1(scorer: RetrievalModel, ks: list[int], args: argparse.Namespace) 
     source = Synthetic(args.planted_gallery, 2 * args.planted_gallery, seed=5, planted=True)
     with clock() as took:
         similarity = exhaustive_similarity(
-            scorer.similarity, source, plan_blocks(shapes(source), args.budget), device=CPU
+            scorer.similarity,
+            source,
+            plan_blocks(shapes(source), args.budget, scorer.head.pair_floats(L, N)),
+            device=CPU,
         )
     points = [
         Point(
@@ -379,13 +385,13 @@ def planted_r1(scorer: RetrievalModel, ks: list[int], args: argparse.Namespace) 
 
 
 def real_r1(ks: list[int], args: argparse.Namespace) -> list[Point]:
-    """R1 of exhaustive and pruned scoring of a trained model on the real test split (tasks.score)."""
-    from tasks.embed import embed_split
-    from tasks.score import score
-    from tbpr.commands.embed import resolve_checkpoint
+    """R1 of exhaustive and pruned scoring of a trained model on the real test split (tasks.score.run)."""
+    from tasks.embed.encode import embed_split
+    from tasks.score.run import score
+    from tasks.tracking.models import resolve_checkpoint
 
     emb = Path(args.emb) if args.emb else Path(tempfile.mkdtemp(prefix="tbpr-bench-emb-"))
-    if not (emb / "embed.json").is_file():
+    if not (emb / EMBED_JSON).is_file():
         checkpoint, info = resolve_checkpoint(args.run)
         embed_split(Path(args.data), checkpoint, emb, model_ref=args.run, train_run_id=info.get("run_id"))
     out = Path(tempfile.mkdtemp(prefix="tbpr-bench-score-"))
@@ -475,8 +481,7 @@ def main() -> None:
     parser.add_argument("--emb", help="EMB folder to reuse or fill")
     parser.add_argument("--docs", default="docs")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    set_faiss_threads(args.threads)
+    set_threads(args.threads)
     galleries = [int(g) for g in args.galleries.split(",")]
     ks = [int(k) for k in args.ks.split(",")]
     print(

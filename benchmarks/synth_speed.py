@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tasks.synth import generate
+from tasks.data.synth import generate
 
 
 def main() -> None:

@@ -20,9 +20,9 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from tasks.evaluate import autocast
-from tasks.settings import TrainConfig
-from tasks.train import model_config, param_groups
+from tasks.core.device import autocast
+from tasks.train.config import TrainConfig, model_config
+from tasks.train.loop import param_groups
 from tbpr_models import VARIANTS, Batch, build_model
 
 NUM_CLASSES = 1000
@@ -69,13 +69,8 @@ def step_throughput(variant: str, args: argparse.Namespace, device: torch.device
 
 def loader_throughput(data: Path, workers: int, args: argparse.Namespace) -> float:
     """Samples/s of the training input pipeline alone (decode, augment, collate) over `--steps` batches."""
-    from tasks.train_data import (
-        CaptionImageDataset,
-        RandomBatchSampler,
-        class_indices,
-        epoch_loader,
-        load_prepared,
-    )
+    from tasks.data.reader import load_prepared
+    from tasks.train.batches import CaptionImageDataset, RandomBatchSampler, class_indices, epoch_loader
     from tbpr_models import ImageTransform, build_tokenizer
 
     mc = model_config(TrainConfig(), NUM_CLASSES)

@@ -1,1 +1,3 @@
-"""Prefect flows: wiring of the Prefect tasks in `tasks.prefect_tasks`, one run config per flow."""
+"""Prefect flows (`prepare`, `train`, `embed`, `score`, `pipeline`), their run configs (`config`), the
+Prefect task adapter (`prefect_tasks`: library functions wrapped as tasks) and task runners
+(`runners`). Flows only wire; the work is in `tasks`."""

@@ -1,25 +1,32 @@
 """Run configurations: one pydantic model per flow, loaded from TOML with `--set a.b=c` overrides.
 
 Presets live in `configs/` (`short.toml` is the embedded default, `full.toml` the long schedule).
-Every flow writes its config as `config.json` beside its outputs, and the pipeline flattens it into
-the MLflow params of its parent run (`flatten`).
+Every flow writes its config as `run_config.json` beside its outputs (`config.json` names a
+checkpoint's model config only), and the pipeline flattens it into the MLflow params of its parent
+run (`flatten`).
 """
 
 from __future__ import annotations
 
-import json
 import tomllib
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from tasks.settings import TrackingConfig, TrainConfig, deep_merge, parse_overrides
-from tbpr.errors import TbprError
-from tbpr_models.registry import load_variants
+from tasks.core.device import DeviceName, Precision
+from tasks.core.errors import TbprError
+from tasks.core.files import write_text_atomic
+from tasks.core.settings import deep_merge, flatten_params, parse_overrides
+from tasks.data.prepare import Format
+from tasks.embed.index import IndexKind
+from tasks.score.run import ScoreMode
+from tasks.tracking.config import TrackingConfig
+from tasks.train.config import TrainConfig, registered_variants
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 PROFILES = ("short", "full")
+RUN_CONFIG = "run_config.json"  # what every flow writes beside its outputs
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -48,7 +55,7 @@ class SourceSettings(Settings):
     """Where the data comes from: a dataset folder in `format`, or (no `source`) synthetic data."""
 
     source: Path | None = None
-    format: Literal["cuhk-pedes", "icfg-pedes", "rstpreid"] = "cuhk-pedes"
+    format: Format = "cuhk-pedes"
     synth: SynthSettings = SynthSettings()
 
 
@@ -59,7 +66,7 @@ class TrainSettings(Settings):
     """Which variants to train and how: `config` for all of them, `per_variant` patches one of them
     (e.g. `[train.per_variant.hard_topk] model = {variant = {k = 8}}`)."""
 
-    variants: list[str] = Field(default_factory=lambda: sorted(load_variants()))  # all of them
+    variants: list[str] = Field(default_factory=registered_variants)  # every registered variant
     config: TrainConfig = SHORT_TRAIN
     per_variant: dict[str, dict[str, Any]] = {}
 
@@ -70,15 +77,15 @@ class TrainSettings(Settings):
 
 
 class EmbedSettings(Settings):
-    device: str = "cpu"
+    device: DeviceName = "cpu"
     batch_size: int = Field(default=128, ge=1)
-    precision: Literal["bf16", "fp32"] = "fp32"
+    precision: Precision = "fp32"
 
 
 class ScoreJob(Settings):
-    mode: Literal["exhaustive", "pruned"] = "exhaustive"
+    mode: ScoreMode = "exhaustive"
     top_k: int = Field(default=50, ge=1)
-    index: Literal["flat", "hnsw", "ivf"] = "flat"
+    index: IndexKind = "flat"
 
     @property
     def name(self) -> str:
@@ -119,7 +126,7 @@ class EmbedRunConfig(Settings):
     model: str  # an MLflow run id, `models:/tbpr-<variant>@champion`, or a checkpoint folder
     out: Path
     embed: EmbedSettings = EmbedSettings()
-    indexes: list[Literal["flat", "hnsw", "ivf"]] = ["flat", "hnsw", "ivf"]
+    indexes: list[IndexKind] = ["flat", "hnsw", "ivf"]
     tracking: TrackingConfig = TrackingConfig()
 
 
@@ -172,26 +179,11 @@ def load_config(model: type[M], path: Path | None = None, overrides: list[str] |
 
 
 def write_config(config: BaseModel, directory: Path) -> Path:
-    """Write `config.json` into `directory` (created if needed)."""
+    """Write `run_config.json` into `directory` (created if needed), atomically."""
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "config.json"
-    path.write_text(config.model_dump_json(indent=2) + "\n", encoding="utf-8")
-    return path
+    return write_text_atomic(directory / RUN_CONFIG, config.model_dump_json(indent=2) + "\n")
 
 
 def flatten(config: BaseModel) -> dict[str, str]:
-    """Dotted keys -> string values (lists of tables get their index): MLflow params."""
-    flat: dict[str, str] = {}
-
-    def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, dict):
-            for key, item in value.items():
-                walk(f"{prefix}.{key}" if prefix else str(key), item)
-        elif isinstance(value, list) and any(isinstance(v, dict) for v in value):
-            for i, item in enumerate(value):
-                walk(f"{prefix}.{i}", item)
-        else:
-            flat[prefix] = json.dumps(value) if isinstance(value, list) else str(value)
-
-    walk("", config.model_dump(mode="json"))
-    return flat
+    """Dotted keys -> string values (`tasks.core.settings.flatten_params`): the parent run's params."""
+    return flatten_params(config.model_dump(mode="json"))

@@ -22,14 +22,7 @@ from flows.config import (
     write_config,
 )
 from flows.embed import embed_gallery_flow
-from flows.prepare import prepare_dataset_flow, source_dir
-from flows.runners import task_runner
-from flows.score import score_queries_flow
-from flows.train import VariantsFailed, failure_message, train_variants_flow
-from tasks.leaderboard import QueryResult
-from tasks.pipeline_runs import tracking_db
-from tasks.plots import CostPoint
-from tasks.prefect_tasks import (
+from flows.prefect_tasks import (
     attention_maps_task,
     close_run_task,
     cmc_plot_task,
@@ -40,8 +33,15 @@ from tasks.prefect_tasks import (
     open_parent_run_task,
     sync_task,
 )
-from tasks.score import ScoreResult
-from tbpr.env import tbpr_home
+from flows.prepare import prepare_dataset_flow, source_dir
+from flows.runners import task_runner
+from flows.score import score_queries_flow
+from flows.train import VariantsFailed, failure_message, train_variants_flow
+from tasks.core.env import Home, home
+from tasks.report.plots import CostPoint
+from tasks.report.queries import QueryResult
+from tasks.score.layout import rankings_glob
+from tasks.score.run import ScoreResult
 
 
 @dataclass(frozen=True)
@@ -53,25 +53,25 @@ class PipelineResult:
     failed: dict[str, str] = field(default_factory=dict)
 
 
-def data_dir(home: Path, config: PipelineConfig) -> Path:
+def data_dir(tbpr: Home, config: PipelineConfig) -> Path:
     """Where prepared data lives: one folder per source (or synthetic settings), reused across runs."""
     if config.data.source is None:
-        return home / "data" / f"synth-{config.data.synth.identities}-{config.data.synth.seed}"
-    return home / "data" / f"{config.data.source.name}-{config.data.format}"
+        return tbpr.data / f"synth-{config.data.synth.identities}-{config.data.synth.seed}"
+    return tbpr.data / f"{config.data.source.name}-{config.data.format}"
 
 
 @flow(name="tbpr-pipeline")
 def tbpr_pipeline(config: PipelineConfig = PipelineConfig()) -> PipelineResult:
-    home = tbpr_home()
-    run_dir = home / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{config.name}"
-    write_config(config, run_dir)
+    tbpr = home()
+    run_dir = tbpr.runs / f"{time.strftime('%Y%m%d-%H%M%S')}-{config.name}"
+    run_config = write_config(config, run_dir)
     runner = task_runner(config.runner)
-    prepare = PrepareRunConfig(data=config.data, out=data_dir(home, config))
+    prepare = PrepareRunConfig(data=config.data, out=data_dir(tbpr, config))
     prepared = prepare_dataset_flow(prepare)
     parent = open_parent_run_task(
         config.tracking, prepared.dataset, f"pipeline-{config.name}", flatten(config)
     )
-    log_files_task(config.tracking, parent, [run_dir / "config.json"], "config")
+    log_files_task(config.tracking, parent, [run_config], "config")
     trained = train_variants_flow.with_options(task_runner=runner)(
         TrainRunConfig(
             data=prepared.out,
@@ -112,7 +112,7 @@ def tbpr_pipeline(config: PipelineConfig = PipelineConfig()) -> PipelineResult:
         )
     pictures = draw_pictures(run_dir / "plots", scored, config)
     log_files_task(config.tracking, parent, pictures, "plots")
-    warehouse, board = refresh_warehouse(home, prepared.out, source_dir(prepare), config)
+    warehouse, board = refresh_warehouse(tbpr, prepared.out, source_dir(prepare), config)
     close_run_task(config.tracking, parent, failed=bool(trained.failed))
     if trained.failed:
         raise VariantsFailed(failure_message(trained) + f"; the others are in {run_dir}")
@@ -142,13 +142,12 @@ def draw_pictures(
 
 
 def refresh_warehouse(
-    home: Path, data: Path, source: Path, config: PipelineConfig
+    tbpr: Home, data: Path, source: Path, config: PipelineConfig
 ) -> tuple[Path | None, QueryResult | None]:
     """Sync MLflow + rankings into `warehouse.duckdb` and read the leaderboard (SQLite tracking only)."""
-    db = tracking_db(config.tracking)
+    db = config.tracking.sqlite_file()
     if db is None:
         return None, None
-    warehouse = home / "warehouse.duckdb"
     attributes = load_attributes_task(source)
-    sync_task(db, warehouse, str(home / "runs" / "**" / "rankings.parquet"), [data], attributes)
-    return warehouse, leaderboard_task(warehouse)
+    sync_task(db, tbpr.warehouse, rankings_glob(tbpr.runs), [data], attributes)
+    return tbpr.warehouse, leaderboard_task(tbpr.warehouse)

@@ -7,8 +7,8 @@ from pathlib import Path
 from prefect import flow
 
 from flows.config import PrepareRunConfig, write_config
-from tasks.prefect_tasks import prepare_task, synth_task
-from tasks.prepare import PrepareSummary
+from flows.prefect_tasks import prepare_task, synth_task
+from tasks.data.prepare import PrepareSummary
 
 
 def source_dir(config: PrepareRunConfig) -> Path:

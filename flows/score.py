@@ -5,8 +5,8 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.config import ScoreRunConfig, write_config
-from tasks.prefect_tasks import score_task
-from tasks.score import ScoreResult
+from flows.prefect_tasks import score_task
+from tasks.score.run import ScoreResult
 
 
 @flow(name="score-queries")

@@ -8,8 +8,8 @@ from prefect import flow
 from prefect.futures import wait
 
 from flows.config import TrainRunConfig, write_config
-from tasks.prefect_tasks import train_task
-from tasks.train import TrainResult
+from flows.prefect_tasks import train_task
+from tasks.train.loop import TrainResult
 
 
 @dataclass(frozen=True)

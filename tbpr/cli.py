@@ -9,9 +9,9 @@ import sys
 from rich.console import Console
 from rich.logging import RichHandler
 
+from tasks.core.env import configure_offline
+from tasks.core.errors import TbprError
 from tbpr.app import app
-from tbpr.env import configure_offline
-from tbpr.errors import TbprError
 
 # Each module adds its commands to `app`; heavy libraries are imported inside the commands.
 COMMAND_MODULES = ("synth", "prepare", "train", "embed", "scoring", "pipeline", "sql")

@@ -3,26 +3,25 @@
 Public API: build a model from a `ModelConfig` with `build_model`, encode with `encode_images` /
 `encode_texts`, score with `similarity`, train with `losses`; checkpoints with `save_checkpoint` /
 `load_checkpoint`; inputs with `build_tokenizer` and `ImageTransform`; evaluation with
-`retrieval_metrics`.
+`retrieval_metrics`; variants by name with `VARIANTS`, `variant_config` and `register_variant`.
 """
 
-from tbpr_models.checkpoint import load_checkpoint, save_checkpoint
-from tbpr_models.config import (
-    ImageEncoderConfig,
-    ModelConfig,
-    TextEncoderConfig,
-    VariantConfig,
-    variant_config,
-)
+from tbpr_models.checkpoint import is_checkpoint, load_checkpoint, save_checkpoint
+from tbpr_models.config import ImageEncoderConfig, ModelConfig, TextEncoderConfig, VariantConfig
 from tbpr_models.features import Batch, ImageFeatures, TextFeatures
 from tbpr_models.metrics import retrieval_metrics
-from tbpr_models.model import RetrievalModel
-from tbpr_models.registry import VARIANTS, build_model, load_variants, register_variant
+from tbpr_models.model import RetrievalModel, build_model
+from tbpr_models.registry import (
+    VARIANTS,
+    VariantSpec,
+    get_variant,
+    model_config_from_dict,
+    register_variant,
+    variant_config,
+)
 from tbpr_models.tokenizer import Tokenizer, build_tokenizer
 from tbpr_models.transforms import ImageTransform
-from tbpr_models.variant import HeadDims, LossContext, VariantHead
-
-load_variants()
+from tbpr_models.variant import HeadDims, LossContext, PairScorerConfig, PairScorerHead, VariantHead
 
 __all__ = [
     "VARIANTS",
@@ -33,15 +32,21 @@ __all__ = [
     "ImageTransform",
     "LossContext",
     "ModelConfig",
+    "PairScorerConfig",
+    "PairScorerHead",
     "RetrievalModel",
     "TextEncoderConfig",
     "TextFeatures",
     "Tokenizer",
     "VariantConfig",
     "VariantHead",
+    "VariantSpec",
     "build_model",
     "build_tokenizer",
+    "get_variant",
+    "is_checkpoint",
     "load_checkpoint",
+    "model_config_from_dict",
     "register_variant",
     "retrieval_metrics",
     "save_checkpoint",

@@ -1,15 +1,14 @@
 """Checkpoints as a folder: `model.safetensors` (tensors only, never pickle) + `config.json`.
 
 `config.json` holds `ModelConfig.to_dict()` and, under the key `extra`, whatever the caller adds
-(epoch, metrics, ...). Both files are written to temporary names and renamed, so an interrupted save
-never leaves a half-written checkpoint file.
+(epoch, metrics, ...). A folder is a checkpoint when it holds both (`is_checkpoint`): the weights
+file is what only a checkpoint has. For an atomic save, save into a staging folder and rename it, as
+the trainer does with its epoch folders (`tasks.train.state`).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +16,8 @@ import torch
 from safetensors.torch import load_model, save_model
 
 from tbpr_models.config import ModelConfig
-from tbpr_models.model import RetrievalModel
-from tbpr_models.registry import build_model
+from tbpr_models.model import RetrievalModel, build_model
+from tbpr_models.registry import model_config_from_dict
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -32,11 +31,15 @@ def save_checkpoint(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     payload = {**model.config.to_dict(), EXTRA_KEY: dict(extra or {})}
-    with _atomic_path(directory / WEIGHTS_FILE) as tmp:
-        save_model(model, str(tmp))
-    with _atomic_path(directory / CONFIG_FILE) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
+    save_model(model, str(directory / WEIGHTS_FILE))
+    (directory / CONFIG_FILE).write_text(json.dumps(payload, indent=2, sort_keys=True))
     return directory
+
+
+def is_checkpoint(directory: str | Path) -> bool:
+    """True when `directory` holds a checkpoint's weights and config (what `save_checkpoint` writes)."""
+    directory = Path(directory)
+    return (directory / WEIGHTS_FILE).is_file() and (directory / CONFIG_FILE).is_file()
 
 
 def read_checkpoint_config(directory: str | Path) -> tuple[ModelConfig, dict[str, Any]]:
@@ -46,7 +49,7 @@ def read_checkpoint_config(directory: str | Path) -> tuple[ModelConfig, dict[str
         raise FileNotFoundError(f"no checkpoint config at {path}; pass a folder written by save_checkpoint")
     payload = json.loads(path.read_text())
     extra = payload.pop(EXTRA_KEY, {})
-    return ModelConfig.from_dict(payload), extra
+    return model_config_from_dict(payload), extra
 
 
 def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -> RetrievalModel:
@@ -60,22 +63,3 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
     model = build_model(config, load_pretrained=False)
     load_model(model, str(weights), strict=True, device=str(device))
     return model.to(device).eval()
-
-
-class _atomic_path:
-    """Context manager: yields a temporary path beside `target`, renamed onto it on success."""
-
-    def __init__(self, target: Path) -> None:
-        self.target = target
-
-    def __enter__(self) -> Path:
-        fd, name = tempfile.mkstemp(dir=self.target.parent, prefix=f".{self.target.name}.", suffix=".tmp")
-        os.close(fd)
-        self.tmp = Path(name)
-        return self.tmp
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            os.replace(self.tmp, self.target)
-        else:
-            self.tmp.unlink(missing_ok=True)

@@ -2,7 +2,7 @@
 
 `ModelConfig` holds one narrow config per part: the variant head's own config (a subclass of
 `VariantConfig`, registered by name in `tbpr_models.registry`), the image encoder's and the text
-encoder's. `variant_config(name, **overrides)` builds a variant's config by its CLI name.
+encoder's. The registry rebuilds them by name (`variant_config`, `model_config_from_dict`).
 """
 
 from __future__ import annotations
@@ -78,45 +78,15 @@ class ModelConfig:
     init_temperature: float = 0.02
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict (tuples become lists); `from_dict` reverses it."""
+        """A JSON-serialisable dict; `tbpr_models.registry.model_config_from_dict` reverses it."""
         return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        """Rebuild from `to_dict()` output (e.g. after a JSON round trip); unknown keys are an error."""
-        data = dict(data)
-        if "variant" not in data:
-            raise ValueError("model config has no 'variant'; expected the output of ModelConfig.to_dict()")
-        variant = dict(data.pop("variant"))
-        variant_cls = variant_config_class(str(variant.get("kind")))
-        return _build(
-            cls,
-            {
-                **data,
-                "variant": _build(variant_cls, variant),
-                "image": _build(ImageEncoderConfig, data.get("image", {})),
-                "text": _build(TextEncoderConfig, data.get("text", {})),
-            },
-        )
 
     def weight(self, loss_name: str) -> float:
         """The weight of a named loss (1.0 unless `loss_weights` says otherwise)."""
         return float(self.loss_weights.get(loss_name, 1.0))
 
 
-def variant_config_class(name: str) -> type[VariantConfig]:
-    """The config class registered for a variant's CLI name."""
-    from tbpr_models.registry import get_variant
-
-    return get_variant(name).config_cls
-
-
-def variant_config(name: str, **overrides: Any) -> VariantConfig:
-    """The config of variant `name` (CLI name, e.g. "channel") with its defaults and `overrides`."""
-    return _build(variant_config_class(name), {"kind": name, **overrides})
-
-
-def _build(cls: type[T], values: dict[str, Any] | T) -> T:
+def build(cls: type[T], values: dict[str, Any] | T) -> T:
     """Instantiate dataclass `cls` from `values`, turning JSON lists back into tuples."""
     if isinstance(values, cls):
         return values

@@ -128,3 +128,8 @@ class RetrievalModel(nn.Module):
                 f"head {type(self.head).__name__} returns losses {sorted(clash)} the model already has"
             )
         return {**out, **head_losses}
+
+
+def build_model(config: ModelConfig, load_pretrained: bool = True) -> RetrievalModel:
+    """A `RetrievalModel` for `config`; `load_pretrained=False` skips pretrained weights (checkpoints)."""
+    return RetrievalModel(config, load_pretrained=load_pretrained)

@@ -1,22 +1,29 @@
-"""Registry of variants: CLI name -> (config class, head class), and `build_model`.
+"""The variant registry: CLI name -> (config class, head class), the one table.
 
-Each module in `tbpr_models/variants/` registers its head with `@register_variant(ItsConfig)`;
-the name is the default of the config's `kind` field.
+The built-in variants are listed in `BUILT_IN`; `register_variant(Config, Head)` adds one more (a
+plugin or a test) at run time. Variant modules never import this module, so there is no cycle.
+The registry also rebuilds configs by name: `variant_config("channel", reduction=8)` and
+`model_config_from_dict(ModelConfig.to_dict())`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
-from tbpr_models.config import ModelConfig, VariantConfig
+from tbpr_models.config import ImageEncoderConfig, ModelConfig, TextEncoderConfig, VariantConfig, build
 from tbpr_models.variant import VariantHead
-
-if TYPE_CHECKING:
-    from tbpr_models.model import RetrievalModel
+from tbpr_models.variants import (
+    channel,
+    cross_fusion,
+    cross_scan,
+    global_,
+    hard_topk,
+    mixed,
+    nonlocal_,
+    spatial,
+)
 
 
 @dataclass(frozen=True)
@@ -28,39 +35,61 @@ class VariantSpec:
 
 VARIANTS: dict[str, VariantSpec] = {}
 
+BUILT_IN: tuple[tuple[type[VariantConfig], type[VariantHead]], ...] = (
+    (global_.GlobalConfig, global_.GlobalHead),
+    (spatial.SpatialConfig, spatial.SpatialHead),
+    (channel.ChannelConfig, channel.ChannelHead),
+    (mixed.MixedConfig, mixed.MixedHead),
+    (nonlocal_.NonLocalConfig, nonlocal_.NonLocalHead),
+    (cross_scan.CrossScanConfig, cross_scan.CrossScanHead),
+    (cross_fusion.CrossFusionConfig, cross_fusion.CrossFusionHead),
+    (hard_topk.HardTopkConfig, hard_topk.HardTopkHead),
+)
 
-def register_variant(config_cls: type[VariantConfig]) -> Callable[[type[VariantHead]], type[VariantHead]]:
-    """Class decorator: register a head class under the default `kind` of `config_cls`."""
-    kind_field = {f.name: f for f in dataclasses.fields(config_cls)}["kind"]
-    name = kind_field.default
-    if not isinstance(name, str):
+
+def register_variant(config_cls: type[VariantConfig], head_cls: type[VariantHead]) -> VariantSpec:
+    """Register `head_cls` under the default `kind` of `config_cls` (the variant's CLI name)."""
+    kind = {f.name: f for f in dataclasses.fields(config_cls)}["kind"].default
+    if not isinstance(kind, str):
         raise TypeError(f"{config_cls.__name__}.kind needs a string default, the variant's CLI name")
+    if not issubclass(head_cls, VariantHead):
+        raise TypeError(f"{head_cls.__name__} is not a VariantHead")
+    known = VARIANTS.get(kind)
+    if known is not None and (known.head_cls, known.config_cls) != (head_cls, config_cls):
+        raise ValueError(f"variant {kind!r} is registered twice")
+    VARIANTS[kind] = VariantSpec(name=kind, config_cls=config_cls, head_cls=head_cls)
+    return VARIANTS[kind]
 
-    def decorate(head_cls: type[VariantHead]) -> type[VariantHead]:
-        if name in VARIANTS and VARIANTS[name].head_cls is not head_cls:
-            raise ValueError(f"variant {name!r} is registered twice")
-        VARIANTS[name] = VariantSpec(name=name, config_cls=config_cls, head_cls=head_cls)
-        return head_cls
 
-    return decorate
-
-
-def load_variants() -> dict[str, VariantSpec]:
-    """Import `tbpr_models.variants` (each module registers itself) and return the registry."""
-    importlib.import_module("tbpr_models.variants")
-    return VARIANTS
+for _config_cls, _head_cls in BUILT_IN:
+    register_variant(_config_cls, _head_cls)
 
 
 def get_variant(name: str) -> VariantSpec:
     """The spec of variant `name`, or a ValueError listing the known names."""
-    variants = load_variants()
-    if name not in variants:
-        raise ValueError(f"unknown variant {name!r}; choose one of {sorted(variants)}")
-    return variants[name]
+    if name not in VARIANTS:
+        raise ValueError(f"unknown variant {name!r}; choose one of {sorted(VARIANTS)}")
+    return VARIANTS[name]
 
 
-def build_model(config: ModelConfig, load_pretrained: bool = True) -> RetrievalModel:
-    """A `RetrievalModel` for `config`; `load_pretrained=False` skips pretrained weights (checkpoints)."""
-    from tbpr_models.model import RetrievalModel
+def variant_config(name: str, **overrides: Any) -> VariantConfig:
+    """The config of variant `name` (CLI name, e.g. "channel") with its defaults and `overrides`."""
+    return build(get_variant(name).config_cls, {"kind": name, **overrides})
 
-    return RetrievalModel(config, load_pretrained=load_pretrained)
+
+def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
+    """A ModelConfig from `ModelConfig.to_dict()` output (e.g. after a JSON round trip); unknown
+    keys or an unknown variant are a ValueError."""
+    data = dict(data)
+    if "variant" not in data:
+        raise ValueError("model config has no 'variant'; expected the output of ModelConfig.to_dict()")
+    variant = dict(data.pop("variant"))
+    return build(
+        ModelConfig,
+        {
+            **data,
+            "variant": build(get_variant(str(variant.get("kind"))).config_cls, variant),
+            "image": build(ImageEncoderConfig, data.get("image", {})),
+            "text": build(TextEncoderConfig, data.get("text", {})),
+        },
+    )

@@ -99,6 +99,19 @@ class VariantHead(nn.Module):
         """Named, unweighted losses of this head beyond the model's `sdm` and `id`."""
         return {}
 
+    def word_region_attention(self, texts: TextFeatures, images: ImageFeatures) -> Tensor | None:
+        """(L, N) how much each word of one caption (texts of length 1) attends to each region of one
+        image, for heat maps; None when the head has no word-over-region attention (no heat map)."""
+        return None
+
+    def pair_floats(self, words: int, regions: int) -> int:
+        """Floats alive per (query, image) pair while `similarity` scores a block (memory planning)."""
+        return 1
+
+    def candidate_image_floats(self, regions: int, dim: int) -> int:
+        """Floats held per candidate image while `similarity_candidates` re-ranks (memory planning)."""
+        return regions * dim
+
 
 @dataclass(frozen=True)
 class PairScorerConfig(VariantConfig):
@@ -151,6 +164,12 @@ class PairScorerHead(VariantHead, abc.ABC):
         scores = self.attention_similarity(texts, images)  # (B, B) text x image
         return {"rank": ranking_loss(scores, batch.person_ids, self.config.margin)}
 
+    def pair_floats(self, words: int, regions: int) -> int:
+        return PAIRWISE_TEMPORARIES * words * regions
+
+
+PAIRWISE_TEMPORARIES = 4  # (L, N) float tensors per pair alive at once in a pair scorer (estimate)
+
 
 DENSE_GLOBAL_RATIO = 128  # G / k up to which global_cosine_candidates uses a dense matmul (measured)
 DENSE_GLOBAL_ELEMENTS = 2**23  # (rows, G) scores per dense block (32 MiB of float32)
@@ -190,7 +209,7 @@ def _gathered_similarity(
 ) -> Tensor:
     """(Q, k): `similarity` of each block of queries x the union of its candidates, gathered; -inf at -1."""
     num_texts, k = candidates.shape
-    pair_bytes = 16 * texts.local.shape[1] * images.local.shape[1]  # a few (L, N) float32 per pair
+    pair_bytes = 4 * PAIRWISE_TEMPORARIES * texts.local.shape[1] * images.local.shape[1]  # float32
     # a block of b queries scores b x (union <= b*k) pairs
     block = max(1, math.isqrt(int(memory_budget_mb * 2**20 // (pair_bytes * max(1, k)))))
     rows = []

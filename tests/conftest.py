@@ -1,6 +1,8 @@
-"""Shared fixtures: a tiny `tbpr synth` source and that source prepared, plus hand-built sources.
+"""Shared fixtures: a tiny `tbpr synth` source and that source prepared, hand-built sources, and a
+tiny DATA (pyarrow) with tiny random checkpoints and their EMB folders (embed, score, cli tests).
 
-`synth_source` and `prepared_data` are session-scoped: build them once, treat them as read-only.
+All are session-scoped (cached by variant): build them once, treat them as read-only.
+`tests/train/conftest.py` overrides `tiny_data` and `tiny_config` with a learnable dataset.
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+import torch
 from PIL import Image
 
 SYNTH_IDENTITIES = 16
@@ -59,9 +64,9 @@ def write_source() -> SourceWriter:
 @pytest.fixture(scope="session")
 def synth_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A `tbpr synth` output (CUHK-PEDES layout, `reid_raw.json`) of 16 identities."""
-    synth = pytest.importorskip("tasks.synth")
+    synth = pytest.importorskip("tasks.data.synth")
     if not hasattr(synth, "generate"):
-        pytest.skip("tasks.synth.generate is not there yet")
+        pytest.skip("tasks.data.synth.generate is not there yet")
     out = tmp_path_factory.mktemp("synth") / "source"
     synth.generate(out, identities=SYNTH_IDENTITIES, seed=SYNTH_SEED)
     return out
@@ -70,8 +75,107 @@ def synth_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def prepared_data(synth_source: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`synth_source` prepared by `prepare_dataset`: the DATA folder (images/captions/quarantine Parquet)."""
-    from tasks.prepare import prepare_dataset
+    from tasks.data.prepare import prepare_dataset
 
     out = tmp_path_factory.mktemp("data") / "data"
     prepare_dataset(synth_source, "cuhk-pedes", out, progress=False)
     return out
+
+
+PERSONS = 8
+IMAGES_PER_PERSON = 2
+CAPTIONS_PER_IMAGE = 2
+COLOURS = ("red", "blue", "green", "black", "white", "grey", "yellow", "brown")
+GARMENTS = ("jacket", "coat", "shirt", "dress", "sweater", "hoodie")
+
+
+def write_tiny_data(root: Path, seed: int = 0) -> Path:
+    """DATA/{images,captions}.parquet + manifest.json: PERSONS identities, all in the test split."""
+    rng = random.Random(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    images: dict[str, list[object]] = {
+        k: [] for k in ("image_id", "person_id", "split", "file_path", "image")
+    }
+    captions: dict[str, list[object]] = {
+        k: [] for k in ("caption_id", "image_id", "person_id", "split", "text")
+    }
+    for person in range(PERSONS):
+        for view in range(IMAGES_PER_PERSON):
+            image_id = 100 + person * IMAGES_PER_PERSON + view
+            for key, value in zip(
+                images,
+                (image_id, 1000 + person, "test", f"p{person}/v{view}.png", png_bytes(image_id, (16, 40))),
+                strict=True,
+            ):
+                images[key].append(value)
+            for index in range(CAPTIONS_PER_IMAGE):
+                text = f"a person in a {rng.choice(COLOURS)} {rng.choice(GARMENTS)} with {rng.choice(COLOURS)} shoes"
+                caption = (5000 + image_id * 10 + index, image_id, 1000 + person, "test", text)
+                for key, value in zip(captions, caption, strict=True):
+                    captions[key].append(value)
+    sizes = {"height": [40] * len(images["image_id"]), "width": [16] * len(images["image_id"])}
+    pq.write_table(
+        pa.table(
+            {
+                **images,
+                "height": pa.array(sizes["height"], pa.int32()),
+                "width": pa.array(sizes["width"], pa.int32()),
+            }
+        ),
+        root / "images.parquet",
+    )
+    pq.write_table(pa.table(captions), root / "captions.parquet")
+    (root / "manifest.json").write_text(json.dumps({"dataset": "tiny", "splits": {}}))
+    return root
+
+
+def tiny_config(variant: str) -> object:
+    from tbpr_models import ImageEncoderConfig, ModelConfig, TextEncoderConfig, variant_config
+
+    return ModelConfig(
+        variant=variant_config(variant),
+        image=ImageEncoderConfig(kind="resnet_small", height=32, width=16, widths=(8, 16)),
+        text=TextEncoderConfig(kind="small", max_length=16, hidden=16, layers=1, heads=2),
+        embed_dim=16,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_data(tmp_path_factory.mktemp("scoring") / "data")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """`tiny_checkpoint(variant) -> checkpoint folder` of a random tiny model (seeded, cached)."""
+    from tbpr_models import build_model, save_checkpoint
+
+    cache: dict[str, Path] = {}
+
+    def make(variant: str) -> Path:
+        if variant not in cache:
+            torch.manual_seed(0)
+            model = build_model(tiny_config(variant), load_pretrained=False).eval()  # type: ignore[arg-type]
+            cache[variant] = save_checkpoint(model, tmp_path_factory.mktemp(f"ckpt-{variant}"))
+        return cache[variant]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_emb(
+    tiny_data: Path, tiny_checkpoint: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[str], Path]:
+    """`tiny_emb(variant) -> EMB folder` of `tiny_data`'s test split embedded with that checkpoint."""
+    from tasks.embed.encode import embed_split
+
+    cache: dict[str, Path] = {}
+
+    def make(variant: str) -> Path:
+        if variant not in cache:
+            out = tmp_path_factory.mktemp(f"emb-{variant}") / "emb"
+            embed_split(tiny_data, tiny_checkpoint(variant), out, batch_size=5, model_ref=f"tiny-{variant}")
+            cache[variant] = out
+        return cache[variant]
+
+    return make

@@ -2,56 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from tbpr.app import app
-from tbpr.errors import TbprError
-
-IndexName = Literal["flat", "hnsw", "ivf"]
-
-
-def resolve_device(device: str) -> str:
-    """`auto` -> cuda when available, else cpu; an unavailable cuda is a TbprError."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise TbprError("--device cuda was asked for but torch sees no GPU; use --device cpu or auto")
-    return device
-
-
-def quiet_faiss() -> None:
-    """FAISS logs at INFO which SIMD module it tries at import (it dispatches AVX2/AVX-512 at run time)."""
-    logging.getLogger("faiss").setLevel(logging.WARNING)
-
-
-def set_threads(threads: int | None) -> None:
-    """torch and FAISS each bundle an OpenMP runtime: set both when asked (ECOSYSTEM.md)."""
-    if threads is None:
-        return
-    import torch
-
-    from tasks.faiss_index import set_faiss_threads
-
-    torch.set_num_threads(threads)
-    set_faiss_threads(threads)
-
-
-def resolve_checkpoint(ref: str) -> tuple[Path, dict[str, Any]]:
-    """A checkpoint folder as is, else a run id or models:/ URI through the tracking store."""
-    folder = Path(ref)
-    if (folder / "config.json").is_file():
-        return folder, {}
-    from tasks.tracking import resolve_model
-
-    return resolve_model(ref)
+from tbpr.options import DeviceName, quiet_faiss
 
 
 @app.command()
@@ -65,7 +24,7 @@ def embed(
         str, typer.Option(help="Split to embed (queries = its captions, gallery = its images).")
     ] = "test",
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
-    device: Annotated[Literal["auto", "cpu", "cuda"], typer.Option()] = "auto",
+    device: Annotated[DeviceName, typer.Option()] = "auto",
     precision: Annotated[
         Literal["fp32", "bf16"], typer.Option(help="bf16 autocast speeds up CPU encoding.")
     ] = "fp32",
@@ -76,8 +35,10 @@ def embed(
 ) -> None:
     """Embed a split with a trained model: global embeddings, local features and FAISS indexes."""
     quiet_faiss()
-    from tasks.embed import embed_split
-    from tasks.faiss_index import INDEX_KINDS, check_index_kind
+    from tasks.core.device import set_threads
+    from tasks.embed.encode import embed_split
+    from tasks.embed.index import INDEX_KINDS, check_index_kind
+    from tasks.tracking.models import resolve_checkpoint
 
     kinds = tuple(check_index_kind(kind) for kind in index or INDEX_KINDS)
     set_threads(threads)
@@ -88,7 +49,7 @@ def embed(
         out,
         split=split,
         batch_size=batch_size,
-        device=resolve_device(device),
+        device=device,
         precision=precision,
         indexes=kinds,
         model_ref=run,

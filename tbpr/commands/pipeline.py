@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from tbpr.app import app
+from tbpr.options import result_table
 
 
 @app.command()
@@ -26,18 +27,18 @@ def run(
 ) -> None:
     """Run the whole pipeline: synthetic data (or a configured source) to a leaderboard."""
     from flows.config import PipelineConfig, load_config, profile_path
-    from tbpr.env import tbpr_home
+    from tasks.core.env import home
 
     settings = load_config(PipelineConfig, config or profile_path(profile), overrides or [])
     from flows.pipeline import tbpr_pipeline
 
     console = Console()
     state = tbpr_pipeline(settings, return_state=True)
-    home = tbpr_home()
-    show_leaderboard(console, home / "warehouse.duckdb")
+    tbpr = home()
+    show_leaderboard(console, tbpr.warehouse)
     console.print(
         "\n[bold]Look closer[/]\n"
-        f"  MLflow UI:  mlflow ui --backend-store-uri sqlite:///{home / 'mlflow.db'}\n"
+        f"  MLflow UI:  mlflow ui --backend-store-uri sqlite:///{tbpr.mlflow_db}\n"
         "  Prefect UI: prefect server start   (then open http://127.0.0.1:4200; export\n"
         "              PREFECT_API_URL=http://127.0.0.1:4200/api before `tbpr run` to watch it live)\n"
         "  SQL:        tbpr sql leaderboard | pruned_vs_exhaustive | metric_history | hardest_queries"
@@ -50,8 +51,7 @@ def run(
 
 
 def show_leaderboard(console: Console, warehouse: Path) -> None:
-    from tasks.leaderboard import leaderboard
-    from tbpr.commands.sql import result_table
+    from tasks.report.queries import leaderboard
 
     if warehouse.is_file():
         console.print(result_table(leaderboard(warehouse)))

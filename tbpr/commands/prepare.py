@@ -10,10 +10,9 @@ from rich.console import Console
 from rich.table import Table
 
 from tbpr.app import app
-from tbpr.env import tbpr_home
 
 if TYPE_CHECKING:
-    from tasks.prepare import PrepareSummary
+    from tasks.data.prepare import PrepareSummary
 
 
 def summary_tables(summary: PrepareSummary) -> list[Table]:
@@ -43,9 +42,10 @@ def prepare(
     workers: Annotated[int, typer.Option(min=1, help="Threads that read and decode images.")] = 2,
 ) -> None:
     """Validate a CUHK-PEDES, ICFG-PEDES or RSTPReid layout into images/captions/quarantine Parquet."""
-    from tasks.prepare import prepare_dataset
+    from tasks.core.env import home
+    from tasks.data.prepare import prepare_dataset
 
-    target = out if out is not None else tbpr_home() / "data"
+    target = out if out is not None else home().data
     summary = prepare_dataset(source, fmt, target, workers=workers)
     console = Console()
     if summary.up_to_date:

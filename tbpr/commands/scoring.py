@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tbpr.app import app
-from tbpr.commands.embed import IndexName, quiet_faiss, resolve_device, set_threads
+from tbpr.options import DeviceName, IndexName, quiet_faiss
 
 
 @app.command()
@@ -25,7 +25,7 @@ def score(
     memory_budget_mb: Annotated[
         float, typer.Option(min=1, help="Working memory of one scoring block.")
     ] = 512,
-    device: Annotated[Literal["auto", "cpu", "cuda"], typer.Option()] = "auto",
+    device: Annotated[DeviceName, typer.Option()] = "auto",
     precision: Annotated[
         Literal["fp32", "bf16"],
         typer.Option(
@@ -38,7 +38,8 @@ def score(
 ) -> None:
     """Rank every query of EMB against its gallery; write rankings, metrics and an MLflow run."""
     quiet_faiss()
-    from tasks.score import score as run_score
+    from tasks.core.device import set_threads
+    from tasks.score.run import score as run_score
 
     set_threads(threads)
     result = run_score(
@@ -48,7 +49,7 @@ def score(
         top_k=top_k,
         index=index,
         memory_budget_mb=memory_budget_mb,
-        device=resolve_device(device),
+        device=device,
         precision=precision,
         track=track,
         parent_run_id=parent_run_id,
@@ -76,16 +77,14 @@ def search(
     candidates: Annotated[int, typer.Option(min=1, help="FAISS candidates re-ranked by the model.")] = 64,
     index: Annotated[IndexName, typer.Option(help="FAISS index of the first stage.")] = "flat",
     sheet: Annotated[Path | None, typer.Option(help="Contact sheet PNG [default: EMB/search.png].")] = None,
-    device: Annotated[Literal["auto", "cpu", "cuda"], typer.Option()] = "auto",
+    device: Annotated[DeviceName, typer.Option()] = "auto",
 ) -> None:
     """One free-text query: ranked image ids with scores, and a contact sheet of the results."""
     quiet_faiss()
-    from tasks.scoring.layout import EmbedInfo
-    from tasks.search import contact_sheet, search_text
+    from tasks.embed.layout import EmbedInfo
+    from tasks.score.search import contact_sheet, search_text
 
-    hits = search_text(
-        emb, text, top_k=top_k, candidates=candidates, index=index, device=resolve_device(device)
-    )
+    hits = search_text(emb, text, top_k=top_k, candidates=candidates, index=index, device=device)
     table = Table(title=f"{text!r}")
     for column in ("rank", "image_id", "person_id", "score", "file_path"):
         table.add_column(column, justify="left" if column == "file_path" else "right")

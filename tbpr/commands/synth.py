@@ -23,7 +23,7 @@ def synth(
     from rich.console import Console
     from rich.table import Table
 
-    from tasks.synth import generate
+    from tasks.data.synth import generate
 
     summary = generate(out, identities=identities, seed=seed, preview=preview, workers=workers)
     table = Table(title=f"tbpr synth -> {out} (seed {seed}, {summary.seconds:.1f} s)")

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from tbpr.app import app
-from tbpr.errors import TbprError
+from tbpr.options import DeviceName
 
 if TYPE_CHECKING:
-    from tasks.train import TrainResult
+    from tasks.train.loop import TrainResult
 
 
 def result_table(result: TrainResult) -> Table:
@@ -35,7 +35,7 @@ def train(
     epochs: Annotated[
         int | None, typer.Option(min=1, help="Epochs (default: the train config's, 10).")
     ] = None,
-    device: Annotated[Literal["auto", "cpu", "cuda"], typer.Option(help="auto: CUDA when present.")] = "auto",
+    device: Annotated[DeviceName, typer.Option(help="auto: CUDA when present.")] = "auto",
     resume: Annotated[bool, typer.Option(help="Continue the latest unfinished run of this config.")] = False,
     overrides: Annotated[
         list[str] | None,
@@ -44,11 +44,14 @@ def train(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Train one variant: an MLflow run with per-epoch val metrics, test metrics and a registered model."""
-    if not (data / "images.parquet").is_file():
-        raise TbprError(f"{data} holds no images.parquet; run `tbpr prepare` (or `tbpr synth`) first")
-    from tasks.settings import TrainConfig, apply_overrides
-    from tasks.train import train_variant
+    from tasks.core.errors import TbprError
+    from tasks.core.settings import apply_overrides
+    from tasks.data.layout import IMAGES
+    from tasks.train.config import TrainConfig
+    from tasks.train.loop import train_variant
 
+    if not (data / IMAGES).is_file():
+        raise TbprError(f"{data} holds no {IMAGES}; run `tbpr prepare` (or `tbpr synth`) first")
     base = TrainConfig(variant=variant, device=device)
     config = apply_overrides(base, [*(overrides or []), *([f"epochs={epochs}"] if epochs else [])])
     result = train_variant(data, config, resume=resume, progress=progress)

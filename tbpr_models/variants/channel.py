@@ -11,12 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from tbpr_models.attention import l2_normalize, masked_mean
 from tbpr_models.config import VariantConfig
 from tbpr_models.features import ImageFeatures, TextFeatures
-from tbpr_models.registry import register_variant
+from tbpr_models.layers import SqueezeExcite
 from tbpr_models.variant import HeadDims, VariantHead
 
 
@@ -26,20 +26,6 @@ class ChannelConfig(VariantConfig):
     reduction: int = 4  # bottleneck width D // reduction
 
 
-class SqueezeExcite(nn.Module):
-    """Channel gate (B, D) in (0, 1) from one or more pooled descriptors (B, D) through a shared MLP."""
-
-    def __init__(self, dim: int, reduction: int) -> None:
-        super().__init__()
-        inner = max(dim // reduction, 1)
-        self.mlp = nn.Sequential(nn.Linear(dim, inner), nn.ReLU(inplace=True), nn.Linear(inner, dim))
-
-    def forward(self, *pooled: Tensor) -> Tensor:
-        logits = sum((self.mlp(p) for p in pooled[1:]), self.mlp(pooled[0]))  # (B, D)
-        return logits.sigmoid()
-
-
-@register_variant(ChannelConfig)
 class ChannelHead(VariantHead):
     def __init__(self, config: ChannelConfig, dims: HeadDims) -> None:
         super().__init__(config, dims)

@@ -19,7 +19,6 @@ from torch import Tensor, nn
 from tbpr_models.config import VariantConfig
 from tbpr_models.features import Batch, ImageFeatures, TextFeatures
 from tbpr_models.losses import mlm_loss
-from tbpr_models.registry import register_variant
 from tbpr_models.variant import HeadDims, LossContext, VariantHead
 
 IGNORE = -100
@@ -98,7 +97,6 @@ class MaskedWordHead(nn.Module):
         return self.decoder(self.transform(tokens))
 
 
-@register_variant(CrossFusionConfig)
 class CrossFusionHead(VariantHead):
     """Mean-pooled globals for retrieval; the fusion encoder adds the training-time `mlm` loss."""
 

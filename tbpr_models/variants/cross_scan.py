@@ -26,7 +26,6 @@ from torch import Tensor
 
 from tbpr_models.attention import l2_normalize, masked_softmax
 from tbpr_models.features import ImageFeatures, TextFeatures
-from tbpr_models.registry import register_variant
 from tbpr_models.variant import PairScorerConfig, PairScorerHead
 
 
@@ -257,7 +256,6 @@ def scan_word_attention(
     return masked_softmax(cosine * lambda_softmax, text_mask.bool().unsqueeze(-1), dim=-1)
 
 
-@register_variant(CrossScanConfig)
 class CrossScanHead(PairScorerHead):
     """Mean-pooled globals (for candidates and the base losses) + SCAN pair scorer; no parameters."""
 
@@ -285,3 +283,10 @@ class CrossScanHead(PairScorerHead):
             lambda_lse=self.config.lambda_lse,
             memory_budget_mb=memory_budget_mb,
         )
+
+    def word_region_attention(self, texts: TextFeatures, images: ImageFeatures) -> Tensor:
+        """(L, N) SCAN's softmax over regions of each word's scaled cosines (the attention it scores)."""
+        return scan_word_attention(texts.local[0], texts.mask[0], images.local[0], self.config.lambda_softmax)
+
+    def candidate_image_floats(self, regions: int, dim: int) -> int:
+        return regions * (dim + regions)  # unit regions and their (N, N) Gram matrix

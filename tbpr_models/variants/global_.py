@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 from tbpr_models.config import VariantConfig
-from tbpr_models.registry import register_variant
 from tbpr_models.variant import VariantHead
 
 
@@ -21,6 +20,5 @@ class GlobalConfig(VariantConfig):
     kind: Literal["global"] = "global"
 
 
-@register_variant(GlobalConfig)
 class GlobalHead(VariantHead):
     """Pooling only: the base class's mean pooling and cosine similarity."""

@@ -18,9 +18,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from tbpr_models.attention import gumbel_topk, l2_normalize
+from tbpr_models.attention import gumbel_topk, l2_normalize, topk_mask
 from tbpr_models.features import ImageFeatures, TextFeatures
-from tbpr_models.registry import register_variant
 from tbpr_models.variant import HeadDims, PairScorerConfig, PairScorerHead
 
 
@@ -110,7 +109,6 @@ def _slice(selection: Selection, rows: slice) -> Selection:
     return Selection(selection.tokens[rows], selection.weight[rows], selection.valid[rows])
 
 
-@register_variant(HardTopkConfig)
 class HardTopkHead(PairScorerHead):
     """Mean-pooled globals (for candidates and the base losses) + Gumbel top-k pair scorer."""
 
@@ -144,3 +142,13 @@ class HardTopkHead(PairScorerHead):
         per_query = 4 * self.config.k_words * candidates.shape[1] * self.config.k_regions * item  # bytes
         block = max(1, int(memory_budget_mb * 2**20 // max(1, per_query)))
         return topk_match_candidates(self.select_words(texts), self.select_regions(images), candidates, block)
+
+    def word_region_attention(self, texts: TextFeatures, images: ImageFeatures) -> Tensor:
+        """(L, N) the hard alignment at inference: each selected word -> 1 at its best selected region."""
+        words = topk_mask(self.word_scorer(texts.local).squeeze(-1), self.config.k_words, texts.mask)[
+            0
+        ]  # (L,)
+        regions = topk_mask(self.region_scorer(images.local).squeeze(-1), self.config.k_regions)[0]  # (N,)
+        cosine = l2_normalize(texts.local[0]) @ l2_normalize(images.local[0]).t()  # (L, N)
+        best = cosine.masked_fill(regions.unsqueeze(0) == 0, -torch.inf).argmax(dim=1)  # (L,)
+        return nn.functional.one_hot(best, cosine.shape[1]).to(cosine.dtype) * words.unsqueeze(1)  # (L, N)

@@ -20,11 +20,9 @@ from torch import Tensor, nn
 from tbpr_models.attention import attention_pool, l2_normalize, masked_mean, masked_softmax
 from tbpr_models.config import VariantConfig
 from tbpr_models.features import Batch, ImageFeatures, TextFeatures
+from tbpr_models.layers import RegionScorer, SqueezeExcite, WordScorer
 from tbpr_models.losses import itc_loss, sdm_loss
-from tbpr_models.registry import register_variant
 from tbpr_models.variant import HeadDims, LossContext, VariantHead
-from tbpr_models.variants.channel import SqueezeExcite
-from tbpr_models.variants.spatial import RegionScorer, WordScorer
 
 
 @dataclass(frozen=True)
@@ -64,7 +62,6 @@ def _flatten_parts(parts: Tensor) -> Tensor:
     return l2_normalize(parts).reshape(b, k * d) / math.sqrt(k)  # (B, K*D)
 
 
-@register_variant(MixedConfig)
 class MixedHead(VariantHead):
     def __init__(self, config: MixedConfig, dims: HeadDims) -> None:
         super().__init__(config, dims)

@@ -19,7 +19,6 @@ from torch import Tensor, nn
 from tbpr_models.attention import l2_normalize, masked_mean
 from tbpr_models.config import VariantConfig
 from tbpr_models.features import ImageFeatures, TextFeatures
-from tbpr_models.registry import register_variant
 from tbpr_models.variant import HeadDims, VariantHead
 
 
@@ -65,7 +64,6 @@ class ContextBlock(nn.Module):
         return x + attended
 
 
-@register_variant(NonLocalConfig)
 class NonLocalHead(VariantHead):
     def __init__(self, config: NonLocalConfig, dims: HeadDims) -> None:
         super().__init__(config, dims)

@@ -12,12 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from tbpr_models.attention import attention_pool, l2_normalize
 from tbpr_models.config import VariantConfig
 from tbpr_models.features import ImageFeatures, TextFeatures
-from tbpr_models.registry import register_variant
+from tbpr_models.layers import RegionScorer, WordScorer
 from tbpr_models.variant import HeadDims, VariantHead
 
 
@@ -28,37 +28,6 @@ class SpatialConfig(VariantConfig):
     kernel_size: int = 3  # spatial context of the region scorer
 
 
-class RegionScorer(nn.Module):
-    """One attention logit per region from a conv over the (h, w) grid of region tokens."""
-
-    def __init__(self, dim: int, hidden: int, grid: tuple[int, int], kernel_size: int) -> None:
-        super().__init__()
-        self.grid = grid
-        self.net = nn.Sequential(
-            nn.Conv2d(dim, hidden, kernel_size, padding=kernel_size // 2),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(hidden, 1, 1),
-        )
-
-    def forward(self, tokens: Tensor) -> Tensor:
-        b, n, d = tokens.shape
-        h, w = self.grid
-        fmap = tokens.transpose(1, 2).reshape(b, d, h, w)  # (B, D, h, w), N = h * w
-        return self.net(fmap).reshape(b, n)  # (B, N)
-
-
-class WordScorer(nn.Module):
-    """Additive attention: one logit per word, tanh MLP."""
-
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, 1))
-
-    def forward(self, tokens: Tensor) -> Tensor:
-        return self.net(tokens).squeeze(-1)  # (B, L)
-
-
-@register_variant(SpatialConfig)
 class SpatialHead(VariantHead):
     def __init__(self, config: SpatialConfig, dims: HeadDims) -> None:
         super().__init__(config, dims)

@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from tasks.prepare import Reason, prepare_dataset
-from tasks.prepare.validate import missing_key
+from tasks.data.prepare import Reason, prepare_dataset
+from tasks.data.prepare.validate import missing_key
 
 IMAGES_TYPES = {
     "image_id": pa.int64(),
@@ -276,7 +276,7 @@ def test_rerun_is_a_no_op_and_a_forced_rerun_is_byte_identical(
 
 
 def test_failed_write_leaves_no_files(tmp_path: Path) -> None:
-    from tasks.prepare.writer import AtomicOutputs
+    from tasks.data.prepare.writer import AtomicOutputs
 
     (tmp_path / "images.parquet").write_bytes(b"previous")
     with pytest.raises(RuntimeError), AtomicOutputs(tmp_path) as outputs:

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tasks.prepare import prepare_dataset
+from tasks.data.prepare import prepare_dataset
 
 GOOD = ("v0.png", "v1.png", "sub/v2.png")
 BAD = ("trunc.png", "empty.png", "text.png")

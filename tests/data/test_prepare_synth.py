@@ -1,4 +1,4 @@
-"""Round trip: `tasks.synth.generate` -> `prepare_dataset` -> counts that match the synth annotation."""
+"""Round trip: `tasks.data.synth.generate` -> `prepare_dataset` -> counts that match the synth annotation."""
 
 from __future__ import annotations
 

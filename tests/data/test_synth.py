@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from tasks.synth import generate
-from tasks.synth.attributes import PALETTE, identity_at, identity_rng
-from tasks.synth.captions import COLOUR_WORDS, NOUNS, captions_for
-from tasks.synth.views import sample_views
+from tasks.data.synth import generate
+from tasks.data.synth.attributes import PALETTE, identity_at, identity_rng
+from tasks.data.synth.captions import COLOUR_WORDS, NOUNS, captions_for
+from tasks.data.synth.views import sample_views
 
 N = 12
 

@@ -17,7 +17,7 @@ def tbpr_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     }
     os.environ["TBPR_HOME"] = str(home)
     os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"
-    from tbpr.env import configure_offline
+    from tasks.core.env import configure_offline
 
     configure_offline()
     yield home

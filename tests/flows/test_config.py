@@ -1,4 +1,4 @@
-"""Run configs: presets, TOML files, `--set` overrides, config.json and MLflow params."""
+"""Run configs: presets, TOML files, `--set` overrides, run_config.json and MLflow params."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from flows.config import (
     profile_path,
     write_config,
 )
-from tbpr.errors import TbprError
+from tasks.core.errors import TbprError
 
 
 def test_short_preset_is_the_embedded_default() -> None:

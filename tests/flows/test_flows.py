@@ -9,7 +9,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from flows.config import PipelineConfig, RunnerConfig, TrainRunConfig, TrainSettings, load_config
+from flows.config import RUN_CONFIG, PipelineConfig, RunnerConfig, TrainRunConfig, TrainSettings, load_config
 
 pytestmark = pytest.mark.slow
 TINY = Path(__file__).with_name("tiny.toml")
@@ -29,10 +29,10 @@ def test_pipeline_outputs_tracking_and_warehouse(pipeline: object, tbpr_home: Pa
 
     assert isinstance(pipeline, PipelineResult) and not pipeline.failed
     run_dir = pipeline.run_dir
-    config = json.loads((run_dir / "config.json").read_text())
+    config = json.loads((run_dir / RUN_CONFIG).read_text())
     assert PipelineConfig.model_validate(config) == load_config(PipelineConfig, TINY)
     for variant in ("global", "cross_scan"):
-        assert (run_dir / "emb" / variant / "config.json").is_file()
+        assert (run_dir / "emb" / variant / RUN_CONFIG).is_file()
         for job in ("exhaustive", "pruned-k5-flat"):
             assert (run_dir / "score" / variant / job / "rankings.parquet").is_file()
     plots = {p.name for p in (run_dir / "plots").iterdir()}
@@ -66,7 +66,7 @@ def test_pipeline_outputs_tracking_and_warehouse(pipeline: object, tbpr_home: Pa
 def test_prepare_is_cached_by_its_inputs(pipeline: object, tbpr_home: Path) -> None:
     from prefect import flow
 
-    from tasks.prefect_tasks import prepare_task
+    from flows.prefect_tasks import prepare_task
 
     data = next(p for p in (tbpr_home / "data").iterdir() if not p.name.startswith("synth-raw"))
     source = next((tbpr_home / "data").glob("synth-raw-*"))

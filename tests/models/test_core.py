@@ -16,6 +16,7 @@ from tbpr_models import (
     ModelConfig,
     TextEncoderConfig,
     build_tokenizer,
+    model_config_from_dict,
     variant_config,
 )
 from tbpr_models.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -42,7 +43,7 @@ def test_model_config_json_round_trip(variant: str) -> None:
         loss_weights={"sdm": 1.0, "id": 0.5},
         init_temperature=0.05,
     )
-    restored = ModelConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    restored = model_config_from_dict(json.loads(json.dumps(config.to_dict())))
     assert restored == config
     assert isinstance(restored.image.widths, tuple)
     assert restored.weight("id") == 0.5 and restored.weight("part") == 1.0
@@ -51,7 +52,7 @@ def test_model_config_json_round_trip(variant: str) -> None:
 def test_variant_config_overrides_and_round_trips_them() -> None:
     config = ModelConfig(variant=variant_config("mixed", num_parts=6, part_loss="itc"))
     assert config.variant == MixedConfig(num_parts=6, part_loss="itc")
-    assert ModelConfig.from_dict(json.loads(json.dumps(config.to_dict()))).variant == config.variant
+    assert model_config_from_dict(json.loads(json.dumps(config.to_dict()))).variant == config.variant
 
 
 def test_unknown_variant_and_fields_are_clear_errors() -> None:
@@ -62,7 +63,7 @@ def test_unknown_variant_and_fields_are_clear_errors() -> None:
     data = ModelConfig(variant=variant_config("global")).to_dict()
     data["text"]["layerz"] = 3
     with pytest.raises(ValueError, match="layerz"):
-        ModelConfig.from_dict(data)
+        model_config_from_dict(data)
 
 
 def test_tokenizer_pads_and_truncates_to_max_length() -> None:

@@ -258,3 +258,27 @@ def test_cross_scan_pair_score_adds_the_global_cosine_to_the_scan_score() -> Non
                     text[q], mask[q], regions[g], 9.0, 6.0
                 )
                 assert got[q, g].item() == pytest.approx(expected, abs=1e-9)
+
+
+def test_heads_give_word_region_attention_only_where_they_attend() -> None:
+    """Heat maps ask the head: SCAN's softmax, hard top-k's one-hot alignment, none for a refiner."""
+    torch.manual_seed(0)
+    text = TextFeatures(
+        global_=torch.randn(1, 8),
+        local=torch.randn(1, 6, 8, dtype=torch.float32),
+        mask=torch.tensor([[True, True, True, True, False, False]]),
+    )
+    images = ImageFeatures(global_=torch.randn(1, 8), local=torch.randn(1, 6, 8))
+    scan = _tiny_model("cross_scan").head.word_region_attention(text, images)
+    assert scan is not None
+    torch.testing.assert_close(scan, scan_word_attention(text.local[0], text.mask[0], images.local[0]))
+    assert _tiny_model("global").head.word_region_attention(text, images) is None
+    head = _hard_head(k=2).eval()
+    hard = head.word_region_attention(text, images)
+    assert hard is not None and hard.shape == (6, 6)
+    words = head.select_words(text)
+    assert int(hard.sum()) == int(words.valid.sum()) == 2  # one region per selected word
+    assert set(hard.sum(dim=1).tolist()) <= {0.0, 1.0} and hard[~text.mask[0]].sum() == 0
+    regions = hard.sum(dim=0).nonzero().flatten()  # every chosen region is one the head selected
+    chosen = head.region_scorer(images.local).squeeze(-1)[0].topk(2).indices
+    assert set(regions.tolist()) <= set(chosen.tolist())

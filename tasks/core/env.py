@@ -1,0 +1,70 @@
+"""Process-wide defaults (offline, no telemetry) and the TBPR_HOME layout. Applied by entry points and
+the tracking client, never at import."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+OFFLINE_DEFAULTS = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "true",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "TOKENIZERS_PARALLELISM": "false",
+    # Prefect's ephemeral server can take longer than its default 20 s to start on a busy machine
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+}
+
+
+def configure_offline() -> None:
+    """Turn hub downloads and telemetry off unless the user already chose otherwise."""
+    for key, value in OFFLINE_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+def tbpr_home() -> Path:
+    """`TBPR_HOME`, default `./.tbpr`: data, runs, mlflow.db and warehouse.duckdb live here."""
+    return Path(os.environ.get("TBPR_HOME", ".tbpr")).resolve()
+
+
+@dataclass(frozen=True)
+class Home:
+    """What lives under TBPR_HOME (DESIGN.md, "Home and embedded defaults")."""
+
+    root: Path
+
+    @property
+    def data(self) -> Path:
+        """Prepared DATA folders, one per source."""
+        return self.root / "data"
+
+    @property
+    def runs(self) -> Path:
+        """Pipeline runs (`<time>-<name>/`) and standalone trainings (`train/<run id>/`)."""
+        return self.root / "runs"
+
+    @property
+    def mlflow_db(self) -> Path:
+        return self.root / "mlflow.db"
+
+    @property
+    def mlartifacts(self) -> Path:
+        return self.root / "mlartifacts"
+
+    @property
+    def warehouse(self) -> Path:
+        return self.root / "warehouse.duckdb"
+
+    @property
+    def model_cache(self) -> Path:
+        """Checkpoints downloaded from a remote artifact store."""
+        return self.root / "cache" / "models"
+
+
+def home() -> Home:
+    """The layout of the current `TBPR_HOME`."""
+    return Home(tbpr_home())

@@ -1,0 +1,221 @@
+"""Embed one split of DATA with a trained model: the EMB folder that scoring and search read.
+
+Global embeddings go to Parquet with their ids, local features to memory-mappable float16 `.npy`
+files, and FAISS indexes are built over the gallery globals (layout: `tasks.embed.layout`).
+Captions are encoded in batches trimmed to their longest caption and stored padded to the longest
+caption of the split (mask False), so L is the split's longest caption, at most `max_length`.
+Dimension letters: Q queries, G gallery, N regions, L words, D dim.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+from rich.progress import Progress
+from torch.utils.data import DataLoader
+
+from tasks.core.device import autocast, resolve_device
+from tasks.core.errors import TbprError
+from tasks.core.files import write_parquet_atomic
+from tasks.data.layout import IMAGES
+from tasks.data.reader import ImageDataset, SplitData, load_prepared
+from tasks.embed import layout
+from tasks.embed.index import build_index, check_index_kind, index_file, save_index
+from tbpr_models import ImageTransform, build_tokenizer, load_checkpoint
+from tbpr_models.checkpoint import CONFIG_FILE, is_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EmbedSummary:
+    """What `embed_split` wrote: the EMB folder, its `embed.json` record (counts, dims, indexes), the time."""
+
+    out: Path
+    info: layout.EmbedInfo
+    seconds: float
+
+
+def embed_split(
+    data: Path,
+    checkpoint: Path,
+    out: Path,
+    *,
+    split: str = "test",
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+    indexes: Sequence[str] = ("flat", "hnsw", "ivf"),
+    model_ref: str | None = None,
+    train_run_id: str | None = None,
+) -> EmbedSummary:
+    """Encode `split` of `data` with the checkpoint and write the EMB folder `out` (embed.json last)."""
+    kinds = [check_index_kind(kind) for kind in indexes]
+    if not is_checkpoint(checkpoint):
+        raise TbprError(
+            f"no checkpoint at {checkpoint} (weights or config missing); pass a trained run or model"
+        )
+    torch_device = resolve_device(device)
+    start = time.perf_counter()
+    prepared = load_prepared(data, splits=(split,))
+    part = prepared.splits[split]
+    model = load_checkpoint(checkpoint, device=torch_device).eval()
+    config = model.config
+    out.mkdir(parents=True, exist_ok=True)
+    (out / layout.EMBED_JSON).unlink(missing_ok=True)  # embed.json marks a complete folder
+    transform = ImageTransform(config.image.height, config.image.width, train=False)
+    image_global = _embed_images(model, part, transform, out, batch_size, torch_device, precision)
+    input_ids, attention_mask = build_tokenizer(config.text)(part.texts)  # (Q, L) each
+    text_global = _embed_texts(model, input_ids, attention_mask, out, batch_size, torch_device, precision)
+    _write_gallery(data, part, image_global, out)
+    _write_queries(part, text_global, out)
+    for kind in kinds:
+        save_index(build_index(image_global, kind), index_file(out, kind))
+    image_local = np.load(out / layout.IMAGE_LOCAL, mmap_mode="r")
+    text_local = np.load(out / layout.TEXT_LOCAL, mmap_mode="r")
+    info = layout.EmbedInfo(
+        model_ref=model_ref or str(checkpoint),
+        checkpoint=str(checkpoint.resolve()),
+        data=str(Path(data).resolve()),
+        split=split,
+        variant=str(config.variant.kind),
+        pairwise=bool(model.pairwise),
+        num_images=len(image_global),
+        num_queries=len(text_global),
+        embed_dim=image_global.shape[1],
+        num_regions=image_local.shape[1],
+        max_length=text_local.shape[1],
+        indexes=tuple(kinds),
+        train_run_id=train_run_id,
+        dataset=prepared.dataset,
+        config=json.loads((checkpoint / CONFIG_FILE).read_text()),
+    )
+    info.write(out)
+    seconds = time.perf_counter() - start
+    log.info(
+        "embedded %d images and %d captions into %s in %.1f s",
+        info.num_images,
+        info.num_queries,
+        out,
+        seconds,
+    )
+    return EmbedSummary(out=out, info=info, seconds=seconds)
+
+
+@torch.inference_mode()
+def _embed_images(
+    model: Any,
+    part: SplitData,
+    transform: Any,
+    out: Path,
+    batch_size: int,
+    device: torch.device,
+    precision: str,
+) -> np.ndarray:
+    """Gallery globals (G, D) float32; locals streamed into EMB/image_local.npy (G, N, D) float16."""
+    loader = DataLoader(ImageDataset(part, transform), batch_size=batch_size)
+    total = len(part.image_ids)
+    globals_: list[np.ndarray] = []
+    local: np.memmap | None = None
+    row = 0
+    with Progress(transient=True) as progress:
+        task = progress.add_task("embedding images", total=total)
+        for pixels in loader:
+            with autocast(device, precision):
+                feats = model.encode_images(pixels.to(device))
+            block = feats.local.float().cpu().numpy()  # (B, N, D)
+            if local is None:
+                shape = (total, *block.shape[1:])  # (G, N, D)
+                local = np.lib.format.open_memmap(out / layout.IMAGE_LOCAL, "w+", np.float16, shape)
+            local[row : row + len(block)] = block
+            globals_.append(feats.global_.float().cpu().numpy())
+            row += len(block)
+            progress.advance(task, len(block))
+    assert local is not None
+    local.flush()
+    return np.concatenate(globals_)  # (G, D)
+
+
+@torch.inference_mode()
+def _embed_texts(
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    out: Path,
+    batch_size: int,
+    device: torch.device,
+    precision: str,
+) -> np.ndarray:
+    """Caption globals (Q, D) float32; locals into text_local.npy (Q, L, D) f16 and text_mask.npy (Q, L)."""
+    lengths = attention_mask.sum(dim=1)  # (Q,)
+    width = max(int(lengths.max()), 1)
+    mask = np.lib.format.open_memmap(out / layout.TEXT_MASK, "w+", np.bool_, (len(input_ids), width))
+    local: np.memmap | None = None
+    globals_: list[np.ndarray] = []
+    with Progress(transient=True) as progress:
+        task = progress.add_task("embedding captions", total=len(input_ids))
+        for start in range(0, len(input_ids), batch_size):
+            stop = min(start + batch_size, len(input_ids))
+            length = max(int(lengths[start:stop].max()), 1)
+            ids = input_ids[start:stop, :length].to(device)  # (B, L')
+            valid = attention_mask[start:stop, :length].to(device)  # (B, L')
+            with autocast(device, precision):
+                feats = model.encode_texts(ids, valid)
+            block = feats.local.float().cpu().numpy()  # (B, L', D)
+            if local is None:
+                shape = (len(input_ids), width, block.shape[2])  # (Q, L, D)
+                local = np.lib.format.open_memmap(out / layout.TEXT_LOCAL, "w+", np.float16, shape)
+            local[start:stop, :length] = block
+            local[start:stop, length:] = 0
+            mask[start:stop, :length] = feats.mask.bool().cpu().numpy()
+            mask[start:stop, length:] = False
+            globals_.append(feats.global_.float().cpu().numpy())
+            progress.advance(task, stop - start)
+    assert local is not None
+    local.flush()
+    mask.flush()
+    return np.concatenate(globals_)  # (Q, D)
+
+
+def _embedding_column(vectors: np.ndarray) -> pa.FixedSizeListArray:
+    flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))  # (rows * D,)
+    return pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])
+
+
+def _write_gallery(data: Path, part: SplitData, image_global: np.ndarray, out: Path) -> None:
+    table = pq.read_table(Path(data) / IMAGES, columns=["image_id", "file_path", "split"])
+    table = table.filter(pc.equal(table["split"], part.name))
+    path_of = dict(zip(table["image_id"].to_pylist(), table["file_path"].to_pylist(), strict=True))
+    gallery = pa.table(
+        {
+            "image_id": pa.array(part.image_ids, pa.int64()),
+            "person_id": pa.array(part.image_pids, pa.int64()),
+            "file_path": pa.array([path_of[int(i)] for i in part.image_ids], pa.string()),
+            "embedding": _embedding_column(image_global),
+        }
+    )
+    write_parquet_atomic(gallery, out / layout.GALLERY)
+
+
+def _write_queries(part: SplitData, text_global: np.ndarray, out: Path) -> None:
+    queries = pa.table(
+        {
+            "caption_id": pa.array(part.caption_ids, pa.int64()),
+            "image_id": pa.array(part.image_ids[part.caption_image], pa.int64()),
+            "person_id": pa.array(part.caption_pids, pa.int64()),
+            "text": pa.array(part.texts, pa.string()),
+            "embedding": _embedding_column(text_global),
+        }
+    )
+    write_parquet_atomic(queries, out / layout.QUERIES)

@@ -1,0 +1,111 @@
+"""FAISS indexes over L2-normalised global embeddings: inner product = cosine.
+
+Three kinds: `flat` (exact), `hnsw` (graph, sub-linear search) and `ivf` (inverted lists, nlist ~
+sqrt(G) capped, trained on the gallery itself). Dimension letters: Q queries, G gallery, D dim.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, cast, get_args
+
+import faiss
+import numpy as np
+
+from tasks.core.errors import TbprError
+from tasks.core.files import atomic_path
+
+IndexKind = Literal["flat", "hnsw", "ivf"]
+INDEX_KINDS: tuple[IndexKind, ...] = get_args(IndexKind)
+
+
+@dataclass(frozen=True)
+class IndexParams:
+    """Build and search settings. `ivf_nprobe=0` probes half of the lists (at least 8): recall first."""
+
+    hnsw_m: int = 32
+    hnsw_ef_construction: int = 80
+    hnsw_ef_search: int = 128  # raised to 2k at search time when k is larger
+    ivf_nlist_cap: int = 1024
+    ivf_min_points_per_list: int = 39  # FAISS warns below 39 training points per centroid
+    ivf_nprobe: int = 0
+
+
+def check_index_kind(name: str) -> IndexKind:
+    """`name` as an `IndexKind`, or a TbprError listing the kinds."""
+    if name not in INDEX_KINDS:
+        raise TbprError(f"unknown index {name!r}; use one of {', '.join(INDEX_KINDS)}")
+    return cast(IndexKind, name)
+
+
+def ivf_nlist(num_vectors: int, params: IndexParams = IndexParams()) -> int:
+    """Number of IVF lists: ~sqrt(G), at most `ivf_nlist_cap`, enough training points per list."""
+    by_points = num_vectors // params.ivf_min_points_per_list
+    return max(1, min(round(math.sqrt(num_vectors)), by_points, params.ivf_nlist_cap))
+
+
+def build_index(vectors: np.ndarray, kind: IndexKind, params: IndexParams = IndexParams()) -> faiss.Index:
+    """An inner-product index of `vectors` (G, D) float32, with ids 0..G-1 in row order."""
+    data = np.ascontiguousarray(vectors, dtype=np.float32)  # (G, D)
+    dim = data.shape[1]
+    index: faiss.Index
+    if kind == "flat":
+        index = faiss.IndexFlatIP(dim)
+    elif kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, params.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = params.hnsw_ef_construction
+        index.hnsw.efSearch = params.hnsw_ef_search
+    elif kind == "ivf":
+        nlist = ivf_nlist(len(data), params)
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.train(data)
+        index.nprobe = default_nprobe(nlist, params)
+    else:
+        raise TbprError(f"unknown index {kind!r}; use one of {', '.join(INDEX_KINDS)}")
+    index.add(data)
+    return index
+
+
+def default_nprobe(nlist: int, params: IndexParams = IndexParams()) -> int:
+    if params.ivf_nprobe > 0:
+        return min(nlist, params.ivf_nprobe)
+    return min(nlist, max(8, nlist // 2))
+
+
+def search(
+    index: faiss.Index, queries: np.ndarray, k: int, params: IndexParams = IndexParams()
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k (scores (Q, k) float32, ids (Q, k) int64); ids are -1 where fewer than k were found."""
+    k = min(k, index.ntotal)
+    hnsw = _downcast(index)
+    if isinstance(hnsw, faiss.IndexHNSW):
+        hnsw.hnsw.efSearch = max(params.hnsw_ef_search, 2 * k)
+    elif isinstance(hnsw, faiss.IndexIVF) and params.ivf_nprobe > 0:
+        hnsw.nprobe = min(hnsw.nlist, params.ivf_nprobe)
+    data = np.ascontiguousarray(queries, dtype=np.float32)  # (Q, D)
+    scores, ids = index.search(data, k)
+    return scores, ids
+
+
+def _downcast(index: faiss.Index) -> faiss.Index:
+    return faiss.downcast_index(index)
+
+
+def save_index(index: faiss.Index, path: Path) -> Path:
+    """Write `index` atomically (temporary file, then rename)."""
+    with atomic_path(path) as tmp:
+        faiss.write_index(index, str(tmp))
+    return path
+
+
+def load_index(path: Path) -> faiss.Index:
+    if not path.is_file():
+        raise TbprError(f"no FAISS index at {path}; run `tbpr embed` with this index kind first")
+    return faiss.read_index(str(path))
+
+
+def index_file(emb: Path, kind: IndexKind) -> Path:
+    return emb / f"index_{kind}.faiss"

@@ -1,0 +1,73 @@
+"""The EMB/ folder written by `tasks.embed.encode` and read by scoring and search.
+
+```
+EMB/gallery.parquet   image_id, person_id, file_path, embedding fixed_size_list<float32>[D]
+EMB/queries.parquet   caption_id, image_id, person_id, text, embedding fixed_size_list<float32>[D]
+EMB/image_local.npy   (G, N, D) float16, memory-mappable
+EMB/text_local.npy    (Q, L, D) float16
+EMB/text_mask.npy     (Q, L) bool
+EMB/index_<kind>.faiss  flat / hnsw / ivf over the gallery embeddings
+EMB/embed.json        EmbedInfo: model ref, checkpoint, DATA, config, counts, dims (written last)
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tasks.core.errors import TbprError
+from tasks.core.files import write_json_atomic
+
+GALLERY = "gallery.parquet"
+QUERIES = "queries.parquet"
+IMAGE_LOCAL = "image_local.npy"
+TEXT_LOCAL = "text_local.npy"
+TEXT_MASK = "text_mask.npy"
+EMBED_JSON = "embed.json"
+
+
+@dataclass(frozen=True)
+class EmbedInfo:
+    """What `embed.json` records about an EMB folder."""
+
+    model_ref: str  # run id, model URI or checkpoint folder as given
+    checkpoint: str  # resolved checkpoint folder
+    data: str  # the DATA folder (images.parquet is read from it for contact sheets)
+    split: str
+    variant: str
+    pairwise: bool
+    num_images: int  # G
+    num_queries: int  # Q
+    embed_dim: int  # D
+    num_regions: int  # N
+    max_length: int  # L
+    indexes: tuple[str, ...]
+    train_run_id: str | None = None
+    dataset: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)  # the checkpoint's config.json
+
+    def write(self, emb: Path) -> Path:
+        """Write `embed.json` atomically."""
+        return write_json_atomic(emb / EMBED_JSON, dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def read(cls, emb: Path) -> EmbedInfo:
+        """Read `embed.json` of `emb`, or a TbprError saying to run `tbpr embed`."""
+        path = emb / EMBED_JSON
+        if not emb.is_dir():
+            raise TbprError(
+                f"no embeddings folder at {emb}; run `tbpr embed DATA --run RUN --out {emb}` first"
+            )
+        if not path.is_file():
+            raise TbprError(
+                f"{emb} has no {EMBED_JSON} (missing or interrupted embed); run `tbpr embed` again"
+            )
+        raw = json.loads(path.read_text())
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {key: value for key, value in raw.items() if key in known}
+        values["indexes"] = tuple(values.get("indexes", ()))
+        return cls(**values)

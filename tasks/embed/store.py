@@ -1,0 +1,95 @@
+"""The reader of an EMB folder: a `FeatureSource` (`tbpr_models.scoring`) with the globals in memory
+and the local features memory-mapped.
+
+Scoring asks it for globals (small) and for the local features of a block or a candidate list only,
+so no (Q, G, L, N) tensor and no whole (G, N, D) float32 copy is ever needed.
+Dimension letters: Q queries, G gallery, N regions, L words, D dim.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from tasks.core.errors import TbprError
+from tasks.embed import layout
+from tbpr_models.features import ImageFeatures, TextFeatures
+from tbpr_models.scoring import Rows
+
+
+def read_embeddings(path: Path, column: str = "embedding") -> np.ndarray:
+    """The fixed_size_list<float32> column of a Parquet file as a (rows, D) float32 array."""
+    table = pq.read_table(path, columns=[column])
+    array = table.column(column).combine_chunks()
+    if not isinstance(array, pa.FixedSizeListArray):
+        raise TbprError(
+            f"{path}:{column} is {array.type}, expected fixed_size_list<float32>; re-run `tbpr embed`"
+        )
+    values = np.array(array.flatten().to_numpy(zero_copy_only=False), dtype=np.float32)  # writable copy
+    return values.reshape(len(array), array.type.list_size)  # (rows, D)
+
+
+def _tensor(array: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    # float16 on disk, computed in `dtype` (fp16 matmul is very slow on CPUs); np.array copies out of the memmap
+    return torch.from_numpy(np.array(array)).to(device=device, dtype=dtype)
+
+
+class EmbeddingStore:
+    """A `FeatureSource` over an EMB folder: globals loaded, local features memory-mapped."""
+
+    def __init__(self, emb: Path) -> None:
+        self.info = layout.EmbedInfo.read(emb)
+        for name in (layout.GALLERY, layout.QUERIES, layout.IMAGE_LOCAL, layout.TEXT_LOCAL, layout.TEXT_MASK):
+            if not (emb / name).is_file():
+                raise TbprError(f"{emb} lacks {name}; re-run `tbpr embed` into a fresh folder")
+        self.emb = emb
+        self._image_global = read_embeddings(emb / layout.GALLERY)  # (G, D)
+        self._text_global = read_embeddings(emb / layout.QUERIES)  # (Q, D)
+        self.image_local = np.load(emb / layout.IMAGE_LOCAL, mmap_mode="r")  # (G, N, D) float16
+        self.text_local = np.load(emb / layout.TEXT_LOCAL, mmap_mode="r")  # (Q, L, D) float16
+        self.text_mask = np.load(emb / layout.TEXT_MASK, mmap_mode="r")  # (Q, L) bool
+
+    @property
+    def num_images(self) -> int:
+        return len(self._image_global)
+
+    @property
+    def num_texts(self) -> int:
+        return len(self._text_global)
+
+    def image_globals(self) -> np.ndarray:
+        return self._image_global
+
+    def text_globals(self) -> np.ndarray:
+        return self._text_global
+
+    def images(self, rows: Rows, device: torch.device, dtype: torch.dtype) -> ImageFeatures:
+        return ImageFeatures(
+            global_=_tensor(self._image_global[rows], device, dtype),
+            local=_tensor(self.image_local[rows], device, dtype),
+        )
+
+    def texts(self, rows: Rows, device: torch.device, dtype: torch.dtype) -> TextFeatures:
+        return TextFeatures(
+            global_=_tensor(self._text_global[rows], device, dtype),
+            local=_tensor(self.text_local[rows], device, dtype),
+            mask=torch.from_numpy(np.array(self.text_mask[rows])).to(device),
+        )
+
+    def gallery_ids(self) -> tuple[np.ndarray, np.ndarray]:
+        """(image_id (G,), person_id (G,)) int64, in row order."""
+        table = pq.read_table(self.emb / layout.GALLERY, columns=["image_id", "person_id"])
+        return _ids(table, "image_id"), _ids(table, "person_id")
+
+    def query_ids(self) -> tuple[np.ndarray, np.ndarray]:
+        """(caption_id (Q,), person_id (Q,)) int64, in row order."""
+        table = pq.read_table(self.emb / layout.QUERIES, columns=["caption_id", "person_id"])
+        return _ids(table, "caption_id"), _ids(table, "person_id")
+
+
+def _ids(table: pa.Table, column: str) -> np.ndarray:
+    return np.array(table.column(column).to_numpy(), dtype=np.int64)  # a writable copy

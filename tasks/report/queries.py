@@ -1,0 +1,64 @@
+"""Run the analysts' queries in `sql/` (or any SQL file) against the warehouse."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from tasks.core.errors import TbprError
+
+SQL_DIR = Path(__file__).resolve().parents[2] / "sql"  # sql/ at the top of the checkout
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """Rows of one query, with its column names and the question it answers (the header comment)."""
+
+    name: str
+    question: str
+    columns: list[str]
+    rows: list[tuple[object, ...]]
+
+
+def available_queries() -> list[str]:
+    return sorted(path.stem for path in SQL_DIR.glob("*.sql"))
+
+
+def resolve_query(name_or_file: str) -> Path:
+    """`leaderboard` -> `sql/leaderboard.sql`; an existing file path is taken as is."""
+    path = Path(name_or_file)
+    if path.is_file():
+        return path
+    named = SQL_DIR / f"{name_or_file.removesuffix('.sql')}.sql"
+    if named.is_file():
+        return named
+    raise TbprError(f"no query {name_or_file!r}; use a file or one of: {', '.join(available_queries())}")
+
+
+def question_of(sql: str) -> str:
+    """The header comment of a query file, as one line."""
+    lines = [line.removeprefix("--").strip() for line in sql.splitlines() if line.startswith("--")]
+    return " ".join(lines)
+
+
+def run_query(warehouse: Path, query: Path) -> QueryResult:
+    """Execute `query` on a read-only connection to `warehouse`."""
+    if not warehouse.is_file():
+        raise TbprError(f"no warehouse at {warehouse}; run `tbpr run` (it syncs MLflow into DuckDB) first")
+    sql = query.read_text(encoding="utf-8")
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        rel = con.sql(sql)
+        if rel is None:
+            raise TbprError(f"{query} returns no rows (it is not a SELECT); write one query per file")
+        return QueryResult(query.stem, question_of(sql), list(rel.columns), rel.fetchall())
+    except duckdb.Error as exc:
+        raise TbprError(f"query {query} failed: {exc}; check it against the warehouse tables") from exc
+    finally:
+        con.close()
+
+
+def leaderboard(warehouse: Path) -> QueryResult:
+    return run_query(warehouse, SQL_DIR / "leaderboard.sql")

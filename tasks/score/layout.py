@@ -1,0 +1,26 @@
+"""The scoring OUT folder, written by `tasks.score.run` and read by the warehouse and the plots.
+
+```
+OUT/rankings.parquet  query_id (caption_id) int64, rank int32 (1..100), image_id int64, score float32
+OUT/metrics.json      R1 R5 R10 mAP mINP (percent), pairs_scored, seconds, mode, top_k, index,
+                      scoring_run_id, and the job's details (variant, train_run_id, precision, ...)
+```
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+
+RANKINGS = "rankings.parquet"
+METRICS = "metrics.json"
+RANKINGS_TOP = 100  # ranks kept per query
+RANKINGS_SCHEMA = pa.schema(
+    [("query_id", pa.int64()), ("rank", pa.int32()), ("image_id", pa.int64()), ("score", pa.float32())]
+)
+
+
+def rankings_glob(root: Path) -> str:
+    """A recursive glob of every scoring output's rankings file under `root`."""
+    return str(root / "**" / RANKINGS)

@@ -1,0 +1,274 @@
+"""Score the queries of an EMB folder against its gallery: exhaustive or pruned.
+
+Exhaustive scoring calls the pair scorer `model.similarity` on blocks; pruned scoring calls its
+batched form `model.similarity_candidates` (the same scores) on each chunk of queries' FAISS candidates.
+The model is rebuilt from the checkpoint recorded in `embed.json`; both modes both write `OUT/rankings.parquet` (top 100 per query) and `OUT/metrics.json`, and log
+an MLflow scoring run through `tasks.tracking.store`. Dimension letters: Q queries, G gallery.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import numpy as np
+import torch
+
+from tasks.core.device import Precision, precision_dtype, resolve_device
+from tasks.core.errors import TbprError
+from tasks.core.files import write_json_atomic, write_parquet_atomic
+from tasks.embed.index import IndexParams, check_index_kind, index_file, load_index
+from tasks.embed.store import EmbeddingStore
+from tasks.score.exhaustive import exhaustive_similarity
+from tasks.score.layout import METRICS, RANKINGS
+from tasks.score.pruned import batched_chunk_size, first_stage, rerank
+from tasks.score.ranking import (
+    Ranking,
+    global_similarity,
+    rank_exhaustive,
+    rank_pruned,
+    ranking_similarity,
+    rankings_table,
+)
+from tasks.tracking import names
+from tasks.tracking.config import TrackingConfig
+from tbpr_models import RetrievalModel, load_checkpoint, retrieval_metrics
+from tbpr_models.scoring import Shapes, plan_blocks
+
+log = logging.getLogger(__name__)
+
+ScoreMode = Literal["exhaustive", "pruned"]
+SCORE_MODES: tuple[str, ...] = get_args(ScoreMode)
+# The precision of the pair scorer's matmuls and features (`tasks.core.device`); each word's relevance
+# and the sum over words stay float32.
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    out: Path
+    mode: ScoreMode
+    metrics: dict[str, float]  # R1, R5, R10, mAP, mINP in percent
+    pairs_scored: int
+    seconds: float  # scoring time: exhaustive blocks, or FAISS search + re-ranking
+    top_k: int | None
+    index: str | None
+    run_id: str | None = None  # the MLflow scoring run
+    details: dict[str, Any] = field(default_factory=dict)  # everything else in metrics.json
+
+
+@dataclass(frozen=True)
+class _Scored:
+    ranking: Ranking
+    similarity: np.ndarray  # (Q, G) whose descending order is the ranking
+    pairs_scored: int
+    seconds: float
+    details: dict[str, Any]
+
+
+def score(
+    emb: Path,
+    out: Path,
+    *,
+    mode: ScoreMode,
+    top_k: int = 64,
+    index: str = "flat",
+    memory_budget_mb: float = 512.0,
+    device: str | torch.device = "cpu",
+    precision: Precision = "fp32",
+    track: bool = True,
+    tracking: TrackingConfig | None = None,
+    parent_run_id: str | None = None,
+) -> ScoreResult:
+    """Rank every query of `emb`, write rankings and metrics to `out`, and log a scoring run."""
+    if mode not in SCORE_MODES:
+        raise TbprError(f"unknown mode {mode!r}; use one of {', '.join(SCORE_MODES)}")
+    kind = check_index_kind(index)
+    if top_k < 1:
+        raise TbprError(f"--top-k must be at least 1 (got {top_k})")
+    dtype = precision_dtype(precision)
+    torch_device = resolve_device(device)
+    store = EmbeddingStore(emb)
+    model = load_checkpoint(Path(store.info.checkpoint), device=torch_device).eval()
+    if mode == "exhaustive":
+        scored = _exhaustive(model, store, memory_budget_mb, torch_device, dtype)
+    else:
+        scored = _pruned(model, store, emb, kind, top_k, memory_budget_mb, torch_device, dtype)
+    query_ids, query_pids = store.query_ids()
+    image_ids, gallery_pids = store.gallery_ids()
+    metrics = retrieval_metrics(scored.similarity, query_pids, gallery_pids)
+    result = ScoreResult(
+        out=out,
+        mode=mode,
+        metrics={name: float(metrics[name]) for name in names.METRICS},
+        pairs_scored=scored.pairs_scored,
+        seconds=scored.seconds,
+        top_k=top_k if mode == "pruned" else None,
+        index=kind if mode == "pruned" else None,
+        details={**scored.details, "precision": precision, **_model_details(store)},
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    write_parquet_atomic(rankings_table(scored.ranking, query_ids, image_ids), out / RANKINGS)
+    write_json_atomic(out / METRICS, metrics_document(result), indent=2, sort_keys=True)
+    if track:
+        run_id = log_scoring_run(result, tracking=tracking, parent_run_id=parent_run_id)
+        result = dataclasses.replace(result, run_id=run_id)
+        write_json_atomic(out / METRICS, metrics_document(result), indent=2, sort_keys=True)
+    log.info(
+        "%s scoring: R1 %.2f, %d pairs in %.2f s",
+        mode,
+        result.metrics["R1"],
+        result.pairs_scored,
+        result.seconds,
+    )
+    return result
+
+
+def _exhaustive(
+    model: RetrievalModel,
+    store: EmbeddingStore,
+    memory_budget_mb: float,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> _Scored:
+    shapes = _shapes(store)
+    plan = plan_blocks(shapes, memory_budget_mb, model.head.pair_floats(shapes.words, shapes.regions))
+    start = time.perf_counter()
+    similarity = exhaustive_similarity(
+        model.similarity, store, plan, device=device, dtype=dtype, show_progress=True
+    )
+    seconds = time.perf_counter() - start
+    details = {"query_block": plan.query_block, "gallery_block": plan.gallery_block}
+    pairs = similarity.size
+    return _Scored(rank_exhaustive(similarity), similarity, pairs, seconds, details)
+
+
+def _pruned(
+    model: RetrievalModel,
+    store: EmbeddingStore,
+    emb: Path,
+    kind: Any,
+    top_k: int,
+    memory_budget_mb: float,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> _Scored:
+    faiss_index = load_index(index_file(emb, kind))
+    shapes = _shapes(store)
+    image_floats = model.head.candidate_image_floats(shapes.regions, shapes.dim)
+    chunk = batched_chunk_size(top_k, shapes, memory_budget_mb, image_floats, dtype.itemsize)
+    start = time.perf_counter()
+    candidates = first_stage(faiss_index, store.text_globals(), top_k, IndexParams())
+    stage1_seconds = time.perf_counter() - start
+    reranked = rerank(
+        model,
+        store,
+        candidates,
+        device=device,
+        dtype=dtype,
+        chunk=chunk,
+        memory_budget_mb=memory_budget_mb,
+        show_progress=True,
+    )
+    seconds = time.perf_counter() - start
+    # evaluation only: images outside the top-k keep their first-stage (global cosine) order
+    ranking = rank_pruned(
+        candidates, reranked, global_similarity(store.text_globals(), store.image_globals())
+    )
+    details = {
+        "seconds_stage1": stage1_seconds,
+        "seconds_rerank": seconds - stage1_seconds,
+        "rerank_group": chunk,
+        "rerank_calls": reranked.calls,
+        "rerank_workers": reranked.workers,
+        "candidates_found": int((candidates.ids >= 0).sum()),
+    }
+    return _Scored(ranking, ranking_similarity(ranking), reranked.pairs_scored, seconds, details)
+
+
+def _shapes(store: EmbeddingStore) -> Shapes:
+    info = store.info
+    return Shapes(
+        num_texts=info.num_queries,
+        num_images=info.num_images,
+        words=info.max_length,
+        regions=info.num_regions,
+        dim=info.embed_dim,
+    )
+
+
+def _model_details(store: EmbeddingStore) -> dict[str, Any]:
+    info = store.info
+    return {
+        "model_ref": info.model_ref,
+        "train_run_id": info.train_run_id,
+        "variant": info.variant,
+        "dataset": info.dataset,
+        "num_queries": info.num_queries,
+        "num_images": info.num_images,
+    }
+
+
+def log_scoring_run(
+    result: ScoreResult, *, tracking: TrackingConfig | None = None, parent_run_id: str | None = None
+) -> str:
+    """An MLflow run (stage=score) in experiment tbpr/<dataset>, tagged with the training run; its id."""
+    from tasks.tracking.store import Tracker  # mlflow loads only when a run is logged
+
+    tracker = Tracker(tracking)
+    details = result.details
+    dataset = str(details.get("dataset") or "unknown")
+    tags = {
+        names.TAG_STAGE: names.STAGE_SCORE,
+        names.TAG_VARIANT: str(details.get("variant")),
+        names.TAG_DATASET: dataset,
+        names.TAG_MODE: result.mode,
+    }
+    if details.get("train_run_id"):
+        tags[names.TAG_TRAIN_RUN] = str(details["train_run_id"])
+    name = f"score-{details.get('variant')}-{result.mode}" + (
+        f"-{result.index}-k{result.top_k}" if result.top_k else ""
+    )
+    run_id = tracker.start_run(tracker.experiment_id(dataset), name, tags, parent_run_id=parent_run_id)
+    try:
+        params = {
+            names.PARAM_MODE: result.mode,
+            names.PARAM_TOP_K: result.top_k,
+            names.PARAM_INDEX: result.index,
+            names.PARAM_MODEL_REF: details["model_ref"],
+        }
+        params |= {
+            key: details[key]
+            for key in ("precision", "rerank_group", "query_block", "gallery_block")
+            if key in details
+        }
+        tracker.log_params(run_id, {key: str(value) for key, value in params.items()})
+        metrics = {names.metric_key("test", name): value for name, value in result.metrics.items()}
+        metrics |= {names.SCORE_SECONDS: result.seconds, names.SCORE_PAIRS: float(result.pairs_scored)}
+        tracker.log_metrics(run_id, metrics, step=0)
+        tracker.log_artifacts(run_id, result.out / METRICS)
+    except BaseException:
+        tracker.end_run(run_id, "FAILED")
+        raise
+    tracker.end_run(run_id)
+    return run_id
+
+
+def metrics_document(result: ScoreResult) -> dict[str, Any]:
+    """The content of `metrics.json`."""
+    return {
+        **result.metrics,
+        "pairs_scored": result.pairs_scored,
+        "seconds": result.seconds,
+        "mode": result.mode,
+        "top_k": result.top_k,
+        "index": result.index,
+        "scoring_run_id": result.run_id,
+        **result.details,
+    }
+
+
+__all__ = ["SCORE_MODES", "Precision", "ScoreMode", "ScoreResult", "metrics_document", "score"]

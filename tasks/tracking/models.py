@@ -1,0 +1,31 @@
+"""Model references -> checkpoint folders, the one resolver: a checkpoint folder as is, else a
+training run id or a registry URI (`models:/tbpr-<variant>@champion`, `models:/name/3`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tasks.core.errors import TbprError
+from tasks.tracking.config import TrackingConfig
+from tasks.tracking.store import Tracker
+from tbpr_models.checkpoint import is_checkpoint
+
+
+def resolve_checkpoint(
+    ref: str | Path, tracking: TrackingConfig | None = None
+) -> tuple[Path, dict[str, Any]]:
+    """(checkpoint folder, run info) of `ref`; run info is empty for a folder given directly.
+
+    A folder is a checkpoint when it holds what only `save_checkpoint` writes (DESIGN.md, "Models");
+    an existing folder that is not one is a TbprError rather than a lookup in the tracking store.
+    """
+    folder = Path(ref)
+    if is_checkpoint(folder):
+        return folder, {}
+    if folder.is_dir():
+        raise TbprError(
+            f"{folder} is a folder but not a checkpoint (no model weights and config); pass a folder "
+            "written by `tbpr train` (epoch_NNN/), a train run id or models:/tbpr-<variant>@champion"
+        )
+    return Tracker(tracking).resolve_model(str(ref))

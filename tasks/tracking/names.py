@@ -1,0 +1,52 @@
+"""The MLflow names tbpr writes and the warehouse SQL reads: the contract between them (DESIGN.md,
+"Tracking"). Writers and `tasks.report.warehouse` import these; change one here and both follow."""
+
+from __future__ import annotations
+
+# Tags of every run
+TAG_VARIANT = "variant"
+TAG_DATASET = "dataset"
+TAG_STAGE = "stage"  # one of the STAGE_* values
+TAG_GIT_SHA = "git_sha"
+TAG_PARENT_RUN = "mlflow.parentRunId"  # MLflow's own tag of a child run
+# Tags of training runs
+TAG_CONFIG_HASH = "config_hash"  # identity of a run for --resume
+TAG_CHECKPOINT_DIR = "checkpoint_dir"
+TAG_BEST_EPOCH = "best_epoch"
+# Tags of scoring runs
+TAG_TRAIN_RUN = "train_run_id"
+TAG_MODE = "mode"
+
+STAGE_TRAIN = "train"
+STAGE_SCORE = "score"
+STAGE_PIPELINE = "pipeline"
+
+# Params of scoring runs (training runs log their flattened settings as `model.*` and `train.*`)
+PARAM_MODE = "mode"
+PARAM_TOP_K = "top_k"
+PARAM_INDEX = "index"
+PARAM_MODEL_REF = "model_ref"
+PARAM_SEED = "train.seed"
+
+# Metric keys: `<split>/<name>` per epoch (train, val) or once (test); scoring cost
+METRICS = ("R1", "R5", "R10", "mAP", "mINP")  # retrieval metrics, percent
+TRAIN_LOSS = "train/loss"
+TRAIN_SPEED = "train/samples_per_s"
+SCORE_SECONDS = "score/seconds"
+SCORE_PAIRS = "score/pairs_scored"
+
+
+def metric_key(split: str, name: str) -> str:
+    """`metric_key("val", "R1")` -> `"val/R1"`; `metric_key("train", "loss_sdm")` -> `"train/loss_sdm"`."""
+    return f"{split}/{name}"
+
+
+# Model registry
+CHECKPOINT_ARTIFACT = "checkpoint"  # artifact folder of a training run's selected checkpoint
+CHAMPION = "champion"  # alias that moves only when val R1 improves
+VERSION_VAL_R1 = "val_R1"  # model version tag: the val/R1 of the selected checkpoint
+
+
+def model_name(variant: str) -> str:
+    """Registered model name of a variant: `tbpr-<variant>`."""
+    return f"tbpr-{variant}"

@@ -1,0 +1,221 @@
+"""MLflow, in one module: experiments, runs, params, metrics, artifacts, model registry, champion.
+
+Everything goes through an explicit `MlflowClient` built from a `TrackingConfig` (no global tracking
+URI, no active-run stack), so threads of a flow can track different runs side by side.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import subprocess
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunStatus
+from mlflow.exceptions import MlflowException
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+from tasks.core.env import configure_offline, home
+from tasks.core.errors import TbprError
+from tasks.tracking.config import TrackingConfig
+from tasks.tracking.names import (
+    CHAMPION,
+    CHECKPOINT_ARTIFACT,
+    TAG_DATASET,
+    TAG_GIT_SHA,
+    TAG_VARIANT,
+    VERSION_VAL_R1,
+)
+from tbpr_models.checkpoint import is_checkpoint
+
+log = logging.getLogger(__name__)
+
+_BATCH = 100  # MLflow's limit of params per log_batch call
+
+
+def git_sha() -> str:
+    """The commit of the checkout this code runs from, or "unknown" outside a git checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def _sqlite_client(uri: str, database: Path) -> MlflowClient:
+    """A client on a SQLite store, built under a file lock: building it creates and migrates the schema,
+    and processes starting together otherwise race on `CREATE TABLE` ("table datasets already exists")."""
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(database.with_name(database.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        client.search_registered_models(max_results=1)  # the registry store initialises on first use
+        return client
+
+
+class Tracker:
+    """An MLflow client bound to one tracking configuration."""
+
+    def __init__(self, tracking: TrackingConfig | None = None) -> None:
+        configure_offline()
+        self.config = tracking or TrackingConfig()
+        uri = self.config.resolved_tracking_uri()
+        if uri.startswith("sqlite:///"):
+            self.client = _sqlite_client(uri, Path(uri.removeprefix("sqlite:///")))
+        else:
+            self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+    def experiment_id(self, dataset: str) -> str:
+        """Id of experiment `tbpr/<dataset>` (or the configured name), created with an explicit artifact root."""
+        name = self.config.experiment or f"tbpr/{dataset}"
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return str(found.experiment_id)
+        try:
+            return str(self.client.create_experiment(name, self.config.experiment_artifact_location(name)))
+        except MlflowException:  # created meanwhile by a concurrent task
+            found = self.client.get_experiment_by_name(name)
+            if found is None:
+                raise
+            return str(found.experiment_id)
+
+    def start_run(
+        self, experiment_id: str, run_name: str, tags: Mapping[str, str], parent_run_id: str | None = None
+    ) -> str:
+        """A new RUNNING run (a child of `parent_run_id` when given); returns its id."""
+        all_tags = {TAG_GIT_SHA: git_sha(), **tags}
+        if parent_run_id:
+            all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
+        return str(self.client.create_run(experiment_id, run_name=run_name, tags=all_tags).info.run_id)
+
+    def reopen_run(self, run_id: str) -> None:
+        self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+
+    def end_run(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status)
+
+    def latest_unfinished_run(self, experiment_id: str, tags: Mapping[str, str]) -> str | None:
+        """The most recent run with these tags that did not finish (crashed, killed, failed), if any."""
+        where = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+        runs = self.client.search_runs(
+            [experiment_id],
+            filter_string=f"{where} and attributes.status != 'FINISHED'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        return str(runs[0].info.run_id) if runs else None
+
+    def set_tag(self, run_id: str, key: str, value: str) -> None:
+        self.client.set_tag(run_id, key, value)
+
+    def run_tags(self, run_id: str) -> dict[str, str]:
+        return dict(self.client.get_run(run_id).data.tags)
+
+    def log_params(self, run_id: str, params: Mapping[str, str]) -> None:
+        items = [Param(k, v) for k, v in params.items()]
+        for start in range(0, len(items), _BATCH):
+            self.client.log_batch(run_id, params=items[start : start + _BATCH])
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
+        now = int(time.time() * 1000)
+        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+    def log_artifacts(self, run_id: str, local: Path, artifact_path: str | None = None) -> None:
+        if local.is_dir():
+            self.client.log_artifacts(run_id, str(local), artifact_path)
+        else:
+            self.client.log_artifact(run_id, str(local), artifact_path)
+
+    def register_model(self, name: str, run_id: str, tags: Mapping[str, str]) -> str:
+        """A new version of registered model `name` whose source is the run's checkpoint artifact."""
+        try:
+            self.client.create_registered_model(name)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        source = f"{self.client.get_run(run_id).info.artifact_uri}/{CHECKPOINT_ARTIFACT}"
+        version = self.client.create_model_version(name, source, run_id=run_id, tags=dict(tags))
+        return str(version.version)
+
+    def champion(self, name: str) -> tuple[str, float] | None:
+        """(version, val R1) of the current champion of `name`, or None when it has none."""
+        try:
+            version = self.client.get_model_version_by_alias(name, CHAMPION)
+        except MlflowException:
+            return None
+        return str(version.version), float(version.tags.get(VERSION_VAL_R1, "-inf"))
+
+    def promote_if_better(self, name: str, version: str) -> bool:
+        """Move the `champion` alias to `version` when its val R1 beats the champion's (ties keep it)."""
+        score = float(self.client.get_model_version(name, version).tags[VERSION_VAL_R1])
+        current = self.champion(name)
+        if current is not None and (current[0] == version or score <= current[1]):
+            log.info("%s v%s (val/R1 %.2f) does not beat champion %s", name, version, score, current)
+            return False
+        self.client.set_registered_model_alias(name, CHAMPION, version)
+        log.info("%s v%s (val/R1 %.2f) is the new champion", name, version, score)
+        return True
+
+    def resolve_model(self, ref: str) -> tuple[Path, dict[str, Any]]:
+        """A run id or `models:/name@alias` / `models:/name/version` -> (local checkpoint dir, run info)."""
+        info: dict[str, Any] = {}
+        try:
+            if ref.startswith("models:/"):
+                name, _, rest = ref.removeprefix("models:/").partition("@")
+                if rest:
+                    version = self.client.get_model_version_by_alias(name, rest)
+                else:
+                    name, _, number = name.partition("/")
+                    version = self.client.get_model_version(name, number)
+                info |= {"model_name": name, "model_version": str(version.version)}
+                run_id, source = str(version.run_id), str(version.source)
+            else:
+                run_id = ref
+                source = f"{self.client.get_run(ref).info.artifact_uri}/{CHECKPOINT_ARTIFACT}"
+            run = self.client.get_run(run_id)
+        except MlflowException as exc:
+            raise TbprError(
+                f"no model found for {ref!r} ({exc.error_code}); pass a train run id or "
+                "models:/tbpr-<variant>@champion from this tracking store"
+            ) from exc
+        local = self._local_artifacts(source, run_id)
+        if not is_checkpoint(local):
+            raise TbprError(f"{ref!r} has no checkpoint at {source}; was the run finished by `tbpr train`?")
+        tags = run.data.tags
+        info |= {
+            "run_id": run_id,
+            "variant": tags.get(TAG_VARIANT),
+            "dataset": tags.get(TAG_DATASET),
+            "experiment_id": run.info.experiment_id,
+            "metrics": dict(run.data.metrics),
+            "tags": dict(tags),
+        }
+        return local, info
+
+    def _local_artifacts(self, source: str, run_id: str) -> Path:
+        parsed = urlparse(source)
+        if parsed.scheme in ("", "file"):
+            return Path(unquote(parsed.path))
+        from mlflow.artifacts import download_artifacts
+
+        target = home().model_cache / run_id
+        target.mkdir(parents=True, exist_ok=True)
+        uri = self.config.resolved_tracking_uri()
+        return Path(download_artifacts(artifact_uri=source, dst_path=str(target), tracking_uri=uri))
+
+
+def promote_if_better(tracking: TrackingConfig | None, name: str, version: str) -> bool:
+    """Move alias `champion` of model `name` to `version` when its val R1 beats the champion's."""
+    return Tracker(tracking).promote_if_better(name, version)

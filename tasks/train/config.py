@@ -1,0 +1,70 @@
+"""How to train one variant (`TrainConfig`, pydantic: validated when loaded), and the model it builds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tasks.core.device import DeviceName, Precision
+from tasks.core.errors import TbprError
+from tbpr_models import ModelConfig
+from tbpr_models.registry import VARIANTS, model_config_from_dict
+
+# Settings that change how fast or where a run goes, not what it computes: free to differ on resume.
+RUNTIME_FIELDS = frozenset(
+    {
+        "num_workers",
+        "device",
+        "eval_batch_size",
+        "eval_query_block",
+        "eval_gallery_block",
+        "output_dir",
+        "time_budget_minutes",
+    }
+)
+
+
+def registered_variants() -> list[str]:
+    """Every registered variant's CLI name, sorted: the default set a pipeline trains."""
+    return sorted(VARIANTS)
+
+
+class TrainConfig(BaseModel):
+    """How to train one variant. `model` overrides `tbpr_models.ModelConfig` fields by name:
+    e.g. `{"embed_dim": 32, "text": {"kind": "small"}, "variant": {"k": 8}, "loss_weights": {"id": 0.5}}`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    variant: str = "global"
+    model: dict[str, Any] = Field(default_factory=dict)
+    epochs: int = Field(default=10, ge=1)
+    batch_size: int = Field(default=64, ge=2)
+    lr: float = Field(default=1e-3, gt=0)
+    pretrained_lr_scale: float = Field(default=0.1, gt=0)  # lr factor of pretrained encoder weights
+    weight_decay: float = Field(default=0.02, ge=0)
+    warmup_epochs: float = Field(default=1.0, ge=0)
+    warmup_steps: int | None = Field(default=None, ge=0)  # overrides warmup_epochs when set
+    grad_clip_norm: float | None = Field(default=5.0, gt=0)
+    sampler: Literal["random", "identity"] = "random"
+    captions_per_identity: int = Field(default=2, ge=1)  # K of the identity sampler (P = batch_size // K)
+    num_workers: int = Field(default=1, ge=0)  # 1 worker decodes while the main process trains (measured)
+    device: DeviceName = "auto"
+    precision: Precision = "bf16"
+    seed: int = 0
+    time_budget_minutes: float | None = Field(default=None, gt=0)
+    eval_batch_size: int = Field(default=256, ge=1)
+    eval_query_block: int = Field(default=256, ge=1)  # similarity blocks: queries x gallery images
+    eval_gallery_block: int = Field(default=1024, ge=1)
+    output_dir: Path | None = None  # checkpoints; default $TBPR_HOME/runs/train/<run id>
+
+
+def model_config(config: TrainConfig, num_classes: int) -> ModelConfig:
+    """The ModelConfig of `config.variant` with `config.model` overrides and the training identities."""
+    overrides = dict(config.model)
+    variant = {**overrides.pop("variant", {}), "kind": config.variant}
+    try:
+        return model_config_from_dict({"num_classes": num_classes, **overrides, "variant": variant})
+    except (ValueError, TypeError) as exc:
+        raise TbprError(f"bad model settings for variant {config.variant!r}: {exc}") from exc

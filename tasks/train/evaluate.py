@@ -1,0 +1,105 @@
+"""Encode a split and compute the retrieval metrics (queries = its captions, gallery = its images).
+
+Dimension letters: Q queries, G gallery images, L words, N image regions, D embedding dim.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from tasks.core.device import autocast
+from tasks.data.reader import ImageDataset, SplitData, Tokenize, Transform
+from tasks.train.batches import usable_workers
+from tbpr_models.features import ImageFeatures, TextFeatures
+from tbpr_models.metrics import retrieval_metrics
+from tbpr_models.model import RetrievalModel
+from tbpr_models.scoring import BlockPlan, InMemoryFeatures, similarity_in_blocks
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    device: torch.device
+    precision: str = "bf16"  # "bf16": autocast to bfloat16; "fp32": no autocast
+    batch_size: int = 256
+    query_block: int = 256
+    gallery_block: int = 1024
+    num_workers: int = 0
+
+
+@torch.inference_mode()
+def encode_images(
+    model: RetrievalModel, split: SplitData, transform: Transform, settings: EvalSettings
+) -> ImageFeatures:
+    """Features of every image of `split`, in gallery order, float32 on `settings.device`."""
+    loader = DataLoader(
+        ImageDataset(split, transform),
+        batch_size=settings.batch_size,
+        num_workers=usable_workers(settings.num_workers),
+    )
+    parts = []
+    for pixels in loader:
+        with autocast(settings.device, settings.precision):
+            parts.append(model.encode_images(pixels.to(settings.device)).to(settings.device, torch.float32))
+    return ImageFeatures(
+        global_=torch.cat([p.global_ for p in parts]),  # (G, D)
+        local=torch.cat([p.local for p in parts]),  # (G, N, D)
+    )
+
+
+@torch.inference_mode()
+def encode_texts(
+    model: RetrievalModel, input_ids: Tensor, attention_mask: Tensor, settings: EvalSettings
+) -> TextFeatures:
+    """Features of tokenised captions (Q, L); each batch is trimmed to its longest caption, then the
+    word features are zero-padded (mask False) to the longest caption overall."""
+    lengths = attention_mask.sum(dim=1)  # (Q,)
+    width = max(int(lengths.max()), 1)
+    parts = []
+    for start in range(0, input_ids.shape[0], settings.batch_size):
+        stop = start + settings.batch_size
+        length = max(int(lengths[start:stop].max()), 1)
+        ids = input_ids[start:stop, :length].to(settings.device)  # (B, L')
+        mask = attention_mask[start:stop, :length].to(settings.device)  # (B, L')
+        with autocast(settings.device, settings.precision):
+            feats = model.encode_texts(ids, mask).to(settings.device, torch.float32)
+        pad = width - feats.local.shape[1]
+        parts.append(
+            TextFeatures(
+                global_=feats.global_,
+                local=torch.nn.functional.pad(feats.local, (0, 0, 0, pad)),  # (B, L, D)
+                mask=torch.nn.functional.pad(feats.mask.bool(), (0, pad)),  # (B, L)
+            )
+        )
+    return TextFeatures(
+        global_=torch.cat([p.global_ for p in parts]),  # (Q, D)
+        local=torch.cat([p.local for p in parts]),  # (Q, L, D)
+        mask=torch.cat([p.mask for p in parts]),  # (Q, L)
+    )
+
+
+def evaluate_split(
+    model: RetrievalModel, split: SplitData, tokenize: Tokenize, transform: Transform, settings: EvalSettings
+) -> dict[str, float]:
+    """R1, R5, R10, mAP, mINP (percent) of `split`'s captions against `split`'s images."""
+    was_training = model.training
+    model.eval()
+    try:
+        images = encode_images(model, split, transform, settings)
+        input_ids, attention_mask = tokenize(split.texts)  # (Q, L) each
+        texts = encode_texts(model, input_ids, attention_mask, settings)
+        plan = BlockPlan(settings.query_block, settings.gallery_block)
+
+        def scorer(t: TextFeatures, i: ImageFeatures) -> Tensor:
+            with autocast(settings.device, settings.precision):
+                return model.similarity(t, i)
+
+        similarity = similarity_in_blocks(
+            scorer, InMemoryFeatures(texts, images), plan, device=settings.device
+        )
+    finally:
+        model.train(was_training)
+    return retrieval_metrics(similarity, split.caption_pids, split.image_pids)

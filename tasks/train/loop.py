@@ -1,0 +1,365 @@
+"""Train one variant on prepared DATA: one MLflow run, a checkpoint per epoch, selection on val R1.
+
+`train_variant` is a plain function (the CLI and the Prefect task both call it). The loop: AdamW with
+linear warm-up and cosine decay (pretrained encoders at a lower lr), bf16 autocast, evaluation on the
+val split after each epoch, the best val R1 epoch tested on the test split, registered as
+`tbpr-<variant>` and promoted to `champion` when it beats the current one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_model
+from torch import Tensor, nn
+
+from tasks.core.device import autocast, resolve_device
+from tasks.core.env import home
+from tasks.core.errors import TbprError
+from tasks.core.files import write_text_atomic
+from tasks.core.settings import flatten_params
+from tasks.data.reader import PreparedData, load_prepared
+from tasks.tracking import names
+from tasks.tracking.config import TrackingConfig
+from tasks.tracking.store import Tracker
+from tasks.train.batches import (
+    CaptionImageDataset,
+    IdentityBatchSampler,
+    RandomBatchSampler,
+    class_indices,
+    epoch_loader,
+)
+from tasks.train.config import RUNTIME_FIELDS, TrainConfig, model_config
+from tasks.train.evaluate import EvalSettings, evaluate_split
+from tasks.train.progress import EpochProgress
+from tasks.train.state import (
+    TRAIN_CONFIG,
+    EpochRecord,
+    TrainState,
+    commit_epoch_dir,
+    epoch_dir,
+    last_complete_epoch,
+    load_train_state,
+    prune_epoch_dirs,
+    save_train_state,
+    seed_everything,
+)
+from tbpr_models import (
+    ImageTransform,
+    ModelConfig,
+    RetrievalModel,
+    build_model,
+    build_tokenizer,
+    load_checkpoint,
+    save_checkpoint,
+)
+from tbpr_models.checkpoint import CONFIG_FILE, WEIGHTS_FILE
+from tbpr_models.encoders import ImageEncoder, TextEncoder
+
+log = logging.getLogger(__name__)
+
+EpochCallback = Callable[[EpochRecord], None]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_id: str
+    variant: str
+    best_epoch: int
+    val_metrics: dict[str, float]
+    test_metrics: dict[str, float]
+    checkpoint_dir: Path  # the selected epoch's directory (model.safetensors + config.json)
+    samples_per_s: float  # mean training throughput over the epochs run
+    model_version: str
+    promoted: bool
+
+
+def config_hash(config: TrainConfig, data: PreparedData) -> str:
+    """Identity of a run for resuming: everything that changes the weights, and the data's path."""
+    semantic = config.model_dump(mode="json", exclude=set(RUNTIME_FIELDS))
+    blob = json.dumps({"config": semantic, "data": str(data.path.resolve())}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def param_groups(model: nn.Module, mc: ModelConfig, config: TrainConfig) -> list[dict[str, Any]]:
+    """AdamW groups: decay on matrices only; pretrained encoders at lr * pretrained_lr_scale."""
+    pretrained: set[int] = set()
+    for module in model.modules():
+        is_pretrained_text = isinstance(module, TextEncoder) and mc.text.kind == "minilm"
+        is_pretrained_image = isinstance(module, ImageEncoder) and (
+            mc.image.kind == "hf_vision" or (mc.image.kind == "efficientnet_lite0" and mc.image.pretrained)
+        )
+        if is_pretrained_text or is_pretrained_image:
+            pretrained |= {id(p) for p in module.parameters()}
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for param in model.parameters():
+        if param.requires_grad:
+            groups.setdefault((id(param) in pretrained, param.ndim >= 2), []).append(param)
+    return [
+        {
+            "params": params,
+            "lr": config.lr * (config.pretrained_lr_scale if pre else 1.0),
+            "weight_decay": config.weight_decay if decay else 0.0,
+        }
+        for (pre, decay), params in sorted(groups.items())
+    ]
+
+
+def lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
+    """Linear warm-up over `warmup` steps, then cosine decay to zero at `total` steps."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def train_variant(
+    data: Path,
+    config: TrainConfig,
+    *,
+    tracking: TrackingConfig | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    parent_run_id: str | None = None,
+    on_epoch_end: EpochCallback | None = None,
+) -> TrainResult:
+    """Train `config.variant` on DATA; `resume` continues the latest unfinished run of the same config."""
+    prepared = load_prepared(Path(data))
+    tracker = Tracker(tracking)
+    trainer = _Trainer(prepared, config, tracker, progress)
+    run_id = trainer.open_run(resume, parent_run_id)
+    try:
+        trainer.fit(on_epoch_end)
+        result = trainer.finish(run_id)
+    except BaseException as exc:
+        tracker.end_run(run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
+    tracker.end_run(run_id)
+    return result
+
+
+class _Trainer:
+    """The state of one training call; methods in the order `train_variant` calls them."""
+
+    def __init__(self, prepared: PreparedData, config: TrainConfig, tracker: Tracker, progress: bool) -> None:
+        self.data, self.config, self.tracker, self.progress = prepared, config, tracker, progress
+        train = prepared.splits["train"]
+        self.person_ids, classes = class_indices(train.caption_pids)
+        self.model_config = model_config(config, num_classes=len(self.person_ids))
+        self.device = resolve_device(config.device)
+        self.tokenize = build_tokenizer(self.model_config.text)
+        image = self.model_config.image
+        self.train_set = CaptionImageDataset(
+            train, classes, self.tokenize, ImageTransform(image.height, image.width, train=True)
+        )
+        self.eval_transform = ImageTransform(image.height, image.width, train=False)
+        self.sampler = self._sampler(classes)
+        self.state = TrainState()
+        self.run_id = ""
+        self.out = Path()
+
+    def _sampler(self, classes: Any) -> RandomBatchSampler | IdentityBatchSampler:
+        c = self.config
+        if c.sampler == "identity":
+            return IdentityBatchSampler(
+                classes, c.batch_size // c.captions_per_identity, c.captions_per_identity, c.seed
+            )
+        return RandomBatchSampler(len(classes), c.batch_size, c.seed)
+
+    def open_run(self, resume: bool, parent_run_id: str | None) -> str:
+        """Start a new MLflow run, or reopen the latest unfinished one of this config when resuming."""
+        tags = {
+            names.TAG_VARIANT: self.config.variant,
+            names.TAG_DATASET: self.data.dataset,
+            names.TAG_STAGE: names.STAGE_TRAIN,
+            names.TAG_CONFIG_HASH: config_hash(self.config, self.data),
+        }
+        experiment = self.tracker.experiment_id(self.data.dataset)
+        found = self.tracker.latest_unfinished_run(experiment, tags) if resume else None
+        if found:
+            self.run_id = found
+            self.out = Path(self.tracker.run_tags(found)[names.TAG_CHECKPOINT_DIR])
+            self.tracker.reopen_run(found)
+            log.info(
+                "resuming run %s from %s (epoch %d done)", found, self.out, last_complete_epoch(self.out)
+            )
+            return found
+        if resume:
+            log.info("no unfinished %s run of this config to resume; starting a new one", self.config.variant)
+        self.run_id = self.tracker.start_run(experiment, f"train-{self.config.variant}", tags, parent_run_id)
+        self.out = Path(self.config.output_dir or home().runs / "train" / self.run_id)
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(self.out / TRAIN_CONFIG, self.config.model_dump_json(indent=1))
+        self.tracker.set_tag(self.run_id, names.TAG_CHECKPOINT_DIR, str(self.out))
+        params = flatten_params(self.model_config.to_dict(), "model.") | flatten_params(
+            self.config.model_dump(mode="json", exclude={"model"}), "train."
+        )
+        self.tracker.log_params(self.run_id, params)
+        return self.run_id
+
+    def fit(self, on_epoch_end: EpochCallback | None) -> None:
+        """Train from the last complete epoch to `epochs`, or until the time budget is spent."""
+        c = self.config
+        seed_everything(c.seed, 0)  # the initial weights
+        model = build_model(self.model_config).to(self.device)
+        optimizer = torch.optim.AdamW(param_groups(model, self.model_config, c), lr=c.lr)
+        steps_per_epoch = len(self.sampler)
+        warmup = c.warmup_steps if c.warmup_steps is not None else round(c.warmup_epochs * steps_per_epoch)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lr_lambda(warmup, c.epochs * steps_per_epoch)
+        )
+        done = last_complete_epoch(self.out)
+        if done:
+            last = epoch_dir(self.out, done)
+            load_model(model, str(last / WEIGHTS_FILE), strict=True, device=str(self.device))
+            self.state = load_train_state(last, optimizer, scheduler, self.device)
+        budget = c.time_budget_minutes * 60 if c.time_budget_minutes else math.inf
+        for epoch in range(self.state.epoch + 1, c.epochs + 1):
+            if self.state.train_seconds >= budget:
+                log.info(
+                    "time budget of %.1f min spent after epoch %d", c.time_budget_minutes, self.state.epoch
+                )
+                break
+            record = self._epoch(model, optimizer, scheduler, epoch)
+            self._save(model, optimizer, scheduler, record)
+            if on_epoch_end is not None:
+                on_epoch_end(record)
+
+    def _epoch(
+        self, model: RetrievalModel, optimizer: torch.optim.Optimizer, scheduler: Any, epoch: int
+    ) -> EpochRecord:
+        c = self.config
+        seed_everything(c.seed, epoch)
+        loader = epoch_loader(
+            self.train_set, self.sampler, epoch=epoch, seed=c.seed, num_workers=c.num_workers
+        )
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        sums: dict[str, Tensor] = {}
+        samples = 0
+        model.train()
+        start = time.perf_counter()
+        with EpochProgress(epoch, c.epochs, len(loader), enabled=self.progress) as bar:
+            for batch in loader:
+                batch = batch.to(self.device)
+                with autocast(self.device, c.precision):
+                    losses = model.losses(batch)
+                total = torch.stack(
+                    [self.model_config.weight(k) * v.float() for k, v in losses.items()]
+                ).sum()
+                if not torch.isfinite(total):
+                    raise TbprError(
+                        f"training loss is {total.item()} at epoch {epoch}; lower lr or use precision fp32"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                total.backward()
+                if c.grad_clip_norm:
+                    torch.nn.utils.clip_grad_norm_(trainable, c.grad_clip_norm)
+                optimizer.step()
+                scheduler.step()
+                self.state.step += 1
+                for name, value in {"loss": total, **{f"loss_{k}": v for k, v in losses.items()}}.items():
+                    sums[name] = sums.get(name, torch.zeros((), device=self.device)) + value.detach().float()
+                samples += len(batch.person_ids)
+                bar.advance(len(batch.person_ids), total)
+        train_seconds = time.perf_counter() - start
+        val = evaluate_split(model, self.data.splits["val"], self.tokenize, self.eval_transform, self._eval())
+        means = {k: float(v) / len(loader) for k, v in sums.items()}
+        seconds = time.perf_counter() - start
+        return EpochRecord(
+            epoch,
+            means.pop("loss"),
+            {k.removeprefix("loss_"): v for k, v in means.items()},
+            val,
+            samples / train_seconds,
+            seconds,
+        )
+
+    def _save(
+        self, model: RetrievalModel, optimizer: torch.optim.Optimizer, scheduler: Any, record: EpochRecord
+    ) -> None:
+        s = self.state
+        s.epoch, s.train_seconds = record.epoch, s.train_seconds + record.seconds
+        s.history.append(record)
+        staging = self.out / f".epoch_{record.epoch:03d}.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        extra = {"dataset": self.data.dataset, "epoch": record.epoch, "val": record.val}
+        save_checkpoint(model, staging, extra=extra)
+        save_train_state(staging, optimizer, scheduler, s)
+        commit_epoch_dir(staging, epoch_dir(self.out, record.epoch))
+        prune_epoch_dirs(self.out, keep={record.epoch, s.best.epoch})
+        metrics = {names.TRAIN_LOSS: record.loss, names.TRAIN_SPEED: record.samples_per_s}
+        metrics |= {names.metric_key("train", f"loss_{k}"): v for k, v in record.losses.items()}
+        metrics |= {names.metric_key("val", k): v for k, v in record.val.items()}
+        self.tracker.log_metrics(self.run_id, metrics, step=record.epoch)
+        log.info(
+            "epoch %d: loss %.4f, val R1 %.2f, %.1f samples/s",
+            record.epoch,
+            record.loss,
+            record.val["R1"],
+            record.samples_per_s,
+        )
+
+    def _eval(self) -> EvalSettings:
+        c = self.config
+        return EvalSettings(
+            self.device,
+            c.precision,
+            c.eval_batch_size,
+            c.eval_query_block,
+            c.eval_gallery_block,
+            c.num_workers,
+        )
+
+    def finish(self, run_id: str) -> TrainResult:
+        """Test the best epoch, log it as the run's checkpoint artifact, register it, maybe promote it."""
+        if not self.state.history:
+            raise TbprError(f"run {run_id} completed no epoch; raise time_budget_minutes or epochs")
+        best = self.state.best
+        best_dir = epoch_dir(self.out, best.epoch)
+        model = load_checkpoint(best_dir, device=self.device)
+        test = evaluate_split(
+            model, self.data.splits["test"], self.tokenize, self.eval_transform, self._eval()
+        )
+        test_metrics = {names.metric_key("test", k): v for k, v in test.items()}
+        self.tracker.log_metrics(run_id, test_metrics, step=best.epoch)
+        for file in (WEIGHTS_FILE, CONFIG_FILE):
+            self.tracker.log_artifacts(run_id, best_dir / file, names.CHECKPOINT_ARTIFACT)
+        self.tracker.log_artifacts(run_id, self.out / TRAIN_CONFIG)
+        self.tracker.set_tag(run_id, names.TAG_BEST_EPOCH, str(best.epoch))
+        name = names.model_name(self.config.variant)
+        version = self.tracker.register_model(
+            name,
+            run_id,
+            {
+                names.VERSION_VAL_R1: str(best.val["R1"]),
+                names.TAG_DATASET: self.data.dataset,
+                "epoch": str(best.epoch),
+            },
+        )
+        promoted = self.tracker.promote_if_better(name, version)
+        speeds = [r.samples_per_s for r in self.state.history]
+        return TrainResult(
+            run_id,
+            self.config.variant,
+            best.epoch,
+            best.val,
+            test,
+            best_dir,
+            sum(speeds) / len(speeds),
+            version,
+            promoted,
+        )

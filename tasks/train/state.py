@@ -1,0 +1,143 @@
+"""The training folder and its resumable state, never pickled: tensors in safetensors, the rest JSON.
+
+```
+TRAIN/train_config.json            the TrainConfig of the run
+TRAIN/epoch_NNN/model.safetensors  a checkpoint (`tbpr_models.save_checkpoint`, with config.json):
+TRAIN/epoch_NNN/config.json        `embed`, `score` and `search` take this folder
+TRAIN/epoch_NNN/train_state.*      optimizer, scheduler, history (.safetensors + .json)
+```
+An epoch folder is written under a temporary name and renamed, so an existing one is always
+complete; the last and the best epoch are kept. Random state needs no saving: every generator is
+reseeded from (seed, epoch) at each epoch start.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+TRAIN_CONFIG = "train_config.json"
+STATE_TENSORS = "train_state.safetensors"
+STATE_JSON = "train_state.json"
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """What one epoch did; handed to `on_epoch_end` callbacks and kept in the state's history."""
+
+    epoch: int
+    loss: float
+    losses: dict[str, float]
+    val: dict[str, float]
+    samples_per_s: float
+    seconds: float
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # last completed epoch (0: none)
+    step: int = 0  # optimizer steps so far
+    train_seconds: float = 0.0  # time spent training and evaluating, summed over resumed calls
+    history: list[EpochRecord] = field(default_factory=list)
+
+    @property
+    def best(self) -> EpochRecord:
+        """The epoch with the highest val R1 (the earliest on ties)."""
+        return max(self.history, key=lambda r: (r.val["R1"], -r.epoch))
+
+
+def epoch_dir(root: Path, epoch: int) -> Path:
+    return root / f"epoch_{epoch:03d}"
+
+
+def last_complete_epoch(root: Path) -> int:
+    epochs = [int(p.name.removeprefix("epoch_")) for p in root.glob("epoch_[0-9][0-9][0-9]") if p.is_dir()]
+    return max(epochs, default=0)
+
+
+def seed_everything(seed: int, epoch: int) -> None:
+    """torch, numpy and random seeded from (seed, epoch): an epoch replays the same after a resume."""
+    value = seed * 1_000_003 + epoch
+    torch.manual_seed(value)
+    np.random.seed(value % 2**32)
+    random.seed(value)
+
+
+def _split_tensors(value: Any, prefix: str, tensors: dict[str, Tensor]) -> Any:
+    """JSON-able copy of `value` with every tensor moved into `tensors` and replaced by {"tensor": key}."""
+    if isinstance(value, Tensor):
+        tensors[prefix] = value.detach().cpu().contiguous()
+        return {"tensor": prefix}
+    if isinstance(value, dict):
+        return {"dict": [[k, _split_tensors(v, f"{prefix}.{k}", tensors)] for k, v in value.items()]}
+    if isinstance(value, list | tuple):
+        items = [_split_tensors(v, f"{prefix}.{i}", tensors) for i, v in enumerate(value)]
+        return {"tuple" if isinstance(value, tuple) else "list": items}
+    return value
+
+
+def _join_tensors(value: Any, tensors: dict[str, Tensor]) -> Any:
+    if isinstance(value, dict) and len(value) == 1:
+        ((kind, inner),) = value.items()
+        if kind == "tensor":
+            return tensors[inner]
+        if kind == "dict":
+            return {k: _join_tensors(v, tensors) for k, v in inner}
+        if kind in ("list", "tuple"):
+            items = [_join_tensors(v, tensors) for v in inner]
+            return tuple(items) if kind == "tuple" else items
+    return value
+
+
+def save_train_state(
+    directory: Path, optimizer: torch.optim.Optimizer, scheduler: Any, state: TrainState
+) -> None:
+    """Write the optimizer, the scheduler and `state` into `directory` (a not-yet-renamed epoch dir)."""
+    tensors: dict[str, Tensor] = {}
+    document = {
+        "optimizer": _split_tensors(optimizer.state_dict(), "optimizer", tensors),
+        "scheduler": _split_tensors(scheduler.state_dict(), "scheduler", tensors),
+        "state": asdict(state),
+    }
+    save_file(tensors, str(directory / STATE_TENSORS))
+    (directory / STATE_JSON).write_text(json.dumps(document, indent=1))
+
+
+def load_train_state(
+    directory: Path, optimizer: torch.optim.Optimizer, scheduler: Any, device: torch.device
+) -> TrainState:
+    """Restore the optimizer and the scheduler from `directory`; returns the saved TrainState."""
+    tensors = load_file(str(directory / STATE_TENSORS), device=str(device))
+    document = json.loads((directory / STATE_JSON).read_text())
+    optimizer.load_state_dict(_join_tensors(document["optimizer"], tensors))
+    scheduler.load_state_dict(_join_tensors(document["scheduler"], tensors))
+    raw = document["state"]
+    return TrainState(
+        epoch=raw["epoch"],
+        step=raw["step"],
+        train_seconds=raw["train_seconds"],
+        history=[EpochRecord(**record) for record in raw["history"]],
+    )
+
+
+def commit_epoch_dir(staging: Path, final: Path) -> None:
+    """Rename a fully written staging directory to its epoch name (replacing a stale one)."""
+    if final.exists():
+        shutil.rmtree(final)
+    staging.rename(final)
+
+
+def prune_epoch_dirs(root: Path, keep: set[int]) -> None:
+    """Delete the epoch directories whose epoch is not in `keep` (the last and the best stay)."""
+    for path in root.glob("epoch_[0-9][0-9][0-9]"):
+        if int(path.name.removeprefix("epoch_")) not in keep:
+            shutil.rmtree(path)

@@ -1,0 +1,29 @@
+"""Options and output helpers several commands share (command modules never import each other)."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Literal
+
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from tasks.report.queries import QueryResult
+
+IndexName = Literal["flat", "hnsw", "ivf"]
+DeviceName = Literal["auto", "cpu", "cuda"]
+
+
+def quiet_faiss() -> None:
+    """FAISS logs at INFO which SIMD module it tries at import (it dispatches AVX2/AVX-512 at run time)."""
+    logging.getLogger("faiss").setLevel(logging.WARNING)
+
+
+def result_table(result: QueryResult) -> Table:
+    """A rich table of a query result (floats to 2 decimals)."""
+    table = Table(title=result.name, caption=result.question or None, caption_justify="left")
+    for column in result.columns:
+        table.add_column(column, overflow="fold")
+    for row in result.rows:
+        table.add_row(*("" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v) for v in row))
+    return table

@@ -1,0 +1,116 @@
+"""The CLI's bad-input exits (in process, through `tbpr.cli.main`), and the MLflow scoring run
+(real MLflow on a temporary SQLite file, shared by the tests of this module)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tasks.core.errors import TbprError
+from tasks.embed.encode import embed_split
+from tasks.score.run import score
+from tasks.tracking.config import TrackingConfig
+from tasks.tracking.store import Tracker
+from tbpr.cli import main
+
+
+@pytest.fixture(scope="module")
+def tracking(tmp_path_factory: pytest.TempPathFactory) -> TrackingConfig:
+    """Tracking in `<home>/mlflow.db`, the default place when TBPR_HOME is `<home>`."""
+    home = tmp_path_factory.mktemp("home")
+    config = TrackingConfig(
+        tracking_uri=f"sqlite:///{home / 'mlflow.db'}", artifact_root=(home / "art").as_uri()
+    )
+    Tracker(config).experiment_id("tiny")  # creates the database once
+    return config
+
+
+def _tbpr(
+    args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str]:
+    monkeypatch.setattr(sys, "argv", ["tbpr", *args])
+    with pytest.raises(SystemExit) as stop:
+        main()
+    code = stop.value.code
+    return (code if isinstance(code, int) else 1), capsys.readouterr().err
+
+
+def test_score_of_a_missing_emb_exits_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [
+        "score",
+        str(tmp_path / "nowhere"),
+        "--mode",
+        "pruned",
+        "--out",
+        str(tmp_path / "out"),
+        "--no-track",
+    ]
+    code, err = _tbpr(args, monkeypatch, capsys)
+    assert code == 2 and "no embeddings folder" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_index_exits_2(
+    tmp_path: Path,
+    tiny_emb: Callable[[str], Path],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    emb = str(tiny_emb("global"))
+    code, err = _tbpr(
+        ["score", emb, "--mode", "pruned", "--index", "annoy", "--out", "o"], monkeypatch, capsys
+    )
+    assert code == 2 and "annoy" in err and "Traceback" not in err
+    code, err = _tbpr(["search", emb, "a man in a red jacket", "--index", "annoy"], monkeypatch, capsys)
+    assert code == 2 and "Traceback" not in err
+    with pytest.raises(TbprError, match="unknown index"):
+        score(Path(emb), tmp_path / "o", mode="pruned", index="annoy", track=False)
+
+
+def test_embed_of_an_unknown_run_exits_2(
+    tmp_path: Path,
+    tiny_data: Path,
+    tracking: TrackingConfig,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("TBPR_HOME", str(Path(str(tracking.tracking_uri).removeprefix("sqlite:///")).parent))
+    args = ["embed", str(tiny_data), "--run", "no-such-run", "--out", str(tmp_path / "emb")]
+    code, err = _tbpr(args, monkeypatch, capsys)
+    assert code == 2 and "no model found" in err and "Traceback" not in err
+    code, err = _tbpr([*args, "--index", "hnsw", "--index", "annoy"], monkeypatch, capsys)
+    assert code == 2 and "unknown index 'annoy'" in err and "Traceback" not in err
+
+
+def test_scoring_run_is_logged_and_linked_to_the_training_run(
+    tmp_path: Path, tiny_data: Path, tiny_checkpoint: Callable[[str], Path], tracking: TrackingConfig
+) -> None:
+    tracker = Tracker(tracking)
+    experiment = tracker.experiment_id("tiny")
+    train_run = tracker.start_run(experiment, "train-global", {"stage": "train", "variant": "global"})
+    parent = tracker.start_run(experiment, "pipeline", {"stage": "pipeline"})
+    emb = tmp_path / "emb"
+    embed_split(tiny_data, tiny_checkpoint("global"), emb, indexes=("hnsw",), train_run_id=train_run)
+    result = score(
+        emb, tmp_path / "out", mode="pruned", top_k=3, index="hnsw", tracking=tracking, parent_run_id=parent
+    )
+    assert result.run_id is not None
+    run = tracker.client.get_run(result.run_id)
+    written = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert written["scoring_run_id"] == result.run_id
+    tags = run.data.tags
+    assert (tags["stage"], tags["variant"], tags["dataset"]) == ("score", "global", "tiny")
+    assert tags["train_run_id"] == train_run and tags["mlflow.parentRunId"] == parent
+    assert run.data.params["mode"] == "pruned" and run.data.params["top_k"] == "3"
+    assert run.data.params["index"] == "hnsw"
+    for name in ("R1", "R5", "R10", "mAP", "mINP"):
+        assert run.data.metrics[f"test/{name}"] == pytest.approx(written[name])
+    assert run.data.metrics["score/pairs_scored"] == written["pairs_scored"]
+    assert run.data.metrics["score/seconds"] == pytest.approx(written["seconds"])
+    assert run.info.status == "FINISHED" and run.info.experiment_id == experiment

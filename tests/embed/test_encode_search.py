@@ -1,0 +1,71 @@
+"""The EMB folder against a direct encoding, search against exhaustive rankings, the contact sheet."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from PIL import Image
+
+from tasks.embed.layout import EmbedInfo
+from tasks.embed.store import EmbeddingStore
+from tasks.score.run import score
+from tasks.score.search import contact_sheet, search_text
+from tbpr_models import ImageTransform, build_tokenizer, load_checkpoint
+
+
+def test_embed_writes_what_the_model_computes(tiny_emb: Callable[[str], Path], tiny_data: Path) -> None:
+    emb = tiny_emb("spatial")
+    info = EmbedInfo.read(emb)
+    model = load_checkpoint(Path(info.checkpoint))
+    images = pq.read_table(tiny_data / "images.parquet")
+    captions = pq.read_table(tiny_data / "captions.parquet")
+    transform = ImageTransform(model.config.image.height, model.config.image.width, train=False)
+    pixels = torch.stack(
+        [transform(Image.open(io.BytesIO(b)).convert("RGB")) for b in images["image"].to_pylist()]
+    )
+    ids, mask = build_tokenizer(model.config.text)(captions["text"].to_pylist())  # (Q, 16) each
+    with torch.inference_mode():
+        image_feats, text_feats = model.encode_images(pixels), model.encode_texts(ids, mask)
+    store = EmbeddingStore(emb)
+    gallery = pq.read_table(emb / "gallery.parquet")
+    assert gallery.schema.field("embedding").type == pa.list_(pa.float32(), 16)
+    assert gallery["image_id"].to_pylist() == images["image_id"].to_pylist()
+    assert gallery["file_path"].to_pylist() == images["file_path"].to_pylist()
+    assert pq.read_table(emb / "queries.parquet")["text"].to_pylist() == captions["text"].to_pylist()
+    assert (info.num_images, info.num_queries, info.embed_dim, info.num_regions) == (16, 32, 16, 32)
+    assert info.max_length == int(mask.sum(dim=1).max()) < 16  # trimmed to the longest caption
+    np.testing.assert_allclose(store.image_globals(), image_feats.global_.numpy(), atol=1e-5)
+    np.testing.assert_allclose(store.image_local, image_feats.local.numpy(), rtol=2e-3, atol=2e-3)
+    np.testing.assert_allclose(store.text_globals(), text_feats.global_.numpy(), atol=1e-5)
+    width = info.max_length
+    np.testing.assert_array_equal(store.text_mask, mask[:, :width].bool().numpy())
+    valid = store.text_mask[..., None]
+    np.testing.assert_allclose(
+        store.text_local * valid, text_feats.local[:, :width].numpy() * valid, atol=2e-3
+    )
+    assert store.image_local.dtype == np.float16 and isinstance(store.image_local, np.memmap)
+    assert sorted(info.indexes) == ["flat", "hnsw", "ivf"] and (emb / "index_ivf.faiss").is_file()
+
+
+def test_search_agrees_with_exhaustive_and_draws_a_sheet(
+    tiny_emb: Callable[[str], Path], tmp_path: Path
+) -> None:
+    emb = tiny_emb("global")
+    queries = pq.read_table(emb / "queries.parquet")
+    text, caption_id = queries["text"][3].as_py(), queries["caption_id"][3].as_py()
+    score(emb, tmp_path / "ex", mode="exhaustive", track=False)
+    ranked = pq.read_table(tmp_path / "ex" / "rankings.parquet", filters=[("query_id", "=", caption_id)])
+    expected = ranked.sort_by("rank").slice(0, 5)
+    hits = search_text(emb, text, top_k=5, candidates=8, index="hnsw")
+    assert [h.image_id for h in hits] == expected["image_id"].to_pylist()
+    np.testing.assert_allclose([h.score for h in hits], expected["score"].to_numpy(), atol=1e-4)
+    sheet = contact_sheet(hits, Path(EmbedInfo.read(emb).data), tmp_path / "sheet.png", columns=3)
+    with Image.open(sheet) as image:
+        assert image.size == (3 * 96, 2 * (192 + 30))
+        assert len(image.getcolors(maxcolors=1 << 20) or []) > 100  # the pedestrians were pasted

@@ -1,0 +1,66 @@
+"""HNSW and IVF recall@k against the exact flat index on random unit vectors (the hard case for ANN:
+no cluster structure). Floors measured with the default `IndexParams`, with a margin."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tasks.core.errors import TbprError
+from tasks.embed.index import (
+    INDEX_KINDS,
+    build_index,
+    check_index_kind,
+    ivf_nlist,
+    load_index,
+    save_index,
+    search,
+)
+
+FLOORS = {("hnsw", 10): 0.97, ("hnsw", 64): 0.95, ("ivf", 10): 0.75, ("ivf", 64): 0.70}
+
+
+def _unit(rng: np.random.Generator, rows: int, dim: int) -> np.ndarray:
+    x = rng.standard_normal((rows, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def vectors() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return _unit(rng, 4000, 64), _unit(rng, 300, 64)
+
+
+def test_flat_is_exact(vectors: tuple[np.ndarray, np.ndarray]) -> None:
+    gallery, queries = vectors
+    scores, ids = search(build_index(gallery, "flat"), queries, 10)
+    exact = queries @ gallery.T  # (Q, G)
+    np.testing.assert_array_equal(ids, np.argsort(-exact, axis=1, kind="stable")[:, :10])
+    np.testing.assert_allclose(scores, np.take_along_axis(exact, ids, axis=1), atol=1e-5)
+
+
+@pytest.mark.parametrize(("kind", "k"), sorted(FLOORS))
+def test_ann_recall_against_flat(
+    kind: str, k: int, vectors: tuple[np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    gallery, queries = vectors
+    _, exact = search(build_index(gallery, "flat"), queries, k)
+    index = load_index(save_index(build_index(gallery, check_index_kind(kind)), tmp_path / "index.faiss"))
+    _, found = search(index, queries, k)
+    recall = np.mean([len(set(a) & set(b)) / k for a, b in zip(found.tolist(), exact.tolist(), strict=True)])
+    assert recall >= FLOORS[(kind, k)], f"{kind} recall@{k} = {recall:.3f}"
+
+
+def test_ivf_lists_follow_sqrt_of_gallery_capped() -> None:
+    assert ivf_nlist(4000) == 63
+    assert ivf_nlist(10**7) == 1024
+    assert ivf_nlist(100) == 2  # at least 39 training points per list
+    assert ivf_nlist(5) == 1
+
+
+def test_unknown_index_kind_is_refused() -> None:
+    assert INDEX_KINDS == ("flat", "hnsw", "ivf")
+    with pytest.raises(TbprError, match="unknown index"):
+        check_index_kind("annoy")

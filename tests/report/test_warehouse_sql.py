@@ -1,0 +1,276 @@
+"""The warehouse is built from a real MLflow SQLite store; every sql/ file is checked against MLflow."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tasks.report.warehouse import VOCABULARY, sync
+
+SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
+# Captions of 4 people (one test image each): query_id == caption_id, person p has image 10 + p.
+CAPTIONS = {
+    0: (0, "a man in a red jacket and black trousers"),
+    1: (1, "a woman in a blue dress with a backpack"),
+    2: (2, "a man in a red shirt and blue jeans"),
+    3: (3, "a woman in a white coat"),
+}
+# Ranked image ids per job and query (an independent, hand-made ranking).
+RANKINGS = {
+    "exhaustive": {0: [10, 11, 12, 13], 1: [12, 11, 10, 13], 2: [10, 13, 11, 12], 3: [13, 10, 11, 12]},
+    "pruned": {0: [11, 10, 12, 13], 1: [11, 12, 10, 13], 2: [12, 10, 11, 13], 3: [10, 11, 12, 13]},
+}
+
+
+@dataclass(frozen=True)
+class Store:
+    db: Path
+    warehouse: Path
+    parent_id: str
+    train_ids: dict[str, str]
+    score_ids: dict[tuple[str, str], str]
+    out_dirs: dict[tuple[str, str], Path]
+
+
+def _write_data(data: Path) -> None:
+    data.mkdir(parents=True)
+    ids = sorted(CAPTIONS)
+    pq.write_table(
+        pa.table(
+            {
+                "caption_id": pa.array(ids, pa.int64()),
+                "image_id": pa.array([10 + CAPTIONS[i][0] for i in ids], pa.int64()),
+                "person_id": pa.array([CAPTIONS[i][0] for i in ids], pa.int64()),
+                "split": ["test"] * len(ids),
+                "text": [CAPTIONS[i][1] for i in ids],
+            }
+        ),
+        data / "captions.parquet",
+    )
+    pq.write_table(
+        pa.table(
+            {
+                "image_id": pa.array([10, 11, 12, 13], pa.int64()),
+                "person_id": pa.array([0, 1, 2, 3], pa.int64()),
+                "split": ["test"] * 4,
+                "file_path": [f"p{i}.jpg" for i in range(4)],
+                "image": [b"x"] * 4,
+                "height": pa.array([8] * 4, pa.int32()),
+                "width": pa.array([4] * 4, pa.int32()),
+            }
+        ),
+        data / "images.parquet",
+    )
+
+
+def _write_rankings(out: Path, ranking: dict[int, list[int]]) -> None:
+    out.mkdir(parents=True)
+    rows = [
+        (q, rank, image, 1.0 - rank / 10)
+        for q, images in ranking.items()
+        for rank, image in enumerate(images, 1)
+    ]
+    q, r, i, s = zip(*rows, strict=True)
+    pq.write_table(
+        pa.table(
+            {
+                "query_id": pa.array(q, pa.int64()),
+                "rank": pa.array(r, pa.int32()),
+                "image_id": pa.array(i, pa.int64()),
+                "score": pa.array(s, pa.float32()),
+            }
+        ),
+        out / "rankings.parquet",
+    )
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
+    import mlflow
+
+    root = tmp_path_factory.mktemp("store")
+    db = root / "mlflow.db"
+    os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    mlflow.set_tracking_uri(f"sqlite:///{db}")
+    experiment = mlflow.create_experiment("tbpr/synth", artifact_location=(root / "artifacts").as_uri())
+    _write_data(root / "data")
+    train_ids: dict[str, str] = {}
+    score_ids: dict[tuple[str, str], str] = {}
+    out_dirs: dict[tuple[str, str], Path] = {}
+    with mlflow.start_run(experiment_id=experiment, run_name="pipeline") as parent:
+        mlflow.log_param("train.epochs", 3)
+        for v, variant in enumerate(["global", "channel"]):
+            with mlflow.start_run(experiment_id=experiment, nested=True) as run:
+                mlflow.set_tags({"variant": variant, "stage": "train", "dataset": "synth"})
+                for epoch in range(1, 4):
+                    mlflow.log_metric("val/R1", 10.0 * epoch + v, step=epoch)
+                train_ids[variant] = run.info.run_id
+            for mode, seconds, pairs, r1 in (
+                ("exhaustive", 8.0, 16, 50.0 + v),
+                ("pruned", 2.0, 8, 25.0 + 3 * v),
+            ):
+                out = root / "runs" / variant / mode
+                _write_rankings(out, RANKINGS[mode])
+                settings = {"mode": mode, "top_k": 2, "index": "flat"}
+                with mlflow.start_run(experiment_id=experiment, nested=True) as run:
+                    mlflow.set_tags({"variant": variant, "stage": "score", "dataset": "synth"})
+                    if variant == "global":  # settings as MLflow params
+                        mlflow.log_params(
+                            {**settings, "out_dir": str(out), "model_run_id": train_ids[variant]}
+                        )
+                    else:  # settings only in metrics.json, as tasks.score.run writes it
+                        document = {
+                            **settings,
+                            "scoring_run_id": run.info.run_id,
+                            "train_run_id": train_ids[variant],
+                        }
+                        (out / "metrics.json").write_text(json.dumps(document))
+                    mlflow.log_metrics(
+                        {
+                            "test/R1": r1,
+                            "test/R5": 100.0,
+                            "score/seconds": seconds,
+                            "score/pairs_scored": pairs,
+                        }
+                    )
+                    score_ids[(variant, mode)] = run.info.run_id
+                out_dirs[(variant, mode)] = out
+    warehouse = root / "warehouse.duckdb"
+    summary = sync(db, warehouse, str(root / "runs" / "**" / "rankings.parquet"), [root / "data"])
+    assert summary.scoring_jobs == 4 and summary.rankings_files == 4
+    return Store(db, warehouse, parent.info.run_id, train_ids, score_ids, out_dirs)
+
+
+def _query(store: Store, name: str) -> list[dict[str, object]]:
+    con = duckdb.connect(str(store.warehouse), read_only=True)
+    try:
+        rel = con.sql((SQL_DIR / f"{name}.sql").read_text())
+        return [dict(zip(rel.columns, row, strict=True)) for row in rel.fetchall()]
+    finally:
+        con.close()
+
+
+def _metric(store: Store, run_id: str, key: str) -> float:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(f"sqlite:///{store.db}").get_run(run_id).data.metrics[key]
+
+
+def test_scoring_jobs_take_settings_from_params_or_metrics_json(store: Store) -> None:
+    con = duckdb.connect(str(store.warehouse), read_only=True)
+    rel = con.sql("SELECT run_id, variant, mode, top_k, out_dir, model_run_id FROM scoring_jobs")
+    rows = {row[0]: row[1:] for row in rel.fetchall()}
+    con.close()
+    assert rows == {
+        run_id: (variant, mode, 2, str(store.out_dirs[(variant, mode)]), store.train_ids[variant])
+        for (variant, mode), run_id in store.score_ids.items()
+    }
+
+
+def test_tables_mirror_mlflow(store: Store) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{store.db}")
+    con = duckdb.connect(str(store.warehouse), read_only=True)
+    runs = dict(con.sql("SELECT run_id, parent_run_id FROM runs").fetchall())
+    params = con.sql("SELECT run_id, key, value FROM params").fetchall()
+    con.close()
+    expected_runs = client.search_runs([client.get_experiment_by_name("tbpr/synth").experiment_id])
+    assert set(runs) == {r.info.run_id for r in expected_runs}
+    for run in expected_runs:
+        assert runs[run.info.run_id] == run.data.tags.get("mlflow.parentRunId")
+        assert {(k, v) for rid, k, v in params if rid == run.info.run_id} == set(run.data.params.items())
+
+
+def test_leaderboard_is_best_scoring_job_per_variant(store: Store) -> None:
+    rows = {row["variant"]: row for row in _query(store, "leaderboard")}
+    assert set(rows) == {"global", "channel"}
+    for variant, row in rows.items():
+        r1 = {
+            mode: _metric(store, store.score_ids[(variant, mode)], "test/R1")
+            for mode in ("exhaustive", "pruned")
+        }
+        best = max(r1, key=lambda mode: r1[mode])
+        assert row["R1"] == r1[best] and row["mode"] == best
+        assert row["seconds"] == _metric(store, store.score_ids[(variant, best)], "score/seconds")
+    assert [row["variant"] for row in _query(store, "leaderboard")] == sorted(
+        rows,
+        key=lambda v: -float(rows[v]["R1"]),  # type: ignore[arg-type]
+    )
+
+
+def test_pruned_vs_exhaustive(store: Store) -> None:
+    rows = _query(store, "pruned_vs_exhaustive")
+    assert {row["variant"] for row in rows} == {"global", "channel"}
+    for row in rows:
+        ex, pr = (
+            store.score_ids[(str(row["variant"]), "exhaustive")],
+            store.score_ids[(str(row["variant"]), "pruned")],
+        )
+        assert row["delta_R1"] == pytest.approx(_metric(store, pr, "test/R1") - _metric(store, ex, "test/R1"))
+        assert row["speedup"] == pytest.approx(
+            _metric(store, ex, "score/seconds") / _metric(store, pr, "score/seconds")
+        )
+        assert row["parent_run_id"] == store.parent_id
+
+
+def test_metric_history_matches_mlflow(store: Store) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{store.db}")
+    rows = _query(store, "metric_history")
+    for variant, run_id in store.train_ids.items():
+        history = {m.step: m.value for m in client.get_metric_history(run_id, "val/R1")}
+        got = {row["epoch"]: row["val_R1"] for row in rows if row["train_run_id"] == run_id}
+        assert got == history
+        assert {row["variant"] for row in rows if row["train_run_id"] == run_id} == {variant}
+
+
+def _first_match(mode: str) -> dict[int, int]:
+    return {
+        q: [10 + CAPTIONS[q][0] == i for i in images].index(True) + 1 for q, images in RANKINGS[mode].items()
+    }
+
+
+def test_hardest_queries(store: Store) -> None:
+    rows = _query(store, "hardest_queries")
+    expected = _first_match("exhaustive")
+    for variant in ("global", "channel"):
+        got = [(row["query_id"], row["first_match_rank"]) for row in rows if row["variant"] == variant]
+        assert got == sorted(expected.items(), key=lambda item: (-item[1], item[0]))
+
+
+def test_attribute_errors(store: Store) -> None:
+    rows = _query(store, "attribute_errors")
+    misses = {q: rank > 1 for q, rank in _first_match("exhaustive").items()}
+    vocabulary = dict(VOCABULARY)
+    expected: dict[str, list[bool]] = {}
+    for q, (_, text) in CAPTIONS.items():
+        for word in set(text.split()) & set(vocabulary):
+            expected.setdefault(word, []).append(misses[q])
+    got = {row["word"]: (row["queries"], row["misses"]) for row in rows if row["variant"] == "global"}
+    assert got == {w: (len(m), sum(m)) for w, m in expected.items()}
+
+
+def test_every_sql_file_has_a_question_and_runs(store: Store) -> None:
+    for path in sorted(SQL_DIR.glob("*.sql")):
+        assert path.read_text().startswith("-- "), f"{path.name} needs a header comment"
+        assert _query(store, path.stem), f"{path.name} returned no rows"
+
+
+def test_sync_replaces_atomically_and_needs_a_store(store: Store, tmp_path: Path) -> None:
+    target = tmp_path / "w.duckdb"
+    sync(store.db, target)
+    before = target.stat().st_ino
+    sync(store.db, target)
+    assert target.stat().st_ino != before  # a new file renamed over the old one
+    assert [p.name for p in tmp_path.iterdir()] == ["w.duckdb"]
+    with pytest.raises(FileNotFoundError):
+        sync(tmp_path / "missing.db", tmp_path / "other.duckdb")

@@ -1,0 +1,69 @@
+"""Batched re-ranking (`similarity_candidates` per chunk of queries) against the generic default paths:
+`model.similarity` on everything gathered with numpy, and the base `VariantHead.similarity_candidates`
+called unbound (`similarity` gathered block by block, or the cosine of the globals)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tasks.embed.index import build_index
+from tasks.embed.store import EmbeddingStore
+from tasks.score.pruned import Candidates, batched_chunk_size, first_stage, rerank
+from tbpr_models import load_checkpoint
+from tbpr_models.scoring import Shapes
+from tbpr_models.variant import VariantHead
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize("variant", ["cross_scan", "hard_topk", "global"])
+def test_batched_rerank_equals_the_generic_gathered_similarity(
+    variant: str, tiny_emb: Callable[[str], Path]
+) -> None:
+    store = EmbeddingStore(tiny_emb(variant))
+    model = load_checkpoint(Path(store.info.checkpoint)).eval()
+    first = first_stage(build_index(store.image_globals(), "flat"), store.text_globals(), 5)
+    ids = first.ids.copy()
+    ids[::3, 2:] = -1  # holes, as an approximate index may leave
+    candidates = Candidates(ids=ids, scores=first.scores)
+    valid = ids >= 0
+    everything = slice(None)
+    texts, images = store.texts(everything, CPU, torch.float32), store.images(everything, CPU, torch.float32)
+    with torch.inference_mode():
+        full = model.similarity(texts, images).float().numpy()  # (Q, G) in one call
+        generic = VariantHead.similarity_candidates(
+            model.head, texts, images, torch.from_numpy(ids), memory_budget_mb=1e-3
+        ).numpy()  # (Q, k): the base class's route, not the head's override
+    gathered = np.where(valid, np.take_along_axis(full, np.where(valid, ids, 0), axis=1), -np.inf)  # (Q, k)
+    np.testing.assert_allclose(generic, gathered, rtol=1e-5, atol=1e-5)
+    threads = torch.get_num_threads()
+    for chunk, workers in ((1, 1), (3, 1), (7, 1), (len(ids), 1), (3, 2), (len(ids), 3)):
+        got = rerank(
+            model, store, candidates, device=CPU, chunk=chunk, memory_budget_mb=1e-3, workers=workers
+        )
+        np.testing.assert_allclose(got.scores, gathered, rtol=1e-5, atol=1e-5)
+        assert np.isneginf(got.scores[~valid]).all() and np.isfinite(got.scores[valid]).all()
+        assert got.pairs_scored == int(valid.sum())
+        # parallel workers take at least one chunk each
+        assert got.calls == -(-len(ids) // min(chunk, -(-len(ids) // workers)))
+        assert got.workers == workers and torch.get_num_threads() == threads  # restored after the workers
+
+
+def test_batched_chunk_size_is_the_largest_that_fits() -> None:
+    shapes = Shapes(num_texts=6000, num_images=3000, words=48, regions=48, dim=256)
+    image_floats = 48 * (256 + 48)  # SCAN's: features and Gram matrix per candidate image
+    text_bytes, image_bytes = 4 * 48 * 256, 4 * image_floats
+
+    def used(c: int) -> int:
+        return c * text_bytes + min(3000, 64 * c) * image_bytes
+
+    for budget in (16.0, 256.0, 512.0, 4096.0):
+        c = batched_chunk_size(64, shapes, budget, image_floats)
+        assert used(c) <= budget * 2**20 / 2 or c == 1
+        assert c == shapes.num_texts or used(c + 1) > budget * 2**20 / 2
+    assert batched_chunk_size(64, shapes, 1e-6, image_floats) == 1

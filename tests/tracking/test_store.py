@@ -1,0 +1,93 @@
+"""Tracking against a real MLflow store (SQLite in a temp folder): params, champion promotion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tasks.core.errors import TbprError
+from tasks.core.settings import flatten_params
+from tasks.tracking.config import TrackingConfig
+from tasks.tracking.models import resolve_checkpoint
+from tasks.tracking.names import CHECKPOINT_ARTIFACT, VERSION_VAL_R1
+from tasks.tracking.store import Tracker, promote_if_better
+from tbpr_models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, is_checkpoint
+
+
+@pytest.fixture(scope="module")
+def tracker(tracking_uri: tuple[str, str]) -> Tracker:
+    uri, artifacts = tracking_uri
+    return Tracker(TrackingConfig(tracking_uri=uri, artifact_root=artifacts, experiment="tracking-tests"))
+
+
+def registered_version(tracker: Tracker, name: str, val_r1: float, tmp_path: Path) -> str:
+    """A finished run with a checkpoint artifact, registered as a new version of `name`."""
+    run_id = tracker.start_run(tracker.experiment_id("unused"), "train-x", {"variant": "x", "stage": "train"})
+    for file in (CONFIG_FILE, WEIGHTS_FILE):  # what makes a folder a checkpoint (contents unused here)
+        (tmp_path / file).write_text("{}")
+        tracker.log_artifacts(run_id, tmp_path / file, CHECKPOINT_ARTIFACT)
+    tracker.end_run(run_id)
+    return tracker.register_model(name, run_id, {VERSION_VAL_R1: str(val_r1)})
+
+
+def test_champion_moves_only_to_a_better_val_r1(tracker: Tracker, tmp_path: Path) -> None:
+    name = "tbpr-promotion-test"
+    first = registered_version(tracker, name, 50.0, tmp_path)
+    assert promote_if_better(tracker.config, name, first)  # no champion yet
+    worse = registered_version(tracker, name, 40.0, tmp_path)
+    assert not promote_if_better(tracker.config, name, worse)
+    tie = registered_version(tracker, name, 50.0, tmp_path)
+    assert not promote_if_better(tracker.config, name, tie)
+    assert tracker.champion(name) == (first, 50.0)
+    better = registered_version(tracker, name, 61.5, tmp_path)
+    assert promote_if_better(tracker.config, name, better)
+    assert tracker.champion(name) == (better, 61.5)
+    checkpoint, info = resolve_checkpoint(f"models:/{name}@champion", tracker.config)
+    assert info["model_version"] == better and is_checkpoint(checkpoint)
+
+
+def test_experiment_artifacts_go_under_the_configured_root(tracker: Tracker) -> None:
+    experiment = tracker.client.get_experiment(tracker.experiment_id("unused"))
+    assert experiment.name == "tracking-tests"
+    assert experiment.artifact_location == f"{tracker.config.artifact_root}/tracking-tests"
+
+
+def test_resolve_model_rejects_unknown_references(tracker: Tracker) -> None:
+    with pytest.raises(TbprError, match="no model found"):
+        resolve_checkpoint("0123456789abcdef0123456789abcdef", tracker.config)
+    with pytest.raises(TbprError, match="no model found"):
+        resolve_checkpoint("models:/tbpr-nothing@champion", tracker.config)
+
+
+def test_flatten_params_uses_dotted_keys() -> None:
+    flat = flatten_params(
+        {"model": {"embed_dim": 32, "image": {"widths": [8, 16]}, "loss_weights": {}}, "lr": 0.1}
+    )
+    assert flat == {
+        "model.embed_dim": "32",
+        "model.image.widths": "[8, 16]",
+        "model.loss_weights": "{}",
+        "lr": "0.1",
+    }
+
+
+def test_processes_starting_together_share_one_new_sqlite_store(tmp_path: Path) -> None:
+    """Without the schema lock, concurrent first runs fail with "table ... already exists"."""
+    import subprocess
+    import sys
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code = (
+        "import sys; from tasks.tracking.config import TrackingConfig; from tasks.tracking.store import Tracker; "
+        "print(Tracker(TrackingConfig(tracking_uri=sys.argv[1])).experiment_id('race'))"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, uri], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(3)
+    ]
+    outputs = [proc.communicate(timeout=120) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0, 0], [err[-500:] for _, err in outputs]
+    assert len({out.strip() for out, _ in outputs}) == 1
