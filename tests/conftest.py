@@ -179,3 +179,10 @@ def tiny_emb(
         return cache[variant]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """(SQLite tracking URI, artifact root URI) shared by the session: creating the schema takes seconds."""
+    root = tmp_path_factory.mktemp("mlflow")
+    return f"sqlite:///{root / 'mlflow.db'}", (root / "artifacts").as_uri()

@@ -31,7 +31,7 @@ from tasks.core.files import write_parquet_atomic
 from tasks.data.layout import IMAGES
 from tasks.data.reader import ImageDataset, SplitData, load_prepared
 from tasks.embed import layout
-from tasks.embed.index import build_index, check_index_kind, index_file, save_index
+from tasks.embed.index import build_index, check_index_kind, save_index
 from tbpr_models import ImageTransform, build_tokenizer, load_checkpoint
 from tbpr_models.checkpoint import CONFIG_FILE, is_checkpoint
 
@@ -81,7 +81,7 @@ def embed_split(
     _write_gallery(data, part, image_global, out)
     _write_queries(part, text_global, out)
     for kind in kinds:
-        save_index(build_index(image_global, kind), index_file(out, kind))
+        save_index(build_index(image_global, kind), layout.index_file(out, kind))
     image_local = np.load(out / layout.IMAGE_LOCAL, mmap_mode="r")
     text_local = np.load(out / layout.TEXT_LOCAL, mmap_mode="r")
     info = layout.EmbedInfo(

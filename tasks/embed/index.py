@@ -105,7 +105,3 @@ def load_index(path: Path) -> faiss.Index:
     if not path.is_file():
         raise TbprError(f"no FAISS index at {path}; run `tbpr embed` with this index kind first")
     return faiss.read_index(str(path))
-
-
-def index_file(emb: Path, kind: IndexKind) -> Path:
-    return emb / f"index_{kind}.faiss"

@@ -19,8 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from tasks.core.errors import TbprError
 from tasks.core.files import write_json_atomic
+from tbpr_models import RetrievalModel, load_checkpoint
 
 GALLERY = "gallery.parquet"
 QUERIES = "queries.parquet"
@@ -28,6 +31,11 @@ IMAGE_LOCAL = "image_local.npy"
 TEXT_LOCAL = "text_local.npy"
 TEXT_MASK = "text_mask.npy"
 EMBED_JSON = "embed.json"
+
+
+def index_file(emb: Path, kind: str) -> Path:
+    """`EMB/index_<kind>.faiss`: the FAISS index of that kind over the gallery embeddings."""
+    return emb / f"index_{kind}.faiss"
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,10 @@ class EmbedInfo:
     train_run_id: str | None = None
     dataset: str | None = None
     config: dict[str, Any] = field(default_factory=dict)  # the checkpoint's config.json
+
+    def load_model(self, device: torch.device) -> RetrievalModel:
+        """The model that wrote this folder, rebuilt from its checkpoint, on `device`, in eval mode."""
+        return load_checkpoint(Path(self.checkpoint), device=device).eval()
 
     def write(self, emb: Path) -> Path:
         """Write `embed.json` atomically."""

@@ -23,7 +23,7 @@ from tasks.data.reader import decode_image
 from tasks.embed.layout import GALLERY, QUERIES, EmbedInfo
 from tasks.report.warehouse import VOCABULARY
 from tasks.score.layout import RANKINGS
-from tbpr_models import ImageTransform, build_tokenizer, load_checkpoint
+from tbpr_models import ImageTransform, build_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def attention_maps(
     """
     info = EmbedInfo.read(emb)
     torch_device = resolve_device(device)
-    model = load_checkpoint(Path(info.checkpoint), device=torch_device).eval()
+    model = info.load_model(torch_device)
     rows = pq.read_table(emb / QUERIES, columns=["caption_id", "image_id", "text"]).slice(0, queries)
     picked = rows.to_pylist()
     images = _images(Path(info.data), [r["image_id"] for r in picked])

@@ -21,7 +21,8 @@ import torch
 from tasks.core.device import Precision, precision_dtype, resolve_device
 from tasks.core.errors import TbprError
 from tasks.core.files import write_json_atomic, write_parquet_atomic
-from tasks.embed.index import IndexParams, check_index_kind, index_file, load_index
+from tasks.embed.index import IndexParams, check_index_kind, load_index
+from tasks.embed.layout import index_file
 from tasks.embed.store import EmbeddingStore
 from tasks.score.exhaustive import exhaustive_similarity
 from tasks.score.layout import METRICS, RANKINGS
@@ -36,7 +37,7 @@ from tasks.score.ranking import (
 )
 from tasks.tracking import names
 from tasks.tracking.config import TrackingConfig
-from tbpr_models import RetrievalModel, load_checkpoint, retrieval_metrics
+from tbpr_models import RetrievalModel, retrieval_metrics
 from tbpr_models.scoring import Shapes, plan_blocks
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ def score(
     dtype = precision_dtype(precision)
     torch_device = resolve_device(device)
     store = EmbeddingStore(emb)
-    model = load_checkpoint(Path(store.info.checkpoint), device=torch_device).eval()
+    model = store.info.load_model(torch_device)
     if mode == "exhaustive":
         scored = _exhaustive(model, store, memory_budget_mb, torch_device, dtype)
     else:

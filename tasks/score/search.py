@@ -17,10 +17,10 @@ from PIL import Image, ImageDraw, ImageFont
 from tasks.core.device import resolve_device
 from tasks.core.errors import TbprError
 from tasks.data.layout import IMAGES
-from tasks.embed.index import check_index_kind, index_file, load_index, search
-from tasks.embed.layout import GALLERY
+from tasks.embed.index import check_index_kind, load_index, search
+from tasks.embed.layout import GALLERY, index_file
 from tasks.embed.store import EmbeddingStore
-from tbpr_models import build_tokenizer, load_checkpoint
+from tbpr_models import build_tokenizer
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ def search_text(
     kind = check_index_kind(index)
     store = EmbeddingStore(emb)
     torch_device = resolve_device(device)
-    model = load_checkpoint(Path(store.info.checkpoint), device=torch_device).eval()
+    model = store.info.load_model(torch_device)
     input_ids, mask = build_tokenizer(model.config.text)([text])  # (1, L) each
     length = max(int(mask.sum()), 1)
     texts = model.encode_texts(input_ids[:, :length].to(torch_device), mask[:, :length].to(torch_device))

@@ -85,10 +85,3 @@ def tiny_config() -> TinyConfig:
         return TrainConfig.model_validate(settings | changes)
 
     return make
-
-
-@pytest.fixture(scope="session")
-def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
-    """(SQLite tracking URI, artifact root URI) shared by the session: creating the schema takes seconds."""
-    root = tmp_path_factory.mktemp("mlflow")
-    return f"sqlite:///{root / 'mlflow.db'}", (root / "artifacts").as_uri()
