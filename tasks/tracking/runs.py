@@ -1,6 +1,6 @@
 """The pipeline's own MLflow run: a parent run whose children are the trainings and scoring jobs.
 
-Thin helpers over `tasks.tracking.Tracker` (the only mlflow importer), for the pipeline flow.
+Thin helpers over `tasks.tracking.store.Tracker` (the only MLflow client), for the pipeline flow.
 """
 
 from __future__ import annotations

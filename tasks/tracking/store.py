@@ -1,4 +1,4 @@
-"""MLflow, in one module: experiments, runs, params, metrics, artifacts, model registry, champion.
+"""The MLflow client, in one module: experiments, runs, params, metrics, artifacts, registry, champion.
 
 Everything goes through an explicit `MlflowClient` built from a `TrackingConfig` (no global tracking
 URI, no active-run stack), so threads of a flow can track different runs side by side.
