@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tasks.core.device import DeviceName, Precision
 from tasks.core.errors import TbprError
@@ -64,16 +64,36 @@ SHORT_TRAIN = TrainConfig(epochs=3, device="cpu", sampler="identity", time_budge
 
 class TrainSettings(Settings):
     """Which variants to train and how: `config` for all of them, `per_variant` patches one of them
-    (e.g. `[train.per_variant.hard_topk] model = {variant = {k = 8}}`)."""
+    (e.g. `[train.per_variant.hard_topk] model = {variant = {k = 8}}`), each once per seed in
+    `seeds` (the warehouse reports the mean over seeds with intervals)."""
 
     variants: list[str] = Field(default_factory=registered_variants)  # every registered variant
+    seeds: list[int] = Field(default=[0], min_length=1)
     config: TrainConfig = SHORT_TRAIN
     per_variant: dict[str, dict[str, Any]] = {}
 
-    def for_variant(self, variant: str) -> TrainConfig:
-        """The TrainConfig of one variant: `config` with `variant` set and its patch merged in."""
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds must be distinct, got {seeds}")
+        return seeds
+
+    def for_variant(self, variant: str, seed: int | None = None) -> TrainConfig:
+        """The TrainConfig of one variant (and seed): `config` with `variant` set, its patch merged in."""
         data = deep_merge(self.config.model_dump(mode="json"), self.per_variant.get(variant, {}))
-        return TrainConfig.model_validate({**data, "variant": variant})
+        return TrainConfig.model_validate(
+            {**data, "variant": variant, "seed": self.seeds[0] if seed is None else seed}
+        )
+
+    def models(self) -> list[tuple[str, str, int]]:
+        """(name, variant, seed) of every model to train; the name is the variant alone with one seed,
+        `<variant>-seed<s>` with several (it names the output folders)."""
+        return [
+            (variant if len(self.seeds) == 1 else f"{variant}-seed{seed}", variant, seed)
+            for variant in self.variants
+            for seed in self.seeds
+        ]
 
 
 class EmbedSettings(Settings):

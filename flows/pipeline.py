@@ -122,7 +122,8 @@ def tbpr_pipeline(config: PipelineConfig = PipelineConfig()) -> PipelineResult:
 def draw_pictures(
     out: Path, scored: dict[str, tuple[Path, list[ScoreResult]]], config: PipelineConfig
 ) -> list[Path]:
-    """CMC of each variant's exhaustive job, R1 against cost of every job, attention heat maps."""
+    """CMC of each model's exhaustive job, R1 against cost of every job, and attention heat maps of
+    each variant's first model (its other seeds would draw the same queries again)."""
     if not scored:
         return []
     exhaustive = {
@@ -136,8 +137,12 @@ def draw_pictures(
     pictures = [cost_plot_task(points, out / "r1_vs_cost.png")]
     if exhaustive:
         pictures.append(cmc_plot_task(exhaustive, out / "cmc.png"))
-    for emb, _ in scored.values():
-        pictures += attention_maps_task(emb, out, config.plots.attention_queries, config.embed.device)
+    drawn: set[object] = set()
+    for emb, results in scored.values():
+        variant = results[0].details.get("variant") if results else emb
+        if variant not in drawn:
+            drawn.add(variant)
+            pictures += attention_maps_task(emb, out, config.plots.attention_queries, config.embed.device)
     return pictures
 
 

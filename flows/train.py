@@ -14,8 +14,8 @@ from tasks.train.loop import TrainResult
 
 @dataclass(frozen=True)
 class TrainOutcome:
-    results: dict[str, TrainResult] = field(default_factory=dict)
-    failed: dict[str, str] = field(default_factory=dict)  # variant -> error message
+    results: dict[str, TrainResult] = field(default_factory=dict)  # model name -> result
+    failed: dict[str, str] = field(default_factory=dict)  # model name -> error message
 
 
 class VariantsFailed(RuntimeError):
@@ -29,11 +29,11 @@ def train_variants_flow(config: TrainRunConfig) -> TrainOutcome:
     # several rich progress bars at once clash: show them only when variants train one at a time
     progress = config.runner.kind == "thread" and config.runner.workers == 1
     futures = {}
-    for variant in config.train.variants:
-        train_config = config.train.for_variant(variant)
+    for name, variant, seed in config.train.models():
+        train_config = config.train.for_variant(variant, seed)
         if config.out is not None:
-            train_config = train_config.model_copy(update={"output_dir": config.out / variant})
-        futures[variant] = train_task.with_options(task_run_name=f"train-{variant}").submit(
+            train_config = train_config.model_copy(update={"output_dir": config.out / name})
+        futures[name] = train_task.with_options(task_run_name=f"train-{name}").submit(
             config.data,
             train_config,
             tracking=config.tracking,
@@ -42,11 +42,11 @@ def train_variants_flow(config: TrainRunConfig) -> TrainOutcome:
         )
     wait(list(futures.values()))
     outcome = TrainOutcome()
-    for variant, future in futures.items():
+    for name, future in futures.items():
         if future.state.is_completed():
-            outcome.results[variant] = future.result()
+            outcome.results[name] = future.result()
         else:
-            outcome.failed[variant] = str(future.state.message or future.state.name)
+            outcome.failed[name] = str(future.state.message or future.state.name)
     if outcome.failed and config.fail_on_error:
         raise VariantsFailed(failure_message(outcome))
     return outcome

@@ -1,12 +1,26 @@
--- Which variant retrieves best, and at what scoring cost?
--- One row per variant: its best scoring job by test R1 (ties: the cheaper job), with that job's
--- other metrics, its mode/k/index and its cost (seconds, pairs scored).
-SELECT variant,
-       R1, R5, R10, mAP, mINP,
-       mode, top_k, "index",
-       seconds, pairs_scored,
-       run_id AS scoring_run_id, model_run_id
-FROM scoring_jobs
-WHERE R1 IS NOT NULL
-QUALIFY row_number() OVER (PARTITION BY variant ORDER BY R1 DESC, seconds ASC, run_id) = 1
-ORDER BY R1 DESC, variant;
+-- Which variant retrieves best, how sure are we, and at what scoring cost? Selected on val, never on test:
+-- one row per variant of the latest run, from its val-selected checkpoints (one per seed) scored by the
+-- run's reference job (exhaustive when it has one, else the pruned job with the largest k). R1 is the mean
+-- over seeds with its 95% bootstrap interval over queries and seeds; dR1 is the paired R1 difference to
+-- `global` on the same queries with its interval (percentage points); seconds is the mean scoring time.
+WITH latest AS (
+  SELECT parent_run_id FROM scoring_jobs ORDER BY start_time DESC LIMIT 1
+), reference AS (
+  SELECT s.* FROM variant_stats s JOIN latest l ON s.parent_run_id IS NOT DISTINCT FROM l.parent_run_id
+  QUALIFY dense_rank() OVER (ORDER BY s.mode = 'exhaustive' DESC, s.top_k DESC NULLS FIRST, s."index") = 1
+), cost AS (
+  SELECT j.variant, avg(j.seconds) AS seconds
+  FROM scoring_jobs j JOIN reference r
+    ON j.variant = r.variant AND j.mode = r.mode AND j.parent_run_id IS NOT DISTINCT FROM r.parent_run_id
+   AND j.top_k IS NOT DISTINCT FROM r.top_k AND j."index" IS NOT DISTINCT FROM r."index"
+  GROUP BY j.variant
+)
+SELECT r.variant, r.seeds,
+       r.R1_mean AS R1,
+       printf('%.1f..%.1f', r.R1_low, r.R1_high) AS R1_95,
+       r.mAP_mean AS mAP,
+       r.delta_R1 AS dR1,
+       CASE WHEN r.delta_R1 IS NOT NULL THEN printf('%.1f..%.1f', r.delta_R1_low, r.delta_R1_high) END AS dR1_95,
+       c.seconds
+FROM reference r LEFT JOIN cost c USING (variant)
+ORDER BY r.R1_mean DESC, r.variant;

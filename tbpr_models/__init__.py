@@ -9,7 +9,7 @@ Public API: build a model from a `ModelConfig` with `build_model`, encode with `
 from tbpr_models.checkpoint import is_checkpoint, load_checkpoint, save_checkpoint
 from tbpr_models.config import ImageEncoderConfig, ModelConfig, TextEncoderConfig, VariantConfig
 from tbpr_models.features import Batch, ImageFeatures, TextFeatures
-from tbpr_models.metrics import retrieval_metrics
+from tbpr_models.metrics import PerQuery, per_query_metrics, retrieval_metrics
 from tbpr_models.model import RetrievalModel, build_model
 from tbpr_models.registry import (
     VARIANTS,
@@ -34,6 +34,7 @@ __all__ = [
     "ModelConfig",
     "PairScorerConfig",
     "PairScorerHead",
+    "PerQuery",
     "RetrievalModel",
     "TextEncoderConfig",
     "TextFeatures",
@@ -47,6 +48,7 @@ __all__ = [
     "is_checkpoint",
     "load_checkpoint",
     "model_config_from_dict",
+    "per_query_metrics",
     "register_variant",
     "retrieval_metrics",
     "save_checkpoint",

@@ -95,6 +95,25 @@ def _ranked(similarity: ArrayLike, query_pids: ArrayLike, gallery_pids: ArrayLik
     )
 
 
+@dataclass(frozen=True)
+class PerQuery:
+    """Each query's own result, from which every metric above is a mean (and intervals are drawn)."""
+
+    first_match_rank: np.ndarray  # (Q,) int64 rank of the first positive (R@k = share with rank <= k)
+    average_precision: np.ndarray  # (Q,) float64 in [0, 1]
+    inverse_negative_penalty: np.ndarray  # (Q,) float64 in (0, 1]
+
+
+def per_query_metrics(similarity: ArrayLike, query_pids: ArrayLike, gallery_pids: ArrayLike) -> PerQuery:
+    """Per-query first-match rank, AP and INP of a (Q, G) similarity (same rules as `retrieval_metrics`)."""
+    ranked = _ranked(similarity, query_pids, gallery_pids)
+    return PerQuery(
+        first_match_rank=ranked.first_hit.numpy().astype(np.int64),
+        average_precision=ranked.average_precision.numpy(),
+        inverse_negative_penalty=ranked.inverse_negative_penalty.numpy(),
+    )
+
+
 def retrieval_metrics(
     similarity: ArrayLike, query_pids: ArrayLike, gallery_pids: ArrayLike
 ) -> dict[str, float]:

@@ -6,8 +6,9 @@ download from the internet), registered in DuckDB and materialised as tables. Sc
 become views over the files, so the warehouse stays small.
 
 Tables: `experiments`, `runs`, `tags`, `params`, `metrics`, `scoring_jobs`, `score_outputs`
-(the `metrics.json` files), `vocabulary`, `attributes`.
-Views: `rankings`, `captions`, `images`, `attributes` (empty when there is no such source).
+(the `metrics.json` files), `variant_stats` (means over seeds, bootstrap intervals, paired
+differences to `global`), `vocabulary`, `attributes`.
+Views: `rankings`, `per_query`, `captions`, `images` (empty tables when there are no such files).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ import pyarrow as pa
 from tasks.core.files import atomic_path
 from tasks.data.layout import CAPTIONS, IMAGES
 from tasks.data.synth.layout import ATTRIBUTES
-from tasks.score.layout import METRICS
+from tasks.report.stats import ScoredModel, variant_stats_table
+from tasks.score.layout import METRICS, PER_QUERY
 from tasks.tracking import names
 
 log = logging.getLogger(__name__)
@@ -290,6 +292,44 @@ def _rankings_view(con: duckdb.DuckDBPyConnection, files: Sequence[str]) -> None
         )
 
 
+def _per_query_view(con: duckdb.DuckDBPyConnection, rankings_files: Sequence[str]) -> None:
+    """View `per_query` over the `per_query.parquet` beside each rankings file (with `out_dir`)."""
+    files = [
+        str(Path(f).parent / PER_QUERY) for f in rankings_files if (Path(f).parent / PER_QUERY).is_file()
+    ]
+    if files:
+        listing = "[" + ", ".join(_quote(os.path.abspath(f)) for f in files) + "]"
+        con.sql(
+            "CREATE VIEW per_query AS SELECT * EXCLUDE (filename), parse_dirpath(filename) AS out_dir "
+            f"FROM read_parquet({listing}, filename = true, union_by_name = true)"
+        )
+    else:
+        con.sql(
+            "CREATE TABLE per_query (query_id BIGINT, first_match_rank BIGINT, ap DOUBLE, inp DOUBLE, "
+            "out_dir VARCHAR)"
+        )
+
+
+def _variant_stats(con: duckdb.DuckDBPyConnection) -> None:
+    """Table `variant_stats`: per comparison (pipeline run x job settings) and variant, the mean over
+    seeds with bootstrap intervals and the paired difference to `global` (`tasks.report.stats`).
+    A variant's seeds are its training runs (param `train.seed`); each model's latest job counts."""
+    jobs = con.sql(
+        """
+        SELECT parent_run_id, mode, top_k, "index", variant, coalesce(model_run_id, run_id), out_dir
+        FROM scoring_jobs WHERE out_dir IS NOT NULL AND variant IS NOT NULL
+        ORDER BY start_time
+        """
+    ).fetchall()
+    models = [
+        ScoredModel((parent, mode, top_k, index), variant, model, Path(out))
+        for parent, mode, top_k, index, variant, model, out in jobs
+    ]
+    con.register("arrow_variant_stats", variant_stats_table(models))
+    con.sql("CREATE TABLE variant_stats AS SELECT * FROM arrow_variant_stats")
+    con.unregister("arrow_variant_stats")
+
+
 def _data_views(con: duckdb.DuckDBPyConnection, data_dirs: Sequence[Path]) -> None:
     captions = [str(d / CAPTIONS) for d in data_dirs if (d / CAPTIONS).is_file()]
     images = [str(d / IMAGES) for d in data_dirs if (d / IMAGES).is_file()]
@@ -343,6 +383,8 @@ def _build(
                 "CREATE TABLE attributes (file_path VARCHAR, person_id BIGINT, attribute VARCHAR, value VARCHAR)"
             )
         _rankings_view(con, rankings_files)
+        _per_query_view(con, rankings_files)
+        _variant_stats(con)
         _data_views(con, data_dirs)
         counts = (
             con.sql("SELECT count(*) FROM runs").fetchall()[0][0],

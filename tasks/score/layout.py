@@ -2,6 +2,8 @@
 
 ```
 OUT/rankings.parquet  query_id (caption_id) int64, rank int32 (1..100), image_id int64, score float32
+OUT/per_query.parquet query_id, first_match_rank int64, ap float64, inp float64 (every query, in
+                      EMB order: what the metrics average and the warehouse bootstraps)
 OUT/metrics.json      R1 R5 R10 mAP mINP (percent), pairs_scored, seconds, mode, top_k, index,
                       scoring_run_id, and the job's details (variant, train_run_id, precision, ...)
 ```
@@ -14,10 +16,20 @@ from pathlib import Path
 import pyarrow as pa
 
 RANKINGS = "rankings.parquet"
+PER_QUERY = "per_query.parquet"
 METRICS = "metrics.json"
 RANKINGS_TOP = 100  # ranks kept per query
 RANKINGS_SCHEMA = pa.schema(
     [("query_id", pa.int64()), ("rank", pa.int32()), ("image_id", pa.int64()), ("score", pa.float32())]
+)
+
+PER_QUERY_SCHEMA = pa.schema(
+    [
+        ("query_id", pa.int64()),
+        ("first_match_rank", pa.int64()),
+        ("ap", pa.float64()),
+        ("inp", pa.float64()),
+    ]
 )
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import numpy as np
+import pyarrow as pa
 import torch
 
 from tasks.core.device import Precision, precision_dtype, resolve_device
@@ -25,7 +26,7 @@ from tasks.embed.index import IndexParams, check_index_kind, load_index
 from tasks.embed.layout import index_file
 from tasks.embed.store import EmbeddingStore
 from tasks.score.exhaustive import exhaustive_similarity
-from tasks.score.layout import METRICS, RANKINGS
+from tasks.score.layout import METRICS, PER_QUERY, PER_QUERY_SCHEMA, RANKINGS
 from tasks.score.pruned import batched_chunk_size, first_stage, rerank
 from tasks.score.ranking import (
     Ranking,
@@ -37,7 +38,7 @@ from tasks.score.ranking import (
 )
 from tasks.tracking import names
 from tasks.tracking.config import TrackingConfig
-from tbpr_models import RetrievalModel, retrieval_metrics
+from tbpr_models import PerQuery, RetrievalModel, per_query_metrics, retrieval_metrics
 from tbpr_models.scoring import Shapes, plan_blocks
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,7 @@ def score(
     query_ids, query_pids = store.query_ids()
     image_ids, gallery_pids = store.gallery_ids()
     metrics = retrieval_metrics(scored.similarity, query_pids, gallery_pids)
+    per_query = per_query_metrics(scored.similarity, query_pids, gallery_pids)
     result = ScoreResult(
         out=out,
         mode=mode,
@@ -113,6 +115,7 @@ def score(
     )
     out.mkdir(parents=True, exist_ok=True)
     write_parquet_atomic(rankings_table(scored.ranking, query_ids, image_ids), out / RANKINGS)
+    write_parquet_atomic(per_query_table(per_query, query_ids), out / PER_QUERY)
     write_json_atomic(out / METRICS, metrics_document(result), indent=2, sort_keys=True)
     if track:
         run_id = log_scoring_run(result, tracking=tracking, parent_run_id=parent_run_id)
@@ -256,6 +259,19 @@ def log_scoring_run(
         raise
     tracker.end_run(run_id)
     return run_id
+
+
+def per_query_table(per_query: PerQuery, query_ids: np.ndarray) -> pa.Table:
+    """`per_query.parquet`: each query's first-match rank, AP and INP (fractions, not percent)."""
+    return pa.table(
+        {
+            "query_id": query_ids.astype(np.int64),
+            "first_match_rank": per_query.first_match_rank,
+            "ap": per_query.average_precision,
+            "inp": per_query.inverse_negative_penalty,
+        },
+        schema=PER_QUERY_SCHEMA,
+    )
 
 
 def metrics_document(result: ScoreResult) -> dict[str, Any]:

@@ -41,8 +41,8 @@ def run(
         f"  MLflow UI:  mlflow ui --backend-store-uri sqlite:///{tbpr.mlflow_db}\n"
         "  Prefect UI: prefect server start   (then open http://127.0.0.1:4200; export\n"
         "              PREFECT_API_URL=http://127.0.0.1:4200/api before `tbpr run` to watch it live)\n"
-        "  SQL:        tbpr sql leaderboard | pruned_vs_exhaustive | metric_history | hardest_queries"
-        " | attribute_errors",
+        "  SQL:        tbpr sql leaderboard | variant_vs_global | pruned_vs_exhaustive | metric_history"
+        " | hardest_queries | attribute_errors",
         highlight=False,
     )
     if not state.is_completed():

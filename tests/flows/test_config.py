@@ -42,7 +42,15 @@ def test_overrides_reach_nested_keys_and_lists(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "overrides",
-    [["train.config.epochz=2"], ["runner.kind=ray"], ["jobs=3"], ["novalue"], ["train.config.epochs=0"]],
+    [
+        ["train.config.epochz=2"],
+        ["runner.kind=ray"],
+        ["jobs=3"],
+        ["novalue"],
+        ["train.config.epochs=0"],
+        ["train.seeds=[]"],
+        ["train.seeds=[1,1]"],
+    ],
 )
 def test_bad_settings_are_tbpr_errors(overrides: list[str]) -> None:
     with pytest.raises(TbprError):
@@ -78,3 +86,12 @@ def test_config_json_round_trips_and_flattens(tmp_path: Path) -> None:
     assert json.loads(flat["train.variants"]) == config.train.variants
     assert flat["train.config.epochs"] == str(config.train.config.epochs)
     assert all(isinstance(v, str) for v in flat.values())
+
+
+def test_each_variant_trains_once_per_seed_and_one_seed_keeps_the_plain_names() -> None:
+    one = TrainSettings(variants=["global", "cross_scan"])
+    assert one.seeds == [0] and one.models() == [("global", "global", 0), ("cross_scan", "cross_scan", 0)]
+    three = TrainSettings(variants=["global"], seeds=[0, 1, 2])
+    assert [name for name, _, _ in three.models()] == ["global-seed0", "global-seed1", "global-seed2"]
+    assert [three.for_variant("global", seed).seed for _, _, seed in three.models()] == [0, 1, 2]
+    assert load_config(PipelineConfig, profile_path("full")).train.seeds == [0, 1, 2]

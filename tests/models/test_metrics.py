@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tbpr_models.metrics import cmc_curve, retrieval_metrics
+from tbpr_models.metrics import cmc_curve, per_query_metrics, retrieval_metrics
 
 
 def _ranked_gallery(sim: np.ndarray, q: int) -> list[int]:
@@ -51,6 +51,18 @@ def test_matches_brute_force_with_ties(seed: int) -> None:
     assert got.keys() == expected.keys()
     for key, value in expected.items():
         assert got[key] == pytest.approx(value, abs=1e-9), key
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_per_query_results_average_to_the_metrics(seed: int) -> None:
+    sim, query_pids, gallery_pids = _random_case(seed)
+    per_query = per_query_metrics(sim, query_pids, gallery_pids)
+    expected = retrieval_metrics(sim, query_pids, gallery_pids)
+    assert per_query.first_match_rank.shape == (17,)
+    for k in (1, 5, 10):
+        assert 100 * np.mean(per_query.first_match_rank <= k) == pytest.approx(expected[f"R{k}"])
+    assert 100 * per_query.average_precision.mean() == pytest.approx(expected["mAP"])
+    assert 100 * per_query.inverse_negative_penalty.mean() == pytest.approx(expected["mINP"])
 
 
 def test_numpy_and_torch_inputs_agree() -> None:

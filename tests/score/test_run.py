@@ -97,6 +97,17 @@ def test_exhaustive_metrics_and_scores_match_a_direct_similarity(
     assert written["R1"] == pytest.approx(expected["R1"])
     top = _rankings(tmp_path / "ex")[int(store.query_ids()[0][0])]
     np.testing.assert_allclose([s for _, s in top], np.sort(direct[0])[::-1][: len(top)], atol=1e-5)
+    # per-query results: every query, in EMB order, first-match rank by counting higher scores
+    per_query = pq.read_table(tmp_path / "ex" / "per_query.parquet").to_pydict()
+    query_ids, query_pids = store.query_ids()
+    gallery_pids = store.gallery_ids()[1]
+    assert per_query["query_id"] == query_ids.tolist()
+    for q, rank in enumerate(per_query["first_match_rank"]):
+        best_match = direct[q][gallery_pids == query_pids[q]].max()
+        assert rank == 1 + int((direct[q] > best_match).sum())  # no float ties among random scores
+    assert 100 * np.mean(np.array(per_query["first_match_rank"]) == 1) == pytest.approx(expected["R1"])
+    assert 100 * np.mean(per_query["ap"]) == pytest.approx(expected["mAP"])
+    assert 100 * np.mean(per_query["inp"]) == pytest.approx(expected["mINP"])
 
 
 def test_bf16_scores_close_to_float32_in_both_modes_and_unknown_precision_fails(
