@@ -1,7 +1,7 @@
 -- Does this variant beat the `global` baseline, and how sure are we? For the latest run's reference job
 -- (as in leaderboard.sql): mean R1 over seeds, the paired R1 difference to `global` on the same queries
 -- and its 95% bootstrap interval over queries and seeds (percentage points). `verdict` says better or worse
--- only when the interval excludes zero.
+-- only when the interval excludes zero (mAP and mINP differences: table variant_stats).
 WITH latest AS (
   SELECT parent_run_id FROM scoring_jobs ORDER BY start_time DESC LIMIT 1
 ), reference AS (
@@ -9,7 +9,6 @@ WITH latest AS (
   QUALIFY dense_rank() OVER (ORDER BY s.mode = 'exhaustive' DESC, s.top_k DESC NULLS FIRST, s."index") = 1
 )
 SELECT variant, seeds, queries, R1_mean, delta_R1, delta_R1_low, delta_R1_high,
-       delta_mAP, delta_mAP_low, delta_mAP_high,
        CASE WHEN delta_R1_low > 0 THEN 'better' WHEN delta_R1_high < 0 THEN 'worse'
             ELSE 'not significant' END AS verdict
 FROM reference

@@ -21,7 +21,7 @@ from tasks.core.device import resolve_device
 from tasks.data.layout import IMAGES
 from tasks.data.reader import decode_image
 from tasks.embed.layout import GALLERY, QUERIES, EmbedInfo
-from tasks.report.warehouse import VOCABULARY
+from tasks.report.vocabulary import VOCABULARY
 from tasks.score.layout import RANKINGS
 from tbpr_models import ImageTransform, build_tokenizer
 

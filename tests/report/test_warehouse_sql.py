@@ -12,7 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.report.warehouse import VOCABULARY, sync
+from tasks.report.vocabulary import VOCABULARY
+from tasks.report.warehouse import sync
 
 SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 # Captions of 4 people (one test image each): query_id == caption_id, person p has image 10 + p.
