@@ -25,7 +25,7 @@ from tasks.tracking.config import TrackingConfig
 from tasks.train.config import TrainConfig, registered_variants
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
-PROFILES = ("short", "full")
+PROFILES = ("quick", "short", "full")
 RUN_CONFIG = "run_config.json"  # what every flow writes beside its outputs
 
 M = TypeVar("M", bound=BaseModel)

@@ -73,36 +73,28 @@ def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _rankings_view(con: duckdb.DuckDBPyConnection, files: Sequence[str]) -> None:
-    """View `rankings` over the files (with each file's folder as `out_dir`), or an empty table."""
+def _out_view(con: duckdb.DuckDBPyConnection, name: str, files: Sequence[str], empty: str) -> None:
+    """View `name` over Parquet files of scoring outputs, each row with its file's folder as `out_dir`
+    (which joins `scoring_jobs.out_dir`); without files, an empty table with columns `empty`."""
     if files:
         listing = "[" + ", ".join(_quote(os.path.abspath(f)) for f in files) + "]"
         con.sql(
-            "CREATE VIEW rankings AS SELECT * EXCLUDE (filename), parse_dirpath(filename) AS out_dir "
+            f"CREATE VIEW {name} AS SELECT * EXCLUDE (filename), parse_dirpath(filename) AS out_dir "
             f"FROM read_parquet({listing}, filename = true, union_by_name = true)"
         )
     else:
-        con.sql(
-            "CREATE TABLE rankings (query_id BIGINT, rank INTEGER, image_id BIGINT, score FLOAT, out_dir VARCHAR)"
-        )
+        con.sql(f"CREATE TABLE {name} ({empty}, out_dir VARCHAR)")
+
+
+def _rankings_view(con: duckdb.DuckDBPyConnection, files: Sequence[str]) -> None:
+    _out_view(con, "rankings", files, "query_id BIGINT, rank INTEGER, image_id BIGINT, score FLOAT")
 
 
 def _per_query_view(con: duckdb.DuckDBPyConnection, rankings_files: Sequence[str]) -> None:
-    """View `per_query` over the `per_query.parquet` beside each rankings file (with `out_dir`)."""
-    files = [
-        str(Path(f).parent / PER_QUERY) for f in rankings_files if (Path(f).parent / PER_QUERY).is_file()
-    ]
-    if files:
-        listing = "[" + ", ".join(_quote(os.path.abspath(f)) for f in files) + "]"
-        con.sql(
-            "CREATE VIEW per_query AS SELECT * EXCLUDE (filename), parse_dirpath(filename) AS out_dir "
-            f"FROM read_parquet({listing}, filename = true, union_by_name = true)"
-        )
-    else:
-        con.sql(
-            "CREATE TABLE per_query (query_id BIGINT, first_match_rank BIGINT, ap DOUBLE, inp DOUBLE, "
-            "out_dir VARCHAR)"
-        )
+    """The `per_query.parquet` beside each rankings file."""
+    beside = (Path(f).parent / PER_QUERY for f in rankings_files)
+    files = [str(path) for path in beside if path.is_file()]
+    _out_view(con, "per_query", files, "query_id BIGINT, first_match_rank BIGINT, ap DOUBLE, inp DOUBLE")
 
 
 def _variant_stats(con: duckdb.DuckDBPyConnection) -> None:

@@ -18,7 +18,8 @@ def run(
         Path | None, typer.Option(help="a TOML run config (default: the --profile preset)")
     ] = None,
     profile: Annotated[
-        str, typer.Option(help="preset in configs/: short (~15 min on 2 cores) or full")
+        str,
+        typer.Option(help="preset in configs/: quick (a few minutes), short (~15 min on 2 cores) or full"),
     ] = "short",
     overrides: Annotated[
         list[str] | None,

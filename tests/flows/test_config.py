@@ -23,6 +23,13 @@ def test_short_preset_is_the_embedded_default() -> None:
     assert load_config(PipelineConfig, profile_path("short")) == PipelineConfig()
 
 
+def test_quick_preset_is_smaller_and_still_trains_every_variant() -> None:
+    quick, short = load_config(PipelineConfig, profile_path("quick")), PipelineConfig()
+    assert quick.data.synth.identities < short.data.synth.identities
+    assert quick.train.config.epochs <= short.train.config.epochs
+    assert quick.train.variants == short.train.variants
+
+
 def test_full_preset_is_longer() -> None:
     full = load_config(PipelineConfig, profile_path("full"))
     assert full.train.config.epochs > PipelineConfig().train.config.epochs
