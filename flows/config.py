@@ -1,6 +1,7 @@
 """Run configurations: one pydantic model per flow, loaded from TOML with `--set a.b=c` overrides.
 
-Presets live in `configs/` (`short.toml` is the embedded default, `full.toml` the long schedule).
+Presets live in `configs/` (`short.toml` is the embedded default, `quick.toml` a few minutes,
+`full.toml` the long schedule).
 Every flow writes its config as `run_config.json` beside its outputs (`config.json` names a
 checkpoint's model config only), and the pipeline flattens it into the MLflow params of its parent
 run (`flatten`).
@@ -14,7 +15,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from tasks.core.device import DeviceName, Precision
+from tasks.core.device import Precision
 from tasks.core.errors import TbprError
 from tasks.core.files import write_text_atomic
 from tasks.core.settings import deep_merge, flatten_params, parse_overrides
@@ -68,36 +69,40 @@ class TrainSettings(Settings):
     `seeds` (the warehouse reports the mean over seeds with intervals)."""
 
     variants: list[str] = Field(default_factory=registered_variants)  # every registered variant
-    seeds: list[int] = Field(default=[0], min_length=1)
+    seeds: list[int] | None = Field(default=None, min_length=1)  # None: [config.seed]
     config: TrainConfig = SHORT_TRAIN
     per_variant: dict[str, dict[str, Any]] = {}
 
     @field_validator("seeds")
     @classmethod
-    def _distinct(cls, seeds: list[int]) -> list[int]:
-        if len(set(seeds)) != len(seeds):
+    def _distinct(cls, seeds: list[int] | None) -> list[int] | None:
+        if seeds is not None and len(set(seeds)) != len(seeds):
             raise ValueError(f"seeds must be distinct, got {seeds}")
         return seeds
 
     def for_variant(self, variant: str, seed: int | None = None) -> TrainConfig:
         """The TrainConfig of one variant (and seed): `config` with `variant` set, its patch merged in."""
         data = deep_merge(self.config.model_dump(mode="json"), self.per_variant.get(variant, {}))
-        return TrainConfig.model_validate(
-            {**data, "variant": variant, "seed": self.seeds[0] if seed is None else seed}
-        )
+        chosen = self.seed_list()[0] if seed is None else seed
+        return TrainConfig.model_validate({**data, "variant": variant, "seed": chosen})
+
+    def seed_list(self) -> list[int]:
+        """The seeds each variant trains with: `seeds`, or the one seed of `config`."""
+        return self.seeds if self.seeds is not None else [self.config.seed]
 
     def models(self) -> list[tuple[str, str, int]]:
         """(name, variant, seed) of every model to train; the name is the variant alone with one seed,
         `<variant>-seed<s>` with several (it names the output folders)."""
+        seeds = self.seed_list()
         return [
-            (variant if len(self.seeds) == 1 else f"{variant}-seed{seed}", variant, seed)
+            (variant if len(seeds) == 1 else f"{variant}-seed{seed}", variant, seed)
             for variant in self.variants
-            for seed in self.seeds
+            for seed in seeds
         ]
 
 
 class EmbedSettings(Settings):
-    device: DeviceName = "cpu"
+    device: str = Field(default="cpu", pattern=r"^(auto|cpu|cuda(:\d+)?)$")  # auto, cpu, cuda, cuda:N
     batch_size: int = Field(default=128, ge=1)
     precision: Precision = "fp32"
 

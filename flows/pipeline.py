@@ -38,7 +38,7 @@ from flows.runners import task_runner
 from flows.score import score_queries_flow
 from flows.train import VariantsFailed, failure_message, train_variants_flow
 from tasks.core.env import Home, home
-from tasks.report.plots import CostPoint
+from tasks.report.plots import CMC_PNG, COST_PNG, CostPoint
 from tasks.report.queries import QueryResult
 from tasks.score.layout import rankings_glob
 from tasks.score.run import ScoreResult
@@ -134,9 +134,9 @@ def draw_pictures(
         for v, (_, results) in scored.items()
         for r in results
     ]
-    pictures = [cost_plot_task(points, out / "r1_vs_cost.png")]
+    pictures = [cost_plot_task(points, out / COST_PNG)]
     if exhaustive:
-        pictures.append(cmc_plot_task(exhaustive, out / "cmc.png"))
+        pictures.append(cmc_plot_task(exhaustive, out / CMC_PNG))
     drawn: set[object] = set()
     for emb, results in scored.values():
         variant = results[0].details.get("variant") if results else emb

@@ -13,9 +13,11 @@ from typing import Any
 
 from prefect import task
 from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
+from prefect.client.schemas.objects import State
 from prefect.context import TaskRunContext
 from prefect.utilities.hashing import hash_objects
 
+from tasks.core.errors import TbprError
 from tasks.data.layout import MANIFEST
 from tasks.data.prepare import prepare_dataset
 from tasks.data.synth import generate
@@ -65,25 +67,30 @@ class InputFiles(CachePolicy):
         return hash_objects(key, files)
 
 
+def io_failure(task: Any, task_run: Any, state: State[Any]) -> bool:
+    """Retry condition: transient I/O, not bad input (a TbprError fails at once, with its message)."""
+    return not isinstance(state.data, TbprError)
+
+
+IO_RETRIES: dict[str, Any] = {"retries": 2, "retry_delay_seconds": 2, "retry_condition_fn": io_failure}
+
 synth_task = task(name="synth", cache_policy=InputFiles(output="out", marker=ANNOTATIONS))(generate)
 prepare_task = task(
     name="prepare", cache_policy=InputFiles(paths=("source",), output="out", marker=MANIFEST)
 )(prepare_dataset)
 train_task = task(name="train-variant")(train_variant)
-resolve_checkpoint_task = task(name="resolve-checkpoint", retries=2, retry_delay_seconds=2)(
-    resolve_checkpoint
-)
+resolve_checkpoint_task = task(name="resolve-checkpoint", **IO_RETRIES)(resolve_checkpoint)
 embed_task = task(
     name="embed", cache_policy=InputFiles(paths=("data", "checkpoint"), output="out", marker=EMBED_JSON)
 )(embed_split)
 score_task = task(name="score")(score)
 # I/O only: the MLflow store, the warehouse file, artifacts
-sync_task = task(name="warehouse-sync", retries=2, retry_delay_seconds=2)(sync)
-load_attributes_task = task(name="load-attributes", retries=2, retry_delay_seconds=2)(load_attributes)
-leaderboard_task = task(name="leaderboard", retries=2, retry_delay_seconds=2)(leaderboard)
-open_parent_run_task = task(name="open-parent-run", retries=2, retry_delay_seconds=2)(open_parent_run)
-close_run_task = task(name="close-run", retries=2, retry_delay_seconds=2)(close_run)
-log_files_task = task(name="log-artifacts", retries=2, retry_delay_seconds=2)(log_files)
+sync_task = task(name="warehouse-sync", **IO_RETRIES)(sync)
+load_attributes_task = task(name="load-attributes", **IO_RETRIES)(load_attributes)
+leaderboard_task = task(name="leaderboard", **IO_RETRIES)(leaderboard)
+open_parent_run_task = task(name="open-parent-run", **IO_RETRIES)(open_parent_run)
+close_run_task = task(name="close-run", **IO_RETRIES)(close_run)
+log_files_task = task(name="log-artifacts", **IO_RETRIES)(log_files)
 cmc_plot_task = task(name="plot-cmc")(cmc_plot)
 cost_plot_task = task(name="plot-cost")(cost_plot)
 attention_maps_task = task(name="plot-attention")(attention_maps)

@@ -1,13 +1,14 @@
 -- Which variant retrieves best, how sure are we, and at what scoring cost? Selected on val, never on test:
--- one row per variant of the latest run, from its val-selected checkpoints (one per seed) scored by the
--- run's reference job (exhaustive when it has one, else the pruned job with the largest k). R1 is the mean
--- over seeds with its 95% bootstrap interval over queries and seeds; dR1 is the paired R1 difference to
--- `global` on the same queries with its interval (percentage points); seconds is the mean scoring time.
+-- one row per variant of the latest pipeline run (else of the latest standalone jobs), from its
+-- val-selected checkpoints (one per seed) scored by the run's reference job (exhaustive when it has one,
+-- else the pruned job with the largest k). R1 is the mean over seeds with its 95% bootstrap interval over
+-- queries and seeds; dR1 is the paired R1 difference to `global` on the same queries with its interval
+-- (percentage points); seconds is the mean scoring time.
 WITH latest AS (
-  SELECT parent_run_id FROM scoring_jobs ORDER BY start_time DESC LIMIT 1
+  SELECT parent_run_id FROM scoring_jobs ORDER BY parent_run_id IS NULL, start_time DESC LIMIT 1
 ), reference AS (
   SELECT s.* FROM variant_stats s JOIN latest l ON s.parent_run_id IS NOT DISTINCT FROM l.parent_run_id
-  QUALIFY dense_rank() OVER (ORDER BY s.mode = 'exhaustive' DESC, s.top_k DESC NULLS FIRST, s."index") = 1
+  QUALIFY dense_rank() OVER (ORDER BY s.mode = 'exhaustive' DESC, s.top_k DESC NULLS FIRST, s."index", s.dataset) = 1
 ), cost AS (
   SELECT j.variant, avg(j.seconds) AS seconds
   FROM scoring_jobs j JOIN reference r

@@ -3,10 +3,10 @@
 -- and its 95% bootstrap interval over queries and seeds (percentage points). `verdict` says better or worse
 -- only when the interval excludes zero (mAP and mINP differences: table variant_stats).
 WITH latest AS (
-  SELECT parent_run_id FROM scoring_jobs ORDER BY start_time DESC LIMIT 1
+  SELECT parent_run_id FROM scoring_jobs ORDER BY parent_run_id IS NULL, start_time DESC LIMIT 1
 ), reference AS (
   SELECT s.* FROM variant_stats s JOIN latest l ON s.parent_run_id IS NOT DISTINCT FROM l.parent_run_id
-  QUALIFY dense_rank() OVER (ORDER BY s.mode = 'exhaustive' DESC, s.top_k DESC NULLS FIRST, s."index") = 1
+  QUALIFY dense_rank() OVER (ORDER BY s.mode = 'exhaustive' DESC, s.top_k DESC NULLS FIRST, s."index", s.dataset) = 1
 )
 SELECT variant, seeds, queries, R1_mean, delta_R1, delta_R1_low, delta_R1_high,
        CASE WHEN delta_R1_low > 0 THEN 'better' WHEN delta_R1_high < 0 THEN 'worse'

@@ -33,7 +33,7 @@ def tbpr_home() -> Path:
 
 @dataclass(frozen=True)
 class Home:
-    """What lives under TBPR_HOME (DESIGN.md, "Home and embedded defaults")."""
+    """What lives under TBPR_HOME (README, "Two commands")."""
 
     root: Path
 

@@ -1,5 +1,5 @@
-"""The DATA folder, written by `tasks.data.prepare` and read by every later stage (DESIGN.md,
-"Parquet contracts"): its file names and Arrow schemas, defined once here.
+"""The DATA folder, written by `tasks.data.prepare` and read by every later stage (README,
+"Preparing datasets"): its file names and Arrow schemas, defined once here.
 
 ```
 DATA/images.parquet      image_id, person_id, split, file_path, image (encoded bytes), height, width

@@ -112,8 +112,8 @@ WITH p AS (
          max(value) FILTER (WHERE key = '{names.PARAM_MODE}') AS mode,
          try_cast(max(value) FILTER (WHERE key = '{names.PARAM_TOP_K}') AS BIGINT) AS top_k,
          max(value) FILTER (WHERE key = '{names.PARAM_INDEX}') AS "index",
-         max(value) FILTER (WHERE key = 'out_dir') AS out_dir,
-         max(value) FILTER (WHERE key IN ('model_run_id', '{names.TAG_TRAIN_RUN}')) AS model_run_id
+         max(value) FILTER (WHERE key = '{names.PARAM_OUT_DIR}') AS out_dir,
+         max(value) FILTER (WHERE key IN ('{names.PARAM_MODEL_RUN}', '{names.TAG_TRAIN_RUN}')) AS model_run_id
   FROM (SELECT run_id, key, nullif(value, 'None') AS value FROM params)
   GROUP BY run_id
 ), t AS (

@@ -27,6 +27,13 @@ from tbpr_models import ImageTransform, build_tokenizer
 
 log = logging.getLogger(__name__)
 
+CMC_PNG = "cmc.png"  # the pictures of a run's plots folder
+COST_PNG = "r1_vs_cost.png"
+
+
+def attention_png(variant: str, caption_id: int) -> str:
+    return f"attention_{variant}_q{caption_id}.png"
+
 
 @dataclass(frozen=True)
 class CostPoint:
@@ -131,7 +138,7 @@ def attention_maps(
                 return []
             tokens = tokenizer.backend.convert_ids_to_tokens(input_ids[i].tolist())
             words = _pick_words(tokens, mask[i].tolist(), max_words)
-            out = out_dir / f"attention_{info.variant}_q{row['caption_id']}.png"
+            out = out_dir / attention_png(info.variant, row["caption_id"])
             heat = attention.float().cpu().numpy()
             paths.append(_draw_attention(images[row["image_id"]], row["text"], words, tokens, heat, out))
     return paths

@@ -54,6 +54,11 @@ def run_query(warehouse: Path, query: Path) -> QueryResult:
         if rel is None:
             raise TbprError(f"{query} returns no rows (it is not a SELECT); write one query per file")
         return QueryResult(query.stem, question_of(sql), list(rel.columns), rel.fetchall())
+    except duckdb.CatalogException as exc:
+        raise TbprError(
+            f"query {query} needs a table or column the warehouse at {warehouse} lacks ({exc}); a warehouse "
+            "built by an older tbpr is rebuilt by the next `tbpr run`, else check the query"
+        ) from exc
     except duckdb.Error as exc:
         raise TbprError(f"query {query} failed: {exc}; check it against the warehouse tables") from exc
     finally:

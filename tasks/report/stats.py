@@ -10,6 +10,7 @@ Dimension letters: S seeds, Q queries, B bootstrap replicates.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,7 +76,9 @@ def compare(
     tail = 100.0 * (1.0 - level) / 2
     boot: dict[str, dict[str, np.ndarray]] = {}
     for name in sorted(runs):
-        seed_weights = _seed_weights(rng, runs[name].seeds, replicates)  # (B, S)
+        # each variant's own generator: adding or removing a variant leaves the others' draws alone
+        own = np.random.default_rng((seed, zlib.crc32(name.encode())))
+        seed_weights = _seed_weights(own, runs[name].seeds, replicates)  # (B, S)
         boot[name] = {
             metric: ((seed_weights @ matrix) * query_weights).sum(axis=1)  # (B,)
             for metric, matrix in runs[name].values.items()
@@ -107,13 +110,14 @@ def compare(
 class ScoredModel:
     """One scoring job of the warehouse's `scoring_jobs`, with where its per-query results are."""
 
-    comparison: tuple[object, ...]  # (parent_run_id, mode, top_k, index): jobs compared together
+    comparison: tuple[object, ...]  # (dataset, parent_run_id, mode, top_k, index): compared together
     variant: str
     model: str  # the training run (one seed of the variant), or the job itself when unknown
     out_dir: Path
 
 
 GROUP_COLUMNS = (
+    ("dataset", pa.string()),
     ("parent_run_id", pa.string()),
     ("mode", pa.string()),
     ("top_k", pa.int64()),

@@ -100,17 +100,18 @@ def _per_query_view(con: duckdb.DuckDBPyConnection, rankings_files: Sequence[str
 def _variant_stats(con: duckdb.DuckDBPyConnection) -> None:
     """Table `variant_stats`: per comparison (pipeline run x job settings) and variant, the mean over
     seeds with bootstrap intervals and the paired difference to `global` (`tasks.report.stats`).
-    A variant's seeds are its training runs (param `train.seed`); each model's latest job counts."""
+    A variant's seeds are its training runs (`model_run_id`; a job without one counts on its own);
+    each model's latest job counts. Datasets are never mixed: query ids restart in each."""
     jobs = con.sql(
         """
-        SELECT parent_run_id, mode, top_k, "index", variant, coalesce(model_run_id, run_id), out_dir
+        SELECT dataset, parent_run_id, mode, top_k, "index", variant, coalesce(model_run_id, run_id), out_dir
         FROM scoring_jobs WHERE out_dir IS NOT NULL AND variant IS NOT NULL
         ORDER BY start_time
         """
     ).fetchall()
     models = [
-        ScoredModel((parent, mode, top_k, index), variant, model, Path(out))
-        for parent, mode, top_k, index, variant, model, out in jobs
+        ScoredModel((dataset, parent, mode, top_k, index), variant, model, Path(out))
+        for dataset, parent, mode, top_k, index, variant, model, out in jobs
     ]
     con.register("arrow_variant_stats", variant_stats_table(models))
     con.sql("CREATE TABLE variant_stats AS SELECT * FROM arrow_variant_stats")

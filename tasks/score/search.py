@@ -4,7 +4,6 @@ and a contact sheet of the results. Dimension letters: G gallery, k candidates, 
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +16,13 @@ from PIL import Image, ImageDraw, ImageFont
 from tasks.core.device import resolve_device
 from tasks.core.errors import TbprError
 from tasks.data.layout import IMAGES
+from tasks.data.reader import decode_image
 from tasks.embed.index import check_index_kind, load_index, search
 from tasks.embed.layout import GALLERY, index_file
 from tasks.embed.store import EmbeddingStore
 from tbpr_models import build_tokenizer
+
+SHEET = "search.png"  # the contact sheet's default name, in the EMB folder
 
 
 @dataclass(frozen=True)
@@ -96,8 +98,7 @@ def contact_sheet(
     for position, hit in enumerate(hits):
         x, y = (position % columns) * width, (position // columns) * (height + caption)
         if hit.image_id in data_of:
-            with Image.open(io.BytesIO(data_of[hit.image_id])) as image:
-                sheet.paste(image.convert("RGB").resize((width, height)), (x, y))
+            sheet.paste(decode_image(data_of[hit.image_id]).resize((width, height)), (x, y))
         draw.text((x + 3, y + height + 2), f"#{hit.rank} id {hit.image_id}", fill="black", font=font)
         draw.text((x + 3, y + height + 15), f"score {hit.score:.3f}", fill="black", font=font)
     out.parent.mkdir(parents=True, exist_ok=True)

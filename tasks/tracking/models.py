@@ -17,7 +17,7 @@ def resolve_checkpoint(
 ) -> tuple[Path, dict[str, Any]]:
     """(checkpoint folder, run info) of `ref`; run info is empty for a folder given directly.
 
-    A folder is a checkpoint when it holds what only `save_checkpoint` writes (DESIGN.md, "Models");
+    A folder is a checkpoint when it holds what only `save_checkpoint` writes (README, "Layout");
     an existing folder that is not one is a TbprError rather than a lookup in the tracking store.
     """
     folder = Path(ref)

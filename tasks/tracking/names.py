@@ -1,5 +1,5 @@
-"""The MLflow names tbpr writes and the warehouse SQL reads: the contract between them (DESIGN.md,
-"Tracking"). Writers and `tasks.report.warehouse` import these; change one here and both follow."""
+"""The MLflow names tbpr writes and the warehouse SQL reads: the contract between them (README,
+"The pipeline, tracking and the warehouse"). Writers and `tasks.report.warehouse` import these; change one here and both follow."""
 
 from __future__ import annotations
 
@@ -26,7 +26,9 @@ PARAM_MODE = "mode"
 PARAM_TOP_K = "top_k"
 PARAM_INDEX = "index"
 PARAM_MODEL_REF = "model_ref"
-PARAM_SEED = "train.seed"
+# read by the warehouse for scoring runs logged by older tbpr versions or other tools
+PARAM_OUT_DIR = "out_dir"
+PARAM_MODEL_RUN = "model_run_id"
 
 # Metric keys: `<split>/<name>` per epoch (train, val) or once (test); scoring cost
 METRICS = ("R1", "R5", "R10", "mAP", "mINP")  # retrieval metrics, percent

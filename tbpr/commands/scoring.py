@@ -82,7 +82,7 @@ def search(
     """One free-text query: ranked image ids with scores, and a contact sheet of the results."""
     quiet_faiss()
     from tasks.embed.layout import EmbedInfo
-    from tasks.score.search import contact_sheet, search_text
+    from tasks.score.search import SHEET, contact_sheet, search_text
 
     hits = search_text(emb, text, top_k=top_k, candidates=candidates, index=index, device=device)
     table = Table(title=f"{text!r}")
@@ -92,6 +92,6 @@ def search(
         table.add_row(str(hit.rank), str(hit.image_id), str(hit.person_id), f"{hit.score:.4f}", hit.file_path)
     console = Console()
     console.print(table)
-    target = sheet if sheet is not None else emb / "search.png"
+    target = sheet if sheet is not None else emb / SHEET
     contact_sheet(hits, Path(EmbedInfo.read(emb).data), target)
     console.print(f"contact sheet: {target}")

@@ -43,7 +43,7 @@ def test_precision_names() -> None:
 
 
 def test_flow_embed_settings_take_auto_and_reject_typos() -> None:
-    assert EmbedSettings(device="auto").device == "auto"
+    assert EmbedSettings(device="auto").device == "auto" and EmbedSettings(device="cuda:1").device == "cuda:1"
     with pytest.raises(TbprError, match=r"embed\.device"):
         load_config(PipelineConfig, None, ["embed.device=gpu"])
 

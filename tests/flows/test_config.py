@@ -97,7 +97,13 @@ def test_config_json_round_trips_and_flattens(tmp_path: Path) -> None:
 
 def test_each_variant_trains_once_per_seed_and_one_seed_keeps_the_plain_names() -> None:
     one = TrainSettings(variants=["global", "cross_scan"])
-    assert one.seeds == [0] and one.models() == [("global", "global", 0), ("cross_scan", "cross_scan", 0)]
+    assert one.seed_list() == [0] and one.models() == [
+        ("global", "global", 0),
+        ("cross_scan", "cross_scan", 0),
+    ]
+    # without `seeds`, the train config's own seed is the one seed
+    seven = load_config(PipelineConfig, None, ["train.config.seed=7", 'train.variants=["global"]']).train
+    assert seven.models() == [("global", "global", 7)] and seven.for_variant("global").seed == 7
     three = TrainSettings(variants=["global"], seeds=[0, 1, 2])
     assert [name for name, _, _ in three.models()] == ["global-seed0", "global-seed1", "global-seed2"]
     assert [three.for_variant("global", seed).seed for _, _, seed in three.models()] == [0, 1, 2]

@@ -68,7 +68,7 @@ def test_table_aligns_queries_by_id_across_files(tmp_path: Path) -> None:
             pa.table({"query_id": ids, "first_match_rank": r, "ap": 1.0 / r, "inp": 1.0 / r}),
             out / "per_query.parquet",
         )
-        return ScoredModel(("p", "exhaustive", None, None), name.split("-")[0], name, out)
+        return ScoredModel(("synth", "p", "exhaustive", None, None), name.split("-")[0], name, out)
 
     table = variant_stats_table(
         [
@@ -85,3 +85,16 @@ def test_table_aligns_queries_by_id_across_files(tmp_path: Path) -> None:
         and rows["x"]["R1_mean"] == pytest.approx(100 / 3)
     )
     assert rows["x"]["parent_run_id"] == "p" and rows["x"]["mode"] == "exhaustive"
+    assert rows["x"]["dataset"] == "synth"
+
+
+def test_adding_a_variant_leaves_the_others_intervals_alone() -> None:
+    rng = np.random.default_rng(5)
+    a = _runs(*(np.where(rng.random(40) < 0.5, 1, 2) for _ in range(3)))
+    b = _runs(*(np.where(rng.random(40) < 0.5, 1, 2) for _ in range(2)))
+    alone = {r["variant"]: r for r in compare({"global": a})}
+    both = {r["variant"]: r for r in compare({"global": a, "aaa_first_by_name": b})}
+    assert (alone["global"]["R1_low"], alone["global"]["R1_high"]) == (
+        both["global"]["R1_low"],
+        both["global"]["R1_high"],
+    )

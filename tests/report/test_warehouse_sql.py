@@ -302,3 +302,15 @@ def test_variant_vs_global_pairs_queries(store: Store) -> None:
     # channel's per-query results equal global's: the paired difference is 0 in every replicate
     assert (row["delta_R1"], row["delta_R1_low"], row["delta_R1_high"]) == (0.0, 0.0, 0.0)
     assert row["verdict"] == "not significant"
+
+
+def test_a_warehouse_from_an_older_tbpr_gives_a_clear_error(tmp_path: Path) -> None:
+    from tasks.core.errors import TbprError
+    from tasks.report.queries import leaderboard
+
+    old = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(old))
+    con.sql("CREATE TABLE scoring_jobs (parent_run_id VARCHAR, start_time TIMESTAMP)")  # no variant_stats
+    con.close()
+    with pytest.raises(TbprError, match="tbpr run"):
+        leaderboard(old)
