@@ -18,6 +18,7 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
+from tasks.core.device import set_threads
 from tbpr_models.config import ImageEncoderConfig, TextEncoderConfig
 from tbpr_models.encoders import build_image_encoder, build_text_encoder
 
@@ -89,7 +90,7 @@ def main() -> None:
     parser.add_argument("--only", default="", help="run only the rows whose name contains this text")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     print(f"device={args.device} threads={args.threads} batch={args.batch} autocast=bf16 steps={args.steps}")
     for name, module, forward in image_rows(args.batch, args.device) + text_rows(args.batch, args.device):
         if args.only not in name:

@@ -20,6 +20,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from tasks.core.device import set_threads
 from tbpr_models.variants.cross_scan import scan_similarity
 
 QUERIES, GALLERY, DIM = 6_156, 3_074, 256
@@ -78,7 +79,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=128, help="captions timed (extrapolated to 6,156)")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     cases = [
         Case(dtype, max_words, real, regions)
         for dtype in (torch.float32, torch.bfloat16)

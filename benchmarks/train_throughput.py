@@ -20,7 +20,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from tasks.core.device import autocast
+from tasks.core.device import autocast, resolve_device, set_threads
 from tasks.train.config import TrainConfig, model_config
 from tasks.train.loop import param_groups
 from tbpr_models import VARIANTS, Batch, build_model
@@ -103,8 +103,8 @@ def main() -> None:
     parser.add_argument("--workers", default="0,1,2", help="num_workers values for --data")
     args = parser.parse_args()
     if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+        set_threads(args.threads)
+    device = resolve_device(args.device)
     table = Table(title=f"train step, batch {args.batch}, {args.words} tokens, {args.precision}, {device}")
     for column in ("variant", "samples/s", "samples/CPU-s"):
         table.add_column(column, justify="left" if column == "variant" else "right")
