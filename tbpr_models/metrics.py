@@ -103,6 +103,13 @@ class PerQuery:
     average_precision: np.ndarray  # (Q,) float64 in [0, 1]
     inverse_negative_penalty: np.ndarray  # (Q,) float64 in (0, 1]
 
+    def metrics(self) -> dict[str, float]:
+        """`R1`, `R5`, `R10`, `mAP`, `mINP` in percent: the means over the queries."""
+        out = {f"R{k}": 100.0 * float(np.mean(self.first_match_rank <= k)) for k in (1, 5, 10)}
+        out["mAP"] = 100.0 * float(self.average_precision.mean())
+        out["mINP"] = 100.0 * float(self.inverse_negative_penalty.mean())
+        return out
+
 
 def per_query_metrics(similarity: ArrayLike, query_pids: ArrayLike, gallery_pids: ArrayLike) -> PerQuery:
     """Per-query first-match rank, AP and INP of a (Q, G) similarity (same rules as `retrieval_metrics`)."""
@@ -123,11 +130,7 @@ def retrieval_metrics(
     (#positives) / (rank of the hardest positive) (Ye et al., TPAMI 2021). Accepts numpy arrays and
     torch tensors; raises ValueError for a query with no positive, a shape mismatch or NaN scores.
     """
-    ranked = _ranked(similarity, query_pids, gallery_pids)
-    metrics = {f"R{k}": _recall_at(ranked.first_hit, k) for k in (1, 5, 10)}
-    metrics["mAP"] = 100.0 * float(ranked.average_precision.mean())
-    metrics["mINP"] = 100.0 * float(ranked.inverse_negative_penalty.mean())
-    return metrics
+    return per_query_metrics(similarity, query_pids, gallery_pids).metrics()
 
 
 def cmc_curve(

@@ -164,7 +164,8 @@ def _stack(tables: Sequence[pa.Table], order: np.ndarray) -> dict[str, np.ndarra
     per_seed = []
     for table in tables:
         ids = table["query_id"].to_numpy()
-        where = np.argsort(ids)[np.searchsorted(ids, order, sorter=np.argsort(ids))]  # rows of `order`
+        sorter = np.argsort(ids)
+        where = sorter[np.searchsorted(ids, order, sorter=sorter)]  # row of each id of `order`
         per_seed.append(
             per_query_percent(
                 table["first_match_rank"].to_numpy()[where],

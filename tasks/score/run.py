@@ -38,7 +38,7 @@ from tasks.score.ranking import (
 )
 from tasks.tracking import names
 from tasks.tracking.config import TrackingConfig
-from tbpr_models import PerQuery, RetrievalModel, per_query_metrics, retrieval_metrics
+from tbpr_models import PerQuery, RetrievalModel, per_query_metrics
 from tbpr_models.scoring import Shapes, plan_blocks
 
 log = logging.getLogger(__name__)
@@ -101,8 +101,8 @@ def score(
         scored = _pruned(model, store, emb, kind, top_k, memory_budget_mb, torch_device, dtype)
     query_ids, query_pids = store.query_ids()
     image_ids, gallery_pids = store.gallery_ids()
-    metrics = retrieval_metrics(scored.similarity, query_pids, gallery_pids)
-    per_query = per_query_metrics(scored.similarity, query_pids, gallery_pids)
+    per_query = per_query_metrics(scored.similarity, query_pids, gallery_pids)  # ranks once
+    metrics = per_query.metrics()
     result = ScoreResult(
         out=out,
         mode=mode,
