@@ -94,10 +94,9 @@ class BlockPlan:
     query_block: int  # Qb
     gallery_block: int  # Gb
 
-    def blocks(self, shapes: Shapes) -> int:
-        return math.ceil(shapes.num_texts / self.query_block) * math.ceil(
-            shapes.num_images / self.gallery_block
-        )
+    def blocks(self, num_texts: int, num_images: int) -> int:
+        """How many (query block, gallery block) pairs cover `num_texts` x `num_images`."""
+        return math.ceil(num_texts / self.query_block) * math.ceil(num_images / self.gallery_block)
 
 
 def plan_blocks(

@@ -5,8 +5,6 @@ Dimension letters: Q queries, G gallery.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from rich.progress import Progress
@@ -26,7 +24,7 @@ def exhaustive_similarity(
 ) -> np.ndarray:
     """(Q, G) float32 scores of every query (or the `queries` slice) against every gallery image."""
     rows = range(source.num_texts)[queries or slice(None)]
-    blocks = math.ceil(len(rows) / plan.query_block) * math.ceil(source.num_images / plan.gallery_block)
+    blocks = plan.blocks(len(rows), source.num_images)
     with Progress(disable=not show_progress, transient=True) as progress:
         task = progress.add_task("exhaustive scoring", total=blocks)
         return similarity_in_blocks(
