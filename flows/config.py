@@ -1,6 +1,6 @@
 """Run configurations: one pydantic model per flow, loaded from TOML with `--set a.b=c` overrides.
 
-Presets live in `configs/` (`short.toml` is the embedded default, `quick.toml` a few minutes,
+Presets live in `configs/` (`main.toml` is the embedded default, `quick.toml` a few minutes,
 `full.toml` the long schedule).
 Every flow writes its config as `run_config.json` beside its outputs (`config.json` names a
 checkpoint's model config only), and the pipeline flattens it into the MLflow params of its parent
@@ -26,7 +26,7 @@ from tasks.tracking.config import TrackingConfig
 from tasks.train.config import TrainConfig, registered_variants
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
-PROFILES = ("quick", "short", "full")
+PROFILES = ("quick", "main", "full")
 RUN_CONFIG = "run_config.json"  # what every flow writes beside its outputs
 
 M = TypeVar("M", bound=BaseModel)
@@ -48,7 +48,7 @@ class RunnerConfig(Settings):
 
 
 class SynthSettings(Settings):
-    identities: int = Field(default=200, ge=2)
+    identities: int = Field(default=1000, ge=2)
     seed: int = 0
 
 
@@ -60,7 +60,28 @@ class SourceSettings(Settings):
     synth: SynthSettings = SynthSettings()
 
 
-SHORT_TRAIN = TrainConfig(epochs=3, device="cpu", sampler="identity", time_budget_minutes=1.5)
+# The main job's training (configs/main.toml, README "Feature cache"): `global` fine-tunes the top image
+# stages and the top MiniLM layer once on the cache of the layers below; every variant x seed then
+# trains its head and projections on the cache of those fine-tuned, now frozen, encoders.
+MAIN_BACKBONE = TrainConfig(
+    variant="global",
+    features="cached",
+    model={"image": {"freeze_stages": 16}, "text": {"freeze_layers": 5}},
+    epochs=10,
+    patience=2,
+    sampler="identity",
+    device="cpu",
+    time_budget_minutes=2.5,
+)
+MAIN_HEADS = TrainConfig(
+    features="cached",
+    model={"image": {"freeze": True}, "text": {"freeze_layers": 6}},
+    epochs=12,
+    patience=3,
+    sampler="identity",
+    device="cpu",
+    time_budget_minutes=0.4,
+)
 
 
 class TrainSettings(Settings):
@@ -69,9 +90,13 @@ class TrainSettings(Settings):
     `seeds` (the warehouse reports the mean over seeds with intervals)."""
 
     variants: list[str] = Field(default_factory=registered_variants)  # every registered variant
-    seeds: list[int] | None = Field(default=None, min_length=1)  # None: [config.seed]
-    config: TrainConfig = SHORT_TRAIN
+    seeds: list[int] | None = Field(default=[0, 1, 2], min_length=1)  # None: [config.seed]
+    config: TrainConfig = MAIN_HEADS
     per_variant: dict[str, dict[str, Any]] = {}
+    # Fine-tune the encoders once with this config (e.g. `global` with the top stages trainable on the
+    # feature cache); every variant x seed then starts from its encoders (`init_from`), so with
+    # `config.features = "cached"` and frozen encoders all heads train on one shared cache.
+    backbone: TrainConfig | None = MAIN_BACKBONE
 
     @field_validator("seeds")
     @classmethod
@@ -118,7 +143,7 @@ class ScoreJob(Settings):
         return self.mode if self.mode == "exhaustive" else f"pruned-k{self.top_k}-{self.index}"
 
 
-DEFAULT_JOBS = [ScoreJob(), ScoreJob(mode="pruned", top_k=20), ScoreJob(mode="pruned", top_k=50)]
+DEFAULT_JOBS = [ScoreJob(), ScoreJob(mode="pruned", top_k=20)]
 
 
 class PlotSettings(Settings):
@@ -169,7 +194,7 @@ class ScoreRunConfig(Settings):
 class PipelineConfig(Settings):
     """Flow `tbpr-pipeline`: data -> prepare -> train -> embed -> score -> warehouse -> leaderboard."""
 
-    name: str = "short"  # names the run folder $TBPR_HOME/runs/<time>-<name> and the parent run
+    name: str = "main"  # names the run folder $TBPR_HOME/runs/<time>-<name> and the parent run
     data: SourceSettings = SourceSettings()
     train: TrainSettings = TrainSettings()
     embed: EmbedSettings = EmbedSettings()

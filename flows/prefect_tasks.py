@@ -30,7 +30,7 @@ from tasks.report.warehouse import load_attributes, sync
 from tasks.score.run import score
 from tasks.tracking.models import resolve_checkpoint
 from tasks.tracking.runs import close_run, log_files, open_parent_run
-from tasks.train.loop import train_variant
+from tasks.train.loop import prepare_feature_cache, train_variant
 
 
 def fingerprint(path: Path) -> list[tuple[str, int, int]]:
@@ -79,6 +79,10 @@ prepare_task = task(
     name="prepare", cache_policy=InputFiles(paths=("source",), output="out", marker=MANIFEST)
 )(prepare_dataset)
 train_task = task(name="train-variant")(train_variant)
+# the library function is a no-op when the cache exists (its folder is named by a content key)
+feature_cache_task = task(
+    name="feature-cache", cache_policy=InputFiles(paths=("data",), output="data", marker=MANIFEST)
+)(prepare_feature_cache)
 resolve_checkpoint_task = task(name="resolve-checkpoint", **IO_RETRIES)(resolve_checkpoint)
 embed_task = task(
     name="embed", cache_policy=InputFiles(paths=("data", "checkpoint"), output="out", marker=EMBED_JSON)

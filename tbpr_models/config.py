@@ -47,6 +47,7 @@ class ImageEncoderConfig:
     last_stride: int = 1  # efficientnet_lite0: stride of the last strided stage (1: total stride 16)
     path: str | None = None  # hf_vision: local folder of a transformers vision model
     freeze: bool = False  # freeze the whole backbone (only projections and head train)
+    freeze_stages: int = 0  # freeze the lowest stages (stem, blocks, head conv), e.g. all but the top 2
 
 
 @dataclass(frozen=True)

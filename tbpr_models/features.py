@@ -5,6 +5,7 @@ Dimension letters: B batch, Q queries, G gallery, N image regions, L words, D em
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -48,17 +49,27 @@ class TextFeatures:
 
 @dataclass(frozen=True)
 class Batch:
-    """One training batch: image i and caption i show the same person."""
+    """One training batch: image i and caption i show the same person.
 
-    pixels: Tensor  # (B, 3, H, W) float, normalised
+    From the feature cache, `pixels` holds the input of image encoder stage `image_stage` and
+    `text_hidden` the text encoder's hidden states after its lowest `text_stage` stages.
+    """
+
+    pixels: Tensor  # (B, 3, H, W) float, normalised; or a cached activation when image_stage > 0
     input_ids: Tensor  # (B, L) long
     attention_mask: Tensor  # (B, L) long or bool
     person_ids: Tensor  # (B,) long, class index in [0, num_classes) of the training identities
+    image_stage: int = 0
+    text_hidden: Tensor | None = None  # (B, L, C) cached hidden states
+    text_stage: int = 0
 
     def to(self, device: torch.device | str) -> Batch:
-        return Batch(
+        hidden = self.text_hidden
+        return dataclasses.replace(
+            self,
             pixels=self.pixels.to(device, non_blocking=True),
             input_ids=self.input_ids.to(device, non_blocking=True),
             attention_mask=self.attention_mask.to(device, non_blocking=True),
             person_ids=self.person_ids.to(device, non_blocking=True),
+            text_hidden=None if hidden is None else hidden.to(device, non_blocking=True),
         )

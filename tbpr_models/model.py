@@ -60,12 +60,16 @@ class RetrievalModel(nn.Module):
         """() the learned multiplier of cosine similarities, 1 / temperature, at most 100."""
         return self.log_logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
 
-    def image_tokens(self, pixels: Tensor) -> Tensor:
-        """pixels (B, 3, H, W) -> projected region tokens (B, N, D)."""
-        return self.image_proj(self.image_encoder(pixels))
+    def image_tokens(self, pixels: Tensor, start: int = 0) -> Tensor:
+        """pixels (B, 3, H, W) -> projected region tokens (B, N, D); with `start` > 0, `pixels` is the
+        input of image encoder stage `start` (a cached activation)."""
+        return self.image_proj(self.image_encoder(pixels, start))
 
-    def text_tokens(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """input_ids, attention_mask (B, L) -> projected word tokens (B, L, D).
+    def text_tokens(
+        self, input_ids: Tensor, attention_mask: Tensor, hidden: Tensor | None = None, start: int = 0
+    ) -> Tensor:
+        """input_ids, attention_mask (B, L) -> projected word tokens (B, L, D); with `hidden` (B, L, C),
+        the text encoder continues from the output of its lowest `start` stages (a cached activation).
 
         Columns after the batch's last real token are cut before the encoder (captions are usually far
         shorter than max_length) and come back as zeros: every head ignores masked positions.
@@ -76,8 +80,9 @@ class RetrievalModel(nn.Module):
             if attention_mask.any()
             else length
         )
+        cut = None if hidden is None else hidden[:, :used]
         tokens = self.text_proj(
-            self.text_encoder(input_ids[:, :used], attention_mask[:, :used])
+            self.text_encoder(input_ids[:, :used], attention_mask[:, :used], cut, start)
         )  # (B, used, D)
         return F.pad(tokens, (0, 0, 0, length - used))  # (B, L, D)
 
@@ -105,9 +110,12 @@ class RetrievalModel(nn.Module):
 
     def losses(self, batch: Batch) -> dict[str, Tensor]:
         """Unweighted named losses: `sdm`, `id` (when num_classes > 0) and the head's own."""
-        image_tokens = self.image_tokens(batch.pixels)  # (B, N, D)
+        image_tokens = self.image_tokens(batch.pixels, batch.image_stage)  # (B, N, D)
         images = self.head.images(image_tokens)
-        texts = self.encode_texts(batch.input_ids, batch.attention_mask)
+        texts = self.head.texts(
+            self.text_tokens(batch.input_ids, batch.attention_mask, batch.text_hidden, batch.text_stage),
+            batch.attention_mask.bool(),
+        )
         scale = self.logit_scale()
         out = {"sdm": sdm_loss(texts.global_, images.global_, batch.person_ids, scale)}
         if self.classifier is not None:

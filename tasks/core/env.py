@@ -60,6 +60,11 @@ class Home:
         return self.root / "warehouse.duckdb"
 
     @property
+    def feature_cache(self) -> Path:
+        """Frozen encoder outputs, one folder per cache key (`tasks.cache`)."""
+        return self.root / "cache" / "features"
+
+    @property
     def model_cache(self) -> Path:
         """Checkpoints downloaded from a remote artifact store."""
         return self.root / "cache" / "models"

@@ -49,6 +49,7 @@ class PreparedData:
     path: Path
     dataset: str  # manifest's `dataset` name: the MLflow experiment is tbpr/<dataset>
     splits: dict[str, SplitData]
+    content_hash: str = ""  # manifest's hash of the annotation and image bytes ("" if it has none)
 
 
 def load_prepared(data: Path, splits: Sequence[str] = SPLITS) -> PreparedData:
@@ -63,7 +64,8 @@ def load_prepared(data: Path, splits: Sequence[str] = SPLITS) -> PreparedData:
         raise TbprError(f"{data / MANIFEST} names no dataset; re-run `tbpr prepare`")
     images = _read(data / IMAGES, IMAGE_COLUMNS)
     captions = _read(data / CAPTIONS, CAPTION_COLUMNS)
-    return PreparedData(data, dataset, {s: _split(images, captions, s) for s in splits})
+    splits_data = {s: _split(images, captions, s) for s in splits}
+    return PreparedData(data, dataset, splits_data, str(manifest.get("content_hash") or ""))
 
 
 def _read(path: Path, columns: Sequence[str]) -> pa.Table:

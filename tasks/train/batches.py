@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from tasks.cache.features import CachedSplit, SplitPoint
 from tasks.core.errors import TbprError
 from tasks.data.reader import SplitData, Tokenize, Transform, decode_image
 from tbpr_models.features import Batch
@@ -162,3 +163,56 @@ def epoch_loader(
         worker_init_fn=seed_worker,
         generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch),
     )
+
+
+class CachedBatches:
+    """Training batches from the feature cache: the sampler's caption rows gathered from the memory-mapped
+    activations (each image mirrored with probability 1/2, the cached flip), no decoding, no workers."""
+
+    def __init__(
+        self,
+        cached: CachedSplit,
+        split: SplitData,
+        classes: np.ndarray,
+        tokenize: Tokenize,
+        point: SplitPoint,
+    ) -> None:
+        self.cached, self.caption_image, self.classes, self.point = (
+            cached,
+            split.caption_image,
+            classes,
+            point,
+        )
+        self.input_ids, self.attention_mask = tokenize(split.texts)  # (Q, L) each
+
+    def epoch(
+        self, sampler: RandomBatchSampler | IdentityBatchSampler, *, epoch: int, seed: int
+    ) -> Iterator[Batch]:
+        sampler.set_epoch(epoch)
+        rng = np.random.default_rng((seed, epoch, 1))
+        for rows in sampler:
+            rows_array = np.asarray(rows)
+            images = self.caption_image[rows_array]
+            flip = rng.random(len(rows)) < 0.5
+            acts = self.cached.images[images]  # (B, C, h, w), a copy
+            if flip.any():
+                acts[flip] = self.cached.images_flip[images[flip]]
+            mask = self.attention_mask[rows_array]  # (B, L)
+            length = max(int(mask.sum(dim=1).max()), 1)
+            hidden = self.cached.texts[rows_array][:, :length]  # (B, L', C')
+            yield Batch(
+                pixels=torch.from_numpy(acts.astype(np.float32)),
+                input_ids=self.input_ids[rows_array][:, :length].contiguous(),
+                attention_mask=mask[:, :length].contiguous(),
+                person_ids=torch.from_numpy(self.classes[rows_array]),
+                image_stage=self.point.image,
+                text_hidden=torch.from_numpy(_padded(hidden, length).astype(np.float32)),
+                text_stage=self.point.text,
+            )
+
+
+def _padded(hidden: np.ndarray, length: int) -> np.ndarray:
+    """(B, L'', C) -> (B, length, C), zero-padding when the cache is narrower than the batch."""
+    if hidden.shape[1] >= length:
+        return hidden
+    return np.pad(hidden, ((0, 0), (0, length - hidden.shape[1]), (0, 0)))

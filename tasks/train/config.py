@@ -58,6 +58,11 @@ class TrainConfig(BaseModel):
     eval_query_block: int = Field(default=256, ge=1)  # similarity blocks: queries x gallery images
     eval_gallery_block: int = Field(default=1024, ge=1)
     output_dir: Path | None = None  # checkpoints; default $TBPR_HOME/runs/train/<run id>
+    # "cached": encode the frozen lower stages once (tasks.cache) and train only the top on the cache
+    features: Literal["raw", "cached"] = "raw"
+    patience: int | None = Field(default=None, ge=1)  # stop after this many epochs without a better val R1
+    # a checkpoint (folder, train run id or models:/ URI) whose encoders and projections start training
+    init_from: str | None = None
 
 
 def model_config(config: TrainConfig, num_classes: int) -> ModelConfig:

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from tasks.cache.features import CachedSplit, SplitPoint
 from tasks.core.device import autocast
 from tasks.data.reader import ImageDataset, SplitData, Tokenize, Transform
 from tasks.train.batches import usable_workers
@@ -81,6 +82,73 @@ def encode_texts(
     )
 
 
+@torch.inference_mode()
+def encode_cached(
+    model: RetrievalModel,
+    cached: CachedSplit,
+    point: SplitPoint,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    settings: EvalSettings,
+) -> tuple[TextFeatures, ImageFeatures]:
+    """Features of a split from its feature cache: only the stages above the split point run."""
+    images = []
+    for start in range(0, len(cached.images), settings.batch_size):
+        acts = torch.from_numpy(cached.images[start : start + settings.batch_size].astype("float32"))
+        with autocast(settings.device, settings.precision):
+            tokens = model.image_tokens(acts.to(settings.device), point.image)
+            images.append(model.head.images(tokens).to(settings.device, torch.float32))
+    texts = []
+    lengths = attention_mask.sum(dim=1)
+    width = max(int(lengths.max()), 1) if len(lengths) else 1
+    for start in range(0, len(input_ids), settings.batch_size):
+        stop = start + settings.batch_size
+        length = min(max(int(lengths[start:stop].max()), 1), cached.texts.shape[1])
+        ids = input_ids[start:stop, :length].to(settings.device)
+        mask = attention_mask[start:stop, :length].to(settings.device)
+        hidden = torch.from_numpy(cached.texts[start:stop, :length].astype("float32")).to(settings.device)
+        with autocast(settings.device, settings.precision):
+            feats = model.head.texts(model.text_tokens(ids, mask, hidden, point.text), mask.bool())
+        feats = feats.to(settings.device, torch.float32)
+        pad = width - feats.local.shape[1]
+        texts.append(
+            TextFeatures(
+                global_=feats.global_,
+                local=torch.nn.functional.pad(feats.local, (0, 0, 0, pad)),
+                mask=torch.nn.functional.pad(feats.mask.bool(), (0, pad)),
+            )
+        )
+    return (
+        TextFeatures(
+            global_=torch.cat([p.global_ for p in texts]),
+            local=torch.cat([p.local for p in texts]),
+            mask=torch.cat([p.mask for p in texts]),
+        ),
+        ImageFeatures(
+            global_=torch.cat([p.global_ for p in images]), local=torch.cat([p.local for p in images])
+        ),
+    )
+
+
+def evaluate_cached(
+    model: RetrievalModel,
+    split: SplitData,
+    cached: CachedSplit,
+    point: SplitPoint,
+    tokenize: Tokenize,
+    settings: EvalSettings,
+) -> dict[str, float]:
+    """`evaluate_split` on the feature cache of `split` (the same numbers within float16 rounding)."""
+    was_training = model.training
+    model.eval()
+    try:
+        input_ids, attention_mask = tokenize(split.texts)  # (Q, L) each
+        texts, images = encode_cached(model, cached, point, input_ids, attention_mask, settings)
+        return _metrics(model, texts, images, split, settings)
+    finally:
+        model.train(was_training)
+
+
 def evaluate_split(
     model: RetrievalModel, split: SplitData, tokenize: Tokenize, transform: Transform, settings: EvalSettings
 ) -> dict[str, float]:
@@ -91,6 +159,19 @@ def evaluate_split(
         images = encode_images(model, split, transform, settings)
         input_ids, attention_mask = tokenize(split.texts)  # (Q, L) each
         texts = encode_texts(model, input_ids, attention_mask, settings)
+        return _metrics(model, texts, images, split, settings)
+    finally:
+        model.train(was_training)
+
+
+def _metrics(
+    model: RetrievalModel,
+    texts: TextFeatures,
+    images: ImageFeatures,
+    split: SplitData,
+    settings: EvalSettings,
+) -> dict[str, float]:
+    with torch.inference_mode():
         plan = BlockPlan(settings.query_block, settings.gallery_block)
 
         def scorer(t: TextFeatures, i: ImageFeatures) -> Tensor:
@@ -100,6 +181,4 @@ def evaluate_split(
         similarity = similarity_in_blocks(
             scorer, InMemoryFeatures(texts, images), plan, device=settings.device
         )
-    finally:
-        model.train(was_training)
     return retrieval_metrics(similarity, split.caption_pids, split.image_pids)

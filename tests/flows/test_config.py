@@ -20,14 +20,14 @@ from tasks.core.errors import TbprError
 
 
 def test_short_preset_is_the_embedded_default() -> None:
-    assert load_config(PipelineConfig, profile_path("short")) == PipelineConfig()
+    assert load_config(PipelineConfig, profile_path("main")) == PipelineConfig()
 
 
 def test_quick_preset_is_smaller_and_still_trains_every_variant() -> None:
-    quick, short = load_config(PipelineConfig, profile_path("quick")), PipelineConfig()
-    assert quick.data.synth.identities < short.data.synth.identities
-    assert quick.train.config.epochs <= short.train.config.epochs
-    assert quick.train.variants == short.train.variants
+    quick, main = load_config(PipelineConfig, profile_path("quick")), PipelineConfig()
+    assert quick.data.synth.identities < main.data.synth.identities
+    assert quick.train.config.epochs <= main.train.config.epochs
+    assert quick.train.variants == main.train.variants
 
 
 def test_full_preset_is_longer() -> None:

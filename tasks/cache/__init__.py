@@ -1,0 +1,1 @@
+"""The feature cache stage: frozen encoder outputs computed once, memory-mapped for training."""
