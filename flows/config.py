@@ -60,6 +60,8 @@ class SourceSettings(Settings):
     synth: SynthSettings = SynthSettings()
 
 
+DEFAULT_TRAIN = TrainConfig(epochs=3, device="cpu", sampler="identity", time_budget_minutes=1.5)
+
 # The main job's training (configs/main.toml, README "Feature cache"): `global` fine-tunes the top image
 # stages and the top MiniLM layer once on the cache of the layers below; every variant x seed then
 # trains its head and projections on the cache of those fine-tuned, now frozen, encoders.
@@ -71,13 +73,13 @@ MAIN_BACKBONE = TrainConfig(
     patience=2,
     sampler="identity",
     device="cpu",
-    time_budget_minutes=2.5,
+    time_budget_minutes=2.0,
 )
 MAIN_HEADS = TrainConfig(
     features="cached",
     model={"image": {"freeze": True}, "text": {"freeze_layers": 6}},
     epochs=12,
-    patience=3,
+    patience=2,
     sampler="identity",
     device="cpu",
     time_budget_minutes=0.4,
@@ -90,13 +92,13 @@ class TrainSettings(Settings):
     `seeds` (the warehouse reports the mean over seeds with intervals)."""
 
     variants: list[str] = Field(default_factory=registered_variants)  # every registered variant
-    seeds: list[int] | None = Field(default=[0, 1, 2], min_length=1)  # None: [config.seed]
-    config: TrainConfig = MAIN_HEADS
+    seeds: list[int] | None = Field(default=None, min_length=1)  # None: [config.seed]
+    config: TrainConfig = DEFAULT_TRAIN
     per_variant: dict[str, dict[str, Any]] = {}
     # Fine-tune the encoders once with this config (e.g. `global` with the top stages trainable on the
     # feature cache); every variant x seed then starts from its encoders (`init_from`), so with
     # `config.features = "cached"` and frozen encoders all heads train on one shared cache.
-    backbone: TrainConfig | None = MAIN_BACKBONE
+    backbone: TrainConfig | None = None
 
     @field_validator("seeds")
     @classmethod
@@ -196,7 +198,7 @@ class PipelineConfig(Settings):
 
     name: str = "main"  # names the run folder $TBPR_HOME/runs/<time>-<name> and the parent run
     data: SourceSettings = SourceSettings()
-    train: TrainSettings = TrainSettings()
+    train: TrainSettings = TrainSettings(seeds=[0, 1, 2], config=MAIN_HEADS, backbone=MAIN_BACKBONE)
     embed: EmbedSettings = EmbedSettings()
     jobs: list[ScoreJob] = DEFAULT_JOBS
     tracking: TrackingConfig = TrackingConfig()

@@ -27,6 +27,7 @@ from flows.prefect_tasks import (
     close_run_task,
     cmc_plot_task,
     cost_plot_task,
+    grounding_plot_task,
     leaderboard_task,
     load_attributes_task,
     log_files_task,
@@ -38,7 +39,7 @@ from flows.runners import task_runner
 from flows.score import score_queries_flow
 from flows.train import VariantsFailed, failure_message, train_variants_flow
 from tasks.core.env import Home, home
-from tasks.report.plots import CMC_PNG, COST_PNG, CostPoint
+from tasks.report.plots import CMC_PNG, COST_PNG, GROUNDING_PNG, CostPoint
 from tasks.report.queries import QueryResult
 from tasks.score.layout import rankings_glob
 from tasks.score.run import ScoreResult
@@ -111,6 +112,16 @@ def tbpr_pipeline(config: PipelineConfig = PipelineConfig()) -> PipelineResult:
             ),
         )
     pictures = draw_pictures(run_dir / "plots", scored, config)
+    grounding = {
+        name: (r.test_metrics["grounding"], r.test_metrics["grounding_chance"], r.variant)
+        for name, r in trained.results.items()
+        if "grounding" in r.test_metrics
+    }
+    if grounding:
+        by_variant: dict[str, list[tuple[float, float]]] = {}
+        for accuracy, chance, variant in grounding.values():
+            by_variant.setdefault(variant, []).append((accuracy, chance))
+        pictures.append(grounding_plot_task(by_variant, run_dir / "plots" / GROUNDING_PNG))
     log_files_task(config.tracking, parent, pictures, "plots")
     warehouse, board = refresh_warehouse(tbpr, prepared.out, source_dir(prepare), config)
     close_run_task(config.tracking, parent, failed=bool(trained.failed))

@@ -38,6 +38,7 @@ from tasks.core.device import autocast
 from tasks.core.env import home
 from tasks.core.errors import TbprError
 from tasks.core.files import temp_path, write_json_atomic
+from tasks.data.layout import CAPTIONS, IMAGES
 from tasks.data.reader import ImageDataset, PreparedData, SplitData, Tokenize
 from tbpr_models import ImageTransform, RetrievalModel
 
@@ -85,15 +86,25 @@ def _encoder_settings(config: object) -> dict[str, Any]:
     return {k: v for k, v in vars(config).items() if k not in _TRAINING_FIELDS}
 
 
+def data_hash(data: PreparedData) -> str:
+    """The manifest's content hash, else (a DATA folder written by other tools) a hash of its Parquet bytes."""
+    if data.content_hash:
+        return data.content_hash
+    digest = hashlib.sha256()
+    for name in (IMAGES, CAPTIONS):
+        with open(data.path / name, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return "sha256:" + digest.hexdigest()
+
+
 def cache_key(data: PreparedData, model: RetrievalModel, point: SplitPoint) -> str:
     """Identity of a cache: DATA content, encoder configs, split point, frozen weights."""
-    if not data.content_hash:
-        raise TbprError(f"{data.path} has no content hash in its manifest; re-run `tbpr prepare`")
     image_stages = model.image_encoder.stage_modules()[: point.image]
     text_stages = model.text_encoder.stage_modules()[: point.text]
     blob = {
         "format": FORMAT,
-        "data": data.content_hash,
+        "data": data_hash(data),
         "image": _encoder_settings(model.config.image),
         "text": _encoder_settings(model.config.text),
         "point": point.__dict__,
@@ -196,7 +207,7 @@ def build_cache(
         manifest: dict[str, Any] = {
             "key": key,
             "data": str(data.path),
-            "content_hash": data.content_hash,
+            "content_hash": data_hash(data),
             "point": point.__dict__,
             "image": vars(model.config.image),
             "text": vars(model.config.text),
@@ -223,13 +234,14 @@ def _lower_cache(
     """A finished cache under `root` of the same DATA and encoders, cut lower than `point`, whose frozen
     weights are this model's: the stages between can run on it instead of on pixels and words."""
     found: list[tuple[SplitPoint, Path]] = []
+    content = data_hash(data)
     for manifest_file in root.glob(f"*/{CACHE_MANIFEST}") if root.is_dir() else []:
         try:
             manifest = json.loads(manifest_file.read_text())
             lower = SplitPoint(**manifest["point"])
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        if manifest.get("content_hash") != data.content_hash or lower == point:
+        if manifest.get("content_hash") != content or lower == point:
             continue
         if lower.image <= point.image and lower.text <= point.text:
             found.append((lower, manifest_file.parent))

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 CMC_PNG = "cmc.png"  # the pictures of a run's plots folder
 COST_PNG = "r1_vs_cost.png"
+GROUNDING_PNG = "grounding.png"
 
 
 def attention_png(variant: str, caption_id: int) -> str:
@@ -97,6 +98,32 @@ def cost_plot(points: Sequence[CostPoint], out: Path) -> Path:
     ax.set(xscale="log", xlabel="scoring time (s)", ylabel="R1 (%)", title="R1 against scoring cost")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
+    return _save(fig, out)
+
+
+def grounding_plot(points: Mapping[str, Sequence[tuple[float, float]]], out: Path) -> Path:
+    """Pointing accuracy per variant: one dot per seed, a bar at their mean, and the chance level of a
+    uniformly random region (`points`: variant -> [(accuracy, chance) per seed], percent)."""
+    fig = Figure(figsize=(6, 3.5), layout="constrained")
+    ax = fig.add_subplot()
+    variants = sorted(points)
+    for x, variant in enumerate(variants):
+        accuracy = [a for a, _ in points[variant]]
+        chance = float(np.mean([c for _, c in points[variant]]))
+        ax.bar(x, float(np.mean(accuracy)), width=0.6, color="tab:blue", alpha=0.6)
+        ax.scatter([x] * len(accuracy), accuracy, color="tab:blue", zorder=3, s=14)
+        ax.hlines(
+            chance, x - 0.35, x + 0.35, color="black", linestyles="dashed", label="_" if x else "chance"
+        )
+    ax.set_xticks(range(len(variants)), variants)
+    ax.set(
+        ylabel="pointing accuracy (%)",
+        ylim=(0, 100),
+        title="Does the attention look at the part a word names?",
+    )
+    ax.grid(alpha=0.3, axis="y")
+    if variants:
+        ax.legend(fontsize="small")
     return _save(fig, out)
 
 

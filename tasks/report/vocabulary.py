@@ -3,24 +3,8 @@ the heat maps show first): colours and garments."""
 
 from __future__ import annotations
 
-COLOURS = (
-    "black",
-    "white",
-    "grey",
-    "gray",
-    "red",
-    "blue",
-    "green",
-    "yellow",
-    "orange",
-    "purple",
-    "pink",
-    "brown",
-    "beige",
-    "navy",
-    "dark",
-    "light",
-)
+from tasks.data.parts import COLOURS
+
 GARMENTS = (
     "shirt",
     "t-shirt",

@@ -29,6 +29,7 @@ from tasks.core.env import home
 from tasks.core.errors import TbprError
 from tasks.core.files import write_text_atomic
 from tasks.core.settings import flatten_params
+from tasks.data.parts import part_boxes
 from tasks.data.reader import PreparedData, load_prepared
 from tasks.tracking import names
 from tasks.tracking.config import TrackingConfig
@@ -43,7 +44,15 @@ from tasks.train.batches import (
     epoch_loader,
 )
 from tasks.train.config import RUNTIME_FIELDS, TrainConfig, model_config
-from tasks.train.evaluate import EvalSettings, evaluate_cached, evaluate_split
+from tasks.train.evaluate import (
+    EvalSettings,
+    encode_cached,
+    encode_images,
+    encode_texts,
+    evaluate_cached,
+    evaluate_split,
+)
+from tasks.train.grounding import Grounding, measure_grounding
 from tasks.train.progress import EpochProgress
 from tasks.train.state import (
     TRAIN_CONFIG,
@@ -69,6 +78,7 @@ from tbpr_models import (
 )
 from tbpr_models.checkpoint import CONFIG_FILE, WEIGHTS_FILE
 from tbpr_models.encoders import ImageEncoder, TextEncoder
+from tbpr_models.variant import VariantHead
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +96,8 @@ class TrainResult:
     samples_per_s: float  # mean training throughput over the epochs run
     model_version: str
     promoted: bool
+    epochs: int = 0  # epochs run (fewer than configured after a time budget or a val plateau)
+    train_seconds: float = 0.0  # of those epochs, with their val evaluation
 
 
 def config_hash(config: TrainConfig, data: PreparedData) -> str:
@@ -315,6 +327,26 @@ class _Trainer:
             model, self.data.splits[split], self.tokenize, self.eval_transform, self._eval()
         )
 
+    def _grounding(self, model: RetrievalModel) -> Grounding | None:
+        """Pointing accuracy on the test split, for heads with word-to-region attention on data whose
+        source recorded part boxes (`tbpr synth`); None otherwise."""
+        if type(model.head).word_region_attention is VariantHead.word_region_attention:
+            return None
+        boxes = part_boxes(self.data.path)
+        if not boxes:
+            return None
+        split, settings = self.data.splits["test"], self._eval()
+        model.eval()
+        input_ids, attention_mask = self.tokenize(split.texts)
+        if self.cache is not None:
+            texts, images = encode_cached(
+                model, self.cache.splits["test"], self.cache.point, input_ids, attention_mask, settings
+            )
+        else:
+            images = encode_images(model, split, self.eval_transform, settings)
+            texts = encode_texts(model, input_ids, attention_mask, settings)
+        return measure_grounding(model, split, texts, images, self.tokenize, boxes)
+
     def _epoch(
         self, model: RetrievalModel, optimizer: torch.optim.Optimizer, scheduler: Any, epoch: int
     ) -> EpochRecord:
@@ -414,6 +446,15 @@ class _Trainer:
         best_dir = epoch_dir(self.out, best.epoch)
         model = load_checkpoint(best_dir, device=self.device)
         test = self._evaluate(model, "test")
+        grounding = self._grounding(model)
+        if grounding is not None:
+            test = {**test, **grounding.metrics()}
+            log.info(
+                "grounding: %.1f%% of %d part words point inside their part (chance %.1f%%)",
+                grounding.accuracy,
+                grounding.words,
+                grounding.chance,
+            )
         test_metrics = {names.metric_key("test", k): v for k, v in test.items()}
         self.tracker.log_metrics(run_id, test_metrics, step=best.epoch)
         for file in (WEIGHTS_FILE, CONFIG_FILE):
@@ -442,4 +483,6 @@ class _Trainer:
             sum(speeds) / len(speeds),
             version,
             promoted,
+            len(self.state.history),
+            self.state.train_seconds,
         )

@@ -107,4 +107,5 @@ def test_each_variant_trains_once_per_seed_and_one_seed_keeps_the_plain_names() 
     three = TrainSettings(variants=["global"], seeds=[0, 1, 2])
     assert [name for name, _, _ in three.models()] == ["global-seed0", "global-seed1", "global-seed2"]
     assert [three.for_variant("global", seed).seed for _, _, seed in three.models()] == [0, 1, 2]
-    assert load_config(PipelineConfig, profile_path("full")).train.seeds == [0, 1, 2]
+    assert PipelineConfig().train.seeds == [0, 1, 2]  # the main job: 3 seeds per variant
+    assert load_config(PipelineConfig, profile_path("full")).train.seeds == [0, 1, 2, 3, 4]

@@ -31,12 +31,19 @@ def test_pipeline_outputs_tracking_and_warehouse(pipeline: object, tbpr_home: Pa
     run_dir = pipeline.run_dir
     config = json.loads((run_dir / RUN_CONFIG).read_text())
     assert PipelineConfig.model_validate(config) == load_config(PipelineConfig, TINY)
-    for variant in ("global", "cross_scan"):
-        assert (run_dir / "emb" / variant / RUN_CONFIG).is_file()
+    models = [f"{v}-seed{s}" for v in ("global", "cross_scan") for s in (0, 1)]
+    for name in models:
+        assert (run_dir / "emb" / name / RUN_CONFIG).is_file()
         for job in ("exhaustive", "pruned-k5-flat"):
-            assert (run_dir / "score" / variant / job / "rankings.parquet").is_file()
+            assert (run_dir / "score" / name / job / "rankings.parquet").is_file()
     plots = {p.name for p in (run_dir / "plots").iterdir()}
-    assert {"cmc.png", "r1_vs_cost.png"} <= plots and any(p.startswith("attention_cross_scan") for p in plots)
+    assert {"cmc.png", "r1_vs_cost.png", "grounding.png"} <= plots
+    assert any(p.startswith("attention_cross_scan") for p in plots)
+    # every head started from the backbone fine-tuned once, and trained on the shared feature cache
+    backbone = run_dir / "train" / "backbone"
+    for name in models:
+        saved = json.loads((run_dir / "train" / name / "train_config.json").read_text())
+        assert saved["init_from"].startswith(str(backbone)) and saved["features"] == "cached"
 
     client = MlflowClient(f"sqlite:///{tbpr_home / 'mlflow.db'}")
     parent = client.get_run(pipeline.parent_run_id)
@@ -45,21 +52,33 @@ def test_pipeline_outputs_tracking_and_warehouse(pipeline: object, tbpr_home: Pa
         [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{pipeline.parent_run_id}'"
     )
     stages = sorted((c.data.tags["stage"], c.data.tags["variant"]) for c in children)
-    assert stages == sorted([(s, v) for v in ("global", "cross_scan") for s in ("train", "score", "score")])
+    per_model = ("train", "score", "score")
+    expected = [(s, v) for v in ("global", "cross_scan") for _ in (0, 1) for s in per_model] + [
+        ("train", "global")
+    ]
+    assert stages == sorted(expected)  # 2 variants x 2 seeds, and the backbone
     artifacts = {a.path for a in client.list_artifacts(pipeline.parent_run_id, "plots")}
     assert "plots/cmc.png" in artifacts
 
-    # the leaderboard is each variant's reference (exhaustive) scoring child, by MLflow's own numbers
+    # the leaderboard is each variant's reference (exhaustive) scoring children, mean over seeds, by
+    # MLflow's own numbers; grounding is the mean of the cross_scan trainings' own test/grounding
     scoring = [c for c in children if c.data.tags["stage"] == "score"]
-    reference = {
-        c.data.tags["variant"]: c.data.metrics["test/R1"]
-        for c in scoring
-        if c.data.tags["mode"] == "exhaustive"
-    }
+    reference: dict[str, list[float]] = {}
+    for c in scoring:
+        if c.data.tags["mode"] == "exhaustive":
+            reference.setdefault(c.data.tags["variant"], []).append(c.data.metrics["test/R1"])
     assert pipeline.leaderboard is not None
     columns = pipeline.leaderboard.columns
-    rows = {row[0]: row[columns.index("R1")] for row in pipeline.leaderboard.rows}
-    assert set(rows) == {"global", "cross_scan"} and rows == pytest.approx(reference)
+    rows = {row[0]: dict(zip(columns, row, strict=True)) for row in pipeline.leaderboard.rows}
+    assert set(rows) == {"global", "cross_scan"}
+    for variant, values in reference.items():
+        assert rows[variant]["seeds"] == 2 and rows[variant]["R1"] == pytest.approx(sum(values) / 2)
+    heads = [
+        c for c in children if c.data.tags["stage"] == "train" and c.data.tags["variant"] == "cross_scan"
+    ]
+    grounding = [c.data.metrics["test/grounding"] for c in heads]
+    assert rows["cross_scan"]["grounding"] == pytest.approx(sum(grounding) / 2, abs=0.05)
+    assert rows["global"]["grounding"] is None
     con = duckdb.connect(str(pipeline.warehouse), read_only=True)
     assert con.sql("SELECT count(*) FROM attributes").fetchall()[0][0] > 0
     con.close()
@@ -81,6 +100,25 @@ def test_prepare_is_cached_by_its_inputs(pipeline: object, tbpr_home: Path) -> N
     annotation = source / "reid_raw.json"
     os.utime(annotation, ns=(annotation.stat().st_atime_ns, annotation.stat().st_mtime_ns + 10**9))
     assert twice()[0] == "Completed"  # a changed input file is a new key
+
+
+def test_feature_cache_is_cached_by_its_inputs(pipeline: object, tbpr_home: Path) -> None:
+    from prefect import flow
+
+    from flows.prefect_tasks import feature_cache_task
+
+    tiny = load_config(PipelineConfig, TINY)
+    data = next(p for p in (tbpr_home / "data").iterdir() if not p.name.startswith("synth-raw"))
+
+    @flow
+    def twice() -> list[tuple[str, Path]]:
+        states = [
+            feature_cache_task(data, tiny.train.config, progress=False, return_state=True) for _ in range(2)
+        ]
+        return [(state.name, state.result()) for state in states]
+
+    (_, path), (second, again) = twice()
+    assert second == "Cached" and again == path and (path / "cache.json").is_file()
 
 
 def test_train_variants_on_dask_names_the_failed_variant(pipeline: object, tbpr_home: Path) -> None:

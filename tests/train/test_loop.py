@@ -159,6 +159,17 @@ def test_identity_sampler_and_time_budget(
     assert [m.step for m in history] == [1] and result.best_epoch == 1  # stopped after the first epoch
 
 
+def test_training_stops_on_a_val_plateau(
+    tiny_config: TinyConfig, tiny_data: Path, trained: Trained, tmp_path: Path
+) -> None:
+    # at a vanishing learning rate val R1 never improves on epoch 1: patience 2 stops after epoch 3
+    config = tiny_config(tmp_path, epochs=6, lr=1e-12, patience=2)
+    result = train_variant(tiny_data, config, tracking=trained.tracking, progress=False)
+    history = client(trained.tracking).get_metric_history(result.run_id, "val/R1")
+    assert [m.step for m in history] == [1, 2, 3] and result.epochs == 3
+    assert len({m.value for m in history}) == 1 and result.best_epoch == 1
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [

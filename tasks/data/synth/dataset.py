@@ -30,7 +30,7 @@ from tasks.data.synth.layout import (
     write_annotations,
     write_synth_json,
 )
-from tasks.data.synth.scene import render_image
+from tasks.data.synth.scene import part_boxes, render_image
 from tasks.data.synth.views import sample_views, visible_slots
 
 log = logging.getLogger(__name__)
@@ -73,13 +73,16 @@ def render_identity(out: Path, seed: int, index: int, split: str) -> list[ImageR
     records = []
     for k, view in enumerate(views):
         file_path = f"{IMAGE_FOLDER}/{person_id:05d}_{k}.png"
-        render_image(identity, view).save(out / IMAGES / file_path, format="PNG", compress_level=PNG_LEVEL)
+        image = render_image(identity, view)
+        image.save(out / IMAGES / file_path, format="PNG", compress_level=PNG_LEVEL)
         texts = captions_for(identity, view, identity_rng(seed, index, f"captions-{k}"))
-        conditions = {
+        conditions: dict[str, object] = {
             "viewpoint": view.viewpoint,
             "occluder": view.occluder,
             "visible": list(visible_slots(identity, view)),
         }
+        if split == "test":  # where each part was drawn, to measure attention grounding (6 more renders)
+            conditions["parts"] = part_boxes(identity, view, image)
         records.append(
             ImageRecord(
                 person_id=person_id,

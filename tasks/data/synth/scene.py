@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import random
 
@@ -107,6 +108,28 @@ def _occluder(image: Image.Image, view: View, feet: float, head: float, rng: ran
         )
 
 
+PARTS = ("hair", "upper", "lower", "shoes", "bag", "headwear")  # `Colours` fields that are parts
+
+
+def part_boxes(identity: Identity, view: View, image: Image.Image | None = None) -> dict[str, list[int]]:
+    """Where each visible part was drawn: {part: [x0, y0, x1, y1]} in pixels of the final image (x1, y1
+    exclusive), from the pixels that change when that part alone is drawn in another colour."""
+    base = np.asarray(image if image is not None else render_image(identity, view), dtype=np.int16)
+    boxes = {}
+    for part in PARTS:
+        if (part == "bag" and identity.bag_type == "none") or (
+            part == "headwear" and identity.headwear == "none"
+        ):
+            continue
+        changed = (
+            np.abs(np.asarray(render_image(identity, view, part), dtype=np.int16) - base).sum(axis=2) > 60
+        )
+        rows, cols = np.flatnonzero(changed.any(axis=1)), np.flatnonzero(changed.any(axis=0))
+        if len(rows) and len(cols):
+            boxes[part] = [int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1]
+    return boxes
+
+
 @functools.cache
 def _noise_bank() -> np.ndarray:
     """Unit Gaussian noise, larger than any image; each image reads a crop at a seeded offset."""
@@ -128,8 +151,9 @@ def _light(image: Image.Image, view: View) -> Image.Image:
     return Image.fromarray(np.clip(lit, 0, 255).astype(np.uint8))
 
 
-def render_image(identity: Identity, view: View) -> Image.Image:
-    """The final RGB image (view.width x view.height) of `identity` seen under `view`."""
+def render_image(identity: Identity, view: View, recolour: str | None = None) -> Image.Image:
+    """The final RGB image (view.width x view.height) of `identity` seen under `view`; `recolour` names
+    a part colour (`Colours` field) drawn in a far-off colour instead (to find where that part is)."""
     rng = random.Random(view.render_seed)
     size = (view.width * SUPERSAMPLE, view.height * SUPERSAMPLE)
     image, _ = background(view, size, rng)
@@ -141,7 +165,16 @@ def render_image(identity: Identity, view: View) -> Image.Image:
         fill=(60, 60, 60),
     )
     painter = Painter(image, line=SUPERSAMPLE * max(1.0, body.h / 40))
-    draw_person(painter, identity, colours_for(identity, rng), body, view.viewpoint, view.stride)
+    colours = colours_for(identity, rng)
+    if recolour is not None:
+        original = getattr(colours, recolour)
+        far = (
+            (255, 0, 255)
+            if abs(original[0] - 255) + original[1] + abs(original[2] - 255) > 300
+            else (0, 255, 0)
+        )
+        colours = dataclasses.replace(colours, **{recolour: far})
+    draw_person(painter, identity, colours, body, view.viewpoint, view.stride)
     _occluder(image, view, feet, body.h, rng)
     image = _light(image.reduce(SUPERSAMPLE), view)
     return image.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if view.facing_left else image
