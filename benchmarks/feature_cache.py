@@ -107,7 +107,7 @@ def main() -> None:
     data = load_prepared(args.data)
     train = data.splits["train"]
     _, classes = class_indices(train.caption_pids)
-    console = Console()
+    console = Console(width=140)
     table = Table(title=f"{args.variant}, batch {args.batch}, {device}, {torch.get_num_threads()} threads")
     for column in ("mode", "cache build s", "images/s", "samples/s", "samples/CPU-s", "speed-up"):
         table.add_column(column, justify="left" if column == "mode" else "right")

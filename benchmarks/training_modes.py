@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--modes", default="frozen,top,backbone_then_frozen,end_to_end")
     args = parser.parse_args()
     set_threads(args.threads)
-    console = Console()
+    console = Console(width=140)  # the table is read from logs: never truncate its columns
     table = Table(
         title=f"global on {args.data.name}: {args.minutes:g} min of training per mode, {args.threads} threads"
     )

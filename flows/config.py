@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tasks.core.device import Precision
 from tasks.core.errors import TbprError
 from tasks.core.files import write_text_atomic
-from tasks.core.settings import deep_merge, flatten_params, parse_overrides
+from tasks.core.settings import deep_merge, flatten_params, parse_overrides, validation_summary
 from tasks.data.prepare import Format
 from tasks.embed.index import IndexKind
 from tasks.score.run import ScoreMode
@@ -99,6 +99,14 @@ class TrainSettings(Settings):
     # feature cache); every variant x seed then starts from its encoders (`init_from`), so with
     # `config.features = "cached"` and frozen encoders all heads train on one shared cache.
     backbone: TrainConfig | None = None
+
+    @field_validator("variants")
+    @classmethod
+    def _registered(cls, variants: list[str]) -> list[str]:
+        unknown = [v for v in variants if v not in registered_variants()]
+        if unknown:
+            raise ValueError(f"unknown variant(s) {unknown}; registered: {registered_variants()}")
+        return variants
 
     @field_validator("seeds")
     @classmethod
@@ -226,8 +234,9 @@ def load_config(model: type[M], path: Path | None = None, overrides: list[str] |
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise TbprError(f"invalid {model.__name__}: {problems}; fix the config file or --set") from exc
+        raise TbprError(
+            f"invalid {model.__name__}: {validation_summary(exc)}; fix the config file or --set"
+        ) from exc
 
 
 def write_config(config: BaseModel, directory: Path) -> Path:

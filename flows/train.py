@@ -9,6 +9,7 @@ from prefect.futures import wait
 
 from flows.config import TrainRunConfig, write_config
 from flows.prefect_tasks import feature_cache_task, train_task
+from tasks.core.errors import TbprError
 from tasks.train.loop import TrainResult
 
 
@@ -35,8 +36,13 @@ def train_variants_flow(config: TrainRunConfig) -> TrainOutcome:
     if config.train.backbone is not None:
         init_from = str(train_backbone(config, progress).checkpoint_dir)
     futures = {}
+    outcome = TrainOutcome()
     for name, variant, seed in config.train.models():
-        train_config = config.train.for_variant(variant, seed)
+        try:
+            train_config = config.train.for_variant(variant, seed)
+        except (ValueError, TbprError) as exc:  # a per-variant patch that does not validate
+            outcome.failed[name] = str(exc)
+            continue
         if init_from is not None:
             train_config = train_config.model_copy(update={"init_from": init_from})
         if config.out is not None:
@@ -49,7 +55,6 @@ def train_variants_flow(config: TrainRunConfig) -> TrainOutcome:
             parent_run_id=config.parent_run_id,
         )
     wait(list(futures.values()))
-    outcome = TrainOutcome()
     for name, future in futures.items():
         if future.state.is_completed():
             outcome.results[name] = future.result()

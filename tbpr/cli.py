@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 
 from rich.console import Console
@@ -33,11 +34,53 @@ def main() -> None:
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Prefect's API calls, one line each at INFO
     _register_commands()
+    debug = os.environ.get("TBPR_DEBUG", "") not in ("", "0")
     try:
         app(standalone_mode=True)
     except TbprError as exc:
+        if debug:
+            raise
         Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
         sys.exit(exc.exit_code)
+    except damaged_input_errors() as exc:
+        if debug:
+            raise
+        # a file the command reads or writes is missing, damaged or not writable: bad input, not a bug
+        Console(stderr=True).print(
+            f"[bold red]error:[/] {describe(exc)}; check the paths given, re-create damaged outputs with "
+            "the command that wrote them (TBPR_DEBUG=1 shows the traceback)",
+            highlight=False,
+        )
+        sys.exit(2)
+
+
+def damaged_input_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean a file given to tbpr is missing, unwritable, truncated or not what it
+    should be (raised by the libraries that read it)."""
+    import json
+    import pickle
+
+    import duckdb
+    import pyarrow
+    from safetensors import SafetensorError
+
+    return (
+        OSError,
+        EOFError,
+        json.JSONDecodeError,
+        UnicodeDecodeError,
+        pickle.UnpicklingError,
+        pyarrow.ArrowException,
+        SafetensorError,
+        duckdb.Error,
+    )
+
+
+def describe(exc: BaseException) -> str:
+    """One line: what failed and on which file, when the exception names one."""
+    filename = getattr(exc, "filename", None)
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return f"{text} ({filename})" if filename and str(filename) not in text else text
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ the trainer does with its epoch folders (`tasks.train.state`).
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,9 @@ def save_checkpoint(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     payload = {**model.config.to_dict(), EXTRA_KEY: dict(extra or {})}
-    save_model(model, str(directory / WEIGHTS_FILE))
     (directory / CONFIG_FILE).write_text(json.dumps(payload, indent=2, sort_keys=True))
+    save_model(model, str(directory / WEIGHTS_FILE))
+    shutil.copymode(directory / CONFIG_FILE, directory / WEIGHTS_FILE)  # the umask's mode, not 0600
     return directory
 
 

@@ -49,6 +49,19 @@ class ImageEncoderConfig:
     freeze: bool = False  # freeze the whole backbone (only projections and head train)
     freeze_stages: int = 0  # freeze the lowest stages (stem, blocks, head conv), e.g. all but the top 2
 
+    def __post_init__(self) -> None:
+        _one_of("image.kind", self.kind, typing.get_args(ImageEncoderKind))
+        _at_least("image.height", self.height, 16)
+        _at_least("image.width", self.width, 16)
+        _at_least("image.freeze_stages", self.freeze_stages, 0)
+        _at_least("image.last_stride", self.last_stride, 1)
+        if not self.widths or any(not isinstance(w, int) or w < 1 for w in self.widths):
+            raise ValueError(f"image.widths must be positive channel counts, got {self.widths!r}")
+        if self.kind == "hf_vision" and not self.path:
+            raise ValueError(
+                "image.kind 'hf_vision' needs image.path, the folder of a local transformers model"
+            )
+
 
 @dataclass(frozen=True)
 class TextEncoderConfig:
@@ -65,6 +78,15 @@ class TextEncoderConfig:
     pad_token_id: int = 0
     mask_token_id: int = 103
 
+    def __post_init__(self) -> None:
+        _one_of("text.kind", self.kind, typing.get_args(TextEncoderKind))
+        _at_least("text.max_length", self.max_length, 4)
+        _at_least("text.freeze_layers", self.freeze_layers, 0)
+        for name in ("hidden", "layers", "heads"):
+            _at_least(f"text.{name}", getattr(self, name), 1)
+        if self.hidden % self.heads:
+            raise ValueError(f"text.hidden ({self.hidden}) must be a multiple of text.heads ({self.heads})")
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -78,6 +100,12 @@ class ModelConfig:
     loss_weights: dict[str, float] = field(default_factory=dict)  # missing names weigh 1.0
     init_temperature: float = 0.02
 
+    def __post_init__(self) -> None:
+        _at_least("embed_dim", self.embed_dim, 1)
+        _at_least("num_classes", self.num_classes, 0)
+        if not isinstance(self.init_temperature, int | float) or self.init_temperature <= 0:
+            raise ValueError(f"init_temperature must be a positive number, got {self.init_temperature!r}")
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict; `tbpr_models.registry.model_config_from_dict` reverses it."""
         return dataclasses.asdict(self)
@@ -85,6 +113,16 @@ class ModelConfig:
     def weight(self, loss_name: str) -> float:
         """The weight of a named loss (1.0 unless `loss_weights` says otherwise)."""
         return float(self.loss_weights.get(loss_name, 1.0))
+
+
+def _at_least(name: str, value: object, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def _one_of(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
 
 
 def build(cls: type[T], values: dict[str, Any] | T) -> T:

@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader
 from tasks.core.device import autocast
 from tasks.core.env import home
 from tasks.core.errors import TbprError
-from tasks.core.files import temp_path, write_json_atomic
+from tasks.core.files import remove_stale_temps, temp_path, write_json_atomic
 from tasks.data.layout import CAPTIONS, IMAGES
 from tasks.data.reader import ImageDataset, PreparedData, SplitData, Tokenize
 from tbpr_models import ImageTransform, RetrievalModel
@@ -190,6 +190,7 @@ def build_cache(
     if base is not None:
         log.info("building feature cache %s from the lower cache %s", key, base.path.name)
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(target)  # what a killed build left
     staging = temp_path(target)
     staging.mkdir()
     was_training = model.training

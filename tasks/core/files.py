@@ -3,9 +3,11 @@ disk, rename it over the target. Readers see the old file or the new one, never 
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +28,44 @@ def commit(tmp: Path, target: Path) -> None:
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
     os.replace(tmp, target)
+
+
+def replace_dir(new: Path, target: Path) -> None:
+    """Put the finished folder `new` at `target`, replacing what was there (renames on one file system)."""
+    if target.exists():
+        old = temp_path(target)
+        target.rename(old)
+        new.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        new.rename(target)
+
+
+def remove_stale_temps(target: Path) -> list[Path]:
+    """Remove the temporaries `temp_path(target)` left beside `target` by processes no longer running
+    (an interrupted earlier run); the removed paths."""
+    removed = []
+    for path in target.parent.glob(f".{glob.escape(target.name)}.*.tmp") if target.parent.is_dir() else []:
+        pid = path.name[len(target.name) + 2 :].split(".")[0]
+        if pid.isdigit() and not _running(int(pid)):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @contextmanager

@@ -55,7 +55,19 @@ def apply_overrides(settings: SettingsT, pairs: list[str]) -> SettingsT:
     try:
         return type(settings).model_validate(data)
     except ValidationError as exc:
-        raise TbprError(f"invalid --set override: {exc}; check the key names and value types") from exc
+        raise TbprError(
+            f"invalid settings: {validation_summary(exc)}; check the --set keys and values"
+        ) from exc
+
+
+def validation_summary(exc: ValidationError) -> str:
+    """A pydantic error as one line: `field.path: message; ...` (no URLs, no input dumps)."""
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"])
+        message = str(error["msg"]).removeprefix("Value error, ")
+        parts.append(f"{where}: {message}" if where else message)
+    return "; ".join(parts)
 
 
 def flatten_params(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

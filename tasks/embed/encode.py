@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,12 +28,13 @@ from torch.utils.data import DataLoader
 
 from tasks.core.device import autocast, resolve_device
 from tasks.core.errors import TbprError
-from tasks.core.files import write_parquet_atomic
+from tasks.core.files import remove_stale_temps, replace_dir, temp_path, write_parquet_atomic
 from tasks.data.layout import IMAGES
 from tasks.data.reader import ImageDataset, SplitData, load_prepared
 from tasks.embed import layout
 from tasks.embed.index import build_index, check_index_kind, save_index
-from tbpr_models import ImageTransform, build_tokenizer, load_checkpoint
+from tasks.tracking.models import open_checkpoint
+from tbpr_models import ImageTransform, build_tokenizer
 from tbpr_models.checkpoint import CONFIG_FILE, is_checkpoint
 
 log = logging.getLogger(__name__)
@@ -70,38 +72,50 @@ def embed_split(
     start = time.perf_counter()
     prepared = load_prepared(data, splits=(split,))
     part = prepared.splits[split]
-    model = load_checkpoint(checkpoint, device=torch_device).eval()
+    model = open_checkpoint(checkpoint, device=torch_device).eval()
     config = model.config
-    out.mkdir(parents=True, exist_ok=True)
-    (out / layout.EMBED_JSON).unlink(missing_ok=True)  # embed.json marks a complete folder
-    transform = ImageTransform(config.image.height, config.image.width, train=False)
-    image_global = _embed_images(model, part, transform, out, batch_size, torch_device, precision)
-    input_ids, attention_mask = build_tokenizer(config.text)(part.texts)  # (Q, L) each
-    text_global = _embed_texts(model, input_ids, attention_mask, out, batch_size, torch_device, precision)
-    _write_gallery(data, part, image_global, out)
-    _write_queries(part, text_global, out)
-    for kind in kinds:
-        save_index(build_index(image_global, kind), layout.index_file(out, kind))
-    image_local = np.load(out / layout.IMAGE_LOCAL, mmap_mode="r")
-    text_local = np.load(out / layout.TEXT_LOCAL, mmap_mode="r")
-    info = layout.EmbedInfo(
-        model_ref=model_ref or str(checkpoint),
-        checkpoint=str(checkpoint.resolve()),
-        data=str(Path(data).resolve()),
-        split=split,
-        variant=str(config.variant.kind),
-        pairwise=bool(model.pairwise),
-        num_images=len(image_global),
-        num_queries=len(text_global),
-        embed_dim=image_global.shape[1],
-        num_regions=image_local.shape[1],
-        max_length=text_local.shape[1],
-        indexes=tuple(kinds),
-        train_run_id=train_run_id,
-        dataset=prepared.dataset,
-        config=json.loads((checkpoint / CONFIG_FILE).read_text()),
-    )
-    info.write(out)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out)
+    # written beside `out` and swapped in when complete: an interrupted re-embed keeps the old EMB, and
+    # files the new one does not build (an index kind no longer asked for) cannot outlive it
+    work = temp_path(out)
+    work.mkdir()
+    try:
+        transform = ImageTransform(config.image.height, config.image.width, train=False)
+        image_global = _embed_images(model, part, transform, work, batch_size, torch_device, precision)
+        input_ids, attention_mask = build_tokenizer(config.text)(part.texts)  # (Q, L) each
+        text_global = _embed_texts(
+            model, input_ids, attention_mask, work, batch_size, torch_device, precision
+        )
+        _write_gallery(data, part, image_global, work)
+        _write_queries(part, text_global, work)
+        for kind in kinds:
+            save_index(build_index(image_global, kind), layout.index_file(work, kind))
+        image_local = np.load(work / layout.IMAGE_LOCAL, mmap_mode="r")
+        text_local = np.load(work / layout.TEXT_LOCAL, mmap_mode="r")
+        info = layout.EmbedInfo(
+            model_ref=model_ref or str(checkpoint),
+            checkpoint=str(checkpoint.resolve()),
+            data=str(Path(data).resolve()),
+            split=split,
+            variant=str(config.variant.kind),
+            pairwise=bool(model.pairwise),
+            num_images=len(image_global),
+            num_queries=len(text_global),
+            embed_dim=image_global.shape[1],
+            num_regions=image_local.shape[1],
+            max_length=text_local.shape[1],
+            indexes=tuple(kinds),
+            train_run_id=train_run_id,
+            dataset=prepared.dataset,
+            config=json.loads((checkpoint / CONFIG_FILE).read_text()),
+        )
+        del image_local, text_local
+        info.write(work)
+        replace_dir(work, out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     seconds = time.perf_counter() - start
     log.info(
         "embedded %d images and %d captions into %s in %.1f s",

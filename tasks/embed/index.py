@@ -104,4 +104,9 @@ def save_index(index: faiss.Index, path: Path) -> Path:
 def load_index(path: Path) -> faiss.Index:
     if not path.is_file():
         raise TbprError(f"no FAISS index at {path}; run `tbpr embed` with this index kind first")
-    return faiss.read_index(str(path))
+    try:
+        return faiss.read_index(str(path))
+    except RuntimeError as exc:
+        raise TbprError(
+            f"{path} is not a readable FAISS index ({str(exc).splitlines()[0]}); re-run `tbpr embed`"
+        ) from exc

@@ -23,7 +23,8 @@ import torch
 
 from tasks.core.errors import TbprError
 from tasks.core.files import write_json_atomic
-from tbpr_models import RetrievalModel, load_checkpoint
+from tasks.tracking.models import open_checkpoint
+from tbpr_models import RetrievalModel
 
 GALLERY = "gallery.parquet"
 QUERIES = "queries.parquet"
@@ -60,7 +61,7 @@ class EmbedInfo:
 
     def load_model(self, device: torch.device) -> RetrievalModel:
         """The model that wrote this folder, rebuilt from its checkpoint, on `device`, in eval mode."""
-        return load_checkpoint(Path(self.checkpoint), device=device).eval()
+        return open_checkpoint(Path(self.checkpoint), device=device).eval()
 
     def write(self, emb: Path) -> Path:
         """Write `embed.json` atomically."""
@@ -78,8 +79,11 @@ class EmbedInfo:
             raise TbprError(
                 f"{emb} has no {EMBED_JSON} (missing or interrupted embed); run `tbpr embed` again"
             )
-        raw = json.loads(path.read_text())
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {key: value for key, value in raw.items() if key in known}
-        values["indexes"] = tuple(values.get("indexes", ()))
-        return cls(**values)
+        try:
+            raw = json.loads(path.read_text())
+            known = {f.name for f in dataclasses.fields(cls)}
+            values = {key: value for key, value in raw.items() if key in known}
+            values["indexes"] = tuple(values.get("indexes", ()))
+            return cls(**values)
+        except (ValueError, TypeError, AttributeError) as exc:  # not JSON, not an object, fields missing
+            raise TbprError(f"{path} is damaged ({exc}); run `tbpr embed` again into {emb}") from exc

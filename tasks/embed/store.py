@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -17,6 +18,7 @@ import torch
 
 from tasks.core.errors import TbprError
 from tasks.embed import layout
+from tasks.embed.index import load_index
 from tbpr_models.features import ImageFeatures, TextFeatures
 from tbpr_models.scoring import Rows
 
@@ -47,11 +49,36 @@ class EmbeddingStore:
             if not (emb / name).is_file():
                 raise TbprError(f"{emb} lacks {name}; re-run `tbpr embed` into a fresh folder")
         self.emb = emb
-        self._image_global = read_embeddings(emb / layout.GALLERY)  # (G, D)
-        self._text_global = read_embeddings(emb / layout.QUERIES)  # (Q, D)
-        self.image_local = np.load(emb / layout.IMAGE_LOCAL, mmap_mode="r")  # (G, N, D) float16
-        self.text_local = np.load(emb / layout.TEXT_LOCAL, mmap_mode="r")  # (Q, L, D) float16
-        self.text_mask = np.load(emb / layout.TEXT_MASK, mmap_mode="r")  # (Q, L) bool
+        try:
+            self._image_global = read_embeddings(emb / layout.GALLERY)  # (G, D)
+            self._text_global = read_embeddings(emb / layout.QUERIES)  # (Q, D)
+            self.image_local = np.load(emb / layout.IMAGE_LOCAL, mmap_mode="r")  # (G, N, D) float16
+            self.text_local = np.load(emb / layout.TEXT_LOCAL, mmap_mode="r")  # (Q, L, D) float16
+            self.text_mask = np.load(emb / layout.TEXT_MASK, mmap_mode="r")  # (Q, L) bool
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            raise TbprError(f"{emb} is damaged ({exc}); re-run `tbpr embed` into it") from exc
+        counts = {len(self._image_global), len(self.image_local), self.info.num_images}
+        if len(counts) != 1 or len(self.text_local) != len(self._text_global) != self.info.num_queries:
+            raise TbprError(
+                f"the files of {emb} do not agree on the gallery and query counts; re-run `tbpr embed`"
+            )
+
+    def index(self, kind: str) -> faiss.Index:
+        """The FAISS index of `kind` that this EMB's embed built; TbprError for a kind it did not build
+        (a file left by an older embed would miss images) or one whose size does not match the gallery."""
+        if kind not in self.info.indexes:
+            built = ", ".join(self.info.indexes) or "none"
+            raise TbprError(
+                f"{self.emb} has no {kind!r} index (its embed built: {built}); re-run `tbpr embed` with that "
+                "index kind, or choose one it built"
+            )
+        index = load_index(layout.index_file(self.emb, kind))
+        if index.ntotal != self.num_images:
+            raise TbprError(
+                f"{layout.index_file(self.emb, kind)} holds {index.ntotal} images, the gallery {self.num_images}; "
+                "re-run `tbpr embed` into this folder"
+            )
+        return index
 
     @property
     def num_images(self) -> int:

@@ -43,12 +43,29 @@ def question_of(sql: str) -> str:
     return " ".join(lines)
 
 
+def read_only(warehouse: Path) -> duckdb.DuckDBPyConnection:
+    """A connection that reads the warehouse and nothing else: read-only, and with file system access
+    switched off and locked (no `COPY ... TO`, no `read_csv` of other files, no extensions loaded)."""
+    try:
+        con = duckdb.connect(str(warehouse), read_only=True)
+    except duckdb.Error as exc:
+        raise TbprError(
+            f"{warehouse} is not a DuckDB warehouse ({exc}); point --warehouse at the one `tbpr run` wrote"
+        ) from exc
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+    return con
+
+
 def run_query(warehouse: Path, query: Path) -> QueryResult:
-    """Execute `query` on a read-only connection to `warehouse`."""
+    """Execute `query` on a connection that can only read `warehouse` (`read_only`)."""
     if not warehouse.is_file():
         raise TbprError(f"no warehouse at {warehouse}; run `tbpr run` (it syncs MLflow into DuckDB) first")
-    sql = query.read_text(encoding="utf-8")
-    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        sql = query.read_text(encoding="utf-8")
+    except (UnicodeDecodeError, OSError) as exc:
+        raise TbprError(f"{query} is not a readable text file of SQL ({exc})") from exc
+    con = read_only(warehouse)
     try:
         rel = con.sql(sql)
         if rel is None:

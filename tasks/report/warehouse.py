@@ -2,13 +2,14 @@
 
 MLflow's SQLite database is read with Python's `sqlite3` into Arrow (DuckDB's sqlite extension would
 download from the internet), registered in DuckDB and materialised as tables. Scoring outputs
-(`rankings.parquet`, `metrics.json`) and the prepared data (`captions.parquet`, `images.parquet`)
-become views over the files, so the warehouse stays small.
+(`rankings.parquet`, `per_query.parquet`, `metrics.json`) and the prepared data (`captions.parquet`,
+`images.parquet` without the image bytes) are copied in too, so analysts' queries need no file access
+(`tasks.report.queries.read_only` switches it off).
 
 Tables: `experiments`, `runs`, `tags`, `params`, `metrics`, `scoring_jobs`, `score_outputs`
 (the `metrics.json` files), `variant_stats` (means over seeds, bootstrap intervals, paired
-differences to `global`), `vocabulary`, `attributes`.
-Views: `rankings`, `per_query`, `captions`, `images` (empty tables when there are no such files).
+differences to `global`), `vocabulary`, `attributes`, `rankings`, `per_query`, `captions`, `images`
+(the last four empty when there are no such files).
 """
 
 from __future__ import annotations
@@ -74,12 +75,13 @@ def _quote(text: str) -> str:
 
 
 def _out_view(con: duckdb.DuckDBPyConnection, name: str, files: Sequence[str], empty: str) -> None:
-    """View `name` over Parquet files of scoring outputs, each row with its file's folder as `out_dir`
-    (which joins `scoring_jobs.out_dir`); without files, an empty table with columns `empty`."""
+    """Table `name` of the Parquet files of scoring outputs, each row with its file's folder as `out_dir`
+    (which joins `scoring_jobs.out_dir`); without files, an empty table with columns `empty`.
+    Copied in, not a view over the files: analysts' queries then run with file access switched off."""
     if files:
         listing = "[" + ", ".join(_quote(os.path.abspath(f)) for f in files) + "]"
         con.sql(
-            f"CREATE VIEW {name} AS SELECT * EXCLUDE (filename), parse_dirpath(filename) AS out_dir "
+            f"CREATE TABLE {name} AS SELECT * EXCLUDE (filename), parse_dirpath(filename) AS out_dir "
             f"FROM read_parquet({listing}, filename = true, union_by_name = true)"
         )
     else:
@@ -118,12 +120,12 @@ def _variant_stats(con: duckdb.DuckDBPyConnection) -> None:
     con.unregister("arrow_variant_stats")
 
 
-def _data_views(con: duckdb.DuckDBPyConnection, data_dirs: Sequence[Path]) -> None:
+def _data_tables(con: duckdb.DuckDBPyConnection, data_dirs: Sequence[Path]) -> None:
     captions = [str(d / CAPTIONS) for d in data_dirs if (d / CAPTIONS).is_file()]
     images = [str(d / IMAGES) for d in data_dirs if (d / IMAGES).is_file()]
     if captions:
         listing = "[" + ", ".join(_quote(os.path.abspath(f)) for f in captions) + "]"
-        con.sql(f"CREATE VIEW captions AS SELECT * FROM read_parquet({listing}, union_by_name = true)")
+        con.sql(f"CREATE TABLE captions AS SELECT * FROM read_parquet({listing}, union_by_name = true)")
     else:
         con.sql(
             "CREATE TABLE captions (caption_id BIGINT, image_id BIGINT, person_id BIGINT, "
@@ -132,7 +134,7 @@ def _data_views(con: duckdb.DuckDBPyConnection, data_dirs: Sequence[Path]) -> No
     if images:
         listing = "[" + ", ".join(_quote(os.path.abspath(f)) for f in images) + "]"
         con.sql(
-            "CREATE VIEW images AS SELECT * EXCLUDE (image) "
+            "CREATE TABLE images AS SELECT * EXCLUDE (image) "
             f"FROM read_parquet({listing}, union_by_name = true)"
         )
     else:
@@ -173,7 +175,7 @@ def _build(
         _rankings_view(con, rankings_files)
         _per_query_view(con, rankings_files)
         _variant_stats(con)
-        _data_views(con, data_dirs)
+        _data_tables(con, data_dirs)
         counts = (
             con.sql("SELECT count(*) FROM runs").fetchall()[0][0],
             con.sql("SELECT count(*) FROM metrics").fetchall()[0][0],

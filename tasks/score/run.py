@@ -22,8 +22,7 @@ import torch
 from tasks.core.device import Precision, precision_dtype, resolve_device
 from tasks.core.errors import TbprError
 from tasks.core.files import write_json_atomic, write_parquet_atomic
-from tasks.embed.index import IndexParams, check_index_kind, load_index
-from tasks.embed.layout import index_file
+from tasks.embed.index import IndexParams, check_index_kind
 from tasks.embed.store import EmbeddingStore
 from tasks.score.exhaustive import exhaustive_similarity
 from tasks.score.layout import METRICS, PER_QUERY, PER_QUERY_SCHEMA, RANKINGS
@@ -160,7 +159,7 @@ def _pruned(
     device: torch.device,
     dtype: torch.dtype,
 ) -> _Scored:
-    faiss_index = load_index(index_file(emb, kind))
+    faiss_index = store.index(kind)
     shapes = _shapes(store)
     image_floats = model.head.candidate_image_floats(shapes.regions, shapes.dim)
     chunk = batched_chunk_size(top_k, shapes, memory_budget_mb, image_floats, dtype.itemsize)

@@ -17,8 +17,8 @@ from tasks.core.device import resolve_device
 from tasks.core.errors import TbprError
 from tasks.data.layout import IMAGES
 from tasks.data.reader import decode_image
-from tasks.embed.index import check_index_kind, load_index, search
-from tasks.embed.layout import GALLERY, index_file
+from tasks.embed.index import check_index_kind, search
+from tasks.embed.layout import GALLERY
 from tasks.embed.store import EmbeddingStore
 from tbpr_models import build_tokenizer
 
@@ -58,7 +58,7 @@ def search_text(
     length = max(int(mask.sum()), 1)
     texts = model.encode_texts(input_ids[:, :length].to(torch_device), mask[:, :length].to(torch_device))
     query = texts.global_.float().cpu().numpy()  # (1, D)
-    _, ids = search(load_index(index_file(emb, kind)), query, max(candidates, top_k))  # (1, k)
+    _, ids = search(store.index(kind), query, max(candidates, top_k))  # (1, k)
     rows = np.sort(ids[0][ids[0] >= 0])  # (k,) gallery rows, in gallery order for tie-breaking
     images = store.images(rows, torch_device, torch.float32)
     scores = model.similarity(texts.to(torch_device, torch.float32), images)[0].float().cpu()  # (k,)

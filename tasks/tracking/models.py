@@ -6,10 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+from safetensors import SafetensorError
+
 from tasks.core.errors import TbprError
 from tasks.tracking.config import TrackingConfig
 from tasks.tracking.store import Tracker
-from tbpr_models.checkpoint import is_checkpoint
+from tbpr_models.checkpoint import is_checkpoint, load_checkpoint
+from tbpr_models.model import RetrievalModel
 
 
 def resolve_checkpoint(
@@ -29,3 +33,21 @@ def resolve_checkpoint(
             "written by `tbpr train` (epoch_NNN/), a train run id or models:/tbpr-<variant>@champion"
         )
     return Tracker(tracking).resolve_model(str(ref))
+
+
+def open_checkpoint(folder: Path, device: str | torch.device = "cpu") -> RetrievalModel:
+    """The model saved in `folder`; TbprError when it is missing, damaged (truncated weights, a config
+    that is not JSON, a pickle posing as safetensors: never unpickled) or for other model settings."""
+    if not is_checkpoint(folder):
+        raise TbprError(
+            f"no checkpoint at {folder} (model.safetensors and config.json); it was moved or deleted, or "
+            "pass a folder written by `tbpr train`, a train run id or models:/tbpr-<variant>@champion"
+        )
+    try:
+        return load_checkpoint(folder, device=device)
+    except (ValueError, TypeError, KeyError, RuntimeError, OSError, SafetensorError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TbprError(
+            f"the checkpoint at {folder} cannot be loaded ({first}); it is damaged or was written for other "
+            "model settings: re-run `tbpr train`, or pass another checkpoint"
+        ) from exc

@@ -10,7 +10,7 @@ import fcntl
 import logging
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -106,16 +106,25 @@ class Tracker:
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status)
 
-    def latest_unfinished_run(self, experiment_id: str, tags: Mapping[str, str]) -> str | None:
-        """The most recent run with these tags that did not finish (crashed, killed, failed), if any."""
+    def latest_unfinished_run(
+        self,
+        experiment_id: str,
+        tags: Mapping[str, str],
+        usable: Callable[[dict[str, str]], bool] | None = None,
+    ) -> str | None:
+        """The most recent run with these tags that did not finish (crashed, killed, failed) and whose
+        tags pass `usable` (e.g. its checkpoint folder still exists), if any."""
         where = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
         runs = self.client.search_runs(
             [experiment_id],
             filter_string=f"{where} and attributes.status != 'FINISHED'",
             order_by=["attributes.start_time DESC"],
-            max_results=1,
+            max_results=50,
         )
-        return str(runs[0].info.run_id) if runs else None
+        for run in runs:
+            if usable is None or usable(dict(run.data.tags)):
+                return str(run.info.run_id)
+        return None
 
     def set_tag(self, run_id: str, key: str, value: str) -> None:
         self.client.set_tag(run_id, key, value)

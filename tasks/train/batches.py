@@ -95,6 +95,12 @@ class IdentityBatchSampler(Sampler[list[int]]):
     """
 
     def __init__(self, pids: np.ndarray, identities_per_batch: int, per_identity: int, seed: int) -> None:
+        if identities_per_batch < 2 or per_identity < 1:
+            raise TbprError(
+                f"the identity sampler needs P = batch_size // captions_per_identity >= 2 identities per "
+                f"batch and K >= 1, got P={identities_per_batch}, K={per_identity}; raise batch_size or "
+                "lower captions_per_identity"
+            )
         self.by_pid = [np.flatnonzero(pids == pid) for pid in np.unique(pids)]
         if len(self.by_pid) < identities_per_batch:
             raise TbprError(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tasks.core.device import DeviceName, Precision
 from tasks.core.errors import TbprError
@@ -63,6 +63,21 @@ class TrainConfig(BaseModel):
     patience: int | None = Field(default=None, ge=1)  # stop after this many epochs without a better val R1
     # a checkpoint (folder, train run id or models:/ URI) whose encoders and projections start training
     init_from: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        """Settings that only fail together, and the model settings, checked when the config is loaded."""
+        if self.sampler == "identity" and self.batch_size // self.captions_per_identity < 2:
+            raise ValueError(
+                f"sampler 'identity' takes P = batch_size // captions_per_identity identities per batch: "
+                f"{self.batch_size} // {self.captions_per_identity} < 2; raise batch_size or lower "
+                "captions_per_identity"
+            )
+        try:
+            model_config(self, num_classes=0)
+        except TbprError as exc:
+            raise ValueError(str(exc)) from None
+        return self
 
 
 def model_config(config: TrainConfig, num_classes: int) -> ModelConfig:

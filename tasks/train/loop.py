@@ -13,8 +13,11 @@ import json
 import logging
 import math
 import shutil
+import signal
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +36,7 @@ from tasks.data.parts import part_boxes
 from tasks.data.reader import PreparedData, load_prepared
 from tasks.tracking import names
 from tasks.tracking.config import TrackingConfig
-from tasks.tracking.models import resolve_checkpoint
+from tasks.tracking.models import open_checkpoint, resolve_checkpoint
 from tasks.tracking.store import Tracker
 from tasks.train.batches import (
     CachedBatches,
@@ -73,7 +76,6 @@ from tbpr_models import (
     RetrievalModel,
     build_model,
     build_tokenizer,
-    load_checkpoint,
     save_checkpoint,
 )
 from tbpr_models.checkpoint import CONFIG_FILE, WEIGHTS_FILE
@@ -157,15 +159,37 @@ def train_variant(
     prepared = load_prepared(Path(data))
     tracker = Tracker(tracking)
     trainer = _Trainer(prepared, config, tracker, progress)
-    run_id = trainer.open_run(resume, parent_run_id)
-    try:
-        trainer.fit(on_epoch_end)
-        result = trainer.finish(run_id)
-    except BaseException as exc:
-        tracker.end_run(run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
-        raise
+    with terminate_as_interrupt():
+        try:
+            run_id = trainer.open_run(resume, parent_run_id)
+            trainer.fit(on_epoch_end)
+            result = trainer.finish(run_id)
+        except BaseException as exc:
+            if trainer.run_id:
+                tracker.end_run(trainer.run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+            if isinstance(exc, OSError) and not isinstance(exc, TbprError):
+                raise TbprError(f"training could not write its outputs: {exc}") from exc
+            raise
     tracker.end_run(run_id)
     return result
+
+
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a scheduler stopping the job) ends the run like Ctrl-C: marked KILLED, resumable.
+    Only in the main thread, where Python delivers signals; elsewhere a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def prepare_feature_cache(data: Path, config: TrainConfig, *, progress: bool = True) -> Path:
@@ -220,7 +244,14 @@ class _Trainer:
             names.TAG_CONFIG_HASH: config_hash(self.config, self.data),
         }
         experiment = self.tracker.experiment_id(self.data.dataset)
-        found = self.tracker.latest_unfinished_run(experiment, tags) if resume else None
+
+        def usable(
+            run_tags: dict[str, str],
+        ) -> bool:  # a run that failed before its folder existed is skipped
+            folder = run_tags.get(names.TAG_CHECKPOINT_DIR)
+            return folder is not None and Path(folder).is_dir()
+
+        found = self.tracker.latest_unfinished_run(experiment, tags, usable) if resume else None
         if found:
             self.run_id = found
             self.out = Path(self.tracker.run_tags(found)[names.TAG_CHECKPOINT_DIR])
@@ -285,7 +316,7 @@ class _Trainer:
     def _init_backbone(self, model: RetrievalModel, ref: str) -> None:
         """Start from the encoders and projections of a trained checkpoint (e.g. `global` fine-tuned)."""
         folder, _ = resolve_checkpoint(ref)
-        source = load_checkpoint(folder)
+        source = open_checkpoint(folder)
         try:
             for part in ("image_encoder", "text_encoder", "image_proj", "text_proj"):
                 getattr(model, part).load_state_dict(getattr(source, part).state_dict())
@@ -444,7 +475,7 @@ class _Trainer:
             raise TbprError(f"run {run_id} completed no epoch; raise time_budget_minutes or epochs")
         best = self.state.best
         best_dir = epoch_dir(self.out, best.epoch)
-        model = load_checkpoint(best_dir, device=self.device)
+        model = open_checkpoint(best_dir, device=self.device)
         test = self._evaluate(model, "test")
         grounding = self._grounding(model)
         if grounding is not None:

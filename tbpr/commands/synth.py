@@ -17,7 +17,9 @@ def synth(
     preview: Path | None = typer.Option(
         None, "--preview", help="Also write a contact sheet PNG of 12 samples."
     ),
-    workers: int | None = typer.Option(None, "--workers", help="Rendering processes (default: up to 2)."),
+    workers: int | None = typer.Option(
+        None, "--workers", min=1, help="Rendering processes (default: up to 2)."
+    ),
 ) -> None:
     """Synthetic pedestrians with two captions per image, written in the CUHK-PEDES layout."""
     from rich.console import Console

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -52,8 +53,10 @@ def train(
 
     if not (data / IMAGES).is_file():
         raise TbprError(f"{data} holds no {IMAGES}; run `tbpr prepare` (or `tbpr synth`) first")
-    base = TrainConfig(variant=variant, device=device)
-    config = apply_overrides(base, [*(overrides or []), *([f"epochs={epochs}"] if epochs else [])])
+    chosen = [f"variant={json.dumps(variant)}", f"device={json.dumps(device)}"]
+    config = apply_overrides(
+        TrainConfig(), [*chosen, *(overrides or []), *([f"epochs={epochs}"] if epochs else [])]
+    )
     result = train_variant(data, config, resume=resume, progress=progress)
     console = Console()
     console.print(result_table(result))

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +14,8 @@ from tasks.embed.encode import embed_split
 from tasks.score.run import score
 from tasks.tracking.config import TrackingConfig
 from tasks.tracking.store import Tracker
-from tbpr.cli import main
+
+Tbpr = Callable[[list[str]], tuple[int, str]]  # the `tbpr` fixture of tests/cli/conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -29,18 +29,9 @@ def tracking(tmp_path_factory: pytest.TempPathFactory) -> TrackingConfig:
     return config
 
 
-def _tbpr(
-    args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["tbpr", *args])
-    with pytest.raises(SystemExit) as stop:
-        main()
-    code = stop.value.code
-    return (code if isinstance(code, int) else 1), capsys.readouterr().err
-
-
 def test_score_of_a_missing_emb_exits_2(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    tbpr: Tbpr,
 ) -> None:
     args = [
         "score",
@@ -51,7 +42,7 @@ def test_score_of_a_missing_emb_exits_2(
         str(tmp_path / "out"),
         "--no-track",
     ]
-    code, err = _tbpr(args, monkeypatch, capsys)
+    code, err = tbpr(args)
     assert code == 2 and "no embeddings folder" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
 
@@ -59,15 +50,12 @@ def test_score_of_a_missing_emb_exits_2(
 def test_unknown_index_exits_2(
     tmp_path: Path,
     tiny_emb: Callable[[str], Path],
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    tbpr: Tbpr,
 ) -> None:
     emb = str(tiny_emb("global"))
-    code, err = _tbpr(
-        ["score", emb, "--mode", "pruned", "--index", "annoy", "--out", "o"], monkeypatch, capsys
-    )
+    code, err = tbpr(["score", emb, "--mode", "pruned", "--index", "annoy", "--out", "o"])
     assert code == 2 and "annoy" in err and "Traceback" not in err
-    code, err = _tbpr(["search", emb, "a man in a red jacket", "--index", "annoy"], monkeypatch, capsys)
+    code, err = tbpr(["search", emb, "a man in a red jacket", "--index", "annoy"])
     assert code == 2 and "Traceback" not in err
     with pytest.raises(TbprError, match="unknown index"):
         score(Path(emb), tmp_path / "o", mode="pruned", index="annoy", track=False)
@@ -77,14 +65,14 @@ def test_embed_of_an_unknown_run_exits_2(
     tmp_path: Path,
     tiny_data: Path,
     tracking: TrackingConfig,
+    tbpr: Tbpr,
     monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("TBPR_HOME", str(Path(str(tracking.tracking_uri).removeprefix("sqlite:///")).parent))
     args = ["embed", str(tiny_data), "--run", "no-such-run", "--out", str(tmp_path / "emb")]
-    code, err = _tbpr(args, monkeypatch, capsys)
+    code, err = tbpr(args)
     assert code == 2 and "no model found" in err and "Traceback" not in err
-    code, err = _tbpr([*args, "--index", "hnsw", "--index", "annoy"], monkeypatch, capsys)
+    code, err = tbpr([*args, "--index", "hnsw", "--index", "annoy"])
     assert code == 2 and "unknown index 'annoy'" in err and "Traceback" not in err
 
 

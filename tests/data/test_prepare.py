@@ -219,14 +219,29 @@ def test_cuhk_caption_all_uses_the_standard_split_by_id(
 
 
 @pytest.mark.parametrize("annotation", ["ICFG-PEDES.json", "ICFG_PEDES.json"])
-def test_icfg_layout_has_no_val(annotation: str, tmp_path: Path, write_source: Any, good_pair: Any) -> None:
-    records, images = good_pair
-    records.append(record(3, "cam_a/001.png", split="val"))  # val is not an ICFG-PEDES split
+def test_icfg_holds_out_training_identities_as_val(
+    annotation: str, tmp_path: Path, write_source: Any, make_png: Any
+) -> None:
+    # ICFG-PEDES has train and test only; 5% of the training identities become val, by person id
+    records = [record(pid, f"p{pid}/{shot}.png") for pid in range(1, 201) for shot in range(2)]
+    records += [record(900, "t/900.png", split="test"), record(901, "t/901.png", split="val")]
+    images = {r["file_path"]: make_png(i) for i, r in enumerate(records)}
     source = write_source(tmp_path / "src", records, images, annotation=annotation)
     summary = prepare_dataset(source, "icfg-pedes", tmp_path / "data", progress=False)
-    assert list(summary.splits) == ["train", "test"]
-    assert quarantined(tmp_path / "data") == {2: Reason.BAD_SPLIT}
-    assert summary.dataset == "icfg-pedes" and summary.images == 2
+    assert quarantined(tmp_path / "data") == {len(records) - 1: Reason.BAD_SPLIT}  # the source has no val
+    rows = read(tmp_path / "data", "images")
+    split_of: dict[int, set[str]] = {}
+    for row in rows:
+        split_of.setdefault(row["person_id"], set()).add(row["split"])
+    assert all(len(splits) == 1 for splits in split_of.values())  # a person's images stay together
+    val = {pid for pid, splits in split_of.items() if splits == {"val"}}
+    assert 4 <= len(val) <= 18 and summary.splits["val"].identities == len(val)  # ~5% of 200
+    assert split_of[900] == {"test"}
+    manifest = json.loads((tmp_path / "data" / "manifest.json").read_text())
+    assert manifest["val_split"]["percent"] == 5 and manifest["val_split"]["from"] == "train"
+    again = prepare_dataset(source, "icfg-pedes", tmp_path / "again", progress=False)
+    assert {r["person_id"] for r in read(tmp_path / "again", "images") if r["split"] == "val"} == val
+    assert again.splits["val"].images == summary.splits["val"].images
 
 
 def test_rstpreid_layout_reads_img_path(tmp_path: Path, write_source: Any, good_pair: Any) -> None:

@@ -77,11 +77,20 @@ def test_missing_or_broken_files_are_tbpr_errors(tmp_path: Path) -> None:
 def test_per_variant_patch_merges_into_one_variant_only() -> None:
     settings = TrainSettings(
         variants=["global", "hard_topk"],
-        per_variant={"hard_topk": {"model": {"variant": {"k": 4}}, "lr": 0.5}},
+        per_variant={"hard_topk": {"model": {"variant": {"k_words": 4}}, "lr": 0.5}},
     )
     topk, base = settings.for_variant("hard_topk"), settings.for_variant("global")
-    assert (topk.variant, topk.model, topk.lr) == ("hard_topk", {"variant": {"k": 4}}, 0.5)
+    assert (topk.variant, topk.model, topk.lr) == ("hard_topk", {"variant": {"k_words": 4}}, 0.5)
     assert (base.variant, base.model, base.lr) == ("global", {}, settings.config.lr)
+
+
+def test_unknown_variants_and_model_fields_are_refused_when_loaded() -> None:
+    with pytest.raises(TbprError, match="unknown variant"):
+        load_config(PipelineConfig, None, ['train.variants=["global", "no_such_variant"]'])
+    with pytest.raises(TbprError, match="k"):
+        load_config(
+            PipelineConfig, None, ['train.config.model={"variant": {"k": 4}}', 'train.variants=["hard_topk"]']
+        )
 
 
 def test_config_json_round_trips_and_flattens(tmp_path: Path) -> None:

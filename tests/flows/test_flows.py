@@ -130,9 +130,13 @@ def test_train_variants_on_dask_names_the_failed_variant(pipeline: object, tbpr_
     runner = RunnerConfig(kind="dask", workers=1)
     config = TrainRunConfig(
         data=data,
-        train=TrainSettings(variants=["global", "no_such_variant"], config=tiny.train.config),
+        train=TrainSettings(
+            variants=["global", "channel"],
+            config=tiny.train.config,
+            per_variant={"channel": {"batch_size": 100_000}},  # fails when training starts: too few captions
+        ),
         runner=runner,
     )
     state = train_variants_flow.with_options(task_runner=task_runner(runner))(config, return_state=True)
     assert state.is_failed()
-    assert "no_such_variant" in str(state.message) and "1 of 2" in str(state.message)
+    assert "channel" in str(state.message) and "1 of 2" in str(state.message)

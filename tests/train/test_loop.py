@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from mlflow import MlflowClient
+from pydantic import ValidationError
 from safetensors.torch import load_file
 
 from tasks.core.errors import TbprError
@@ -174,20 +175,24 @@ def test_training_stops_on_a_val_plateau(
     ("changes", "message"),
     [
         ({"variant": "no_such_variant"}, "no_such_variant"),
-        ({"batch_size": 64}, "batch_size"),
         ({"model": {"no_such_field": 1}}, "no_such_field"),
+        ({"sampler": "identity", "captions_per_identity": 4}, "captions_per_identity"),
     ],
 )
-def test_bad_settings_raise_tbpr_error(
-    tiny_config: TinyConfig,
-    tiny_data: Path,
-    trained: Trained,
-    tmp_path: Path,
-    changes: dict[str, object],
-    message: str,
+def test_bad_settings_are_refused_when_the_config_is_loaded(
+    tiny_config: TinyConfig, tmp_path: Path, changes: dict[str, object], message: str
 ) -> None:
-    with pytest.raises(TbprError, match=message):
-        train_variant(tiny_data, tiny_config(tmp_path, **changes), tracking=trained.tracking, progress=False)
+    with pytest.raises(ValidationError, match=message):
+        tiny_config(tmp_path, **changes)
+
+
+def test_settings_that_do_not_fit_the_data_raise_tbpr_error(
+    tiny_config: TinyConfig, tiny_data: Path, trained: Trained, tmp_path: Path
+) -> None:
+    with pytest.raises(TbprError, match="batch_size"):
+        train_variant(
+            tiny_data, tiny_config(tmp_path, batch_size=64), tracking=trained.tracking, progress=False
+        )
 
 
 def test_missing_data_raises(tiny_config: TinyConfig, tmp_path: Path, trained: Trained) -> None:

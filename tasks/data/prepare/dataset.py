@@ -30,7 +30,15 @@ from tasks.data.layout import (
     QUARANTINE_SCHEMA,
 )
 from tasks.data.prepare.images import check_image, file_digest, ordered_map
-from tasks.data.prepare.layouts import IMAGE_DIR, Annotation, Format, Layout, get_layout, load_annotation
+from tasks.data.prepare.layouts import (
+    IMAGE_DIR,
+    VAL_RULE,
+    Annotation,
+    Format,
+    Layout,
+    get_layout,
+    load_annotation,
+)
 from tasks.data.prepare.manifest import (
     ContentHash,
     SplitCounts,
@@ -243,6 +251,8 @@ def prepare_dataset(
         annotation=annotation.path,
         content_hash="",
     )
+    if layout.val_percent:  # the val split tbpr made: part of what the outputs were made from
+        identity["val_split"] = {"from": "train", "percent": layout.val_percent, "rule": VAL_RULE}
     previous = read_manifest(out)
     if previous is not None:
         candidates = [item for item in plan if isinstance(item, Candidate)]

@@ -6,8 +6,11 @@ and a bounded window of results in flight keeps memory flat however large the da
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
+import os
+import stat
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -36,9 +39,23 @@ class ImageCheck:
 
 
 def read_file(path: Path) -> bytes | Reason:
-    """The file's bytes, or why it cannot be read."""
+    """The file's bytes, or why it cannot be read. Only regular files are opened: a FIFO or a device
+    named by a record would block the read or never end."""
     try:
-        return path.read_bytes()
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return Reason.MISSING_FILE
+    except RuntimeError:
+        return Reason.SYMLINK_LOOP
+    except OSError as exc:
+        return Reason.SYMLINK_LOOP if exc.errno == errno.ELOOP else Reason.UNREADABLE_FILE
+    if stat.S_ISDIR(mode):
+        return Reason.MISSING_FILE
+    if not stat.S_ISREG(mode):
+        return Reason.NOT_A_FILE
+    try:
+        with open(path, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NONBLOCK)) as handle:
+            return handle.read()
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         return Reason.MISSING_FILE
     except OSError:

@@ -7,12 +7,15 @@ SOURCE whose top level is a list of records, one per image:
   have `id`, `file_path`, `captions` and usually `split`. Without `split`, the standard split by
   person id applies: train 1–11003, val 11004–12003, test 12004–13003 (Li et al., CVPR 2017).
 - ICFG-PEDES: `ICFG-PEDES.json` or `ICFG_PEDES.json`; `id`, `file_path`, `captions`, `split` in
-  train/test (ICFG-PEDES has no val split).
+  train/test. ICFG-PEDES has no val split, and selecting on test is the flaw tbpr exists to avoid, so
+  5% of the training identities are held out as val, chosen by a hash of the person id
+  (`held_out_for_val`: deterministic, independent of record order; the manifest says so).
 - RSTPReid: `data_captions.json`; `id`, `img_path`, `captions`, `split` in train/val/test.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +44,7 @@ class Layout:
     path_key: str
     splits: tuple[str, ...]
     split_by_id: bool  # a record without `split` gets the standard split of its person id
+    val_percent: int = 0  # this percentage of training identities becomes val (no val split of its own)
 
 
 LAYOUTS: dict[str, Layout] = {
@@ -48,7 +52,7 @@ LAYOUTS: dict[str, Layout] = {
         "cuhk-pedes", ("reid_raw.json", "caption_all.json"), "file_path", ("train", "val", "test"), True
     ),
     "icfg-pedes": Layout(
-        "icfg-pedes", ("ICFG-PEDES.json", "ICFG_PEDES.json"), "file_path", ("train", "test"), False
+        "icfg-pedes", ("ICFG-PEDES.json", "ICFG_PEDES.json"), "file_path", ("train", "val", "test"), False, 5
     ),
     "rstpreid": Layout("rstpreid", ("data_captions.json",), "img_path", ("train", "val", "test"), False),
 }
@@ -69,6 +73,15 @@ def get_layout(fmt: str) -> Layout:
         return LAYOUTS[fmt]
     except KeyError:
         raise TbprError(f"unknown format {fmt!r}; use one of: {', '.join(FORMATS)}") from None
+
+
+VAL_RULE = "sha256(str(person_id)) as an integer, modulo 100, below val_percent"
+
+
+def held_out_for_val(person_id: int, percent: int) -> bool:
+    """Whether a training identity is held out as val: the same answer on every machine and run."""
+    digest = hashlib.sha256(str(person_id).encode()).digest()
+    return int.from_bytes(digest[:8], "big") % 100 < percent
 
 
 def cuhk_standard_split(person_id: int) -> str | None:
@@ -106,6 +119,12 @@ def load_annotation(source: Path, layout: Layout) -> Annotation:
         records = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise TbprError(f"{path} is not valid UTF-8 JSON ({exc}); re-download or repair the file") from None
+    except RecursionError:
+        raise TbprError(
+            f"{path} nests JSON too deeply to be an annotation file (a list of flat records); repair it"
+        ) from None
+    except ValueError as exc:  # e.g. an integer with more digits than Python accepts
+        raise TbprError(f"{path} holds a value JSON cannot represent here ({exc}); repair the file") from None
     if not isinstance(records, list):
         kind = type(records).__name__
         raise TbprError(f"{path} must hold a JSON list of records at the top level, not a {kind}")

@@ -20,7 +20,7 @@ from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from tasks.data.prepare.layouts import Layout, cuhk_standard_split
+from tasks.data.prepare.layouts import Layout, cuhk_standard_split, held_out_for_val
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
@@ -42,6 +42,8 @@ class Reason(StrEnum):
     ZERO_BYTE = "zero-byte image file"
     NOT_AN_IMAGE = "not an image"
     TRUNCATED = "truncated or corrupt image"
+    NOT_A_FILE = "not a regular file"
+    SYMLINK_LOOP = "symlink loop"
 
 
 def missing_key(key: str) -> str:
@@ -88,6 +90,8 @@ def _split_of(record: dict[str, Any], person_id: int, layout: Layout) -> str:
             return missing_key("split")
         return cuhk_standard_split(person_id) or Reason.ID_OUTSIDE_SPLITS
     split = record["split"]
+    if layout.val_percent and split == "val":  # the layout has no val split of its own: tbpr makes it
+        return Reason.BAD_SPLIT
     return split if isinstance(split, str) and split in layout.splits else Reason.BAD_SPLIT
 
 
@@ -122,7 +126,10 @@ def resolve_inside(root: Path, file_path: str) -> Path | None:
     relative = PurePosixPath(file_path)
     if relative.is_absolute() or ".." in relative.parts:
         return None
-    resolved = (root / relative).resolve()
+    try:
+        resolved = (root / relative).resolve()
+    except (RuntimeError, OSError):  # a symlink loop (RuntimeError before Python 3.13), a name too long
+        return None
     return resolved if resolved.is_relative_to(root) else None
 
 
@@ -141,6 +148,8 @@ def plan_records(records: Sequence[Any], layout: Layout, image_root: Path) -> li
             plan.append(Rejection(index, str(fields)))
             continue
         person_id, split, file_path, captions = fields
+        if split == "train" and layout.val_percent and held_out_for_val(person_id, layout.val_percent):
+            split = "val"
         resolved = resolve_inside(root, file_path)
         if resolved is None:
             plan.append(Rejection(index, Reason.PATH_ESCAPES.value))

@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.core.files import commit, temp_path
+from tasks.core.files import commit, remove_stale_temps, temp_path
 from tasks.data.layout import IMAGES_SCHEMA
 
 ROW_GROUP_ROWS = 512
@@ -65,7 +65,9 @@ class AtomicOutputs:
         self._staged: dict[Path, Path] = {}  # final path -> temporary path
 
     def stage(self, name: str) -> Path:
-        """A fresh temporary path in the folder for the output `name`."""
+        """A fresh temporary path in the folder for the output `name` (temporaries of an earlier,
+        killed run are removed first: a SIGKILL leaves no chance to clean up)."""
+        remove_stale_temps(self.folder / name)
         tmp = temp_path(self.folder / name)  # a plain new name: the file gets the usual umask
         self._staged[self.folder / name] = tmp
         return tmp

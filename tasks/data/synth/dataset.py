@@ -17,6 +17,7 @@ from pathlib import Path
 
 from rich.progress import Progress, TaskID
 
+from tasks.core.errors import TbprError
 from tasks.core.version import __version__
 from tasks.data.synth.attributes import identity_at, identity_rng
 from tasks.data.synth.captions import captions_for, tokens
@@ -150,6 +151,8 @@ def generate(
     """
     began = time.perf_counter()
     out = Path(out)
+    if workers is not None and workers < 1:
+        raise TbprError(f"workers must be at least 1 (got {workers}); omit it for the default")
     splits = split_of_identities(identities, seed)
     prepare_output(out)
     write_synth_json(

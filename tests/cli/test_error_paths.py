@@ -1,0 +1,332 @@
+"""Bad input through every command, in process (`tbpr.cli.main`): exit status 2, a one-paragraph message
+without a traceback, nothing written or changed; and the faults (a run killed mid-write, stale files)
+that must leave no debris and lose nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+
+from tasks.core.files import temp_path
+from tasks.embed.encode import embed_split
+
+Tbpr = Callable[[list[str]], tuple[int, str]]  # the `tbpr` fixture of tests/cli/conftest.py
+
+TINY_TRAIN = [
+    "--set", "model.text.kind=small", "--set", "model.image.kind=resnet_small", "--set", "model.embed_dim=16",
+    "--set", "model.image.height=64", "--set", "model.image.width=32", "--set", "model.text.max_length=16",
+    "--set", "batch_size=4", "--device", "cpu", "--no-progress",
+]  # fmt: skip
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every file under `root` with its sha256: what must not change."""
+    if not root.exists():
+        return {}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def clear_error(code: int, err: str, *words: str) -> None:
+    """Exit 2, no traceback, and one `error:` paragraph (after any library log lines) naming `words`."""
+    assert code == 2, err
+    assert "Traceback" not in err and "\nerror:" in f"\n{err}", err
+    message = err[err.find("error:") if err.startswith("error:") else err.find("\nerror:") + 1 :]
+    assert message.count("error:") == 1 and "\n\n" not in message.strip(), message
+    text = " ".join(message.split())
+    for word in words:
+        assert word in text, text
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = tmp_path / "home"
+    monkeypatch.setenv("TBPR_HOME", str(root))
+    return root
+
+
+@pytest.mark.parametrize(
+    ("settings", "words"),
+    [
+        (["--set", "sampler=identity", "--set", "captions_per_identity=8"], ["captions_per_identity"]),
+        (["--set", "model.text.kind=nosuch"], ["text.kind", "nosuch"]),
+        (["--set", "model.embed_dim=-5"], ["embed_dim"]),
+        (["--set", "model.image.kind=hf_vision"], ["image.path"]),
+        (["--set", "model.image.height=abc"], ["image.height"]),
+        (["--set", "model.variant.nosuch=1"], ["nosuch"]),
+        (["--set", "epochs=0"], ["epochs"]),
+    ],
+)
+def test_bad_train_settings_are_refused_before_anything_runs(
+    settings: list[str],
+    words: list[str],
+    prepared_data: Path,
+    home: Path,
+    tbpr: Tbpr,
+) -> None:
+    before = snapshot(prepared_data)
+    code, err = tbpr(["train", str(prepared_data), "--variant", "global", *TINY_TRAIN, *settings])
+    clear_error(code, err, *words)
+    assert snapshot(prepared_data) == before and not (home / "runs").exists()
+    assert not (home / "mlflow.db").exists()  # no store created for a command that never ran
+
+
+def test_a_run_that_cannot_write_ends_failed_and_resume_starts_afresh(
+    prepared_data: Path,
+    home: Path,
+    tmp_path: Path,
+    tbpr: Tbpr,
+) -> None:
+    from mlflow import MlflowClient
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    args = ["train", str(prepared_data), "--variant", "global", "--epochs", "1", *TINY_TRAIN]
+    code, err = tbpr([*args, "--set", f"output_dir={blocker}"])
+    clear_error(code, err, str(blocker))
+    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert [r.info.status for r in runs] == ["FAILED"]  # not left RUNNING
+    # --resume of the same config skips the run that never had a folder (it was a KeyError)
+    code, err = tbpr([*args, "--resume", "--set", f"output_dir={tmp_path / 'ok'}"])
+    assert code == 0, err
+    assert (tmp_path / "ok" / "epoch_001").is_dir()
+
+
+def test_sigterm_marks_the_run_killed(prepared_data: Path, home: Path, tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    script = (
+        "import os, signal, sys\n"
+        "from tasks.train.config import TrainConfig\n"
+        "from tasks.train.loop import train_variant\n"
+        f"config = TrainConfig(variant='global', epochs=3, batch_size=4, device='cpu', output_dir={str(tmp_path / 'out')!r},"
+        " model={'text': {'kind': 'small'}, 'image': {'kind': 'resnet_small', 'height': 64, 'width': 32}, 'embed_dim': 16})\n"
+        "def stop(record):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "try:\n"
+        f"    train_variant({str(prepared_data)!r}, config, progress=False, on_epoch_end=stop)\n"
+        "except KeyboardInterrupt:\n"
+        "    sys.exit(143)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], env={**os.environ, "TBPR_HOME": str(home)}, timeout=300
+    )
+    assert done.returncode == 143
+    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert [r.info.status for r in runs] == ["KILLED"]
+
+
+def test_synth_with_zero_workers_writes_nothing(
+    tmp_path: Path,
+    tbpr: Tbpr,
+) -> None:
+    code, err = tbpr(["synth", str(tmp_path / "out"), "-n", "8", "--workers", "0"])
+    assert code == 2 and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture
+def emb(tiny_data: Path, tiny_checkpoint: Callable[[str], Path], tmp_path: Path) -> Path:
+    out = tmp_path / "emb"
+    embed_split(tiny_data, tiny_checkpoint("global"), out, batch_size=8, indexes=("flat", "hnsw"))
+    return out
+
+
+def test_re_embedding_drops_indexes_it_no_longer_builds(
+    emb: Path,
+    tiny_data: Path,
+    tiny_checkpoint: Callable[[str], Path],
+    tbpr: Tbpr,
+) -> None:
+    assert (emb / "index_hnsw.faiss").is_file()
+    embed_split(tiny_data, tiny_checkpoint("global"), emb, batch_size=8, indexes=("flat",))
+    assert not (emb / "index_hnsw.faiss").exists()  # a stale index would miss re-embedded images
+    code, err = tbpr(["score", str(emb), "--mode", "pruned", "--index", "hnsw", "--out", str(emb.parent / "o"),
+                      "--no-track"])  # fmt: skip
+    clear_error(code, err, "no 'hnsw' index", "flat")
+    code, err = tbpr(["search", str(emb), "a man in red", "--index", "hnsw"])
+    clear_error(code, err, "no 'hnsw' index")
+    assert not (emb.parent / "o").exists()
+
+
+def test_an_index_that_does_not_match_the_gallery_is_refused(
+    emb: Path, tiny_data: Path, tiny_checkpoint: Callable[[str], Path], tbpr: Tbpr,
+) -> None:  # fmt: skip
+    import faiss
+    import numpy as np
+
+    index = faiss.IndexFlatIP(16)
+    index.add(np.zeros((3, 16), dtype=np.float32))
+    faiss.write_index(index, str(emb / "index_flat.faiss"))  # 3 images, the gallery has 16
+    code, err = tbpr(["score", str(emb), "--mode", "pruned", "--out", str(emb.parent / "o"), "--no-track"])  # fmt: skip
+    clear_error(code, err, "holds 3 images", "re-run `tbpr embed`")
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["truncated_weights", "pickle_weights", "config_not_json", "config_wrong_fields", "weights_missing"],
+)
+def test_a_damaged_checkpoint_is_a_clear_error(
+    damage: str,
+    tiny_data: Path,
+    tiny_checkpoint: Callable[[str], Path],
+    tmp_path: Path,
+    tbpr: Tbpr,
+) -> None:
+    import shutil
+
+    checkpoint = tmp_path / "ckpt"
+    shutil.copytree(tiny_checkpoint("global"), checkpoint)
+    weights, config = checkpoint / "model.safetensors", checkpoint / "config.json"
+    if damage == "truncated_weights":
+        weights.write_bytes(weights.read_bytes()[:100])
+    elif damage == "pickle_weights":
+        weights.write_bytes(pickle.dumps({"a": 1}))
+    elif damage == "config_not_json":
+        config.write_text("{not json")
+    elif damage == "config_wrong_fields":
+        config.write_text(json.dumps({"variant": {"kind": "global"}, "embed_dim": "big"}))
+    else:
+        weights.unlink()
+    before = snapshot(checkpoint)
+    out = tmp_path / "emb"
+    code, err = tbpr(["embed", str(tiny_data), "--run", str(checkpoint), "--out", str(out)])
+    clear_error(code, err)
+    assert not out.exists() and snapshot(checkpoint) == before
+
+
+@pytest.mark.parametrize("damage", ["embed_json", "faiss", "npy", "gallery_parquet"])
+def test_a_damaged_emb_is_a_clear_error(
+    damage: str,
+    emb: Path,
+    tbpr: Tbpr,
+) -> None:
+    target = {
+        "embed_json": emb / "embed.json",
+        "faiss": emb / "index_flat.faiss",
+        "npy": emb / "image_local.npy",
+        "gallery_parquet": emb / "gallery.parquet",
+    }[damage]
+    target.write_bytes(target.read_bytes()[: max(1, target.stat().st_size // 3)])
+    out = emb.parent / "out"
+    code, err = tbpr(["score", str(emb), "--mode", "pruned", "--out", str(out), "--no-track"])
+    clear_error(code, err)
+    assert not (out / "metrics.json").exists()
+
+
+def test_an_interrupted_re_embed_keeps_the_previous_emb_and_leaves_no_debris(
+    emb: Path, tiny_data: Path, tiny_checkpoint: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tasks.embed.encode as encode
+
+    before = snapshot(emb)
+    dead = temp_path(emb).with_name(f".{emb.name}.999999999.dead.tmp")  # a SIGKILLed run's folder
+    dead.mkdir()
+    (dead / "image_local.npy").write_bytes(b"half")
+
+    def interrupted(*args: object, **kwargs: object) -> object:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(encode, "build_index", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        embed_split(tiny_data, tiny_checkpoint("channel"), emb, batch_size=8, indexes=("flat",))
+    assert snapshot(emb) == before  # the previous EMB, whole
+    assert sorted(p.name for p in emb.parent.iterdir() if p.name != "o") == ["emb"]  # no temporaries
+
+
+def test_sql_cannot_write_files(
+    tmp_path: Path,
+    tbpr: Tbpr,
+) -> None:
+    warehouse = tmp_path / "w.duckdb"
+    con = duckdb.connect(str(warehouse))
+    con.sql("CREATE TABLE t AS SELECT 1 AS a")
+    con.close()
+    target = tmp_path / "leak.csv"
+    query = tmp_path / "copy.sql"
+    query.write_text(f"COPY (SELECT * FROM t) TO '{target}'")
+    code, err = tbpr(["sql", str(query), "--warehouse", str(warehouse)])
+    clear_error(code, err)
+    assert not target.exists()
+    query.write_text(f"SELECT * FROM read_csv('{query}')")  # nor read other files
+    code, err = tbpr(["sql", str(query), "--warehouse", str(warehouse)])
+    clear_error(code, err)
+
+
+@pytest.mark.parametrize("bad", ["not_duckdb", "binary_sql"])
+def test_sql_bad_inputs(
+    bad: str,
+    tmp_path: Path,
+    tbpr: Tbpr,
+) -> None:
+    warehouse, query = tmp_path / "w.duckdb", tmp_path / "q.sql"
+    if bad == "not_duckdb":
+        warehouse.write_text("hello")
+        query.write_text("SELECT 1")
+    else:
+        con = duckdb.connect(str(warehouse))
+        con.close()
+        query.write_bytes(b"\xff\xfe\x00\x81binary")
+    before = snapshot(tmp_path)
+    code, err = tbpr(["sql", str(query), "--warehouse", str(warehouse)])
+    clear_error(code, err)
+    assert snapshot(tmp_path) == before
+
+
+def test_prepare_quarantines_a_fifo_and_a_symlink_loop_and_refuses_deep_json(
+    tmp_path: Path, write_source: Callable[..., Path], make_png: Callable[..., bytes],
+    tbpr: Tbpr,
+) -> None:  # fmt: skip
+    records = [
+        {"id": 1, "file_path": "a.png", "captions": ["a man in red"], "split": "train"},
+        {"id": 2, "file_path": "fifo.png", "captions": ["a man in blue"], "split": "train"},
+        {"id": 3, "file_path": "loop/x.png", "captions": ["a woman in green"], "split": "test"},
+    ]
+    source = write_source(tmp_path / "src", records, {"a.png": make_png(1)})
+    os.mkfifo(source / "imgs" / "fifo.png")
+    (source / "imgs" / "loop").symlink_to(source / "imgs" / "loop")
+    out = tmp_path / "data"
+    code, err = tbpr(["prepare", str(source), "--format", "cuhk-pedes", "--out", str(out)])
+    assert code == 0, err
+    reasons = {r["record_index"]: r["reason"] for r in pq.read_table(out / "quarantine.parquet").to_pylist()}
+    assert reasons[1] == "not a regular file" and 2 in reasons
+    assert [r["image_id"] for r in pq.read_table(out / "images.parquet", columns=["image_id"]).to_pylist()]
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    deep = tmp_path / "deep"
+    (deep / "imgs").mkdir(parents=True)
+    (deep / "reid_raw.json").write_text("[" * 100_000 + "]" * 100_000)
+    code, err = tbpr(["prepare", str(deep), "--format", "cuhk-pedes", "--out", str(tmp_path / "d2")])
+    clear_error(code, err, "nests JSON too deeply")
+    assert not (tmp_path / "d2").exists()
+
+
+def test_prepare_removes_what_a_killed_run_left(
+    tmp_path: Path, write_source: Callable[..., Path], make_png: Callable[..., bytes]
+) -> None:
+    from tasks.data.prepare import prepare_dataset
+
+    records = [{"id": 1, "file_path": "a.png", "captions": ["a man in red"], "split": "train"}]
+    source = write_source(tmp_path / "src", records, {"a.png": make_png(1)})
+    out = tmp_path / "data"
+    out.mkdir()
+    debris = out / ".images.parquet.999999999.dead.tmp"  # from a process that no longer runs
+    debris.write_bytes(b"x" * 1000)
+    alive = out / f".images.parquet.{os.getpid()}.alive.tmp"  # from a running one: left alone
+    alive.write_bytes(b"y")
+    prepare_dataset(source, "cuhk-pedes", out, progress=False)
+    assert not debris.exists() and alive.exists()
