@@ -64,6 +64,8 @@ def embed_split(
 ) -> EmbedSummary:
     """Encode `split` of `data` with the checkpoint and write the EMB folder `out` (embed.json last)."""
     kinds = [check_index_kind(kind) for kind in indexes]
+    if Path(out).exists() and not Path(out).is_dir():
+        raise TbprError(f"--out {out} is a file; pass a folder for the embeddings (EMB)")
     if not is_checkpoint(checkpoint):
         raise TbprError(
             f"no checkpoint at {checkpoint} (weights or config missing); pass a trained run or model"

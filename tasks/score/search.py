@@ -15,6 +15,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from tasks.core.device import resolve_device
 from tasks.core.errors import TbprError
+from tasks.core.files import atomic_path
 from tasks.data.layout import IMAGES
 from tasks.data.reader import decode_image
 from tasks.embed.index import check_index_kind, search
@@ -101,6 +102,12 @@ def contact_sheet(
             sheet.paste(decode_image(data_of[hit.image_id]).resize((width, height)), (x, y))
         draw.text((x + 3, y + height + 2), f"#{hit.rank} id {hit.image_id}", fill="black", font=font)
         draw.text((x + 3, y + height + 15), f"score {hit.score:.3f}", fill="black", font=font)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(out, format="PNG")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(Path(out)) as tmp:
+            sheet.save(tmp, format="PNG")
+    except OSError as exc:
+        raise TbprError(
+            f"cannot write the contact sheet {out} ({exc}); pass a writable --sheet path"
+        ) from exc
     return out

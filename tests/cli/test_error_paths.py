@@ -330,3 +330,59 @@ def test_prepare_removes_what_a_killed_run_left(
     alive.write_bytes(b"y")
     prepare_dataset(source, "cuhk-pedes", out, progress=False)
     assert not debris.exists() and alive.exists()
+
+
+def test_tbpr_debug_shows_the_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasks.core.errors import TbprError
+    from tbpr.cli import main
+
+    monkeypatch.setenv("TBPR_DEBUG", "1")
+    args = [
+        "score",
+        str(tmp_path / "nowhere"),
+        "--mode",
+        "pruned",
+        "--out",
+        str(tmp_path / "o"),
+        "--no-track",
+    ]
+    monkeypatch.setattr(sys, "argv", ["tbpr", *args])
+    with pytest.raises(TbprError, match="no embeddings folder"):
+        main()
+
+
+def test_checkpoints_get_the_mode_of_every_other_output(tiny_checkpoint: Callable[[str], Path]) -> None:
+    folder = tiny_checkpoint("global")
+    weights, config = (folder / "model.safetensors").stat().st_mode, (folder / "config.json").stat().st_mode
+    assert weights & 0o777 == config & 0o777 and weights & 0o044  # readable by group and others, not 0600
+
+
+@pytest.mark.parametrize("bad", ["out_is_a_file", "manifest_not_json", "images_truncated"])
+def test_embed_bad_paths_and_damaged_data(
+    bad: str, tiny_data: Path, tiny_checkpoint: Callable[[str], Path], tmp_path: Path, tbpr: Tbpr
+) -> None:
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    out = tmp_path / "emb"
+    if bad == "out_is_a_file":
+        out.write_text("keep me")
+    elif bad == "manifest_not_json":
+        (data / "manifest.json").write_text("{")
+    else:
+        images = data / "images.parquet"
+        images.write_bytes(images.read_bytes()[:200])
+    before = snapshot(tmp_path)
+    code, err = tbpr(["embed", str(data), "--run", str(tiny_checkpoint("global")), "--out", str(out)])
+    clear_error(code, err)
+    assert snapshot(tmp_path) == before
+
+
+def test_search_with_an_unwritable_sheet_is_a_clear_error(emb: Path, tmp_path: Path, tbpr: Tbpr) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("keep")
+    sheet = blocker / "sheet.png"  # its folder is a file
+    code, err = tbpr(["search", str(emb), "a man in a red jacket", "--sheet", str(sheet)])
+    clear_error(code, err, "contact sheet")
+    assert blocker.read_text() == "keep"
