@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from tasks.embed.encode import embed_split
 from tasks.score.run import score
 from tasks.tracking.config import TrackingConfig
 from tasks.tracking.store import Tracker
+from tbpr.cli import main
 
 Tbpr = Callable[[list[str]], tuple[int, str]]  # the `tbpr` fixture of tests/cli/conftest.py
 
@@ -32,6 +34,7 @@ def tracking(tmp_path_factory: pytest.TempPathFactory) -> TrackingConfig:
 def test_score_of_a_missing_emb_exits_2(
     tmp_path: Path,
     tbpr: Tbpr,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     args = [
         "score",
@@ -45,6 +48,10 @@ def test_score_of_a_missing_emb_exits_2(
     code, err = tbpr(args)
     assert code == 2 and "no embeddings folder" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+    monkeypatch.setenv("TBPR_DEBUG", "1")  # the traceback, for those who want it
+    monkeypatch.setattr(sys, "argv", ["tbpr", *args])
+    with pytest.raises(TbprError, match="no embeddings folder"):
+        main()
 
 
 def test_unknown_index_exits_2(

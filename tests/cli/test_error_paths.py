@@ -332,25 +332,6 @@ def test_prepare_removes_what_a_killed_run_left(
     assert not debris.exists() and alive.exists()
 
 
-def test_tbpr_debug_shows_the_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tasks.core.errors import TbprError
-    from tbpr.cli import main
-
-    monkeypatch.setenv("TBPR_DEBUG", "1")
-    args = [
-        "score",
-        str(tmp_path / "nowhere"),
-        "--mode",
-        "pruned",
-        "--out",
-        str(tmp_path / "o"),
-        "--no-track",
-    ]
-    monkeypatch.setattr(sys, "argv", ["tbpr", *args])
-    with pytest.raises(TbprError, match="no embeddings folder"):
-        main()
-
-
 def test_checkpoints_get_the_mode_of_every_other_output(tiny_checkpoint: Callable[[str], Path]) -> None:
     folder = tiny_checkpoint("global")
     weights, config = (folder / "model.safetensors").stat().st_mode, (folder / "config.json").stat().st_mode
