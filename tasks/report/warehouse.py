@@ -31,7 +31,7 @@ from tasks.data.synth.layout import ATTRIBUTES
 from tasks.report.mlflow_tables import RUNS_SQL, SCORING_JOBS_SQL, read_mlflow_tables, read_score_outputs
 from tasks.report.stats import ScoredModel, variant_stats_table
 from tasks.report.vocabulary import VOCABULARY
-from tasks.score.layout import PER_QUERY
+from tasks.score.layout import METRICS, PER_QUERY
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +201,9 @@ def sync(
     value) comes from `load_attributes` when the data is synthetic.
     """
     tables = read_mlflow_tables(tracking_db)
-    rankings_files = sorted(globlib.glob(rankings_glob, recursive=True)) if rankings_glob else []
+    found = sorted(globlib.glob(rankings_glob, recursive=True)) if rankings_glob else []
+    # `metrics.json` is written last: a folder without it is an interrupted scoring job, not a result
+    rankings_files = [f for f in found if (Path(f).parent / METRICS).is_file()]
     warehouse.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(warehouse) as tmp:  # a new name: DuckDB creates the file itself
         try:

@@ -90,6 +90,8 @@ def score(
     kind = check_index_kind(index)
     if top_k < 1:
         raise TbprError(f"--top-k must be at least 1 (got {top_k})")
+    if out.exists() and not out.is_dir():
+        raise TbprError(f"--out {out} is a file; pass a folder for the scoring outputs (OUT)")
     dtype = precision_dtype(precision)
     torch_device = resolve_device(device)
     store = EmbeddingStore(emb)
@@ -113,6 +115,9 @@ def score(
         details={**scored.details, "precision": precision, **_model_details(store)},
     )
     out.mkdir(parents=True, exist_ok=True)
+    (out / METRICS).unlink(
+        missing_ok=True
+    )  # written last: marks a complete OUT (an interrupted one has none)
     write_parquet_atomic(rankings_table(scored.ranking, query_ids, image_ids), out / RANKINGS)
     write_parquet_atomic(per_query_table(per_query, query_ids), out / PER_QUERY)
     write_json_atomic(out / METRICS, metrics_document(result), indent=2, sort_keys=True)

@@ -27,6 +27,11 @@ def resolve_checkpoint(
     folder = Path(ref)
     if is_checkpoint(folder):
         return folder, {}
+    if "/" in str(ref) and not str(ref).startswith("models:/") and not folder.exists():
+        raise TbprError(
+            f"no checkpoint folder at {folder}; pass a folder written by `tbpr train` (epoch_NNN/), a train "
+            "run id or models:/tbpr-<variant>@champion"
+        )
     if folder.is_dir():
         raise TbprError(
             f"{folder} is a folder but not a checkpoint (no model weights and config); pass a folder "

@@ -367,3 +367,214 @@ def test_search_with_an_unwritable_sheet_is_a_clear_error(emb: Path, tmp_path: P
     code, err = tbpr(["search", str(emb), "a man in a red jacket", "--sheet", str(sheet)])
     clear_error(code, err, "contact sheet")
     assert blocker.read_text() == "keep"
+
+
+# The matrix: every command x each class of bad input. Each case builds its arguments in `tmp_path`
+# (fixtures give real DATA and EMB folders); `usage` cases are rejected by the command line parser
+# (typer's usage error, exit 2), the others by tbpr with an `error:` paragraph.
+def _file(tmp: Path, name: str, content: bytes = b"x") -> str:
+    path = tmp / name
+    path.write_bytes(content)
+    return str(path)
+
+
+def _dir(tmp: Path, name: str) -> str:
+    (tmp / name).mkdir(exist_ok=True)
+    return str(tmp / name)
+
+
+MATRIX: dict[str, tuple[Callable[[Path, Path, Path], list[str]], bool]] = {
+    # synth
+    "synth/out-is-a-file": (lambda t, d, e: ["synth", _file(t, "f"), "-n", "8"], False),
+    "synth/out-under-a-file": (lambda t, d, e: ["synth", _file(t, "f") + "/out", "-n", "8"], False),
+    "synth/too-few-identities": (lambda t, d, e: ["synth", str(t / "o"), "-n", "1"], False),
+    # prepare
+    "prepare/missing": (
+        lambda t, d, e: ["prepare", str(t / "none"), "--format", "cuhk-pedes", "--out", str(t / "o")],
+        False,
+    ),
+    "prepare/a-file": (
+        lambda t, d, e: ["prepare", _file(t, "f"), "--format", "cuhk-pedes", "--out", str(t / "o")],
+        False,
+    ),
+    "prepare/empty-folder": (
+        lambda t, d, e: ["prepare", _dir(t, "s"), "--format", "rstpreid", "--out", str(t / "o")],
+        False,
+    ),
+    "prepare/empty-annotation": (
+        lambda t, d, e: [
+            "prepare",
+            str(Path(_file(Path(_dir(t, "s")), "reid_raw.json", b"")).parent),
+            "--format",
+            "cuhk-pedes",
+            "--out",
+            str(t / "o"),
+        ],
+        False,
+    ),
+    "prepare/truncated-annotation": (
+        lambda t, d, e: [
+            "prepare",
+            str(Path(_file(Path(_dir(t, "s")), "reid_raw.json", b'[{"id": 1, "file')).parent),
+            "--format",
+            "cuhk-pedes",
+            "--out",
+            str(t / "o"),
+        ],
+        False,
+    ),
+    "prepare/unknown-format": (
+        lambda t, d, e: ["prepare", str(d), "--format", "market1501", "--out", str(t / "o")],
+        True,
+    ),
+    "prepare/zero-workers": (
+        lambda t, d, e: ["prepare", str(d), "--format", "cuhk-pedes", "--workers", "0"],
+        True,
+    ),
+    # train
+    "train/missing-data": (lambda t, d, e: ["train", str(t / "none"), "--variant", "global"], False),
+    "train/data-is-a-file": (lambda t, d, e: ["train", _file(t, "f"), "--variant", "global"], False),
+    "train/empty-data": (lambda t, d, e: ["train", _dir(t, "d"), "--variant", "global"], False),
+    "train/zero-epochs": (lambda t, d, e: ["train", str(d), "--variant", "global", "--epochs", "0"], True),
+    "train/bad-set-syntax": (lambda t, d, e: ["train", str(d), "--variant", "global", "--set", "lr"], False),
+    "train/wrong-type": (lambda t, d, e: ["train", str(d), "--variant", "global", "--set", "lr=fast"], False),
+    # embed
+    "embed/missing-run": (
+        lambda t, d, e: ["embed", str(d), "--run", str(t / "none"), "--out", str(t / "o")],
+        False,
+    ),
+    "embed/run-is-an-empty-folder": (
+        lambda t, d, e: ["embed", str(d), "--run", _dir(t, "r"), "--out", str(t / "o")],
+        False,
+    ),
+    "embed/zero-batch": (lambda t, d, e: ["embed", str(d), "--run", "x", "--batch-size", "0"], True),
+    "embed/unknown-split": (
+        lambda t, d, e: [
+            "embed",
+            str(d),
+            "--run",
+            str(Path(json.loads((e / "embed.json").read_text())["checkpoint"])),
+            "--split",
+            "dev",
+            "--out",
+            str(t / "o"),
+        ],
+        False,
+    ),
+    # score
+    "score/missing-emb": (
+        lambda t, d, e: ["score", str(t / "none"), "--mode", "exhaustive", "--out", str(t / "o")],
+        False,
+    ),
+    "score/empty-emb": (
+        lambda t, d, e: ["score", _dir(t, "e"), "--mode", "exhaustive", "--out", str(t / "o")],
+        False,
+    ),
+    "score/zero-top-k": (
+        lambda t, d, e: ["score", str(e), "--mode", "pruned", "--top-k", "0", "--out", str(t / "o")],
+        True,
+    ),
+    "score/negative-budget": (
+        lambda t, d, e: [
+            "score",
+            str(e),
+            "--mode",
+            "exhaustive",
+            "--memory-budget-mb",
+            "-1",
+            "--out",
+            str(t / "o"),
+            "--no-track",
+        ],
+        True,
+    ),
+    "score/out-is-a-file": (
+        lambda t, d, e: ["score", str(e), "--mode", "exhaustive", "--out", _file(t, "f"), "--no-track"],
+        False,
+    ),
+    # search
+    "search/empty-text": (lambda t, d, e: ["search", str(e), "   "], False),
+    "search/zero-top-k": (lambda t, d, e: ["search", str(e), "a man", "--top-k", "0"], True),
+    "search/missing-emb": (lambda t, d, e: ["search", str(t / "none"), "a man"], False),
+    # run
+    "run/missing-config": (lambda t, d, e: ["run", "--config", str(t / "none.toml")], False),
+    "run/config-not-toml": (lambda t, d, e: ["run", "--config", _file(t, "c.toml", b"[train\n")], False),
+    "run/unknown-profile": (lambda t, d, e: ["run", "--profile", "medium"], False),
+    "run/unknown-key": (lambda t, d, e: ["run", "--profile", "quick", "--set", "train.nosuch=1"], False),
+    "run/unknown-variant": (
+        lambda t, d, e: ["run", "--profile", "quick", "--set", 'train.variants=["nosuch"]'],
+        False,
+    ),
+    "run/wrong-range": (
+        lambda t, d, e: ["run", "--profile", "quick", "--set", "data.synth.identities=0"],
+        False,
+    ),
+    # sql
+    "sql/unknown-query": (lambda t, d, e: ["sql", "no_such_query"], False),
+    "sql/missing-warehouse": (
+        lambda t, d, e: ["sql", "leaderboard", "--warehouse", str(t / "none.duckdb")],
+        False,
+    ),
+    "sql/empty-query-file": (
+        lambda t, d, e: ["sql", _file(t, "q.sql", b""), "--warehouse", _warehouse(t)],
+        False,
+    ),
+}
+
+
+def _warehouse(tmp: Path) -> str:
+    path = tmp / "w.duckdb"
+    duckdb.connect(str(path)).close()
+    return str(path)
+
+
+@pytest.mark.parametrize("case", sorted(MATRIX))
+def test_every_command_refuses_each_class_of_bad_input(
+    case: str, tiny_data: Path, tiny_emb: Callable[[str], Path], tmp_path: Path, home: Path, tbpr: Tbpr
+) -> None:
+    build, usage = MATRIX[case]
+    work = tmp_path / "work"
+    work.mkdir()
+    args = build(work, tiny_data, tiny_emb("global"))
+    before = snapshot(tmp_path), snapshot(tiny_data)
+    code, err = tbpr(args)
+    if usage:
+        assert code == 2 and "Traceback" not in err and ("Invalid value" in err or "No such option" in err), (
+            err
+        )
+    else:
+        clear_error(code, err)
+    assert (snapshot(tmp_path), snapshot(tiny_data)) == before  # nothing written or changed
+    assert not home.exists()  # no TBPR_HOME, no MLflow store, for a command that never ran
+
+
+def test_an_interrupted_re_score_leaves_no_result_that_mixes_two_runs(
+    tiny_emb: Callable[[str], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tasks.score.run as run
+    from tasks.report.warehouse import sync
+    from tasks.tracking.config import TrackingConfig
+    from tasks.tracking.store import Tracker
+
+    out = tmp_path / "out"
+    run.score(tiny_emb("global"), out, mode="exhaustive", track=False)
+    assert (out / "metrics.json").is_file()
+    written = run.write_parquet_atomic
+
+    def stop_after_rankings(table: object, path: Path) -> Path:
+        if path.name == "per_query.parquet":
+            raise KeyboardInterrupt
+        return written(table, path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(run, "write_parquet_atomic", stop_after_rankings)
+    with pytest.raises(KeyboardInterrupt):
+        run.score(tiny_emb("channel"), out, mode="exhaustive", track=False)
+    assert not (out / "metrics.json").exists()  # the old metrics no longer claim the new rankings
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    tracking = TrackingConfig(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    Tracker(tracking).experiment_id("tiny")
+    summary = sync(tmp_path / "mlflow.db", tmp_path / "w.duckdb", str(out / "rankings.parquet"))
+    assert summary.rankings_files == 0  # the warehouse skips the interrupted job
+    monkeypatch.setattr(run, "write_parquet_atomic", written)
+    run.score(tiny_emb("channel"), out, mode="exhaustive", track=False)  # a re-run completes it
+    assert json.loads((out / "metrics.json").read_text())["variant"] == "channel"

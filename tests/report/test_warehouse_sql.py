@@ -139,10 +139,11 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
                 settings = {"mode": mode, "top_k": 2, "index": "flat"}
                 with mlflow.start_run(experiment_id=experiment, nested=True) as run:
                     mlflow.set_tags({"variant": variant, "stage": "score", "dataset": "synth"})
-                    if variant == "global":  # settings as MLflow params
+                    if variant == "global":  # settings as MLflow params (metrics.json marks the job complete)
                         mlflow.log_params(
                             {**settings, "out_dir": str(out), "model_run_id": train_ids[variant]}
                         )
+                        (out / "metrics.json").write_text(json.dumps({"scoring_run_id": run.info.run_id}))
                     else:  # settings only in metrics.json, as tasks.score.run writes it
                         document = {
                             **settings,

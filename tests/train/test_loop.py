@@ -137,7 +137,11 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(
         [mlflow.get_run(trained.result.run_id).info.experiment_id], "attributes.status = 'FAILED'"
     )
     assert seen == [1] and len(interrupted) == 1
+    half_written = tmp_path / "run_b" / ".epoch_002.tmp"  # as a kill during epoch 2's checkpoint leaves it
+    half_written.mkdir()
+    (half_written / "model.safetensors").write_bytes(b"half")
     resumed = train_variant(tiny_data, config, tracking=trained.tracking, resume=True, progress=False)
+    assert not half_written.exists()  # no debris: the resumed epoch 2 was staged afresh
     assert resumed.run_id == interrupted[0].info.run_id
     assert mlflow.get_run(resumed.run_id).info.status == "FINISHED"
     assert trained.config.output_dir is not None
