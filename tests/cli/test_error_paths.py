@@ -578,3 +578,12 @@ def test_an_interrupted_re_score_leaves_no_result_that_mixes_two_runs(
     monkeypatch.setattr(run, "write_parquet_atomic", written)
     run.score(tiny_emb("channel"), out, mode="exhaustive", track=False)  # a re-run completes it
     assert json.loads((out / "metrics.json").read_text())["variant"] == "channel"
+
+
+def test_python_dash_m_tbpr_is_the_cli(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "tbpr", "sql", "no_such_query"], capture_output=True, text=True, timeout=120,
+        cwd=tmp_path, env={**os.environ, "TBPR_HOME": str(tmp_path / "home")},
+    )  # fmt: skip
+    assert done.returncode == 2 and "no query 'no_such_query'" in " ".join(done.stderr.split())
+    assert "Traceback" not in done.stderr
