@@ -23,9 +23,10 @@ from pathlib import Path
 import torch
 from rich.console import Console
 from rich.table import Table
+from train_throughput import timed_steps  # benchmarks/ is the script's folder
 
 from tasks.cache.features import build_cache
-from tasks.core.device import autocast, resolve_device, set_threads
+from tasks.core.device import resolve_device, set_threads
 from tasks.data.reader import load_prepared
 from tasks.train.batches import (
     CachedBatches,
@@ -35,7 +36,6 @@ from tasks.train.batches import (
     epoch_loader,
 )
 from tasks.train.config import TrainConfig, model_config
-from tasks.train.loop import param_groups
 from tbpr_models import Batch, ImageTransform, build_model, build_tokenizer
 
 # The model overrides of each training mode (README, "Feature cache"); end_to_end is the default config.
@@ -44,33 +44,6 @@ MODES: dict[str, dict[str, object]] = {
     "frozen": {"image": {"freeze": True}, "text": {"freeze_layers": 6}},
     "top": {"image": {"freeze_stages": 16}, "text": {"freeze_layers": 5}},
 }
-
-
-def timed_steps(
-    model: torch.nn.Module, config: TrainConfig, batches: Iterator[Batch], steps: int
-) -> tuple[float, float]:
-    """(samples per wall second, per process CPU second) over `steps` steps after two warm-up steps."""
-    mc = model.config
-    optimizer = torch.optim.AdamW(param_groups(model, mc, config), lr=config.lr)
-    model.train()
-    device = next(model.parameters()).device
-
-    def step(batch: Batch) -> int:
-        batch = batch.to(device)
-        with autocast(device, config.precision):
-            losses = model.losses(batch)
-        total = torch.stack([mc.weight(k) * v.float() for k, v in losses.items()]).sum()
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
-        return len(batch.person_ids)
-
-    for _ in range(2):
-        step(next(batches))
-    start, start_cpu, samples = time.perf_counter(), time.process_time(), 0
-    for _ in range(steps):
-        samples += step(next(batches))
-    return samples / (time.perf_counter() - start), samples / (time.process_time() - start_cpu)
 
 
 def forever(make: Callable[[int], Iterator[Batch]]) -> Iterator[Batch]:

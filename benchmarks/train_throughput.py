@@ -13,7 +13,9 @@ machine is shared. Usage:
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -38,33 +40,43 @@ def synthetic_batch(config: TrainConfig, batch: int, words: int, device: torch.d
     ).to(device)
 
 
-def step_throughput(variant: str, args: argparse.Namespace, device: torch.device) -> tuple[float, float]:
-    """(samples per wall second, samples per process CPU second) after two warm-up steps."""
-    config = TrainConfig(variant=variant, batch_size=args.batch, precision=args.precision)
-    mc = model_config(config, NUM_CLASSES)
-    model = build_model(mc).to(device).train()
+def timed_steps(
+    model: torch.nn.Module, config: TrainConfig, batches: Iterator[Batch], steps: int
+) -> tuple[float, float]:
+    """(samples per wall second, per process CPU second) over `steps` steps after two warm-up steps."""
+    mc = model.config
     optimizer = torch.optim.AdamW(param_groups(model, mc, config), lr=config.lr)
-    batch = synthetic_batch(config, args.batch, args.words, device)
+    model.train()
+    device = next(model.parameters()).device
 
-    def step() -> None:
-        with autocast(device, args.precision):
+    def step(batch: Batch) -> int:
+        batch = batch.to(device)
+        with autocast(device, config.precision):
             losses = model.losses(batch)
         total = torch.stack([mc.weight(k) * v.float() for k, v in losses.items()]).sum()
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()
+        return len(batch.person_ids)
 
     for _ in range(2):
-        step()
+        step(next(batches))
     if device.type == "cuda":
         torch.cuda.synchronize()
-    start, start_cpu = time.perf_counter(), time.process_time()
-    for _ in range(args.steps):
-        step()
+    start, start_cpu, samples = time.perf_counter(), time.process_time(), 0
+    for _ in range(steps):
+        samples += step(next(batches))
     if device.type == "cuda":
         torch.cuda.synchronize()
-    samples = args.steps * args.batch
     return samples / (time.perf_counter() - start), samples / (time.process_time() - start_cpu)
+
+
+def step_throughput(variant: str, args: argparse.Namespace, device: torch.device) -> tuple[float, float]:
+    """(samples per wall second, samples per process CPU second) after two warm-up steps."""
+    config = TrainConfig(variant=variant, batch_size=args.batch, precision=args.precision)
+    model = build_model(model_config(config, NUM_CLASSES)).to(device)
+    batch = synthetic_batch(config, args.batch, args.words, device)
+    return timed_steps(model, config, itertools.repeat(batch), args.steps)
 
 
 def loader_throughput(data: Path, workers: int, args: argparse.Namespace) -> float:

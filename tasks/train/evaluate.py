@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
@@ -53,20 +54,33 @@ def encode_images(
 
 @torch.inference_mode()
 def encode_texts(
-    model: RetrievalModel, input_ids: Tensor, attention_mask: Tensor, settings: EvalSettings
+    model: RetrievalModel,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    settings: EvalSettings,
+    cached: np.ndarray | None = None,
+    start_stage: int = 0,
 ) -> TextFeatures:
     """Features of tokenised captions (Q, L); each batch is trimmed to its longest caption, then the
-    word features are zero-padded (mask False) to the longest caption overall."""
+    word features are zero-padded (mask False) to the longest caption overall. With `cached` (Q, L', C)
+    hidden states from the feature cache, the text encoder continues from stage `start_stage`."""
     lengths = attention_mask.sum(dim=1)  # (Q,)
-    width = max(int(lengths.max()), 1)
+    width = max(int(lengths.max()), 1) if len(lengths) else 1
     parts = []
     for start in range(0, input_ids.shape[0], settings.batch_size):
         stop = start + settings.batch_size
         length = max(int(lengths[start:stop].max()), 1)
+        if cached is not None:
+            length = min(length, cached.shape[1])
         ids = input_ids[start:stop, :length].to(settings.device)  # (B, L')
         mask = attention_mask[start:stop, :length].to(settings.device)  # (B, L')
         with autocast(settings.device, settings.precision):
-            feats = model.encode_texts(ids, mask).to(settings.device, torch.float32)
+            if cached is None:
+                feats = model.encode_texts(ids, mask)
+            else:
+                hidden = torch.from_numpy(cached[start:stop, :length].astype(np.float32)).to(settings.device)
+                feats = model.head.texts(model.text_tokens(ids, mask, hidden, start_stage), mask.bool())
+        feats = feats.to(settings.device, torch.float32)
         pad = width - feats.local.shape[1]
         parts.append(
             TextFeatures(
@@ -94,39 +108,13 @@ def encode_cached(
     """Features of a split from its feature cache: only the stages above the split point run."""
     images = []
     for start in range(0, len(cached.images), settings.batch_size):
-        acts = torch.from_numpy(cached.images[start : start + settings.batch_size].astype("float32"))
+        acts = torch.from_numpy(cached.images[start : start + settings.batch_size].astype(np.float32))
         with autocast(settings.device, settings.precision):
             tokens = model.image_tokens(acts.to(settings.device), point.image)
             images.append(model.head.images(tokens).to(settings.device, torch.float32))
-    texts = []
-    lengths = attention_mask.sum(dim=1)
-    width = max(int(lengths.max()), 1) if len(lengths) else 1
-    for start in range(0, len(input_ids), settings.batch_size):
-        stop = start + settings.batch_size
-        length = min(max(int(lengths[start:stop].max()), 1), cached.texts.shape[1])
-        ids = input_ids[start:stop, :length].to(settings.device)
-        mask = attention_mask[start:stop, :length].to(settings.device)
-        hidden = torch.from_numpy(cached.texts[start:stop, :length].astype("float32")).to(settings.device)
-        with autocast(settings.device, settings.precision):
-            feats = model.head.texts(model.text_tokens(ids, mask, hidden, point.text), mask.bool())
-        feats = feats.to(settings.device, torch.float32)
-        pad = width - feats.local.shape[1]
-        texts.append(
-            TextFeatures(
-                global_=feats.global_,
-                local=torch.nn.functional.pad(feats.local, (0, 0, 0, pad)),
-                mask=torch.nn.functional.pad(feats.mask.bool(), (0, pad)),
-            )
-        )
-    return (
-        TextFeatures(
-            global_=torch.cat([p.global_ for p in texts]),
-            local=torch.cat([p.local for p in texts]),
-            mask=torch.cat([p.mask for p in texts]),
-        ),
-        ImageFeatures(
-            global_=torch.cat([p.global_ for p in images]), local=torch.cat([p.local for p in images])
-        ),
+    texts = encode_texts(model, input_ids, attention_mask, settings, cached.texts, point.text)
+    return texts, ImageFeatures(
+        global_=torch.cat([p.global_ for p in images]), local=torch.cat([p.local for p in images])
     )
 
 

@@ -194,12 +194,12 @@ def terminate_as_interrupt() -> Iterator[None]:
 
 def prepare_feature_cache(data: Path, config: TrainConfig, *, progress: bool = True) -> Path:
     """Build (or find) the feature cache that training `config` on DATA reads; its folder."""
-    trainer = _Trainer(load_prepared(Path(data)), config, Tracker(), progress)
-    seed_everything(config.seed, 0)
-    model = build_model(trainer.model_config)
-    if config.init_from:
-        trainer._init_backbone(model, config.init_from)
-    trainer._open_cache(model.to(trainer.device))
+    if config.features != "cached":
+        raise TbprError(
+            f"{config.variant} trains with features = {config.features!r}: it reads no feature cache"
+        )
+    trainer = _Trainer(load_prepared(Path(data)), config, None, progress)
+    trainer.initial_model()
     assert trainer.cache is not None
     return trainer.cache.path
 
@@ -207,8 +207,10 @@ def prepare_feature_cache(data: Path, config: TrainConfig, *, progress: bool = T
 class _Trainer:
     """The state of one training call; methods in the order `train_variant` calls them."""
 
-    def __init__(self, prepared: PreparedData, config: TrainConfig, tracker: Tracker, progress: bool) -> None:
-        self.data, self.config, self.tracker, self.progress = prepared, config, tracker, progress
+    def __init__(
+        self, prepared: PreparedData, config: TrainConfig, tracker: Tracker | None, progress: bool
+    ) -> None:
+        self.data, self.config, self._tracker, self.progress = prepared, config, tracker, progress
         train = prepared.splits["train"]
         self.person_ids, classes = class_indices(train.caption_pids)
         self.model_config = model_config(config, num_classes=len(self.person_ids))
@@ -276,13 +278,7 @@ class _Trainer:
     def fit(self, on_epoch_end: EpochCallback | None) -> None:
         """Train from the last complete epoch to `epochs`, or until the time budget is spent."""
         c = self.config
-        seed_everything(c.seed, 0)  # the initial weights
-        model = build_model(self.model_config)
-        if c.init_from:
-            self._init_backbone(model, c.init_from)
-        model = model.to(self.device)
-        if c.features == "cached":
-            self._open_cache(model)
+        model = self.initial_model()
         optimizer = torch.optim.AdamW(param_groups(model, self.model_config, c), lr=c.lr)
         steps_per_epoch = len(self.sampler)
         warmup = c.warmup_steps if c.warmup_steps is not None else round(c.warmup_epochs * steps_per_epoch)
@@ -312,6 +308,24 @@ class _Trainer:
             self._save(model, optimizer, scheduler, record)
             if on_epoch_end is not None:
                 on_epoch_end(record)
+
+    @property
+    def tracker(self) -> Tracker:
+        """The MLflow store of the run (None only for `prepare_feature_cache`, which logs nothing)."""
+        assert self._tracker is not None, "this trainer only builds a model and its cache"
+        return self._tracker
+
+    def initial_model(self) -> RetrievalModel:
+        """The seeded initial model on the device, from `init_from`'s encoders when set; with
+        features = "cached", its feature cache opened (built when missing)."""
+        seed_everything(self.config.seed, 0)
+        model = build_model(self.model_config)
+        if self.config.init_from:
+            self._init_backbone(model, self.config.init_from)
+        model = model.to(self.device)
+        if self.config.features == "cached":
+            self._open_cache(model)
+        return model
 
     def _init_backbone(self, model: RetrievalModel, ref: str) -> None:
         """Start from the encoders and projections of a trained checkpoint (e.g. `global` fine-tuned)."""

