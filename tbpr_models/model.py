@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from tbpr_models.config import ModelConfig
 from tbpr_models.encoders import build_image_encoder, build_text_encoder
-from tbpr_models.features import Batch, ImageFeatures, TextFeatures
+from tbpr_models.features import Batch, ImageFeatures, TextFeatures, gather_rows
 from tbpr_models.losses import id_loss, sdm_loss
 from tbpr_models.registry import get_variant
 from tbpr_models.variant import HeadDims, LossContext
@@ -33,8 +33,12 @@ class RetrievalModel(nn.Module):
         self.image_encoder = build_image_encoder(config.image, load_pretrained)
         self.text_encoder = build_text_encoder(config.text, load_pretrained)
         d = config.embed_dim
-        self.image_proj = nn.Linear(self.image_encoder.out_channels, d)
-        self.text_proj = nn.Linear(self.text_encoder.out_channels, d)
+        self.image_proj = _projection(
+            self.image_encoder.out_channels, d, self.image_encoder.pretrained_projection
+        )
+        self.text_proj = _projection(
+            self.text_encoder.out_channels, d, self.text_encoder.pretrained_projection
+        )
         dims = HeadDims(
             embed_dim=d,
             image_grid=self.image_encoder.grid,
@@ -44,6 +48,11 @@ class RetrievalModel(nn.Module):
         self.head = spec.head_cls(config.variant, dims)
         self.log_logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / config.init_temperature)))
         self.classifier = nn.Linear(d, config.num_classes) if config.num_classes > 0 else None
+
+    def set_activation_checkpointing(self, enabled: bool) -> None:
+        """Recompute the trainable encoder stages' activations in backward instead of storing them."""
+        self.image_encoder.activation_checkpointing = enabled
+        self.text_encoder.activation_checkpointing = enabled
 
     @property
     def pairwise(self) -> bool:
@@ -109,7 +118,14 @@ class RetrievalModel(nn.Module):
         return self.head.similarity_candidates(texts, images, candidates, memory_budget_mb=memory_budget_mb)
 
     def losses(self, batch: Batch) -> dict[str, Tensor]:
-        """Unweighted named losses: `sdm`, `id` (when num_classes > 0) and the head's own."""
+        """Unweighted named losses: `sdm`, `id` (when num_classes > 0) and the head's own.
+
+        Under data-parallel training the losses that compare across the batch (`sdm`, the head's) see
+        the features of the whole global batch, gathered from every process (each computes them on the
+        same global batch; gradients flow back to each process's own rows), and the per-sample ones
+        (`id`, `mlm`) this process's share: with gradients averaged over processes, training does not
+        depend on the number of processes.
+        """
         image_tokens = self.image_tokens(batch.pixels, batch.image_stage)  # (B, N, D)
         images = self.head.images(image_tokens)
         texts = self.head.texts(
@@ -117,7 +133,9 @@ class RetrievalModel(nn.Module):
             batch.attention_mask.bool(),
         )
         scale = self.logit_scale()
-        out = {"sdm": sdm_loss(texts.global_, images.global_, batch.person_ids, scale)}
+        everyone_texts, everyone_images = texts.gathered(), images.gathered()  # (world * B, ...)
+        person_ids = gather_rows(batch.person_ids)
+        out = {"sdm": sdm_loss(everyone_texts.global_, everyone_images.global_, person_ids, scale)}
         if self.classifier is not None:
             out["id"] = id_loss(
                 self.classifier(images.global_), self.classifier(texts.global_), batch.person_ids
@@ -128,14 +146,26 @@ class RetrievalModel(nn.Module):
             image_tokens=image_tokens,
             vocab_size=self.config.text.vocab_size,
             mask_token_id=self.config.text.mask_token_id,
+            person_ids=person_ids,
         )
-        head_losses = self.head.head_losses(texts, images, batch, ctx)
+        head_losses = self.head.head_losses(everyone_texts, everyone_images, batch, ctx)
         clash = set(head_losses) & set(out)
         if clash:
             raise ValueError(
                 f"head {type(self.head).__name__} returns losses {sorted(clash)} the model already has"
             )
         return {**out, **head_losses}
+
+
+def _projection(channels: int, dim: int, pretrained: Tensor | None) -> nn.Linear:
+    """A Linear(channels -> dim), starting from an encoder's pretrained projection (CLIP's, bias zero)
+    when its shape is (dim, channels)."""
+    projection = nn.Linear(channels, dim)
+    if pretrained is not None and tuple(pretrained.shape) == (dim, channels):
+        with torch.no_grad():
+            projection.weight.copy_(pretrained)
+            projection.bias.zero_()
+    return projection
 
 
 def build_model(config: ModelConfig, load_pretrained: bool = True) -> RetrievalModel:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tbpr_models.config import ImageEncoderConfig, ModelConfig, TextEncoderConfig, VariantConfig, build
+from tbpr_models.tokenizer import with_vocabulary
 from tbpr_models.variant import VariantHead
 from tbpr_models.variants import (
     channel,
@@ -79,7 +80,8 @@ def variant_config(name: str, **overrides: Any) -> VariantConfig:
 
 def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
     """A ModelConfig from `ModelConfig.to_dict()` output (e.g. after a JSON round trip); unknown
-    keys or an unknown variant are a ValueError."""
+    keys or an unknown variant are a ValueError. A `clip` text encoder's vocabulary fields are read
+    from its folder's tokenizer (a missing folder is a FileNotFoundError)."""
     data = dict(data)
     if "variant" not in data:
         raise ValueError("model config has no 'variant'; expected the output of ModelConfig.to_dict()")
@@ -90,6 +92,6 @@ def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
             **data,
             "variant": build(get_variant(str(variant.get("kind"))).config_cls, variant),
             "image": build(ImageEncoderConfig, data.get("image", {})),
-            "text": build(TextEncoderConfig, data.get("text", {})),
+            "text": with_vocabulary(build(TextEncoderConfig, data.get("text", {}))),
         },
     )

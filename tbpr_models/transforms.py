@@ -35,14 +35,14 @@ class ImageTransform:
     def __post_init__(self) -> None:
         self._rng = random if self.seed is None else random.Random(self.seed)
 
-    def __call__(self, image: Image.Image) -> Tensor:
+    def __call__(self, image: Image.Image, rng: random.Random | None = None) -> Tensor:
+        """(3, H, W) pixels; training draws its augmentation from `rng` when given (else `seed`'s)."""
         image = image.convert("RGB").resize((self.width, self.height), Image.Resampling.BILINEAR)
         if self.train:
-            image = self._augment(image)
+            image = self._augment(image, rng or self._rng)
         return to_tensor(image)
 
-    def _augment(self, image: Image.Image) -> Image.Image:
-        rng = self._rng
+    def _augment(self, image: Image.Image, rng: Any) -> Image.Image:
         if self.flip and rng.random() < 0.5:
             image = ImageOps.mirror(image)
         pad_x, pad_y = round(self.width * self.pad_fraction), round(self.height * self.pad_fraction)

@@ -42,13 +42,18 @@ class HeadDims:
 
 @dataclass(frozen=True)
 class LossContext:
-    """What a head's losses may need beyond the features of the batch."""
+    """What a head's losses may need beyond the features of the batch.
+
+    `person_ids` go with the features `head_losses` receives (the global batch under data-parallel
+    training); `image_tokens` and `encode_text_tokens` with `batch` (this process's share).
+    """
 
     logit_scale: Tensor  # () multiplier of cosine similarities (1 / temperature)
     encode_text_tokens: Callable[[Tensor, Tensor], Tensor]  # (input_ids, mask) -> (B, L, D) projected
-    image_tokens: Tensor  # (B, N, D) projected image regions, before the head
+    image_tokens: Tensor  # (B, N, D) projected image regions of `batch`, before the head
     vocab_size: int
     mask_token_id: int
+    person_ids: Tensor  # (B',) class index of each row of the features (B' = B unless data-parallel)
 
 
 class VariantHead(nn.Module):
@@ -96,7 +101,11 @@ class VariantHead(nn.Module):
     def head_losses(
         self, texts: TextFeatures, images: ImageFeatures, batch: Batch, ctx: LossContext
     ) -> dict[str, Tensor]:
-        """Named, unweighted losses of this head beyond the model's `sdm` and `id`."""
+        """Named, unweighted losses of this head beyond the model's `sdm` and `id`.
+
+        `texts`, `images` and `ctx.person_ids` are the global batch (every data-parallel process's rows):
+        losses comparing across the batch use them; per-sample losses use `batch` and `ctx.image_tokens`,
+        this process's share."""
         return {}
 
     def word_region_attention(self, texts: TextFeatures, images: ImageFeatures) -> Tensor | None:
@@ -162,7 +171,7 @@ class PairScorerHead(VariantHead, abc.ABC):
         self, texts: TextFeatures, images: ImageFeatures, batch: Batch, ctx: LossContext
     ) -> dict[str, Tensor]:
         scores = self.attention_similarity(texts, images)  # (B, B) text x image
-        return {"rank": ranking_loss(scores, batch.person_ids, self.config.margin)}
+        return {"rank": ranking_loss(scores, ctx.person_ids, self.config.margin)}
 
     def pair_floats(self, words: int, regions: int) -> int:
         return PAIRWISE_TEMPORARIES * words * regions

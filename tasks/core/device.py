@@ -18,6 +18,9 @@ DEVICES: tuple[str, ...] = get_args(DeviceName)
 # faster on CPUs with AVX-512 BF16 (benchmarks/scoring.py); fp32 is exact.
 Precision = Literal["fp32", "bf16"]
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
+# Training may also autocast to fp16, with a gradient scaler: for GPUs without bf16 (before Ampere).
+TrainPrecision = Literal["fp32", "bf16", "fp16"]
+AUTOCAST: dict[str, torch.dtype] = {**PRECISIONS, "fp16": torch.float16}
 
 
 def resolve_device(choice: str | torch.device) -> torch.device:
@@ -46,10 +49,55 @@ def precision_dtype(precision: str) -> torch.dtype:
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast on CPU and CUDA alike, or nothing for fp32."""
-    if precision_dtype(precision) == torch.bfloat16:
-        return torch.autocast(device.type, dtype=torch.bfloat16)
+    """bf16 (or fp16) autocast on CPU and CUDA alike, or nothing for fp32."""
+    if precision not in AUTOCAST:
+        raise TbprError(f"unknown precision {precision!r}; use one of {', '.join(AUTOCAST)}")
+    if AUTOCAST[precision] != torch.float32:
+        return torch.autocast(device.type, dtype=AUTOCAST[precision])
     return contextlib.nullcontext()
+
+
+def check_training_precision(device: torch.device, precision: str) -> None:
+    """bf16 on a GPU without it is a TbprError that points to fp16."""
+    if device.type == "cuda" and precision == "bf16" and not torch.cuda.is_bf16_supported():
+        raise TbprError(
+            f"{torch.cuda.get_device_name(device)} has no bf16; train with precision fp16 (with a "
+            "gradient scaler) or fp32"
+        )
+
+
+def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
+    """The loss scaler of fp16 training (a pass-through for bf16 and fp32, which need none)."""
+    return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start measuring peak memory anew: CUDA's allocator peak, or this process's peak RSS on Linux
+    (`/proc/self/clear_refs`; elsewhere the peak since the process started)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")
+    except OSError:
+        pass
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """MiB: the CUDA allocator's peak since `reset_peak_memory`, or this process's peak resident memory."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
 
 def set_threads(threads: int | None) -> None:

@@ -34,6 +34,7 @@ PARAM_MODEL_RUN = "model_run_id"
 METRICS = ("R1", "R5", "R10", "mAP", "mINP")  # retrieval metrics, percent
 TRAIN_LOSS = "train/loss"
 TRAIN_SPEED = "train/samples_per_s"
+TRAIN_PEAK_MEMORY = "train/peak_memory_mb"  # per epoch: CUDA allocator peak, or peak RSS on the CPU
 SCORE_SECONDS = "score/seconds"
 SCORE_PAIRS = "score/pairs_scored"
 

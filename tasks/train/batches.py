@@ -2,6 +2,8 @@
 
 A training sample is one caption with its image (decoded by Pillow in the DataLoader workers).
 Captions are tokenised once, padded to `max_length`; the collate trims each batch to its longest caption.
+A sample's augmentation is drawn from (seed, epoch, caption): the same whatever the number of DataLoader
+workers or data-parallel processes. Samplers yield global batches; each process takes its share (`shard`).
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from tasks.cache.features import CachedSplit, SplitPoint
 from tasks.core.errors import TbprError
-from tasks.data.reader import SplitData, Tokenize, Transform, decode_image
+from tasks.data.reader import SplitData, Tokenize, decode_image
+from tasks.train.distributed import Ranks, shard
 from tbpr_models.features import Batch
+from tbpr_models.transforms import ImageTransform
 
 log = logging.getLogger(__name__)
 
@@ -28,19 +32,24 @@ class CaptionImageDataset(Dataset[tuple[Tensor, Tensor, Tensor, int]]):
     """Training samples: item i -> (pixels (3,H,W), input_ids (L,), mask (L,), class index)."""
 
     def __init__(
-        self, split: SplitData, classes: np.ndarray, tokenize: Tokenize, transform: Transform
+        self, split: SplitData, classes: np.ndarray, tokenize: Tokenize, transform: ImageTransform
     ) -> None:
         self.images = split.images
         self.caption_image = split.caption_image
         self.classes = classes  # (Q,) class index of each caption
         self.input_ids, self.attention_mask = tokenize(split.texts)  # (Q, L) each
         self.transform = transform
+        self.epoch_key = "0/0"  # (seed, epoch) of the augmentation draws, set per epoch
+
+    def set_epoch(self, seed: int, epoch: int) -> None:
+        self.epoch_key = f"{seed}/{epoch}"
 
     def __len__(self) -> int:
         return len(self.caption_image)
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor, Tensor, int]:
-        pixels = self.transform(decode_image(self.images[int(self.caption_image[index])].as_py()))
+        image = decode_image(self.images[int(self.caption_image[index])].as_py())
+        pixels = self.transform(image, random.Random(f"{self.epoch_key}/{index}"))
         return pixels, self.input_ids[index], self.attention_mask[index], int(self.classes[index])
 
 
@@ -151,19 +160,36 @@ def usable_workers(requested: int) -> int:
     return requested
 
 
+class ShardedBatches(Sampler[list[int]]):
+    """This process's share of each global batch of `sampler`."""
+
+    def __init__(self, sampler: RandomBatchSampler | IdentityBatchSampler, ranks: Ranks) -> None:
+        self.sampler, self.ranks = sampler, ranks
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for rows in self.sampler:
+            yield shard(rows, self.ranks)
+
+
 def epoch_loader(
-    dataset: Dataset[tuple[Tensor, Tensor, Tensor, int]],
+    dataset: CaptionImageDataset,
     sampler: RandomBatchSampler | IdentityBatchSampler,
     *,
     epoch: int,
     seed: int,
     num_workers: int,
+    ranks: Ranks | None = None,
 ) -> DataLoader[tuple[Tensor, Tensor, Tensor, int]]:
-    """The loader of one epoch; its order and worker seeds depend only on (seed, epoch)."""
+    """The loader of one epoch (this process's share of each batch); its order and augmentations depend
+    only on (seed, epoch)."""
     sampler.set_epoch(epoch)
+    dataset.set_epoch(seed, epoch)
     return DataLoader(
         dataset,
-        batch_sampler=sampler,
+        batch_sampler=ShardedBatches(sampler, ranks or Ranks()),
         collate_fn=collate_batch,
         num_workers=usable_workers(num_workers),
         worker_init_fn=seed_worker,
@@ -192,14 +218,23 @@ class CachedBatches:
         self.input_ids, self.attention_mask = tokenize(split.texts)  # (Q, L) each
 
     def epoch(
-        self, sampler: RandomBatchSampler | IdentityBatchSampler, *, epoch: int, seed: int
+        self,
+        sampler: RandomBatchSampler | IdentityBatchSampler,
+        *,
+        epoch: int,
+        seed: int,
+        ranks: Ranks | None = None,
     ) -> Iterator[Batch]:
+        """This process's share of each batch; the mirror draws are made for the global batch."""
         sampler.set_epoch(epoch)
         rng = np.random.default_rng((seed, epoch, 1))
-        for rows in sampler:
-            rows_array = np.asarray(rows)
+        ranks = ranks or Ranks()
+        for global_rows in sampler:
+            draws = rng.random(len(global_rows)) < 0.5
+            mine = shard(list(range(len(global_rows))), ranks)
+            rows_array = np.asarray(global_rows)[mine]
             images = self.caption_image[rows_array]
-            flip = rng.random(len(rows)) < 0.5
+            flip = draws[mine]
             acts = self.cached.images[images]  # (B, C, h, w), a copy
             if flip.any():
                 acts[flip] = self.cached.images_flip[images[flip]]
@@ -210,7 +245,7 @@ class CachedBatches:
                 pixels=torch.from_numpy(acts.astype(np.float32)),
                 input_ids=self.input_ids[rows_array][:, :length].contiguous(),
                 attention_mask=mask[:, :length].contiguous(),
-                person_ids=torch.from_numpy(self.classes[rows_array]),
+                person_ids=torch.from_numpy(self.classes[rows_array]).long(),
                 image_stage=self.point.image,
                 text_hidden=torch.from_numpy(_padded(hidden, length).astype(np.float32)),
                 text_stage=self.point.text,

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tasks.core.device import DeviceName, Precision
+from tasks.core.device import DeviceName, TrainPrecision
 from tasks.core.errors import TbprError
 from tbpr_models import ModelConfig
 from tbpr_models.registry import VARIANTS, model_config_from_dict
@@ -22,6 +22,7 @@ RUNTIME_FIELDS = frozenset(
         "eval_gallery_block",
         "output_dir",
         "time_budget_minutes",
+        "activation_checkpointing",
     }
 )
 
@@ -51,7 +52,7 @@ class TrainConfig(BaseModel):
     captions_per_identity: int = Field(default=2, ge=1)  # K of the identity sampler (P = batch_size // K)
     num_workers: int = Field(default=1, ge=0)  # 1 worker decodes while the main process trains (measured)
     device: DeviceName = "auto"
-    precision: Precision = "bf16"
+    precision: TrainPrecision = "bf16"  # fp16 trains with a gradient scaler (GPUs without bf16)
     seed: int = 0
     time_budget_minutes: float | None = Field(default=None, gt=0)
     eval_batch_size: int = Field(default=256, ge=1)
@@ -63,6 +64,12 @@ class TrainConfig(BaseModel):
     patience: int | None = Field(default=None, ge=1)  # stop after this many epochs without a better val R1
     # a checkpoint (folder, train run id or models:/ URI) whose encoders and projections start training
     init_from: str | None = None
+    # batches of batch_size per optimizer step (global batch: batch_size x this; the losses that compare
+    # across the batch see one batch_size batch at a time)
+    grad_accumulation: int = Field(default=1, ge=1)
+    activation_checkpointing: bool = (
+        False  # recompute trainable encoder activations in backward (less memory)
+    )
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:

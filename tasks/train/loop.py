@@ -1,13 +1,19 @@
 """Train one variant on prepared DATA: one MLflow run, a checkpoint per epoch, selection on val R1.
 
 `train_variant` is a plain function (the CLI and the Prefect task both call it). The loop: AdamW with
-linear warm-up and cosine decay (pretrained encoders at a lower lr), bf16 autocast, evaluation on the
+linear warm-up and cosine decay (pretrained encoders at a lower lr), bf16 autocast (or fp16 with a
+gradient scaler), optional gradient accumulation and activation checkpointing, evaluation on the
 val split after each epoch, the best val R1 epoch tested on the test split, registered as
 `tbpr-<variant>` and promoted to `champion` when it beats the current one.
+
+Under torchrun (`tasks.train.distributed`) the same function trains one model with several processes:
+DistributedDataParallel averages the gradients, each process takes its share of every global batch,
+and rank 0 alone evaluates, logs, writes checkpoints and registers the model.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -25,9 +31,17 @@ from typing import Any
 import torch
 from safetensors.torch import load_model
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 from tasks.cache.features import FeatureCache, build_cache
-from tasks.core.device import autocast, resolve_device
+from tasks.core.device import (
+    autocast,
+    check_training_precision,
+    grad_scaler,
+    peak_memory_mb,
+    reset_peak_memory,
+    resolve_device,
+)
 from tasks.core.env import home
 from tasks.core.errors import TbprError
 from tasks.core.files import write_text_atomic
@@ -47,6 +61,14 @@ from tasks.train.batches import (
     epoch_loader,
 )
 from tasks.train.config import RUNTIME_FIELDS, TrainConfig, model_config
+from tasks.train.distributed import (
+    Ranks,
+    barrier,
+    mean_over_processes,
+    process_device,
+    process_group,
+    share,
+)
 from tasks.train.evaluate import (
     EvalSettings,
     encode_cached,
@@ -113,9 +135,10 @@ def param_groups(model: nn.Module, mc: ModelConfig, config: TrainConfig) -> list
     """AdamW groups: decay on matrices only; pretrained encoders at lr * pretrained_lr_scale."""
     pretrained: set[int] = set()
     for module in model.modules():
-        is_pretrained_text = isinstance(module, TextEncoder) and mc.text.kind == "minilm"
+        is_pretrained_text = isinstance(module, TextEncoder) and mc.text.kind in ("minilm", "clip")
         is_pretrained_image = isinstance(module, ImageEncoder) and (
-            mc.image.kind == "hf_vision" or (mc.image.kind == "efficientnet_lite0" and mc.image.pretrained)
+            mc.image.kind in ("hf_vision", "clip")
+            or (mc.image.kind == "efficientnet_lite0" and mc.image.pretrained)
         )
         if is_pretrained_text or is_pretrained_image:
             pretrained |= {id(p) for p in module.parameters()}
@@ -155,22 +178,29 @@ def train_variant(
     parent_run_id: str | None = None,
     on_epoch_end: EpochCallback | None = None,
 ) -> TrainResult:
-    """Train `config.variant` on DATA; `resume` continues the latest unfinished run of the same config."""
+    """Train `config.variant` on DATA; `resume` continues the latest unfinished run of the same config.
+
+    Started by torchrun with several processes, they train one model together (every process returns
+    rank 0's result; only rank 0 touches MLflow)."""
     prepared = load_prepared(Path(data))
-    tracker = Tracker(tracking)
-    trainer = _Trainer(prepared, config, tracker, progress)
-    with terminate_as_interrupt():
-        try:
-            run_id = trainer.open_run(resume, parent_run_id)
-            trainer.fit(on_epoch_end)
-            result = trainer.finish(run_id)
-        except BaseException as exc:
-            if trainer.run_id:
-                tracker.end_run(trainer.run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
-            if isinstance(exc, OSError) and not isinstance(exc, TbprError):
-                raise TbprError(f"training could not write its outputs: {exc}") from exc
-            raise
-    tracker.end_run(run_id)
+    with process_group(resolve_device(config.device)) as ranks:
+        tracker = Tracker(tracking) if ranks.main else None
+        trainer = _Trainer(prepared, config, tracker, progress and ranks.main, ranks)
+        with terminate_as_interrupt():
+            try:
+                run_id = trainer.open_run(resume, parent_run_id)
+                trainer.fit(on_epoch_end)
+                result = trainer.finish(run_id)
+            except BaseException as exc:
+                if trainer.run_id and tracker is not None:
+                    tracker.end_run(
+                        trainer.run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+                    )
+                if isinstance(exc, OSError) and not isinstance(exc, TbprError):
+                    raise TbprError(f"training could not write its outputs: {exc}") from exc
+                raise
+        if tracker is not None:
+            tracker.end_run(run_id)
     return result
 
 
@@ -198,23 +228,46 @@ def prepare_feature_cache(data: Path, config: TrainConfig, *, progress: bool = T
         raise TbprError(
             f"{config.variant} trains with features = {config.features!r}: it reads no feature cache"
         )
-    trainer = _Trainer(load_prepared(Path(data)), config, None, progress)
+    trainer = _Trainer(load_prepared(Path(data)), config, None, progress, Ranks())
     trainer.initial_model()
     assert trainer.cache is not None
     return trainer.cache.path
+
+
+class _Losses(nn.Module):
+    """`model.losses(batch)` as a module's forward, the call DistributedDataParallel hooks into."""
+
+    def __init__(self, model: RetrievalModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: Batch) -> dict[str, Tensor]:
+        return self.model.losses(batch)
 
 
 class _Trainer:
     """The state of one training call; methods in the order `train_variant` calls them."""
 
     def __init__(
-        self, prepared: PreparedData, config: TrainConfig, tracker: Tracker | None, progress: bool
+        self,
+        prepared: PreparedData,
+        config: TrainConfig,
+        tracker: Tracker | None,
+        progress: bool,
+        ranks: Ranks,
     ) -> None:
         self.data, self.config, self._tracker, self.progress = prepared, config, tracker, progress
+        self.ranks = ranks
+        if config.batch_size % ranks.world:
+            raise TbprError(
+                f"batch_size {config.batch_size} (the global batch) does not split over {ranks.world} "
+                "processes; make it a multiple of --nproc_per_node"
+            )
         train = prepared.splits["train"]
         self.person_ids, classes = class_indices(train.caption_pids)
         self.model_config = model_config(config, num_classes=len(self.person_ids))
-        self.device = resolve_device(config.device)
+        self.device = process_device(resolve_device(config.device), ranks)
+        check_training_precision(self.device, config.precision)
         self.tokenize = build_tokenizer(self.model_config.text)
         image = self.model_config.image
         self.classes = classes
@@ -225,6 +278,7 @@ class _Trainer:
         self.cached_batches: CachedBatches | None = None
         self.eval_transform = ImageTransform(image.height, image.width, train=False)
         self.sampler = self._sampler(classes)
+        self.scaler = grad_scaler(self.device, config.precision)
         self.state = TrainState()
         self.run_id = ""
         self.out = Path()
@@ -238,7 +292,14 @@ class _Trainer:
         return RandomBatchSampler(len(classes), c.batch_size, c.seed)
 
     def open_run(self, resume: bool, parent_run_id: str | None) -> str:
-        """Start a new MLflow run, or reopen the latest unfinished one of this config when resuming."""
+        """Start a new MLflow run, or reopen the latest unfinished one of this config when resuming
+        (rank 0; the other processes receive its run id and folder)."""
+        if self.ranks.main:
+            self._open_run(resume, parent_run_id)
+        self.run_id, self.out = share((self.run_id, self.out), self.ranks)
+        return self.run_id
+
+    def _open_run(self, resume: bool, parent_run_id: str | None) -> str:
         tags = {
             names.TAG_VARIANT: self.config.variant,
             names.TAG_DATASET: self.data.dataset,
@@ -280,7 +341,7 @@ class _Trainer:
         c = self.config
         model = self.initial_model()
         optimizer = torch.optim.AdamW(param_groups(model, self.model_config, c), lr=c.lr)
-        steps_per_epoch = len(self.sampler)
+        steps_per_epoch = math.ceil(len(self.sampler) / c.grad_accumulation)
         warmup = c.warmup_steps if c.warmup_steps is not None else round(c.warmup_epochs * steps_per_epoch)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lr_lambda(warmup, c.epochs * steps_per_epoch)
@@ -290,6 +351,7 @@ class _Trainer:
             last = epoch_dir(self.out, done)
             load_model(model, str(last / WEIGHTS_FILE), strict=True, device=str(self.device))
             self.state = load_train_state(last, optimizer, scheduler, self.device)
+        step_model = self._step_model(model)
         budget = c.time_budget_minutes * 60 if c.time_budget_minutes else math.inf
         for epoch in range(self.state.epoch + 1, c.epochs + 1):
             if self.state.train_seconds >= budget:
@@ -304,9 +366,12 @@ class _Trainer:
                     self.state.best.epoch,
                 )
                 break
-            record = self._epoch(model, optimizer, scheduler, epoch)
-            self._save(model, optimizer, scheduler, record)
-            if on_epoch_end is not None:
+            record = share(self._epoch(model, step_model, optimizer, scheduler, epoch), self.ranks)
+            if self.ranks.main:
+                self._save(model, optimizer, scheduler, record)
+            else:
+                self._remember(record)
+            if on_epoch_end is not None and self.ranks.main:
                 on_epoch_end(record)
 
     @property
@@ -322,9 +387,14 @@ class _Trainer:
         model = build_model(self.model_config)
         if self.config.init_from:
             self._init_backbone(model, self.config.init_from)
+        model.set_activation_checkpointing(self.config.activation_checkpointing)
         model = model.to(self.device)
         if self.config.features == "cached":
+            if not self.ranks.main:
+                barrier(self.ranks)  # rank 0 builds the cache, the others open it
             self._open_cache(model)
+            if self.ranks.main:
+                barrier(self.ranks)
         return model
 
     def _init_backbone(self, model: RetrievalModel, ref: str) -> None:
@@ -355,8 +425,15 @@ class _Trainer:
     def _batches(self, epoch: int) -> Iterable[Batch]:
         c = self.config
         if self.cached_batches is not None:
-            return self.cached_batches.epoch(self.sampler, epoch=epoch, seed=c.seed)
-        return epoch_loader(self.train_set, self.sampler, epoch=epoch, seed=c.seed, num_workers=c.num_workers)
+            return self.cached_batches.epoch(self.sampler, epoch=epoch, seed=c.seed, ranks=self.ranks)
+        return epoch_loader(
+            self.train_set,
+            self.sampler,
+            epoch=epoch,
+            seed=c.seed,
+            num_workers=c.num_workers,
+            ranks=self.ranks,
+        )
 
     def _evaluate(self, model: RetrievalModel, split: str) -> dict[str, float]:
         if self.cache is not None:
@@ -393,43 +470,55 @@ class _Trainer:
         return measure_grounding(model, split, texts, images, self.tokenize, boxes)
 
     def _epoch(
-        self, model: RetrievalModel, optimizer: torch.optim.Optimizer, scheduler: Any, epoch: int
+        self,
+        model: RetrievalModel,
+        step_model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        epoch: int,
     ) -> EpochRecord:
+        """One pass over the training batches (this process's share), then val (rank 0). The record
+        holds the losses averaged over processes and the global samples/s; val is empty off rank 0."""
         c = self.config
-        seed_everything(c.seed, epoch)
+        seed_everything(c.seed, epoch, self.ranks.rank)
         loader = self._batches(epoch)
         steps = len(self.sampler)
+        accumulate = c.grad_accumulation
         trainable = [p for p in model.parameters() if p.requires_grad]
+        scaler = self.scaler
         sums: dict[str, Tensor] = {}
         samples = 0
         model.train()
+        reset_peak_memory(self.device)
         start = time.perf_counter()
         with EpochProgress(epoch, c.epochs, steps, enabled=self.progress) as bar:
-            for batch in loader:
+            for index, batch in enumerate(loader):
                 batch = batch.to(self.device)
-                with autocast(self.device, c.precision):
-                    losses = model.losses(batch)
-                total = torch.stack(
-                    [self.model_config.weight(k) * v.float() for k, v in losses.items()]
-                ).sum()
-                if not torch.isfinite(total):
-                    raise TbprError(
-                        f"training loss is {total.item()} at epoch {epoch}; lower lr or use precision fp32"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                total.backward()
-                if c.grad_clip_norm:
-                    torch.nn.utils.clip_grad_norm_(trainable, c.grad_clip_norm)
-                optimizer.step()
-                scheduler.step()
-                self.state.step += 1
+                stepping = (index + 1) % accumulate == 0 or index + 1 == steps
+                sync = contextlib.nullcontext()
+                if isinstance(step_model, DistributedDataParallel) and not stepping:
+                    sync = step_model.no_sync()  # accumulate locally; average at the stepping batch
+                with sync:
+                    with autocast(self.device, c.precision):
+                        losses = step_model(batch)
+                    total = torch.stack(
+                        [self.model_config.weight(k) * v.float() for k, v in losses.items()]
+                    ).sum()
+                    if not torch.isfinite(total):
+                        raise TbprError(
+                            f"training loss is {total.item()} at epoch {epoch}; lower lr or use precision fp32"
+                        )
+                    scaler.scale(total / accumulate).backward()
+                if stepping:
+                    self._optimizer_step(optimizer, scheduler, trainable)
                 for name, value in {"loss": total, **{f"loss_{k}": v for k, v in losses.items()}}.items():
                     sums[name] = sums.get(name, torch.zeros((), device=self.device)) + value.detach().float()
-                samples += len(batch.person_ids)
-                bar.advance(len(batch.person_ids), total)
+                samples += len(batch.person_ids) * self.ranks.world
+                bar.advance(len(batch.person_ids) * self.ranks.world, total)
         train_seconds = time.perf_counter() - start
-        val = self._evaluate(model, "val")
-        means = {k: float(v) / steps for k, v in sums.items()}
+        peak = peak_memory_mb(self.device)
+        val = self._evaluate(model, "val") if self.ranks.main else {}
+        means = mean_over_processes({k: float(v) / steps for k, v in sums.items()}, self.ranks, self.device)
         seconds = time.perf_counter() - start
         return EpochRecord(
             epoch,
@@ -438,14 +527,45 @@ class _Trainer:
             val,
             samples / train_seconds,
             seconds,
+            peak,
         )
+
+    def _step_model(self, model: RetrievalModel) -> nn.Module:
+        """The module a training step calls: the losses of `model`, wrapped for DistributedDataParallel
+        (which averages the gradients) when several processes train."""
+        losses = _Losses(model)
+        if not self.ranks.distributed:
+            return losses
+        return DistributedDataParallel(
+            losses,
+            device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            find_unused_parameters=True,  # a head may leave parameters out of a step's losses
+        )
+
+    def _optimizer_step(
+        self, optimizer: torch.optim.Optimizer, scheduler: Any, trainable: list[nn.Parameter]
+    ) -> None:
+        scaler = self.scaler
+        if self.config.grad_clip_norm:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(trainable, self.config.grad_clip_norm)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        self.state.step += 1
+
+    def _remember(self, record: EpochRecord) -> None:
+        """The state bookkeeping of `_save`, on the processes that write nothing."""
+        s = self.state
+        s.epoch, s.train_seconds = record.epoch, s.train_seconds + record.seconds
+        s.history.append(record)
 
     def _save(
         self, model: RetrievalModel, optimizer: torch.optim.Optimizer, scheduler: Any, record: EpochRecord
     ) -> None:
+        self._remember(record)
         s = self.state
-        s.epoch, s.train_seconds = record.epoch, s.train_seconds + record.seconds
-        s.history.append(record)
         staging = self.out / f".epoch_{record.epoch:03d}.tmp"
         shutil.rmtree(staging, ignore_errors=True)
         extra = {
@@ -460,7 +580,11 @@ class _Trainer:
         save_train_state(staging, optimizer, scheduler, s)
         commit_epoch_dir(staging, epoch_dir(self.out, record.epoch))
         prune_epoch_dirs(self.out, keep={record.epoch, s.best.epoch})
-        metrics = {names.TRAIN_LOSS: record.loss, names.TRAIN_SPEED: record.samples_per_s}
+        metrics = {
+            names.TRAIN_LOSS: record.loss,
+            names.TRAIN_SPEED: record.samples_per_s,
+            names.TRAIN_PEAK_MEMORY: record.peak_memory_mb,
+        }
         metrics |= {names.metric_key("train", f"loss_{k}"): v for k, v in record.losses.items()}
         metrics |= {names.metric_key("val", k): v for k, v in record.val.items()}
         self.tracker.log_metrics(self.run_id, metrics, step=record.epoch)
@@ -484,7 +608,12 @@ class _Trainer:
         )
 
     def finish(self, run_id: str) -> TrainResult:
-        """Test the best epoch, log it as the run's checkpoint artifact, register it, maybe promote it."""
+        """Test the best epoch, log it as the run's checkpoint artifact, register it, maybe promote it
+        (rank 0; every process returns its result)."""
+        result = self._finish(run_id) if self.ranks.main else None
+        return share(result, self.ranks)  # type: ignore[return-value]
+
+    def _finish(self, run_id: str) -> TrainResult:
         if not self.state.history:
             raise TbprError(f"run {run_id} completed no epoch; raise time_budget_minutes or epochs")
         best = self.state.best

@@ -40,6 +40,7 @@ class EpochRecord:
     val: dict[str, float]
     samples_per_s: float
     seconds: float
+    peak_memory_mb: float = 0.0  # CUDA allocator peak, or this process's peak RSS on the CPU
 
 
 @dataclass
@@ -64,10 +65,11 @@ def last_complete_epoch(root: Path) -> int:
     return max(epochs, default=0)
 
 
-def seed_everything(seed: int, epoch: int) -> None:
-    """torch, numpy and random seeded from (seed, epoch): an epoch replays the same after a resume."""
+def seed_everything(seed: int, epoch: int, rank: int = 0) -> None:
+    """torch, numpy and random seeded from (seed, epoch): an epoch replays the same after a resume.
+    torch's generator differs per data-parallel process (`rank`), so that their dropout and masking differ."""
     value = seed * 1_000_003 + epoch
-    torch.manual_seed(value)
+    torch.manual_seed(value + 7_919 * rank)
     np.random.seed(value % 2**32)
     random.seed(value)
 

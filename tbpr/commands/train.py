@@ -44,11 +44,15 @@ def train(
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
-    """Train one variant: an MLflow run with per-epoch val metrics, test metrics and a registered model."""
+    """Train one variant: an MLflow run with per-epoch val metrics, test metrics and a registered model.
+
+    Several processes train one model under torchrun: `torchrun --standalone --nproc_per_node N -m tbpr
+    train DATA --variant V` (batch_size is the global batch; rank 0 evaluates, logs and prints)."""
     from tasks.core.errors import TbprError
     from tasks.core.settings import apply_overrides
     from tasks.data.layout import IMAGES
     from tasks.train.config import TrainConfig
+    from tasks.train.distributed import launched_ranks
     from tasks.train.loop import train_variant
 
     if not (data / IMAGES).is_file():
@@ -58,6 +62,8 @@ def train(
         TrainConfig(), [*chosen, *(overrides or []), *([f"epochs={epochs}"] if epochs else [])]
     )
     result = train_variant(data, config, resume=resume, progress=progress)
+    if not launched_ranks().main:
+        return  # under torchrun, rank 0 reports
     console = Console()
     console.print(result_table(result))
     verdict = "now champion" if result.promoted else "champion unchanged"

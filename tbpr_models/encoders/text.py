@@ -4,10 +4,13 @@
   package, loaded offline; the embeddings and the lowest `freeze_layers` layers can be frozen (the
   text side dominates training time on CPU).
 - `small`: a pre-norm transformer encoder trained from scratch over the same WordPiece vocabulary.
+- `clip`: the text tower of a local CLIP folder (causal attention, final LayerNorm), with that folder's
+  BPE tokenizer (`tbpr_models.tokenizer`); embeddings and the lowest `freeze_layers` can be frozen.
 
 Stages: the embeddings, then one per layer. `hidden(input_ids, mask, stop)` gives the hidden states after
 `stop` stages and `forward(..., hidden=h, start=s)` continues from them, so the frozen lower stages
-(`frozen_stages`, contiguous from the embeddings) can be computed once and cached.
+(`frozen_stages`, contiguous from the embeddings) can be computed once and cached. With
+`activation_checkpointing`, the trainable layers recompute their activations in backward.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from tbpr_models.config import TextEncoderConfig
+from tbpr_models.encoders.hf import load_clip, run_checkpointed
 
 
 def minilm_path() -> str:
@@ -34,6 +38,9 @@ class TextEncoder(nn.Module, abc.ABC):
     out_channels: int
     num_stages: int
     frozen_stages: int = 0  # the lowest stages whose weights are fixed (their output may be cached)
+    activation_checkpointing: bool = False
+    # (D', C) a pretrained projection to a joint space (CLIP's), which the model's projection may start from
+    pretrained_projection: Tensor | None = None
 
     @abc.abstractmethod
     def hidden(
@@ -63,6 +70,31 @@ class TextEncoder(nn.Module, abc.ABC):
     def stage_modules(self) -> list[nn.Module]:
         """The modules of each stage (embeddings, then layers), lowest first."""
 
+    def recompute(self, stage: int) -> bool:
+        """Whether stage `stage` recomputes its activations in backward (activation checkpointing)."""
+        return (
+            self.activation_checkpointing
+            and self.training
+            and torch.is_grad_enabled()
+            and stage >= self.frozen_stages
+        )
+
+
+def _freeze(encoder: TextEncoder, config: TextEncoderConfig, layers: int) -> None:
+    """Freeze the lowest `config.freeze_layers` layers and, when asked, the embeddings (stage 0); only then
+    are the frozen stages contiguous from the input, hence cacheable."""
+    if config.freeze_layers > layers:
+        raise ValueError(f"text.freeze_layers={config.freeze_layers} but the encoder has {layers} layers")
+    modules = encoder.stage_modules()
+    frozen = list(modules[1 : 1 + config.freeze_layers])
+    if config.freeze_embeddings:
+        frozen.append(modules[0])
+        encoder.frozen_stages = 1 + config.freeze_layers
+    for module in frozen:
+        for parameter in module.parameters():
+            parameter.requires_grad_(False)
+    encoder.train(encoder.training)
+
 
 class MiniLMEncoder(TextEncoder):
     def __init__(self, config: TextEncoderConfig, load_pretrained: bool) -> None:
@@ -78,18 +110,8 @@ class MiniLMEncoder(TextEncoder):
             bert_config = AutoConfig.from_pretrained(path, local_files_only=True)
             self.bert = AutoModel.from_config(bert_config, add_pooling_layer=False)
         self.out_channels = int(self.bert.config.hidden_size)
-        layers = self.bert.encoder.layer
-        if config.freeze_layers > len(layers):
-            raise ValueError(f"freeze_layers={config.freeze_layers} but MiniLM has {len(layers)} layers")
-        self.num_stages = 1 + len(layers)
-        frozen: list[nn.Module] = list(layers[: config.freeze_layers])
-        if config.freeze_embeddings:
-            frozen.append(self.bert.embeddings)
-            self.frozen_stages = 1 + config.freeze_layers
-        for module in frozen:
-            for parameter in module.parameters():
-                parameter.requires_grad_(False)
-        self.train(self.training)
+        self.num_stages = 1 + len(self.bert.encoder.layer)
+        _freeze(self, config, len(self.bert.encoder.layer))
 
     def stage_modules(self) -> list[nn.Module]:
         return [self.bert.embeddings, *self.bert.encoder.layer]
@@ -106,10 +128,13 @@ class MiniLMEncoder(TextEncoder):
 
     def _layers(self, hidden: Tensor, attention_mask: Tensor, start: int, stop: int) -> Tensor:
         mask = self._mask(attention_mask, hidden)
-        for layer in self.bert.encoder.layer[start - 1 : stop - 1]:
-            out = layer(hidden, attention_mask=mask)
-            hidden = out[0] if isinstance(out, tuple) else out
+        for stage in range(start, stop):
+            hidden = run_checkpointed(self.recompute(stage), self._layer, stage, hidden, mask)
         return hidden
+
+    def _layer(self, stage: int, hidden: Tensor, mask: Tensor | None) -> Tensor:
+        out = self.bert.encoder.layer[stage - 1](hidden, attention_mask=mask)
+        return out[0] if isinstance(out, tuple) else out
 
     def hidden(
         self,
@@ -129,10 +154,8 @@ class MiniLMEncoder(TextEncoder):
         self, input_ids: Tensor, attention_mask: Tensor, hidden: Tensor | None = None, start: int = 0
     ) -> Tensor:
         if hidden is None:
-            return self.bert(
-                input_ids=input_ids, attention_mask=attention_mask
-            ).last_hidden_state  # (B, L, C)
-        return self._layers(hidden, attention_mask, start, self.num_stages)
+            hidden, start = self.bert.embeddings(input_ids=input_ids), 1
+        return self._layers(hidden, attention_mask, start, self.num_stages)  # (B, L, C)
 
 
 class SmallTextEncoder(TextEncoder):
@@ -179,8 +202,10 @@ class SmallTextEncoder(TextEncoder):
                 )
             positions = torch.arange(length, device=input_ids.device)
             hidden, start = self.words(input_ids) + self.positions(positions), 1  # (B, L, C)
-        for layer in self.layers.layers[start - 1 : stop - 1]:
-            hidden = layer(hidden, src_key_padding_mask=~attention_mask.bool())
+        padding = ~attention_mask.bool()
+        for stage in range(start, stop):
+            layer = self.layers.layers[stage - 1]
+            hidden = run_checkpointed(self.recompute(stage), layer, hidden, None, padding)
         return hidden
 
     def forward(
@@ -188,14 +213,66 @@ class SmallTextEncoder(TextEncoder):
     ) -> Tensor:
         if hidden is None:
             hidden, start = self.hidden(input_ids, attention_mask, 1), 1
-        for layer in self.layers.layers[start - 1 :]:
-            hidden = layer(hidden, src_key_padding_mask=~attention_mask.bool())  # (B, L, C)
-        return self.norm(hidden)
+        return self.norm(self.hidden(input_ids, attention_mask, self.num_stages, hidden, start))  # (B, L, C)
+
+
+class ClipText(TextEncoder):
+    """The text tower of a local CLIP folder: token + position embeddings, then causal transformer layers
+    (padding masked as well), then the final LayerNorm; every token state is a word token."""
+
+    def __init__(self, config: TextEncoderConfig, load_pretrained: bool) -> None:
+        super().__init__()
+        clip = load_clip(config.path, load_pretrained)
+        self.text = clip.text_model
+        positions = int(self.text.config.max_position_embeddings)
+        if config.max_length > positions:
+            raise ValueError(f"text.max_length={config.max_length} exceeds CLIP's {positions} positions")
+        rows = int(self.text.config.vocab_size)
+        if config.vocab_size > rows:
+            raise ValueError(f"the tokenizer has {config.vocab_size} tokens but CLIP embeds only {rows}")
+        self.out_channels = int(self.text.config.hidden_size)
+        self.num_stages = 1 + len(self.text.encoder.layers)
+        self.pretrained_projection = clip.text_projection.weight.detach().clone()  # (D', C)
+        _freeze(self, config, len(self.text.encoder.layers))
+
+    def stage_modules(self) -> list[nn.Module]:
+        return [self.text.embeddings, *self.text.encoder.layers]
+
+    def hidden(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        stop: int,
+        hidden: Tensor | None = None,
+        start: int = 0,
+    ) -> Tensor:
+        from transformers.masking_utils import create_causal_mask
+
+        if not 1 <= stop <= self.num_stages:
+            raise ValueError(f"stop={stop}: this CLIP text tower has stages 1..{self.num_stages}")
+        if hidden is None:
+            hidden, start = self.text.embeddings(input_ids=input_ids), 1  # (B, L, C)
+        mask = create_causal_mask(
+            config=self.text.config, inputs_embeds=hidden, attention_mask=attention_mask, cache=None
+        )
+        for stage in range(start, stop):
+            hidden = run_checkpointed(self.recompute(stage), self._layer, stage, hidden, mask)
+        return hidden
+
+    def _layer(self, stage: int, hidden: Tensor, mask: Tensor | None) -> Tensor:
+        return self.text.encoder.layers[stage - 1](hidden, mask, is_causal=True)  # type: ignore[no-any-return]
+
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor, hidden: Tensor | None = None, start: int = 0
+    ) -> Tensor:
+        hidden = self.hidden(input_ids, attention_mask, self.num_stages, hidden, start)
+        return self.text.final_layer_norm(hidden)  # (B, L, C)
 
 
 TEXT_ENCODERS: dict[str, Callable[[TextEncoderConfig, bool], TextEncoder]] = {
     "minilm": MiniLMEncoder,
     "small": lambda config, _pretrained: SmallTextEncoder(config),
+    "clip": ClipText,
 }
 
 

@@ -98,4 +98,4 @@ class MixedHead(VariantHead):
         text_parts, image_parts = _flatten_parts(phrases), _flatten_parts(parts)
         if self.part_loss == "itc":
             return {"part": itc_loss(text_parts, image_parts, ctx.logit_scale)}
-        return {"part": sdm_loss(text_parts, image_parts, batch.person_ids, ctx.logit_scale)}
+        return {"part": sdm_loss(text_parts, image_parts, ctx.person_ids, ctx.logit_scale)}
