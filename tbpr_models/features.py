@@ -30,7 +30,7 @@ class _GatherRows(torch.autograd.Function):
         world, rank = dist.get_world_size(), dist.get_rank()
         ctx.span = (rank * rows.shape[0], (rank + 1) * rows.shape[0])  # type: ignore[attr-defined]
         out = rows.new_empty((world * rows.shape[0], *rows.shape[1:]))
-        dist.all_gather_into_tensor(out, rows.contiguous())
+        dist.all_gather_single(out, rows.contiguous())
         return out
 
     @staticmethod

@@ -29,6 +29,8 @@ def sdm_loss(
     texts = F.normalize(text_global, dim=-1)
     images = F.normalize(image_global, dim=-1)
     cosine = texts @ images.t()  # (B, B) text x image
+    if cosine.dtype == torch.float16:
+        cosine = cosine.float()  # fp16 cannot hold log(eps): the target's zeros would give -inf
     labels = _same_person(person_ids).to(cosine.dtype)
     target = labels / labels.sum(dim=1, keepdim=True)  # (B, B), rows sum to 1
     log_target = torch.log(target + eps)

@@ -106,3 +106,14 @@ def test_ranking_loss_same_person_is_not_a_negative() -> None:
 def test_ranking_loss_without_negatives_is_zero() -> None:
     scores = torch.tensor([[0.1, 0.9], [0.9, 0.1]])
     assert ranking_loss(scores, torch.tensor([1, 1])).item() == 0.0
+
+
+def test_sdm_in_fp16_is_finite_and_matches_fp32() -> None:
+    torch.manual_seed(0)
+    texts, images = torch.randn(6, 8), torch.randn(6, 8)
+    pids = torch.tensor([0, 0, 1, 1, 2, 3])
+    scale = torch.tensor(50.0)
+    full = sdm_loss(texts, images, pids, scale)
+    half = sdm_loss(texts.half(), images.half(), pids, scale.half())
+    assert torch.isfinite(half)
+    torch.testing.assert_close(half.float(), full, rtol=2e-2, atol=2e-2)
