@@ -36,7 +36,7 @@ from tasks.train.batches import (
     epoch_loader,
 )
 from tasks.train.config import TrainConfig, model_config
-from tbpr_models import Batch, ImageTransform, build_model, build_tokenizer
+from tbpr_models import Batch, build_model, build_tokenizer, image_transform
 
 # The model overrides of each training mode (README, "Feature cache"); end_to_end is the default config.
 MODES: dict[str, dict[str, object]] = {
@@ -94,9 +94,7 @@ def main() -> None:
         sampler = RandomBatchSampler(len(classes), args.batch, seed=0)
         build_s = images_per_s = float("nan")
         if mode == "end_to_end":
-            dataset = CaptionImageDataset(
-                train, classes, tokenize, ImageTransform(mc.image.height, mc.image.width, train=True)
-            )
+            dataset = CaptionImageDataset(train, classes, tokenize, image_transform(mc.image, train=True))
             make = functools.partial(_loader, dataset, sampler)
             steps = args.e2e_steps
         else:

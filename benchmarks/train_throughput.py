@@ -83,12 +83,12 @@ def loader_throughput(data: Path, workers: int, args: argparse.Namespace) -> flo
     """Samples/s of the training input pipeline alone (decode, augment, collate) over `--steps` batches."""
     from tasks.data.reader import load_prepared
     from tasks.train.batches import CaptionImageDataset, RandomBatchSampler, class_indices, epoch_loader
-    from tbpr_models import ImageTransform, build_tokenizer
+    from tbpr_models import build_tokenizer, image_transform
 
     mc = model_config(TrainConfig(), NUM_CLASSES)
     train = load_prepared(data, splits=("train",)).splits["train"]
     _, classes = class_indices(train.caption_pids)
-    transform = ImageTransform(mc.image.height, mc.image.width, train=True)
+    transform = image_transform(mc.image, train=True)
     dataset = CaptionImageDataset(train, classes, build_tokenizer(mc.text), transform)
     sampler = RandomBatchSampler(len(dataset), args.batch, seed=0)
     loader = epoch_loader(dataset, sampler, epoch=1, seed=0, num_workers=workers)

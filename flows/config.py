@@ -26,7 +26,7 @@ from tasks.tracking.config import TrackingConfig
 from tasks.train.config import TrainConfig, registered_variants
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
-PROFILES = ("quick", "main", "full")
+PROFILES = ("quick", "main", "full", "irra")
 RUN_CONFIG = "run_config.json"  # what every flow writes beside its outputs
 
 M = TypeVar("M", bound=BaseModel)

@@ -2,7 +2,7 @@
 
 Public API: build a model from a `ModelConfig` with `build_model`, encode with `encode_images` /
 `encode_texts`, score with `similarity`, train with `losses`; checkpoints with `save_checkpoint` /
-`load_checkpoint`; inputs with `build_tokenizer` and `ImageTransform`; evaluation with
+`load_checkpoint`; inputs with `build_tokenizer` and `image_transform`; evaluation with
 `retrieval_metrics`; variants by name with `VARIANTS`, `variant_config` and `register_variant`.
 """
 
@@ -20,7 +20,7 @@ from tbpr_models.registry import (
     variant_config,
 )
 from tbpr_models.tokenizer import Tokenizer, build_tokenizer
-from tbpr_models.transforms import ImageTransform
+from tbpr_models.transforms import ImageTransform, image_transform
 from tbpr_models.variant import HeadDims, LossContext, PairScorerConfig, PairScorerHead, VariantHead
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "build_model",
     "build_tokenizer",
     "get_variant",
+    "image_transform",
     "is_checkpoint",
     "load_checkpoint",
     "model_config_from_dict",

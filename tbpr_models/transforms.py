@@ -1,7 +1,7 @@
 """Image preprocessing with Pillow and torch only (torchvision does not import against our CPU torch).
 
 `ImageTransform(height, width, train)(image) -> (3, H, W)` float tensor normalised with the ImageNet
-mean and std. Training adds a random horizontal flip (our captions do not name sides), padding plus a
+mean and std (CLIP's own for the CLIP vision tower: `image_transform(config, train)`). Training adds a random horizontal flip (our captions do not name sides), padding plus a
 random crop, and mild brightness/contrast/saturation jitter; never a hue shift, since colours are
 what the captions describe.
 """
@@ -17,8 +17,12 @@ import torch
 from PIL import Image, ImageEnhance, ImageOps
 from torch import Tensor
 
+from tbpr_models.config import ImageEncoderConfig
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # what CLIP's image processor normalises with
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 @dataclass
@@ -30,6 +34,8 @@ class ImageTransform:
     jitter: float = 0.2  # train: brightness/contrast/saturation factors in [1 - jitter, 1 + jitter]
     flip: bool = True  # train: random horizontal flip
     seed: int | None = None  # None: the process-wide `random` state (seeded per DataLoader worker)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
     _rng: Any = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -40,7 +46,7 @@ class ImageTransform:
         image = image.convert("RGB").resize((self.width, self.height), Image.Resampling.BILINEAR)
         if self.train:
             image = self._augment(image, rng or self._rng)
-        return to_tensor(image)
+        return to_tensor(image, self.mean, self.std)
 
     def _augment(self, image: Image.Image, rng: Any) -> Image.Image:
         if self.flip and rng.random() < 0.5:
@@ -55,10 +61,19 @@ class ImageTransform:
         return image
 
 
-def to_tensor(image: Image.Image) -> Tensor:
-    """RGB image -> (3, H, W) float32, scaled to [0, 1] then normalised with the ImageNet mean/std."""
+def to_tensor(
+    image: Image.Image,
+    mean: tuple[float, float, float] = IMAGENET_MEAN,
+    std: tuple[float, float, float] = IMAGENET_STD,
+) -> Tensor:
+    """RGB image -> (3, H, W) float32, scaled to [0, 1] then normalised with `mean`/`std` (ImageNet's)."""
     array = np.asarray(image, dtype=np.float32) / 255.0  # (H, W, 3)
     pixels = torch.from_numpy(array).permute(2, 0, 1)  # (3, H, W)
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    return (pixels - mean) / std
+    return (pixels - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+
+
+def image_transform(config: ImageEncoderConfig, train: bool = False) -> ImageTransform:
+    """The transform an image encoder expects: its size, and CLIP's normalisation for `clip`."""
+    if config.kind == "clip":
+        return ImageTransform(config.height, config.width, train=train, mean=CLIP_MEAN, std=CLIP_STD)
+    return ImageTransform(config.height, config.width, train=train)

@@ -40,7 +40,7 @@ from tasks.core.errors import TbprError
 from tasks.core.files import remove_stale_temps, temp_path, write_json_atomic
 from tasks.data.layout import CAPTIONS, IMAGES
 from tasks.data.reader import ImageDataset, PreparedData, SplitData, Tokenize
-from tbpr_models import ImageTransform, RetrievalModel
+from tbpr_models import RetrievalModel, image_transform
 
 log = logging.getLogger(__name__)
 
@@ -333,7 +333,7 @@ def _image_batches(
             )
         return
     config = model.config.image
-    transform = ImageTransform(config.height, config.width, train=False)
+    transform = image_transform(config)
     start = 0
     for pixels in DataLoader(ImageDataset(split, transform), batch_size=how.batch_size):
         pixels = pixels.to(how.device)

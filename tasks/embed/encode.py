@@ -34,7 +34,7 @@ from tasks.data.reader import ImageDataset, SplitData, load_prepared
 from tasks.embed import layout
 from tasks.embed.index import build_index, check_index_kind, save_index
 from tasks.tracking.models import open_checkpoint
-from tbpr_models import ImageTransform, build_tokenizer
+from tbpr_models import build_tokenizer, image_transform
 from tbpr_models.checkpoint import CONFIG_FILE, is_checkpoint
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ def embed_split(
     work = temp_path(out)
     work.mkdir()
     try:
-        transform = ImageTransform(config.image.height, config.image.width, train=False)
+        transform = image_transform(config.image)
         image_global = _embed_images(model, part, transform, work, batch_size, torch_device, precision)
         input_ids, attention_mask = build_tokenizer(config.text)(part.texts)  # (Q, L) each
         text_global = _embed_texts(

@@ -23,7 +23,7 @@ from tasks.data.reader import decode_image
 from tasks.embed.layout import GALLERY, QUERIES, EmbedInfo
 from tasks.report.vocabulary import VOCABULARY
 from tasks.score.layout import RANKINGS
-from tbpr_models import ImageTransform, build_tokenizer
+from tbpr_models import build_tokenizer, image_transform
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ def attention_maps(
     images = _images(Path(info.data), [r["image_id"] for r in picked])
     tokenizer = build_tokenizer(model.config.text)
     input_ids, mask = tokenizer([r["text"] for r in picked])
-    transform = ImageTransform(model.config.image.height, model.config.image.width, train=False)
+    transform = image_transform(model.config.image)
     pixels = torch.stack([transform(images[r["image_id"]]) for r in picked]).to(torch_device)  # (B, 3, H, W)
     paths = []
     with torch.inference_mode():

@@ -93,5 +93,5 @@ def model_config(config: TrainConfig, num_classes: int) -> ModelConfig:
     variant = {**overrides.pop("variant", {}), "kind": config.variant}
     try:
         return model_config_from_dict({"num_classes": num_classes, **overrides, "variant": variant})
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, FileNotFoundError) as exc:  # FileNotFoundError: a CLIP folder
         raise TbprError(f"bad model settings for variant {config.variant!r}: {exc}") from exc

@@ -93,11 +93,11 @@ from tasks.train.state import (
 )
 from tbpr_models import (
     Batch,
-    ImageTransform,
     ModelConfig,
     RetrievalModel,
     build_model,
     build_tokenizer,
+    image_transform,
     save_checkpoint,
 )
 from tbpr_models.checkpoint import CONFIG_FILE, WEIGHTS_FILE
@@ -272,11 +272,11 @@ class _Trainer:
         image = self.model_config.image
         self.classes = classes
         self.train_set = CaptionImageDataset(
-            train, classes, self.tokenize, ImageTransform(image.height, image.width, train=True)
+            train, classes, self.tokenize, image_transform(image, train=True)
         )
         self.cache: FeatureCache | None = None  # features = "cached": opened (or built) in `fit`
         self.cached_batches: CachedBatches | None = None
-        self.eval_transform = ImageTransform(image.height, image.width, train=False)
+        self.eval_transform = image_transform(image)
         self.sampler = self._sampler(classes)
         self.scaler = grad_scaler(self.device, config.precision)
         self.state = TrainState()

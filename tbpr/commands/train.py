@@ -43,13 +43,24 @@ def train(
         typer.Option("--set", help="key=value of the train config, e.g. lr=3e-4, model.embed_dim=128."),
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    profile: Annotated[
+        str | None,
+        typer.Option(help="start from a preset's train settings (configs/<profile>.toml), e.g. irra"),
+    ] = None,
+    config_file: Annotated[
+        Path | None,
+        typer.Option("--config", help="start from a TOML run config's train settings ([train.config])"),
+    ] = None,
 ) -> None:
     """Train one variant: an MLflow run with per-epoch val metrics, test metrics and a registered model.
 
-    Several processes train one model under torchrun: `torchrun --standalone --nproc_per_node N -m tbpr
+    `--profile irra` (or `--config FILE`) starts from a run config's train settings; `--set` then
+    changes them. Several processes train one model under torchrun: `torchrun --standalone --nproc_per_node N -m tbpr
     train DATA --variant V` (batch_size is the global batch; rank 0 evaluates, logs and prints)."""
+    from pydantic import ValidationError
+
     from tasks.core.errors import TbprError
-    from tasks.core.settings import apply_overrides
+    from tasks.core.settings import apply_overrides, validation_summary
     from tasks.data.layout import IMAGES
     from tasks.train.config import TrainConfig
     from tasks.train.distributed import launched_ranks
@@ -58,9 +69,24 @@ def train(
     if not (data / IMAGES).is_file():
         raise TbprError(f"{data} holds no {IMAGES}; run `tbpr prepare` (or `tbpr synth`) first")
     chosen = [f"variant={json.dumps(variant)}", f"device={json.dumps(device)}"]
-    config = apply_overrides(
-        TrainConfig(), [*chosen, *(overrides or []), *([f"epochs={epochs}"] if epochs else [])]
-    )
+    sets = [*(overrides or []), *([f"epochs={epochs}"] if epochs else [])]
+    if profile or config_file:
+        from flows.config import PipelineConfig, load_config, profile_path
+
+        # the run config's [train.config] (and its per_variant patch) with the --set applied inside it,
+        # so that a preset's placeholder (e.g. the CLIP folder) is replaced before it is checked
+        preset = load_config(
+            PipelineConfig, config_file or profile_path(str(profile)), [f"train.config.{o}" for o in sets]
+        )
+        try:
+            config = apply_overrides(preset.train.for_variant(variant), chosen)
+        except ValidationError as exc:
+            raise TbprError(
+                f"the {profile or config_file} train settings do not fit variant {variant!r}: "
+                f"{validation_summary(exc)}"
+            ) from exc
+    else:
+        config = apply_overrides(TrainConfig(), [*chosen, *sets])
     result = train_variant(data, config, resume=resume, progress=progress)
     if not launched_ranks().main:
         return  # under torchrun, rank 0 reports

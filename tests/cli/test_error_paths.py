@@ -65,6 +65,12 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         (["--set", "model.text.kind=nosuch"], ["text.kind", "nosuch"]),
         (["--set", "model.embed_dim=-5"], ["embed_dim"]),
         (["--set", "model.image.kind=hf_vision"], ["image.path"]),
+        (["--set", "model.image.kind=clip"], ["image.path"]),
+        (
+            ["--set", "model.text.kind=clip", "--set", "model.text.path=/no/such/clip"],
+            ["/no/such/clip", "does not exist"],
+        ),
+        (["--profile", "irra"], ["irra", "global", "heads"]),  # the preset's head settings are not global's
         (["--set", "model.image.height=abc"], ["image.height"]),
         (["--set", "model.variant.nosuch=1"], ["nosuch"]),
         (["--set", "epochs=0"], ["epochs"]),
@@ -82,6 +88,18 @@ def test_bad_train_settings_are_refused_before_anything_runs(
     clear_error(code, err, *words)
     assert snapshot(prepared_data) == before and not (home / "runs").exists()
     assert not (home / "mlflow.db").exists()  # no store created for a command that never ran
+
+
+def test_irra_preset_without_the_clip_folder_is_a_clear_error(
+    prepared_data: Path, home: Path, tbpr: Tbpr
+) -> None:
+    code, err = tbpr(
+        ["train", str(prepared_data), "--variant", "cross_fusion", "--profile", "irra", "--device", "cpu"]
+    )
+    clear_error(code, err, "CLIP folder", "clip-vit-base-patch16", "does not exist")
+    code, err = tbpr(["run", "--profile", "irra", "--set", "data.source=/no/such/data"])
+    clear_error(code, err, "CLIP folder", "clip-vit-base-patch16")
+    assert not (home / "mlflow.db").exists()
 
 
 def test_a_run_that_cannot_write_ends_failed_and_resume_starts_afresh(

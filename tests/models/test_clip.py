@@ -181,3 +181,22 @@ def test_clip_kinds_need_a_path(clip_model: dict[str, Any]) -> None:
         settings = {**clip_model, tower: {k: v for k, v in clip_model[tower].items() if k != "path"}}
         with pytest.raises(ValueError, match=f"{tower}.kind 'clip' needs {tower}.path"):
             config(settings)
+
+
+def test_clip_images_are_normalised_with_clips_mean_and_std(clip_model: dict[str, Any]) -> None:
+    from PIL import Image
+
+    from tbpr_models import image_transform
+
+    grey = Image.new("RGB", (32, 64), (128, 64, 200))
+    pixels = image_transform(config(clip_model).image)(grey)  # (3, 64, 32)
+    expected = [(v / 255 - m) / s for v, m, s in zip((128, 64, 200), CLIP_MEAN, CLIP_STD, strict=True)]
+    torch.testing.assert_close(pixels[:, 10, 10], torch.tensor(expected))
+    imagenet = image_transform(
+        config(clip_model, image={"kind": "resnet_small", "height": 64, "width": 32}).image
+    )
+    assert not torch.allclose(imagenet(grey)[:, 10, 10], torch.tensor(expected))
+
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # openai/clip-vit-base-patch16's preprocessor_config.json
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

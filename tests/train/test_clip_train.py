@@ -59,3 +59,40 @@ def test_variant_trains_on_clip_towers_then_embeds_scores_and_searches(
     hits = search_text(emb, test.texts[0], top_k=3, candidates=gallery)
     assert [h.image_id for h in hits] == expected.image_id.tolist()[:3]
     assert [h.score for h in hits] == pytest.approx(expected.score.tolist()[:3], abs=1e-4)
+
+
+def test_irra_preset_trains_through_the_cli_with_a_clip_folder(
+    tiny_clip: Path, tiny_data: Path, tmp_path: Path
+) -> None:
+    """`tbpr train --profile irra`: the preset's settings (cross_fusion, SDM + ID + MLM, both CLIP towers)
+    with the folder and the sizes of the tiny CLIP set on the command line."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from mlflow import MlflowClient
+
+    settings = {
+        "model.image.path": str(tiny_clip), "model.text.path": str(tiny_clip), "model.image.height": 64,
+        "model.image.width": 32, "model.text.max_length": 24, "model.embed_dim": 16,
+        "model.variant.heads": 2, "model.variant.layers": 1, "batch_size": 8, "num_workers": 0,
+        "eval_batch_size": 8, "warmup_epochs": 0,
+    }  # fmt: skip
+    sets = [f"--set={key}={json.dumps(value)}" for key, value in settings.items()]
+    done = subprocess.run(
+        [sys.executable, "-m", "tbpr", "train", str(tiny_data), "--variant", "cross_fusion", "--profile",
+         "irra", "--epochs", "1", "--device", "cpu", "--no-progress", *sets],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "TBPR_HOME": str(tmp_path)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(done.stdout.strip().splitlines()[-1])
+    params, metrics = run.data.params, run.data.metrics
+    assert params["model.image.kind"] == params["model.text.kind"] == "clip"
+    assert params["model.text.mask_token_id"] == str(int(params["model.text.vocab_size"]) - 3)
+    assert (params["train.lr"], params["train.weight_decay"], params["model.loss_weights.mlm"]) == (
+        "5e-05",
+        "4e-05",
+        "1.0",
+    )
+    assert {"train/loss_sdm", "train/loss_id", "train/loss_mlm"} <= metrics.keys()
