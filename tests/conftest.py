@@ -188,43 +188,13 @@ def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     return f"sqlite:///{root / 'mlflow.db'}", (root / "artifacts").as_uri()
 
 
-TINY_CLIP_MERGES = [("t", "h"), ("th", "e</w>"), ("a", "n"), ("r", "e"), ("i", "n</w>"), ("o", "n</w>")]
-
-
-def write_tiny_clip(folder: Path, seed: int = 0) -> Path:
-    """A random CLIP (2 layers per tower, width 32, patch 8, projection 16) with a tiny byte-level BPE
-    tokenizer (the 256 byte symbols, with and without the end-of-word mark, a few merges, the start and
-    end of text), written by `save_pretrained` like a real CLIP folder."""
-    from tokenizers import pre_tokenizers
-    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
-
-    symbols = sorted(pre_tokenizers.ByteLevel.alphabet())
-    vocab = [*symbols, *(s + "</w>" for s in symbols), *("".join(m) for m in TINY_CLIP_MERGES)]
-    vocab += ["<|startoftext|>", "<|endoftext|>"]
-    tokenizer = CLIPTokenizer(vocab={t: i for i, t in enumerate(vocab)}, merges=TINY_CLIP_MERGES)
-    layers = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
-    config = CLIPConfig(
-        text_config={
-            **layers,
-            "vocab_size": len(vocab),
-            "max_position_embeddings": 32,
-            "bos_token_id": tokenizer.bos_token_id,
-            "eos_token_id": tokenizer.eos_token_id,
-            "pad_token_id": tokenizer.pad_token_id,
-        },
-        vision_config={**layers, "image_size": 32, "patch_size": 8},
-        projection_dim=16,
-    )
-    torch.manual_seed(seed)
-    CLIPModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 @pytest.fixture(scope="session")
 def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random CLIP folder (model + tokenizer); treat it as read-only."""
-    return write_tiny_clip(tmp_path_factory.mktemp("clip") / "tiny-clip")
+    """A tiny random CLIP folder (2 layers per tower, width 32, patch 8, projection 16; model and
+    tokenizer written by `save_pretrained`); treat it as read-only."""
+    from tbpr_models.encoders.hf import save_random_clip
+
+    return save_random_clip(tmp_path_factory.mktemp("clip") / "tiny-clip")
 
 
 @pytest.fixture(scope="session")

@@ -67,3 +67,65 @@ def run_checkpointed(enabled: bool, function: Callable[..., Tensor], *args: Any)
     if enabled:
         return checkpoint(function, *args, use_reentrant=False)  # type: ignore[no-any-return]
     return function(*args)
+
+
+BPE_MERGES = (("t", "h"), ("th", "e</w>"), ("a", "n"), ("r", "e"), ("i", "n</w>"), ("o", "n</w>"))
+
+
+def save_random_clip(
+    folder: Path,
+    *,
+    width: int = 32,
+    layers: int = 2,
+    heads: int = 2,
+    vision_width: int | None = None,
+    patch_size: int = 8,
+    image_size: int = 32,
+    projection_dim: int = 16,
+    context: int = 32,
+    vocab_size: int | None = None,
+    seed: int = 0,
+) -> Path:
+    """Write a CLIP folder with random weights and a byte-level BPE tokenizer (the 256 byte symbols with
+    and without the end-of-word mark, a few merges, filler tokens up to `vocab_size`, then the start and
+    end of text, as in CLIP's vocabulary), the way `CLIPModel.save_pretrained` writes a real one.
+
+    For tests, benchmarks at real sizes (ViT-B/16: width 512, vision_width 768, layers 12, heads 8,
+    patch 16, image 224, projection 512, context 77, vocab 49408) and dry runs before the weights are
+    at hand; it downloads nothing."""
+    import torch
+    from tokenizers import pre_tokenizers
+    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+
+    symbols = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = [*symbols, *(s + "</w>" for s in symbols), *("".join(m) for m in BPE_MERGES)]
+    if vocab_size is not None:
+        vocab += [f"<|filler{i}|>" for i in range(vocab_size - 2 - len(vocab))]
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    tokenizer = CLIPTokenizer(vocab={t: i for i, t in enumerate(vocab)}, merges=list(BPE_MERGES))
+    tower = {"intermediate_size": 4 * width, "num_hidden_layers": layers, "num_attention_heads": heads}
+    vision = vision_width or width
+    config = CLIPConfig(
+        text_config={
+            **tower,
+            "hidden_size": width,
+            "vocab_size": len(vocab),
+            "max_position_embeddings": context,
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        },
+        vision_config={
+            **tower,
+            "hidden_size": vision,
+            "intermediate_size": 4 * vision,
+            "num_attention_heads": max(heads, vision // 64),
+            "image_size": image_size,
+            "patch_size": patch_size,
+        },
+        projection_dim=projection_dim,
+    )
+    torch.manual_seed(seed)
+    CLIPModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
