@@ -100,7 +100,7 @@ from tbpr_models import (
     image_transform,
     save_checkpoint,
 )
-from tbpr_models.checkpoint import CONFIG_FILE, WEIGHTS_FILE
+from tbpr_models.checkpoint import CONFIG_FILE, ENCODERS_DIR, WEIGHTS_FILE
 from tbpr_models.encoders import ImageEncoder, TextEncoder
 from tbpr_models.variant import VariantHead
 
@@ -635,6 +635,10 @@ class _Trainer:
         self.tracker.log_metrics(run_id, test_metrics, step=best.epoch)
         for file in (WEIGHTS_FILE, CONFIG_FILE):
             self.tracker.log_artifacts(run_id, best_dir / file, names.CHECKPOINT_ARTIFACT)
+        if (best_dir / ENCODERS_DIR).is_dir():  # the copies of a CLIP (or hf_vision) folder
+            self.tracker.log_artifacts(
+                run_id, best_dir / ENCODERS_DIR, f"{names.CHECKPOINT_ARTIFACT}/{ENCODERS_DIR}"
+            )
         self.tracker.log_artifacts(run_id, self.out / TRAIN_CONFIG)
         self.tracker.set_tag(run_id, names.TAG_BEST_EPOCH, str(best.epoch))
         name = names.model_name(self.config.variant)

@@ -106,15 +106,30 @@ def test_projections_start_from_clips_when_dimensions_allow(
     assert other.image_proj.weight.shape == (24, 32)
 
 
-def test_checkpoint_round_trip_keeps_the_scores(clip_model: dict[str, Any], tmp_path: Path) -> None:
-    model = build_model(config(clip_model, "cross_scan")).eval()
-    restored = load_checkpoint(save_checkpoint(model, tmp_path / "ckpt")).eval()
-    ids, mask = build_tokenizer(model.config.text)(CAPTIONS)
+def test_checkpoint_keeps_the_scores_without_the_clip_folder(
+    clip_model: dict[str, Any], tiny_clip: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "clip"
+    shutil.copytree(tiny_clip, folder)
+    settings = {
+        **clip_model,
+        "image": {**clip_model["image"], "path": str(folder)},
+        "text": {**clip_model["text"], "path": str(folder)},
+    }
+    model = build_model(config(settings, "cross_scan")).eval()
+    checkpoint = save_checkpoint(model, tmp_path / "ckpt")
+    shutil.rmtree(folder)  # the checkpoint holds CLIP's config and tokenizer, the weights are its own
+    assert not list((checkpoint / "encoders").rglob("*.safetensors"))
+    restored = load_checkpoint(checkpoint).eval()
+    assert Path(restored.config.text.path or "").is_relative_to(checkpoint.resolve())
+    ids, mask = build_tokenizer(restored.config.text)(CAPTIONS)
     pixels = torch.randn(3, 3, 64, 32)
     with torch.no_grad():
         a = model.similarity(model.encode_texts(ids, mask), model.encode_images(pixels))
         b = restored.similarity(restored.encode_texts(ids, mask), restored.encode_images(pixels))
     torch.testing.assert_close(a, b)
+    again = save_checkpoint(restored, tmp_path / "again")  # a restored model saves like any other
+    torch.testing.assert_close(load_checkpoint(again).image_proj.weight, model.image_proj.weight)
 
 
 def test_activation_checkpointing_gives_the_same_gradients(clip_model: dict[str, Any]) -> None:

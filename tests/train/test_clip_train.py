@@ -16,6 +16,7 @@ from tasks.score.layout import RANKINGS
 from tasks.score.run import score
 from tasks.score.search import search_text
 from tasks.tracking.config import TrackingConfig
+from tasks.tracking.models import resolve_checkpoint
 from tasks.train.config import TrainConfig, registered_variants
 from tasks.train.loop import train_variant
 from tbpr_models import load_checkpoint
@@ -41,8 +42,10 @@ def test_variant_trains_on_clip_towers_then_embeds_scores_and_searches(
     config = tiny_config(tmp_path / "train", variant=variant, model=clip_model, epochs=1, batch_size=8)
     result = train_variant(tiny_data, config, tracking=tracking, progress=False)
     assert result.epochs == 1 and 0 <= result.test_metrics["R1"] <= 100
-    model = load_checkpoint(result.checkpoint_dir)
+    registered, _ = resolve_checkpoint(result.run_id, tracking)  # the MLflow artifact, self-contained
+    model = load_checkpoint(registered)
     assert (model.config.image.kind, model.config.text.kind) == ("clip", "clip")
+    assert Path(model.config.image.path or "").is_relative_to(registered.resolve())
 
     emb = tmp_path / "emb"
     embed_split(tiny_data, result.checkpoint_dir, emb, batch_size=4, indexes=("flat",))
