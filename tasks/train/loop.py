@@ -495,7 +495,7 @@ class _Trainer:
             for index, batch in enumerate(loader):
                 batch = batch.to(self.device)
                 stepping = (index + 1) % accumulate == 0 or index + 1 == steps
-                sync = contextlib.nullcontext()
+                sync: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
                 if isinstance(step_model, DistributedDataParallel) and not stepping:
                     sync = step_model.no_sync()  # accumulate locally; average at the stepping batch
                 with sync:

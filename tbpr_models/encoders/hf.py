@@ -102,7 +102,7 @@ def save_random_clip(
     if vocab_size is not None:
         vocab += [f"<|filler{i}|>" for i in range(vocab_size - 2 - len(vocab))]
     vocab += ["<|startoftext|>", "<|endoftext|>"]
-    tokenizer = CLIPTokenizer(vocab={t: i for i, t in enumerate(vocab)}, merges=list(BPE_MERGES))
+    tokenizer = CLIPTokenizer(vocab={t: i for i, t in enumerate(vocab)}, merges=list(BPE_MERGES))  # type: ignore[arg-type]
     tower = {"intermediate_size": 4 * width, "num_hidden_layers": layers, "num_attention_heads": heads}
     vision = vision_width or width
     config = CLIPConfig(
