@@ -140,17 +140,22 @@ class EmbedSettings(Settings):
     device: str = Field(default="cpu", pattern=r"^(auto|cpu|cuda(:\d+)?)$")  # auto, cpu, cuda, cuda:N
     batch_size: int = Field(default=128, ge=1)
     precision: Precision = "fp32"
+    shards: int = Field(default=1, ge=1)  # > 1: the gallery embedded in shards on Dask workers
+    scheduler: str | None = None  # with shards: a Dask scheduler address (default: a local cluster)
 
 
 class ScoreJob(Settings):
     mode: ScoreMode = "exhaustive"
     top_k: int = Field(default=50, ge=1)
     index: IndexKind = "flat"
+    shards: int = Field(default=1, ge=1)  # > 1: the gallery scored in shards on Dask workers, merged exactly
+    scheduler: str | None = None  # with shards: a Dask scheduler address (default: a local cluster)
 
     @property
     def name(self) -> str:
         """Folder name of this job's outputs, e.g. `pruned-k50-flat`."""
-        return self.mode if self.mode == "exhaustive" else f"pruned-k{self.top_k}-{self.index}"
+        name = self.mode if self.mode == "exhaustive" else f"pruned-k{self.top_k}-{self.index}"
+        return name if self.shards == 1 else f"{name}-shards{self.shards}"
 
 
 DEFAULT_JOBS = [ScoreJob(), ScoreJob(mode="pruned", top_k=20)]

@@ -22,6 +22,8 @@ def embed_gallery_flow(config: EmbedRunConfig) -> EmbedSummary:
         indexes=tuple(config.indexes),
         model_ref=config.model,
         train_run_id=info.get("run_id"),
+        shards=config.embed.shards,
+        scheduler=config.embed.scheduler,
     )
     write_config(config, config.out)
     return summary

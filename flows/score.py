@@ -19,6 +19,8 @@ def score_queries_flow(config: ScoreRunConfig) -> list[ScoreResult]:
             mode=job.mode,
             top_k=job.top_k,
             index=job.index,
+            shards=job.shards,
+            scheduler=job.scheduler,
             tracking=config.tracking,
             parent_run_id=config.parent_run_id,
         )

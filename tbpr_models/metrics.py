@@ -80,6 +80,11 @@ def _ranked(similarity: ArrayLike, query_pids: ArrayLike, gallery_pids: ArrayLik
             f"(person id {[int(queries[i]) for i in shown]}); every query's person needs a gallery image"
         )
     ranks = _positive_ranks(sim, query_index, gallery_index)  # (P,), pairs grouped by query
+    return _from_ranks(query_index, ranks, num_queries, num_gallery)
+
+
+def _from_ranks(query_index: Tensor, ranks: Tensor, num_queries: int, num_gallery: int) -> _Ranked:
+    positives = torch.bincount(query_index, minlength=num_queries)  # (Q,)
     order = torch.argsort(query_index * (num_gallery + 1) + ranks)  # by query, then by rank
     segment_start = positives.cumsum(0) - positives  # (Q,)
     sorted_query = query_index[order]
@@ -114,6 +119,23 @@ class PerQuery:
 def per_query_metrics(similarity: ArrayLike, query_pids: ArrayLike, gallery_pids: ArrayLike) -> PerQuery:
     """Per-query first-match rank, AP and INP of a (Q, G) similarity (same rules as `retrieval_metrics`)."""
     ranked = _ranked(similarity, query_pids, gallery_pids)
+    return PerQuery(
+        first_match_rank=ranked.first_hit.numpy().astype(np.int64),
+        average_precision=ranked.average_precision.numpy(),
+        inverse_negative_penalty=ranked.inverse_negative_penalty.numpy(),
+    )
+
+
+def per_query_from_ranks(
+    query_index: ArrayLike, ranks: ArrayLike, num_queries: int, num_gallery: int
+) -> PerQuery:
+    """Per-query metrics from the 1-based rank of every (query, positive) pair (`query_index` (P,) the
+    query of each pair, `ranks` (P,) its rank), when the ranks were found without a (Q, G) matrix
+    (sharded scoring). Every query needs at least one pair."""
+    queries = _as_tensor(query_index).reshape(-1).long()
+    if torch.bincount(queries, minlength=num_queries).min() == 0:
+        raise ValueError("a query has no positive in the gallery; every query's person needs a gallery image")
+    ranked = _from_ranks(queries, _as_tensor(ranks).reshape(-1).long(), num_queries, num_gallery)
     return PerQuery(
         first_match_rank=ranked.first_hit.numpy().astype(np.int64),
         average_precision=ranked.average_precision.numpy(),

@@ -9,6 +9,7 @@ Dimension letters: Q queries, G gallery, N regions, L words, D dim.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import shutil
@@ -29,6 +30,7 @@ from torch.utils.data import DataLoader
 from tasks.core.device import autocast, resolve_device
 from tasks.core.errors import TbprError
 from tasks.core.files import remove_stale_temps, replace_dir, temp_path, write_parquet_atomic
+from tasks.core.shards import dask_client, gallery_shards
 from tasks.data.layout import IMAGES
 from tasks.data.reader import ImageDataset, SplitData, load_prepared
 from tasks.embed import layout
@@ -61,8 +63,13 @@ def embed_split(
     indexes: Sequence[str] = ("flat", "hnsw", "ivf"),
     model_ref: str | None = None,
     train_run_id: str | None = None,
+    shards: int = 1,
+    scheduler: str | None = None,
 ) -> EmbedSummary:
-    """Encode `split` of `data` with the checkpoint and write the EMB folder `out` (embed.json last)."""
+    """Encode `split` of `data` with the checkpoint and write the EMB folder `out` (embed.json last).
+
+    `shards` > 1 embeds the gallery in that many contiguous shards on Dask workers (a local cluster,
+    or the one at `scheduler`), each writing its rows of image_local.npy; the EMB is the same."""
     kinds = [check_index_kind(kind) for kind in indexes]
     if Path(out).exists() and not Path(out).is_dir():
         raise TbprError(f"--out {out} is a file; pass a folder for the embeddings (EMB)")
@@ -85,7 +92,12 @@ def embed_split(
     work.mkdir()
     try:
         transform = image_transform(config.image)
-        image_global = _embed_images(model, part, transform, work, batch_size, torch_device, precision)
+        if shards > 1:
+            image_global = _embed_images_sharded(
+                model, data, split, checkpoint, work, batch_size, torch_device, precision, shards, scheduler
+            )
+        else:
+            image_global = _embed_images(model, part, transform, work, batch_size, torch_device, precision)
         input_ids, attention_mask = build_tokenizer(config.text)(part.texts)  # (Q, L) each
         text_global = _embed_texts(
             model, input_ids, attention_mask, work, batch_size, torch_device, precision
@@ -161,6 +173,93 @@ def _embed_images(
     assert local is not None
     local.flush()
     return np.concatenate(globals_)  # (G, D)
+
+
+def _embed_images_sharded(
+    model: Any,
+    data: Path,
+    split: str,
+    checkpoint: Path,
+    out: Path,
+    batch_size: int,
+    device: torch.device,
+    precision: str,
+    shards: int,
+    scheduler: str | None,
+) -> np.ndarray:
+    """Gallery globals (G, D); each shard's locals written by its worker into EMB/image_local.npy."""
+    part = load_prepared(data, splits=(split,)).splits[split]
+    total = len(part.image_ids)
+    with torch.inference_mode():
+        probe = model.encode_images(
+            image_transform(model.config.image)(_first_image(part)).unsqueeze(0).to(device)
+        )
+    shape = (total, *probe.local.shape[1:])  # (G, N, D)
+    np.lib.format.open_memmap(out / layout.IMAGE_LOCAL, "w+", np.float16, shape).flush()
+    jobs = [(s.start, s.stop) for s in gallery_shards(total, shards)]
+    with dask_client(len(jobs), scheduler) as client:
+        futures = [
+            client.submit(
+                embed_image_rows,
+                Path(data),
+                split,
+                str(checkpoint),
+                out,
+                a,
+                b,
+                batch_size,
+                str(device),
+                precision,
+                pure=False,
+            )
+            for a, b in jobs
+        ]
+        parts = client.gather(futures)
+    return np.concatenate(parts)  # (G, D)
+
+
+def _first_image(part: SplitData) -> Any:
+    from tasks.data.reader import decode_image
+
+    return decode_image(part.images[0].as_py())
+
+
+@functools.lru_cache(maxsize=2)
+def _worker_model(checkpoint: str, device: str) -> Any:
+    return open_checkpoint(Path(checkpoint), device=torch.device(device)).eval()
+
+
+def embed_image_rows(
+    data: Path,
+    split: str,
+    checkpoint: str,
+    out: Path,
+    start: int,
+    stop: int,
+    batch_size: int,
+    device: str,
+    precision: str,
+) -> np.ndarray:
+    """On a worker: gallery rows [start, stop) encoded; locals written into the EMB's image_local.npy
+    (created by the driver), globals (S, D) returned."""
+    model = _worker_model(checkpoint, device)
+    part = load_prepared(data, splits=(split,)).splits[split]
+    local = np.load(out / layout.IMAGE_LOCAL, mmap_mode="r+")
+    loader = DataLoader(
+        torch.utils.data.Subset(ImageDataset(part, image_transform(model.config.image)), range(start, stop)),
+        batch_size=batch_size,
+    )
+    globals_, row = [], start
+    with torch.inference_mode():
+        for pixels in loader:
+            with autocast(torch.device(device), precision):
+                feats = model.encode_images(pixels.to(device))
+            block = feats.local.float().cpu().numpy()  # (B, N, D)
+            local[row : row + len(block)] = block
+            globals_.append(feats.global_.float().cpu().numpy())
+            row += len(block)
+    local.flush()
+    return np.concatenate(globals_) if globals_ else np.empty((0, local.shape[2]), np.float32)
 
 
 @torch.inference_mode()

@@ -22,7 +22,11 @@ import torch
 from tasks.core.device import Precision, precision_dtype, resolve_device
 from tasks.core.errors import TbprError
 from tasks.core.files import write_json_atomic, write_parquet_atomic
+from tasks.core.shards import dask_client, gallery_shards
 from tasks.embed.index import IndexParams, check_index_kind
+from tasks.embed.layout import GALLERY as GALLERY_FILE
+from tasks.embed.layout import QUERIES as QUERIES_FILE
+from tasks.embed.layout import EmbedInfo
 from tasks.embed.store import EmbeddingStore
 from tasks.score.exhaustive import exhaustive_similarity
 from tasks.score.layout import METRICS, PER_QUERY, PER_QUERY_SCHEMA, RANKINGS
@@ -35,6 +39,7 @@ from tasks.score.ranking import (
     ranking_similarity,
     rankings_table,
 )
+from tasks.score.shards import Settings, ids_of, score_sharded
 from tasks.tracking import names
 from tasks.tracking.config import TrackingConfig
 from tbpr_models import PerQuery, RetrievalModel, per_query_metrics
@@ -83,8 +88,13 @@ def score(
     track: bool = True,
     tracking: TrackingConfig | None = None,
     parent_run_id: str | None = None,
+    shards: int = 1,
+    scheduler: str | None = None,
 ) -> ScoreResult:
-    """Rank every query of `emb`, write rankings and metrics to `out`, and log a scoring run."""
+    """Rank every query of `emb`, write rankings and metrics to `out`, and log a scoring run.
+
+    `shards` > 1 splits the gallery into that many shards scored on Dask workers (`tasks.score.shards`:
+    a local cluster, or the one at `scheduler`); the rankings and metrics are those of one process."""
     if mode not in SCORE_MODES:
         raise TbprError(f"unknown mode {mode!r}; use one of {', '.join(SCORE_MODES)}")
     kind = check_index_kind(index)
@@ -94,15 +104,26 @@ def score(
         raise TbprError(f"--out {out} is a file; pass a folder for the scoring outputs (OUT)")
     dtype = precision_dtype(precision)
     torch_device = resolve_device(device)
-    store = EmbeddingStore(emb)
-    model = store.info.load_model(torch_device)
-    if mode == "exhaustive":
-        scored = _exhaustive(model, store, memory_budget_mb, torch_device, dtype)
+    if shards < 1:
+        raise TbprError(f"--shards must be at least 1 (got {shards})")
+    if shards > 1:
+        scored, per_query = _sharded(
+            emb, mode, kind, top_k, memory_budget_mb, torch_device, precision, shards, scheduler
+        )
+        store_details = _model_details_of(EmbedInfo.read(emb))
+        query_ids = ids_of(emb, QUERIES_FILE, "caption_id")
+        image_ids = ids_of(emb, GALLERY_FILE, "image_id")
     else:
-        scored = _pruned(model, store, emb, kind, top_k, memory_budget_mb, torch_device, dtype)
-    query_ids, query_pids = store.query_ids()
-    image_ids, gallery_pids = store.gallery_ids()
-    per_query = per_query_metrics(scored.similarity, query_pids, gallery_pids)  # ranks once
+        store = EmbeddingStore(emb)
+        model = store.info.load_model(torch_device)
+        if mode == "exhaustive":
+            scored = _exhaustive(model, store, memory_budget_mb, torch_device, dtype)
+        else:
+            scored = _pruned(model, store, emb, kind, top_k, memory_budget_mb, torch_device, dtype)
+        query_ids, query_pids = store.query_ids()
+        image_ids, gallery_pids = store.gallery_ids()
+        per_query = per_query_metrics(scored.similarity, query_pids, gallery_pids)  # ranks once
+        store_details = _model_details(store)
     metrics = per_query.metrics()
     result = ScoreResult(
         out=out,
@@ -112,7 +133,7 @@ def score(
         seconds=scored.seconds,
         top_k=top_k if mode == "pruned" else None,
         index=kind if mode == "pruned" else None,
-        details={**scored.details, "precision": precision, **_model_details(store)},
+        details={**scored.details, "precision": precision, **store_details},
     )
     out.mkdir(parents=True, exist_ok=True)
     (out / METRICS).unlink(
@@ -197,6 +218,41 @@ def _pruned(
     return _Scored(ranking, ranking_similarity(ranking), reranked.pairs_scored, seconds, details)
 
 
+def _sharded(
+    emb: Path,
+    mode: str,
+    kind: str,
+    top_k: int,
+    memory_budget_mb: float,
+    device: torch.device,
+    precision: str,
+    shards: int,
+    scheduler: str | None,
+) -> tuple[_Scored, PerQuery]:
+    """The gallery in `shards` shards on Dask workers (`tasks.score.shards`); the top ranks and the
+    metrics of one process."""
+    info = EmbedInfo.read(emb)
+    settings = Settings(
+        emb=emb.resolve(),
+        checkpoint=info.checkpoint,
+        mode=mode,
+        top_k=top_k,
+        index=kind,
+        memory_budget_mb=memory_budget_mb,
+        device=str(device),
+        precision=precision,
+    )
+    parts = gallery_shards(info.num_images, shards)
+    start = time.perf_counter()
+    with dask_client(len(parts), scheduler) as client:
+        result = score_sharded(settings, parts, ids_of(emb, QUERIES_FILE, "person_id"), client)
+    seconds = time.perf_counter() - start
+    scored = _Scored(
+        result.ranking, np.empty((0, 0), np.float32), result.pairs_scored, seconds, result.details
+    )
+    return scored, result.per_query
+
+
 def _shapes(store: EmbeddingStore) -> Shapes:
     info = store.info
     return Shapes(
@@ -209,7 +265,10 @@ def _shapes(store: EmbeddingStore) -> Shapes:
 
 
 def _model_details(store: EmbeddingStore) -> dict[str, Any]:
-    info = store.info
+    return _model_details_of(store.info)
+
+
+def _model_details_of(info: EmbedInfo) -> dict[str, Any]:
     return {
         "model_ref": info.model_ref,
         "train_run_id": info.train_run_id,

@@ -32,6 +32,12 @@ def embed(
         list[str] | None, typer.Option(help="FAISS index to build: flat, hnsw, ivf (repeat) [default: all].")
     ] = None,
     threads: Annotated[int | None, typer.Option(min=1, help="torch and FAISS threads.")] = None,
+    shards: Annotated[
+        int, typer.Option(min=1, help="Split the gallery into N shards on Dask workers (a local cluster).")
+    ] = 1,
+    scheduler: Annotated[
+        str | None, typer.Option(help="With --shards: a running Dask scheduler, e.g. tcp://host:8786.")
+    ] = None,
 ) -> None:
     """Embed a split with a trained model: global embeddings, local features and FAISS indexes."""
     quiet_faiss()
@@ -54,6 +60,8 @@ def embed(
         indexes=kinds,
         model_ref=run,
         train_run_id=info.get("run_id"),
+        shards=shards,
+        scheduler=scheduler,
     )
     table = Table(title=f"embedded {split} split into {summary.out}")
     for column in ("images (G)", "captions (Q)", "D", "regions (N)", "words (L)", "indexes", "seconds"):

@@ -33,6 +33,12 @@ def score(
         ),
     ] = "fp32",
     threads: Annotated[int | None, typer.Option(min=1, help="torch and FAISS threads.")] = None,
+    shards: Annotated[
+        int, typer.Option(min=1, help="Split the gallery into N shards on Dask workers (a local cluster).")
+    ] = 1,
+    scheduler: Annotated[
+        str | None, typer.Option(help="With --shards: a running Dask scheduler, e.g. tcp://host:8786.")
+    ] = None,
     track: Annotated[bool, typer.Option(help="Log an MLflow scoring run.")] = True,
     parent_run_id: Annotated[str | None, typer.Option(help="MLflow parent run (a pipeline run).")] = None,
 ) -> None:
@@ -53,6 +59,8 @@ def score(
         precision=precision,
         track=track,
         parent_run_id=parent_run_id,
+        shards=shards,
+        scheduler=scheduler,
     )
     title = f"{result.mode}" + (f" ({result.index}, k={result.top_k})" if result.top_k else "")
     table = Table(title=f"{title}: {out}")

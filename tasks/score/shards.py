@@ -1,0 +1,393 @@
+"""Sharded scoring: the gallery split into contiguous shards, each indexed and scored on a worker (Dask)
+against every query; the workers' results merged into exactly the rankings and metrics of one process.
+
+A worker reads only its shard of the EMB folder (its rows of the gallery globals, streamed from
+Parquet, and of the memory-mapped local features), so no process ever holds the whole gallery:
+
+1. exhaustive: the pair scores of every query x the shard's images (Q, S), kept on the worker;
+   pruned: the shard's own FAISS index gives each query's top k (global rows); the driver merges
+   the shards' lists into the global top k, and each worker re-ranks the candidates it holds, keeping
+   the shard's first-stage cosines (Q, S) as well.
+2. Each worker sends back its top `RANKINGS_TOP` per query (exhaustive: by pair score; pruned: the
+   images outside the candidates, by first-stage score) and the scores of the positives it holds.
+3. Each worker counts, for every positive, its images that rank above it (a higher score, or an
+   equal one earlier in the gallery): a positive's rank is the sum over shards plus one (pruned: the
+   candidates first, by pair score), which gives R@k, mAP and mINP without a (Q, G) matrix.
+
+What a worker keeps between the rounds is one (Q, S) float32 block: memory per worker ~ 4 Q S bytes
+plus its shard's local features. `executor` runs the rounds: a Dask `Client` (whose futures keep each
+shard's block on the worker that computed it), or `InProcess` (the same rounds, one after another).
+Dimension letters: Q queries, G gallery, S shard images, k candidates, T top kept, P positives.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from tasks.core.device import precision_dtype, resolve_device
+from tasks.core.shards import Shard
+from tasks.embed import layout
+from tasks.embed.index import IndexParams, build_index
+from tasks.embed.store import _ids, read_embeddings
+from tasks.score.exhaustive import exhaustive_similarity
+from tasks.score.layout import RANKINGS_TOP
+from tasks.score.pruned import Candidates, batched_chunk_size, first_stage, rerank
+from tasks.score.ranking import Ranking, global_similarity
+from tbpr_models import RetrievalModel
+from tbpr_models.features import ImageFeatures, TextFeatures
+from tbpr_models.metrics import PerQuery, per_query_from_ranks
+from tbpr_models.scoring import Rows, Shapes, plan_blocks
+
+
+class ShardSource:
+    """A `FeatureSource` over one shard of an EMB folder: every query, the shard's images (rows are
+    shard-local); only the shard's globals are read, the local features are memory-mapped."""
+
+    def __init__(self, emb: Path, shard: Shard) -> None:
+        self.emb, self.shard = emb, shard
+        self._text_global = read_embeddings(emb / layout.QUERIES)  # (Q, D)
+        self._image_global = _rows_of(emb / layout.GALLERY, "embedding", shard)  # (S, D)
+        self._pids = _rows_of(emb / layout.GALLERY, "person_id", shard).astype(np.int64)  # (S,)
+        self.image_local = np.load(emb / layout.IMAGE_LOCAL, mmap_mode="r")[shard.start : shard.stop]
+        self.text_local = np.load(emb / layout.TEXT_LOCAL, mmap_mode="r")  # (Q, L, D)
+        self.text_mask = np.load(emb / layout.TEXT_MASK, mmap_mode="r")  # (Q, L)
+
+    @property
+    def num_images(self) -> int:
+        return self.shard.size
+
+    @property
+    def num_texts(self) -> int:
+        return len(self._text_global)
+
+    def image_globals(self) -> np.ndarray:
+        return self._image_global
+
+    def text_globals(self) -> np.ndarray:
+        return self._text_global
+
+    def gallery_pids(self) -> np.ndarray:
+        return self._pids
+
+    def images(self, rows: Rows, device: torch.device, dtype: torch.dtype) -> ImageFeatures:
+        return ImageFeatures(
+            global_=torch.from_numpy(np.ascontiguousarray(self._image_global[rows])).to(device, dtype),
+            local=torch.from_numpy(np.array(self.image_local[rows])).to(device, dtype),
+        )
+
+    def texts(self, rows: Rows, device: torch.device, dtype: torch.dtype) -> TextFeatures:
+        return TextFeatures(
+            global_=torch.from_numpy(np.ascontiguousarray(self._text_global[rows])).to(device, dtype),
+            local=torch.from_numpy(np.array(self.text_local[rows])).to(device, dtype),
+            mask=torch.from_numpy(np.array(self.text_mask[rows])).to(device),
+        )
+
+    def shapes(self) -> Shapes:
+        return Shapes(
+            num_texts=self.num_texts,
+            num_images=self.num_images,
+            words=self.text_local.shape[1],
+            regions=self.image_local.shape[1],
+            dim=self._text_global.shape[1],
+        )
+
+
+def _rows_of(parquet: Path, column: str, shard: Shard) -> np.ndarray:
+    """Rows [start, stop) of one column, streamed batch by batch (the file is never read whole)."""
+    parts, seen = [], 0
+    for batch in pq.ParquetFile(parquet).iter_batches(columns=[column], batch_size=65_536):
+        lo, hi = max(shard.start - seen, 0), min(shard.stop - seen, batch.num_rows)
+        if lo < hi:
+            values = batch.column(0).slice(lo, hi - lo)
+            if column == "embedding":
+                flat = values.flatten().to_numpy(zero_copy_only=False)  # `.values` ignores the slice
+                parts.append(flat.reshape(hi - lo, -1).astype(np.float32, copy=False))
+            else:
+                parts.append(values.to_numpy(zero_copy_only=False))
+        seen += batch.num_rows
+        if seen >= shard.stop:
+            break
+    return np.concatenate(parts) if parts else np.empty((0,), dtype=np.float32)
+
+
+@functools.lru_cache(maxsize=2)
+def _model(checkpoint: str, device: str) -> RetrievalModel:
+    """The EMB's model, loaded once per worker process."""
+    from tasks.tracking.models import open_checkpoint
+
+    return open_checkpoint(Path(checkpoint), device=torch.device(device)).eval()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every round needs to know (picklable: it travels to the workers)."""
+
+    emb: Path
+    checkpoint: str
+    mode: str  # exhaustive | pruned
+    top_k: int
+    index: str
+    memory_budget_mb: float
+    device: str
+    precision: str
+    top: int = RANKINGS_TOP
+
+
+@dataclass
+class ShardState:
+    """What a worker keeps between the rounds (never sent back whole)."""
+
+    shard: Shard
+    scores: np.ndarray  # (Q, S) float32: pair scores (exhaustive) or first-stage cosines (pruned)
+    gallery_pids: np.ndarray  # (S,)
+    candidate: np.ndarray | None = None  # (Q, S) bool: pruned, the image is one of the query's top k
+    pair: np.ndarray | None = None  # (Q, k) float32 pruned: pair scores of the shard's candidates, else -inf
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class ShardSummary:
+    """What a worker sends back after round 1: its best images per query and its positives' scores."""
+
+    top_rows: np.ndarray  # (Q, T') int64 global rows, best first (pruned: outside the candidates)
+    top_scores: np.ndarray  # (Q, T') float32
+    positive_query: np.ndarray  # (P,) int64 query of each positive this shard holds
+    positive_row: np.ndarray  # (P,) int64 its global gallery row
+    positive_score: np.ndarray  # (P,) float32 its score (pruned: first-stage; a candidate: NaN)
+    pair: np.ndarray | None  # (Q, k) pruned: pair scores of this shard's candidates, -inf elsewhere
+    seconds: float
+
+
+def stage1_round(settings: Settings, shard: Shard) -> Candidates:
+    """Pruned, round 0: the shard's own FAISS index (built here) -> each query's top k (global rows)."""
+    source = ShardSource(settings.emb, shard)
+    index = build_index(source.image_globals(), settings.index)  # type: ignore[arg-type]
+    found = first_stage(index, source.text_globals(), min(settings.top_k, shard.size), IndexParams())
+    return Candidates(ids=np.where(found.ids >= 0, found.ids + shard.start, -1), scores=found.scores)
+
+
+def merge_candidates(lists: Sequence[Candidates], k: int) -> Candidates:
+    """The global top k of every query from the shards' lists: by score, ties by gallery row."""
+    ids = np.concatenate([c.ids for c in lists], axis=1)  # (Q, sum k)
+    scores = np.concatenate([c.scores for c in lists], axis=1).astype(np.float32)
+    scores = np.where(ids >= 0, scores, -np.inf)
+    order = np.lexsort((np.where(ids >= 0, ids, np.iinfo(np.int64).max), -scores), axis=1)[:, :k]
+    return Candidates(ids=np.take_along_axis(ids, order, 1), scores=np.take_along_axis(scores, order, 1))
+
+
+def score_round(settings: Settings, shard: Shard, candidates: Candidates | None = None) -> ShardState:
+    """Round 1 on a worker: exhaustive pair scores of the shard, or (pruned) its first-stage cosines and
+    the pair scores of the merged candidates it holds."""
+    import time
+
+    start = time.perf_counter()
+    source = ShardSource(settings.emb, shard)
+    device = resolve_device(settings.device)
+    dtype = precision_dtype(settings.precision)
+    model = _model(settings.checkpoint, str(device))
+    shapes = source.shapes()
+    if candidates is None:
+        plan = plan_blocks(
+            shapes, settings.memory_budget_mb, model.head.pair_floats(shapes.words, shapes.regions)
+        )
+        scores = exhaustive_similarity(model.similarity, source, plan, device=device, dtype=dtype)
+        return ShardState(shard, scores, source.gallery_pids(), seconds=time.perf_counter() - start)
+    mine = (candidates.ids >= shard.start) & (candidates.ids < shard.stop)  # (Q, k)
+    local = Candidates(ids=np.where(mine, candidates.ids - shard.start, -1), scores=candidates.scores)
+    image_floats = model.head.candidate_image_floats(shapes.regions, shapes.dim)
+    chunk = batched_chunk_size(
+        settings.top_k, shapes, settings.memory_budget_mb, image_floats, dtype.itemsize
+    )
+    reranked = rerank(
+        model,
+        source,
+        local,
+        device=device,
+        dtype=dtype,
+        chunk=chunk,
+        memory_budget_mb=settings.memory_budget_mb,
+    )
+    stage1 = global_similarity(source.text_globals(), source.image_globals())  # (Q, S) as one process
+    candidate = np.zeros(stage1.shape, dtype=bool)
+    rows, cols = np.nonzero(mine)
+    candidate[rows, candidates.ids[rows, cols] - shard.start] = True
+    pair = np.where(mine, reranked.scores, -np.inf).astype(np.float32)
+    return ShardState(
+        shard, stage1.astype(np.float32), source.gallery_pids(), candidate, pair, time.perf_counter() - start
+    )
+
+
+def summarize(state: ShardState, query_pids: np.ndarray, top: int) -> ShardSummary:
+    """Round 2 on a worker: the shard's best `top` per query (pruned: outside the candidates), and
+    its positives with their scores (ties: the earlier row first)."""
+    scores = state.scores if state.candidate is None else np.where(state.candidate, -np.inf, state.scores)
+    take = min(top, scores.shape[1])
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :take]  # (Q, T')
+    top_scores = np.take_along_axis(scores, order, 1).astype(np.float32)
+    query, column = np.nonzero(query_pids.reshape(-1, 1) == state.gallery_pids.reshape(1, -1))
+    positive = state.scores[query, column].astype(np.float32)
+    if state.candidate is not None:
+        positive = np.where(state.candidate[query, column], np.nan, positive).astype(np.float32)
+    return ShardSummary(
+        top_rows=(order + state.shard.start).astype(np.int64),
+        top_scores=top_scores,
+        positive_query=query.astype(np.int64),
+        positive_row=(column + state.shard.start).astype(np.int64),
+        positive_score=positive,
+        pair=state.pair,
+        seconds=state.seconds,
+    )
+
+
+def count_round(state: ShardState, query: np.ndarray, row: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """Round 3 on a worker: for each (query, row, score) threshold, the shard's images ranked above it:
+    a higher score, or the same score at an earlier gallery row (pruned: candidates excluded)."""
+    counts = np.zeros(len(query), dtype=np.int64)
+    rows = np.arange(state.shard.start, state.shard.stop)  # (S,)
+    for begin in range(0, len(query), 2048):
+        q, r, s = query[begin : begin + 2048], row[begin : begin + 2048], score[begin : begin + 2048]
+        block = state.scores[q]  # (p, S)
+        above = (block > s[:, None]) | ((block == s[:, None]) & (rows[None, :] < r[:, None]))
+        if state.candidate is not None:
+            above &= ~state.candidate[q]
+        counts[begin : begin + 2048] = above.sum(axis=1)
+    return counts
+
+
+class Executor(Protocol):
+    """`submit(fn, *args) -> future`, `gather(futures) -> results`: a Dask `Client`, or `InProcess`."""
+
+    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any: ...
+
+    def gather(self, futures: Any) -> Any: ...
+
+
+class _Done:
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def result(self) -> Any:
+        return self.value
+
+
+class InProcess:
+    """The rounds one after another in this process (Dask's `submit`/`gather` without Dask)."""
+
+    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> _Done:
+        kwargs.pop("pure", None)
+        unwrap = [a.value if isinstance(a, _Done) else a for a in args]
+        return _Done(fn(*unwrap, **kwargs))
+
+    def gather(self, futures: Any) -> Any:
+        return [f.value for f in futures]
+
+
+@dataclass(frozen=True)
+class ShardedResult:
+    ranking: Ranking  # (Q, T) global rows and scores, best first
+    per_query: PerQuery
+    pairs_scored: int
+    details: dict[str, Any]
+
+
+def score_sharded(
+    settings: Settings, shards: list[Shard], query_pids: np.ndarray, executor: Executor
+) -> ShardedResult:
+    """Rank every query over the sharded gallery: the same top `settings.top` and metrics as one process."""
+    num_queries = len(query_pids)
+    num_images = shards[-1].stop
+    candidates: Candidates | None = None
+    if settings.mode == "pruned":
+        lists = executor.gather([executor.submit(stage1_round, settings, s, pure=False) for s in shards])
+        candidates = merge_candidates(lists, min(settings.top_k, num_images))
+    states = [executor.submit(score_round, settings, s, candidates, pure=False) for s in shards]
+    summaries: list[ShardSummary] = executor.gather(
+        [executor.submit(summarize, state, query_pids, settings.top, pure=False) for state in states]
+    )
+    top_rows = np.concatenate([s.top_rows for s in summaries], axis=1)
+    top_scores = np.concatenate([s.top_scores for s in summaries], axis=1)
+    query = np.concatenate([s.positive_query for s in summaries])
+    row = np.concatenate([s.positive_row for s in summaries])
+    score = np.concatenate([s.positive_score for s in summaries])
+    if candidates is None:
+        ranks = np.ones(len(query), dtype=np.int64)
+        order, ordered = _merge_top(top_rows, top_scores, settings.top)
+        threshold = np.ones(len(query), dtype=bool)
+        pairs = num_queries * num_images
+    else:
+        pair = np.max(np.stack([s.pair for s in summaries if s.pair is not None]), axis=0)  # (Q, k)
+        ranks, threshold, cand_order, cand_scores = _candidate_ranks(candidates, pair, query, row)
+        tail_rows, tail_scores = _merge_top(top_rows, top_scores, settings.top)
+        order, ordered = _join(cand_order, cand_scores, tail_rows, tail_scores, min(settings.top, num_images))
+        pairs = int((candidates.ids >= 0).sum())
+    if threshold.any():
+        counted = executor.gather(
+            [
+                executor.submit(
+                    count_round, state, query[threshold], row[threshold], score[threshold], pure=False
+                )
+                for state in states
+            ]
+        )
+        ranks[threshold] += np.sum(counted, axis=0)
+    per_query = per_query_from_ranks(query, ranks, num_queries, num_images)
+    details = {"shards": len(shards), "shard_seconds": [round(s.seconds, 3) for s in summaries]}
+    return ShardedResult(Ranking(order=order, scores=ordered), per_query, pairs, details)
+
+
+def _merge_top(rows: np.ndarray, scores: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's best `top` of the shards' lists: by score, ties by gallery row."""
+    order = np.lexsort((rows, -scores.astype(np.float64)), axis=1)[:, :top]
+    return np.take_along_axis(rows, order, 1), np.take_along_axis(scores, order, 1)
+
+
+def _candidate_ranks(
+    candidates: Candidates, pair: np.ndarray, query: np.ndarray, row: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Ranks of the positives among the candidates (pair score, ties by row) and, for the others, the
+    candidates' count plus one (the shards add the images above them); which positives need counting;
+    the candidates in rank order with their pair scores."""
+    ids = candidates.ids
+    valid = ids >= 0
+    big = np.iinfo(np.int64).max
+    order = np.lexsort(
+        (np.where(valid, ids, big), -np.where(valid, pair, -np.inf).astype(np.float64)), axis=1
+    )
+    cand_rows = np.take_along_axis(ids, order, 1)  # (Q, k), invalid last
+    cand_scores = np.take_along_axis(np.where(valid, pair, -np.inf), order, 1).astype(np.float32)
+    found = valid.sum(axis=1)  # (Q,)
+    ranks = found[query] + 1
+    threshold = np.ones(len(query), dtype=bool)
+    for i, (q, r) in enumerate(zip(query, row, strict=True)):
+        hit = np.flatnonzero(cand_rows[q, : found[q]] == r)
+        if hit.size:
+            ranks[i], threshold[i] = int(hit[0]) + 1, False
+    return ranks.astype(np.int64), threshold, cand_rows, cand_scores
+
+
+def _join(
+    cand_rows: np.ndarray, cand_scores: np.ndarray, tail_rows: np.ndarray, tail_scores: np.ndarray, top: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per query: its valid candidates, then the best images outside them, cut to `top` (<= G)."""
+    num_queries, width = len(cand_rows), top
+    order = np.empty((num_queries, width), dtype=np.int64)
+    scores = np.empty((num_queries, width), dtype=np.float32)
+    for q in range(num_queries):
+        valid = cand_rows[q] >= 0
+        rows = np.concatenate([cand_rows[q][valid], tail_rows[q]])[:width]
+        values = np.concatenate([cand_scores[q][valid], tail_scores[q]])[:width]
+        order[q, : len(rows)], scores[q, : len(rows)] = rows, values
+    return order, scores
+
+
+def ids_of(emb: Path, table: str, column: str) -> np.ndarray:
+    """One int64 id column of an EMB Parquet file (`layout.GALLERY` or `layout.QUERIES`), in row order."""
+    return _ids(pq.read_table(emb / table, columns=[column]), column)
