@@ -10,7 +10,7 @@ from rich.table import Table
 if TYPE_CHECKING:
     from tasks.report.queries import QueryResult
 
-IndexName = Literal["flat", "hnsw", "ivf"]
+IndexName = Literal["flat", "hnsw", "ivf", "ivfpq"]
 DeviceName = Literal["auto", "cpu", "cuda"]
 
 

@@ -1,7 +1,10 @@
 """FAISS indexes over L2-normalised global embeddings: inner product = cosine.
 
-Three kinds: `flat` (exact), `hnsw` (graph, sub-linear search) and `ivf` (inverted lists, nlist ~
-sqrt(G) capped, trained on the gallery itself). Dimension letters: Q queries, G gallery, D dim.
+Four kinds: `flat` (exact), `hnsw` (graph, sub-linear search), `ivf` (inverted lists, nlist ~
+sqrt(G) capped, trained on the gallery itself) and `ivfpq` (the same lists holding product-quantised
+codes: D/8 bytes per image instead of 4 D, e.g. 32 instead of 1,024 bytes at D = 256, for galleries
+whose vectors do not fit in memory; approximate scores, so re-ranking matters more). `embed` builds
+flat, hnsw and ivf unless asked (`--index ivfpq`). Dimension letters: Q queries, G gallery, D dim.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ import numpy as np
 from tasks.core.errors import TbprError
 from tasks.core.files import atomic_path
 
-IndexKind = Literal["flat", "hnsw", "ivf"]
+IndexKind = Literal["flat", "hnsw", "ivf", "ivfpq"]
 INDEX_KINDS: tuple[IndexKind, ...] = get_args(IndexKind)
+DEFAULT_INDEXES: tuple[IndexKind, ...] = ("flat", "hnsw", "ivf")  # what `embed` builds unless asked
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,7 @@ class IndexParams:
     ivf_nlist_cap: int = 1024
     ivf_min_points_per_list: int = 39  # FAISS warns below 39 training points per centroid
     ivf_nprobe: int = 0
+    pq_bytes_per_dim: float = 1 / 8  # ivfpq: sub-quantisers per dimension (one byte each at 8 bits)
 
 
 def check_index_kind(name: str) -> IndexKind:
@@ -57,16 +62,30 @@ def build_index(vectors: np.ndarray, kind: IndexKind, params: IndexParams = Inde
         index = faiss.IndexHNSWFlat(dim, params.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = params.hnsw_ef_construction
         index.hnsw.efSearch = params.hnsw_ef_search
-    elif kind == "ivf":
+    elif kind in ("ivf", "ivfpq"):
         nlist = ivf_nlist(len(data), params)
         quantizer = faiss.IndexFlatIP(dim)
-        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        if kind == "ivf":
+            index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        else:
+            m, bits = pq_shape(len(data), dim, params)
+            index = faiss.IndexIVFPQ(quantizer, dim, nlist, m, bits, faiss.METRIC_INNER_PRODUCT)
         index.train(data)
         index.nprobe = default_nprobe(nlist, params)
     else:
         raise TbprError(f"unknown index {kind!r}; use one of {', '.join(INDEX_KINDS)}")
     index.add(data)
     return index
+
+
+def pq_shape(num_vectors: int, dim: int, params: IndexParams = IndexParams()) -> tuple[int, int]:
+    """(sub-quantisers m, bits each) of `ivfpq`: m divides D (about D/8); 8 bits once the gallery has
+    the 39 training points per centroid FAISS asks for (2**bits centroids), fewer below."""
+    m = max(1, round(dim * params.pq_bytes_per_dim))
+    while dim % m:
+        m -= 1
+    bits = int(np.clip(math.floor(math.log2(max(num_vectors, 1) / params.ivf_min_points_per_list)), 1, 8))
+    return m, bits
 
 
 def default_nprobe(nlist: int, params: IndexParams = IndexParams()) -> int:

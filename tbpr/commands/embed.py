@@ -43,10 +43,10 @@ def embed(
     quiet_faiss()
     from tasks.core.device import set_threads
     from tasks.embed.encode import embed_split
-    from tasks.embed.index import INDEX_KINDS, check_index_kind
+    from tasks.embed.index import DEFAULT_INDEXES, check_index_kind
     from tasks.tracking.models import resolve_checkpoint
 
-    kinds = tuple(check_index_kind(kind) for kind in index or INDEX_KINDS)
+    kinds = tuple(check_index_kind(kind) for kind in index or DEFAULT_INDEXES)
     set_threads(threads)
     checkpoint, info = resolve_checkpoint(run)
     summary = embed_split(
