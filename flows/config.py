@@ -148,6 +148,7 @@ class ScoreJob(Settings):
     mode: ScoreMode = "exhaustive"
     top_k: int = Field(default=50, ge=1)
     index: IndexKind = "flat"
+    adaptive: bool = False  # pruned: a per-query k <= top_k (re-ranking stops when the top 10 are settled)
     shards: int = Field(default=1, ge=1)  # > 1: the gallery scored in shards on Dask workers, merged exactly
     scheduler: str | None = None  # with shards: a Dask scheduler address (default: a local cluster)
 
@@ -155,6 +156,7 @@ class ScoreJob(Settings):
     def name(self) -> str:
         """Folder name of this job's outputs, e.g. `pruned-k50-flat`."""
         name = self.mode if self.mode == "exhaustive" else f"pruned-k{self.top_k}-{self.index}"
+        name += "-adaptive" if self.adaptive else ""
         return name if self.shards == 1 else f"{name}-shards{self.shards}"
 
 

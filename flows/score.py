@@ -19,6 +19,7 @@ def score_queries_flow(config: ScoreRunConfig) -> list[ScoreResult]:
             mode=job.mode,
             top_k=job.top_k,
             index=job.index,
+            adaptive=job.adaptive,
             shards=job.shards,
             scheduler=job.scheduler,
             tracking=config.tracking,

@@ -113,6 +113,14 @@ class VariantHead(nn.Module):
         image, for heat maps; None when the head has no word-over-region attention (no heat map)."""
         return None
 
+    def score_bound(self, mask: Tensor) -> tuple[float, Tensor] | None:
+        """(w, b (Q,)) such that every pair score of query q is at most w x (global cosine) + b[q], from
+        the queries' word masks (Q, L); None when the head guarantees no such bound. Pruned scoring with a
+        per-query k stops re-ranking a query once no unscored candidate can reach its top ranks."""
+        if type(self).similarity is VariantHead.similarity:
+            return 1.0, torch.zeros(mask.shape[0])  # the score is the cosine itself
+        return None
+
     def pair_floats(self, words: int, regions: int) -> int:
         """Floats alive per (query, image) pair while `similarity` scores a block (memory planning)."""
         return 1
@@ -175,6 +183,14 @@ class PairScorerHead(VariantHead, abc.ABC):
 
     def pair_floats(self, words: int, regions: int) -> int:
         return PAIRWISE_TEMPORARIES * words * regions
+
+    def attention_bound(self, mask: Tensor) -> Tensor | None:
+        """(Q,) the most `attention_similarity` can give each query (word masks (Q, L)); None: unknown."""
+        return None
+
+    def score_bound(self, mask: Tensor) -> tuple[float, Tensor] | None:
+        bound = self.attention_bound(mask)
+        return None if bound is None else (self.config.global_weight, bound)
 
 
 PAIRWISE_TEMPORARIES = 4  # (L, N) float tensors per pair alive at once in a pair scorer (estimate)

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import faiss
 import numpy as np
@@ -152,3 +152,52 @@ def torch_threads(threads: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+BOUND_MARGIN = 0.01  # slack on the score bound: float rounding of bf16 scores and of FAISS's cosines
+
+
+def rerank_adaptive(
+    scorer: PairScorer,
+    source: FeatureSource,
+    candidates: Candidates,
+    bound: tuple[float, np.ndarray],
+    *,
+    protect: int = 10,
+    step: int = 8,
+    **options: Any,
+) -> Reranked:
+    """`rerank` with a per-query k: each query's candidates (in first-stage order) are scored `step`
+    at a time, and a query stops once no unscored candidate can enter its best `protect`: with
+    `bound` = (w, b) such that every pair score is at most w x first-stage score + b[q], a candidate
+    whose bound is below the `protect`-th best pair score so far never could. Unscored candidates keep
+    -inf (ranked after the scored ones, in first-stage order, like the images outside the top k), so
+    the best `protect` of each query equal those of `rerank` on all k. `options` go to `rerank`."""
+    weight, offset = bound
+    ids, first = candidates.ids, candidates.scores
+    num_queries, k = ids.shape
+    scores = np.full(ids.shape, -np.inf, dtype=np.float32)
+    active = np.ones(num_queries, dtype=bool)
+    pairs = calls = 0
+    workers = 1
+    for begin in range(0, k, max(1, step)):
+        cols = slice(begin, begin + step)
+        part = np.where(active[:, None], ids[:, cols], -1)
+        if (part >= 0).any():
+            done = rerank(scorer, source, Candidates(ids=part, scores=first[:, cols]), **options)
+            scores[:, cols] = np.where(part >= 0, done.scores, scores[:, cols])
+            pairs, calls, workers = pairs + done.pairs_scored, calls + done.calls, max(workers, done.workers)
+        following = begin + step
+        if following >= k:
+            break
+        scored = min(following, k)
+        kth = (
+            np.sort(scores[:, :scored], axis=1)[:, -protect]
+            if scored >= protect
+            else np.full(num_queries, -np.inf)
+        )
+        reachable = weight * first[:, following] + offset + BOUND_MARGIN  # (Q,) the best any later one gets
+        active &= (ids[:, following] >= 0) & ~(reachable < kth)
+        if not active.any():
+            break
+    return Reranked(scores=scores, pairs_scored=int(pairs), calls=calls, workers=workers)

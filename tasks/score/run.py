@@ -30,7 +30,7 @@ from tasks.embed.layout import EmbedInfo
 from tasks.embed.store import EmbeddingStore
 from tasks.score.exhaustive import exhaustive_similarity
 from tasks.score.layout import METRICS, PER_QUERY, PER_QUERY_SCHEMA, RANKINGS
-from tasks.score.pruned import batched_chunk_size, first_stage, rerank
+from tasks.score.pruned import Candidates, batched_chunk_size, first_stage, rerank, rerank_adaptive
 from tasks.score.ranking import (
     Ranking,
     global_similarity,
@@ -90,11 +90,14 @@ def score(
     parent_run_id: str | None = None,
     shards: int = 1,
     scheduler: str | None = None,
+    adaptive: bool = False,
 ) -> ScoreResult:
     """Rank every query of `emb`, write rankings and metrics to `out`, and log a scoring run.
 
     `shards` > 1 splits the gallery into that many shards scored on Dask workers (`tasks.score.shards`:
-    a local cluster, or the one at `scheduler`); the rankings and metrics are those of one process."""
+    a local cluster, or the one at `scheduler`); the rankings and metrics are those of one process.
+    `adaptive` (pruned) gives each query its own k <= top_k: re-ranking stops once the model's score
+    bound says no further candidate can enter the query's top 10 (`tasks.score.pruned.rerank_adaptive`)."""
     if mode not in SCORE_MODES:
         raise TbprError(f"unknown mode {mode!r}; use one of {', '.join(SCORE_MODES)}")
     kind = check_index_kind(index)
@@ -106,6 +109,10 @@ def score(
     torch_device = resolve_device(device)
     if shards < 1:
         raise TbprError(f"--shards must be at least 1 (got {shards})")
+    if adaptive and (mode != "pruned" or shards > 1):
+        raise TbprError(
+            "--adaptive is a pruned-scoring option of one process (not with exhaustive or --shards)"
+        )
     if shards > 1:
         scored, per_query = _sharded(
             emb, mode, kind, top_k, memory_budget_mb, torch_device, precision, shards, scheduler
@@ -119,7 +126,7 @@ def score(
         if mode == "exhaustive":
             scored = _exhaustive(model, store, memory_budget_mb, torch_device, dtype)
         else:
-            scored = _pruned(model, store, emb, kind, top_k, memory_budget_mb, torch_device, dtype)
+            scored = _pruned(model, store, emb, kind, top_k, memory_budget_mb, torch_device, dtype, adaptive)
         query_ids, query_pids = store.query_ids()
         image_ids, gallery_pids = store.gallery_ids()
         per_query = per_query_metrics(scored.similarity, query_pids, gallery_pids)  # ranks once
@@ -184,6 +191,7 @@ def _pruned(
     memory_budget_mb: float,
     device: torch.device,
     dtype: torch.dtype,
+    adaptive: bool = False,
 ) -> _Scored:
     faiss_index = store.index(kind)
     shapes = _shapes(store)
@@ -192,16 +200,28 @@ def _pruned(
     start = time.perf_counter()
     candidates = first_stage(faiss_index, store.text_globals(), top_k, IndexParams())
     stage1_seconds = time.perf_counter() - start
-    reranked = rerank(
-        model,
-        store,
-        candidates,
-        device=device,
-        dtype=dtype,
-        chunk=chunk,
-        memory_budget_mb=memory_budget_mb,
-        show_progress=True,
-    )
+    options: dict[str, Any] = {
+        "device": device,
+        "dtype": dtype,
+        "chunk": chunk,
+        "memory_budget_mb": memory_budget_mb,
+        "show_progress": not adaptive,
+    }
+    if adaptive:
+        bound = model.head.score_bound(torch.from_numpy(np.array(store.text_mask)))
+        if bound is None:
+            raise TbprError(
+                f"{store.info.variant} gives no bound on its scores, which a per-query k needs; drop "
+                "--adaptive (cross_scan, hard_topk and the cosine heads have one)"
+            )
+        weight, offset = bound
+        reranked = rerank_adaptive(model, store, candidates, (weight, offset.numpy()), **options)
+        # candidates left unscored rank with the images outside the top k, in first-stage order
+        candidates = Candidates(
+            ids=np.where(np.isfinite(reranked.scores), candidates.ids, -1), scores=candidates.scores
+        )
+    else:
+        reranked = rerank(model, store, candidates, **options)
     seconds = time.perf_counter() - start
     # evaluation only: images outside the top-k keep their first-stage (global cosine) order
     ranking = rank_pruned(
@@ -214,6 +234,8 @@ def _pruned(
         "rerank_calls": reranked.calls,
         "rerank_workers": reranked.workers,
         "candidates_found": int((candidates.ids >= 0).sum()),
+        "adaptive": adaptive,
+        "mean_k": reranked.pairs_scored / max(1, len(candidates.ids)),
     }
     return _Scored(ranking, ranking_similarity(ranking), reranked.pairs_scored, seconds, details)
 

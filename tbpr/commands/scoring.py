@@ -33,6 +33,12 @@ def score(
         ),
     ] = "fp32",
     threads: Annotated[int | None, typer.Option(min=1, help="torch and FAISS threads.")] = None,
+    adaptive: Annotated[
+        bool,
+        typer.Option(
+            help="Pruned: each query its own k <= --top-k (stop when no candidate can enter its top 10)."
+        ),
+    ] = False,
     shards: Annotated[
         int, typer.Option(min=1, help="Split the gallery into N shards on Dask workers (a local cluster).")
     ] = 1,
@@ -61,6 +67,7 @@ def score(
         parent_run_id=parent_run_id,
         shards=shards,
         scheduler=scheduler,
+        adaptive=adaptive,
     )
     title = f"{result.mode}" + (f" ({result.index}, k={result.top_k})" if result.top_k else "")
     table = Table(title=f"{title}: {out}")

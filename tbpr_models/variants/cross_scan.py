@@ -284,6 +284,12 @@ class CrossScanHead(PairScorerHead):
             memory_budget_mb=memory_budget_mb,
         )
 
+    def attention_bound(self, mask: Tensor) -> Tensor:
+        """LogSumExp over the caption's words of relevances that are cosines (<= 1):
+        S <= 1 + log(words) / lambda_lse."""
+        words = mask.bool().sum(dim=1).clamp(min=1).to(torch.float64)  # (Q,)
+        return 1.0 + torch.log(words) / self.config.lambda_lse
+
     def word_region_attention(self, texts: TextFeatures, images: ImageFeatures) -> Tensor:
         """(L, N) SCAN's softmax over regions of each word's scaled cosines (the attention it scores)."""
         return scan_word_attention(texts.local[0], texts.mask[0], images.local[0], self.config.lambda_softmax)

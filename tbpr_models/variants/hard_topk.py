@@ -120,11 +120,11 @@ class HardTopkHead(PairScorerHead):
         self.word_scorer = nn.Linear(dims.embed_dim, 1)
 
     def select_regions(self, images: ImageFeatures) -> Selection:
-        logits = self.region_scorer(images.local).squeeze(-1)  # (G, N)
+        logits = self.region_scorer(images.local.to(self.region_scorer.weight.dtype)).squeeze(-1)  # (G, N)
         return select_tokens(images.local, logits, self.config.k_regions, self.config.tau, self.training)
 
     def select_words(self, texts: TextFeatures) -> Selection:
-        logits = self.word_scorer(texts.local).squeeze(-1)  # (Q, L)
+        logits = self.word_scorer(texts.local.to(self.word_scorer.weight.dtype)).squeeze(-1)  # (Q, L)
         return select_tokens(
             texts.local, logits, self.config.k_words, self.config.tau, self.training, texts.mask
         )
@@ -142,6 +142,10 @@ class HardTopkHead(PairScorerHead):
         per_query = 4 * self.config.k_words * candidates.shape[1] * self.config.k_regions * item  # bytes
         block = max(1, int(memory_budget_mb * 2**20 // max(1, per_query)))
         return topk_match_candidates(self.select_words(texts), self.select_regions(images), candidates, block)
+
+    def attention_bound(self, mask: Tensor) -> Tensor:
+        """A mean over words of cosines: at most 1."""
+        return torch.ones(mask.shape[0], dtype=torch.float64)
 
     def word_region_attention(self, texts: TextFeatures, images: ImageFeatures) -> Tensor:
         """(L, N) the hard alignment at inference: each selected word -> 1 at its best selected region."""

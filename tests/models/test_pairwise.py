@@ -129,6 +129,24 @@ def test_hard_topk_similarity_under_bf16_autocast_matches_fp32() -> None:
     assert torch.allclose(got.float(), expected, atol=0.25)
 
 
+def test_hard_topk_scores_bf16_features_like_fp32() -> None:
+    """`--precision bf16` hands the head bf16 features while its scorers stay float32 (it crashed)."""
+    head = _hard_head(k=3).eval()
+    torch.manual_seed(1)
+    texts = TextFeatures(
+        global_=l2(torch.randn(4, 8)), local=torch.randn(4, 6, 8), mask=torch.ones(4, 6, dtype=torch.bool)
+    )
+    images = ImageFeatures(global_=l2(torch.randn(5, 8)), local=torch.randn(5, 6, 8))
+    with torch.no_grad():
+        expected = head.similarity(texts, images)
+        got = head.similarity(texts.to("cpu", torch.bfloat16), images.to("cpu", torch.bfloat16))
+    assert torch.allclose(got.float(), expected, atol=0.05)
+
+
+def l2(x: torch.Tensor) -> torch.Tensor:
+    return x / x.norm(dim=-1, keepdim=True)
+
+
 def test_hard_topk_training_gradients_reach_selection_logits() -> None:
     head = _hard_head(k=2).train()
     words = torch.randn(3, 6, 8, requires_grad=True)
