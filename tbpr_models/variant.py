@@ -108,6 +108,16 @@ class VariantHead(nn.Module):
         this process's share."""
         return {}
 
+    def compact_images(self, images: ImageFeatures) -> ImageFeatures:
+        """The image features as scoring needs them (what EMB stores): a head whose pair score reads only
+        some of the regions returns just those; `similarity` on compacted features must equal
+        `similarity` on the full ones. The base keeps every region."""
+        return images
+
+    def compact_texts(self, texts: TextFeatures) -> TextFeatures:
+        """The caption features as scoring needs them (see `compact_images`); the base keeps every word."""
+        return texts
+
     def word_region_attention(self, texts: TextFeatures, images: ImageFeatures) -> Tensor | None:
         """(L, N) how much each word of one caption (texts of length 1) attends to each region of one
         image, for heat maps; None when the head has no word-over-region attention (no heat map)."""

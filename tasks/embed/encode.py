@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import shutil
 import time
 from collections.abc import Sequence
@@ -151,7 +152,8 @@ def _embed_images(
     device: torch.device,
     precision: str,
 ) -> np.ndarray:
-    """Gallery globals (G, D) float32; locals streamed into EMB/image_local.npy (G, N, D) float16."""
+    """Gallery globals (G, D) float32; locals streamed into EMB/image_local.npy (G, N, D) float16, as the
+    head's `compact_images` keeps them (`hard_topk`: its k selected regions)."""
     loader = DataLoader(ImageDataset(part, transform), batch_size=batch_size)
     total = len(part.image_ids)
     globals_: list[np.ndarray] = []
@@ -161,7 +163,7 @@ def _embed_images(
         task = progress.add_task("embedding images", total=total)
         for pixels in loader:
             with autocast(device, precision):
-                feats = model.encode_images(pixels.to(device))
+                feats = model.head.compact_images(model.encode_images(pixels.to(device)))
             block = feats.local.float().cpu().numpy()  # (B, N, D)
             if local is None:
                 shape = (total, *block.shape[1:])  # (G, N, D)
@@ -191,9 +193,8 @@ def _embed_images_sharded(
     part = load_prepared(data, splits=(split,)).splits[split]
     total = len(part.image_ids)
     with torch.inference_mode():
-        probe = model.encode_images(
-            image_transform(model.config.image)(_first_image(part)).unsqueeze(0).to(device)
-        )
+        pixels = image_transform(model.config.image)(_first_image(part)).unsqueeze(0).to(device)
+        probe = model.head.compact_images(model.encode_images(pixels))
     shape = (total, *probe.local.shape[1:])  # (G, N, D)
     np.lib.format.open_memmap(out / layout.IMAGE_LOCAL, "w+", np.float16, shape).flush()
     jobs = [(s.start, s.stop) for s in gallery_shards(total, shards)]
@@ -253,7 +254,7 @@ def embed_image_rows(
     with torch.inference_mode():
         for pixels in loader:
             with autocast(torch.device(device), precision):
-                feats = model.encode_images(pixels.to(device))
+                feats = model.head.compact_images(model.encode_images(pixels.to(device)))
             block = feats.local.float().cpu().numpy()  # (B, N, D)
             local[row : row + len(block)] = block
             globals_.append(feats.global_.float().cpu().numpy())
@@ -278,6 +279,7 @@ def _embed_texts(
     mask = np.lib.format.open_memmap(out / layout.TEXT_MASK, "w+", np.bool_, (len(input_ids), width))
     local: np.memmap | None = None
     globals_: list[np.ndarray] = []
+    used = 0
     with Progress(transient=True) as progress:
         task = progress.add_task("embedding captions", total=len(input_ids))
         for start in range(0, len(input_ids), batch_size):
@@ -286,20 +288,25 @@ def _embed_texts(
             ids = input_ids[start:stop, :length].to(device)  # (B, L')
             valid = attention_mask[start:stop, :length].to(device)  # (B, L')
             with autocast(device, precision):
-                feats = model.encode_texts(ids, valid)
-            block = feats.local.float().cpu().numpy()  # (B, L', D)
+                feats = model.head.compact_texts(model.encode_texts(ids, valid))
+            block = feats.local.float().cpu().numpy()  # (B, L'', D); L'' <= L' when the head compacts
             if local is None:
                 shape = (len(input_ids), width, block.shape[2])  # (Q, L, D)
                 local = np.lib.format.open_memmap(out / layout.TEXT_LOCAL, "w+", np.float16, shape)
-            local[start:stop, :length] = block
-            local[start:stop, length:] = 0
-            mask[start:stop, :length] = feats.mask.bool().cpu().numpy()
-            mask[start:stop, length:] = False
+            used = max(used, block.shape[1])
+            local[start:stop, : block.shape[1]] = block
+            local[start:stop, block.shape[1] :] = 0
+            mask[start:stop, : block.shape[1]] = feats.mask.bool().cpu().numpy()
+            mask[start:stop, block.shape[1] :] = False
             globals_.append(feats.global_.float().cpu().numpy())
             progress.advance(task, stop - start)
     assert local is not None
     local.flush()
     mask.flush()
+    if used < width:  # a compacting head (e.g. hard_topk's k selected words): keep only the used columns
+        for name, array in ((layout.TEXT_LOCAL, local), (layout.TEXT_MASK, mask)):
+            np.save(out / f"{name}.trim.npy", np.ascontiguousarray(array[:, :used]))
+            os.replace(out / f"{name}.trim.npy", out / name)
     return np.concatenate(globals_)  # (Q, D)
 
 

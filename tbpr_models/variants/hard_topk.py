@@ -143,6 +143,17 @@ class HardTopkHead(PairScorerHead):
         block = max(1, int(memory_budget_mb * 2**20 // max(1, per_query)))
         return topk_match_candidates(self.select_words(texts), self.select_regions(images), candidates, block)
 
+    def compact_images(self, images: ImageFeatures) -> ImageFeatures:
+        """Only the k selected regions (unit; a missing one is zero): selecting k of k gives them back, so
+        scores are unchanged and EMB holds k_regions instead of N region tokens per image."""
+        picked = self.select_regions(images)
+        return ImageFeatures(global_=images.global_, local=picked.tokens * picked.valid.unsqueeze(-1))
+
+    def compact_texts(self, texts: TextFeatures) -> TextFeatures:
+        """Only the k selected words (unit), masked where a caption has fewer."""
+        picked = self.select_words(texts)
+        return TextFeatures(global_=texts.global_, local=picked.tokens, mask=picked.valid)
+
     def attention_bound(self, mask: Tensor) -> Tensor:
         """A mean over words of cosines: at most 1."""
         return torch.ones(mask.shape[0], dtype=torch.float64)

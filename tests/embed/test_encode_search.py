@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 import torch
 from PIL import Image
 
@@ -51,6 +52,33 @@ def test_embed_writes_what_the_model_computes(tiny_emb: Callable[[str], Path], t
     )
     assert store.image_local.dtype == np.float16 and isinstance(store.image_local, np.memmap)
     assert sorted(info.indexes) == ["flat", "hnsw", "ivf"] and (emb / "index_ivf.faiss").is_file()
+
+
+def test_hard_topk_emb_holds_its_selected_tokens_and_scores_the_same(
+    tiny_emb: Callable[[str], Path], tiny_data: Path
+) -> None:
+    """hard_topk's pair score reads only its 8 selected regions and words: EMB keeps just those (4x fewer
+    region tokens here), and exhaustive scoring of the EMB equals the model on the full features."""
+    from tbpr_models import per_query_metrics
+
+    emb = tiny_emb("hard_topk")
+    info = EmbedInfo.read(emb)
+    model = load_checkpoint(Path(info.checkpoint))
+    images = pq.read_table(tiny_data / "images.parquet")
+    captions = pq.read_table(tiny_data / "captions.parquet")
+    transform = ImageTransform(model.config.image.height, model.config.image.width, train=False)
+    pixels = torch.stack(
+        [transform(Image.open(io.BytesIO(b)).convert("RGB")) for b in images["image"].to_pylist()]
+    )
+    ids, mask = build_tokenizer(model.config.text)(captions["text"].to_pylist())
+    with torch.inference_mode():
+        full = model.similarity(model.encode_texts(ids, mask), model.encode_images(pixels))  # (Q, G)
+    store = EmbeddingStore(emb)
+    assert store.image_local.shape[1] == 8 < model.num_regions  # 8 selected of 32 regions
+    assert store.text_local.shape[1] == 8 == int(store.text_mask.sum(axis=1).max())
+    result = score(emb, emb.parent / "scored", mode="exhaustive", track=False)
+    expected = per_query_metrics(full, captions["person_id"].to_numpy(), images["person_id"].to_numpy())
+    assert result.metrics == pytest.approx(expected.metrics(), abs=1e-9)
 
 
 def test_search_agrees_with_exhaustive_and_draws_a_sheet(
