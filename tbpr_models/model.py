@@ -124,7 +124,9 @@ class RetrievalModel(nn.Module):
         the features of the whole global batch, gathered from every process (each computes them on the
         same global batch; gradients flow back to each process's own rows), and the per-sample ones
         (`id`, `mlm`) this process's share: with gradients averaged over processes, training does not
-        depend on the number of processes.
+        depend on the number of processes (tested); except that `mlm` averages over each process's
+        masked words, and BatchNorm sees per-process batches unless synchronised (the trainer converts
+        it to SyncBatchNorm on CUDA).
         """
         image_tokens = self.image_tokens(batch.pixels, batch.image_stage)  # (B, N, D)
         images = self.head.images(image_tokens)

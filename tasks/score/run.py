@@ -95,7 +95,8 @@ def score(
     """Rank every query of `emb`, write rankings and metrics to `out`, and log a scoring run.
 
     `shards` > 1 splits the gallery into that many shards scored on Dask workers (`tasks.score.shards`:
-    a local cluster, or the one at `scheduler`); the rankings and metrics are those of one process.
+    a local cluster, or the one at `scheduler`); the rankings and metrics are those of one process
+    (exactly with the flat index; each shard's own hnsw/ivf/ivfpq index is approximate as one is).
     `adaptive` (pruned) gives each query its own k <= top_k: re-ranking stops once the model's score
     bound says no further candidate can enter the query's top 10 (`tasks.score.pruned.rerank_adaptive`)."""
     if mode not in SCORE_MODES:
@@ -112,6 +113,11 @@ def score(
     if adaptive and (mode != "pruned" or shards > 1):
         raise TbprError(
             "--adaptive is a pruned-scoring option of one process (not with exhaustive or --shards)"
+        )
+    if adaptive and kind == "ivfpq":
+        raise TbprError(
+            "--adaptive needs exact first-stage cosines to bound the scores; ivfpq's are approximate: "
+            "use --index flat, hnsw or ivf"
         )
     if shards > 1:
         scored, per_query = _sharded(

@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TypeVar
 
 import torch
@@ -63,7 +64,9 @@ def process_group(device: torch.device) -> Iterator[Ranks]:
         return
     if device.type == "cuda":
         torch.cuda.set_device(ranks.local_rank)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    # rank 0 alone builds the feature cache, evaluates and registers while the others wait in a
+    # collective: a long timeout instead of NCCL's 10 minutes
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(hours=6))
     try:
         yield ranks
     finally:

@@ -258,10 +258,13 @@ class _Trainer:
     ) -> None:
         self.data, self.config, self._tracker, self.progress = prepared, config, tracker, progress
         self.ranks = ranks
-        if config.batch_size % ranks.world:
+        rows = config.batch_size
+        if config.sampler == "identity":  # P identities x K captions
+            rows = config.batch_size // config.captions_per_identity * config.captions_per_identity
+        if rows % ranks.world:
             raise TbprError(
-                f"batch_size {config.batch_size} (the global batch) does not split over {ranks.world} "
-                "processes; make it a multiple of --nproc_per_node"
+                f"batches of {rows} captions (batch_size {config.batch_size}) do not split over "
+                f"{ranks.world} processes; make them a multiple of --nproc_per_node"
             )
         train = prepared.splits["train"]
         self.person_ids, classes = class_indices(train.caption_pids)
@@ -350,7 +353,7 @@ class _Trainer:
         if done:
             last = epoch_dir(self.out, done)
             load_model(model, str(last / WEIGHTS_FILE), strict=True, device=str(self.device))
-            self.state = load_train_state(last, optimizer, scheduler, self.device)
+            self.state = load_train_state(last, optimizer, scheduler, self.device, self.scaler)
         step_model = self._step_model(model)
         budget = c.time_budget_minutes * 60 if c.time_budget_minutes else math.inf
         for epoch in range(self.state.epoch + 1, c.epochs + 1):
@@ -388,6 +391,9 @@ class _Trainer:
         if self.config.init_from:
             self._init_backbone(model, self.config.init_from)
         model.set_activation_checkpointing(self.config.activation_checkpointing)
+        if self.ranks.distributed and self.device.type == "cuda":
+            # batch statistics over the global batch, as one process would see them (CUDA only)
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # type: ignore[assignment]
         model = model.to(self.device)
         if self.config.features == "cached":
             if not self.ranks.main:
@@ -481,6 +487,7 @@ class _Trainer:
         holds the losses averaged over processes and the global samples/s; val is empty off rank 0."""
         c = self.config
         seed_everything(c.seed, epoch, self.ranks.rank)
+        self.sampler.set_epoch(epoch)  # before its length: the identity sampler's varies by epoch
         loader = self._batches(epoch)
         steps = len(self.sampler)
         accumulate = c.grad_accumulation
@@ -579,7 +586,7 @@ class _Trainer:
             "init_from": self.config.init_from,
         }
         save_checkpoint(model, staging, extra=extra)
-        save_train_state(staging, optimizer, scheduler, s)
+        save_train_state(staging, optimizer, scheduler, s, self.scaler)
         commit_epoch_dir(staging, epoch_dir(self.out, record.epoch))
         prune_epoch_dirs(self.out, keep={record.epoch, s.best.epoch})
         metrics = {

@@ -101,13 +101,19 @@ def _join_tensors(value: Any, tensors: dict[str, Tensor]) -> Any:
 
 
 def save_train_state(
-    directory: Path, optimizer: torch.optim.Optimizer, scheduler: Any, state: TrainState
+    directory: Path,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    state: TrainState,
+    scaler: Any | None = None,
 ) -> None:
-    """Write the optimizer, the scheduler and `state` into `directory` (a not-yet-renamed epoch dir)."""
+    """Write the optimizer, the scheduler, the fp16 loss scaler and `state` into `directory` (a
+    not-yet-renamed epoch dir)."""
     tensors: dict[str, Tensor] = {}
     document = {
         "optimizer": _split_tensors(optimizer.state_dict(), "optimizer", tensors),
         "scheduler": _split_tensors(scheduler.state_dict(), "scheduler", tensors),
+        "scaler": _split_tensors(scaler.state_dict(), "scaler", tensors) if scaler is not None else {},
         "state": asdict(state),
     }
     save_file(tensors, str(directory / STATE_TENSORS))
@@ -115,13 +121,21 @@ def save_train_state(
 
 
 def load_train_state(
-    directory: Path, optimizer: torch.optim.Optimizer, scheduler: Any, device: torch.device
+    directory: Path,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    device: torch.device,
+    scaler: Any | None = None,
 ) -> TrainState:
-    """Restore the optimizer and the scheduler from `directory`; returns the saved TrainState."""
+    """Restore the optimizer, the scheduler (and the fp16 loss scaler) from `directory`; returns the
+    saved TrainState."""
     tensors = load_file(str(directory / STATE_TENSORS), device=str(device))
     document = json.loads((directory / STATE_JSON).read_text())
     optimizer.load_state_dict(_join_tensors(document["optimizer"], tensors))
     scheduler.load_state_dict(_join_tensors(document["scheduler"], tensors))
+    saved_scaler = _join_tensors(document.get("scaler") or {}, tensors)
+    if scaler is not None and saved_scaler:
+        scaler.load_state_dict(saved_scaler)
     raw = document["state"]
     return TrainState(
         epoch=raw["epoch"],

@@ -120,3 +120,16 @@ def test_score_adaptive_keeps_the_top_10_with_fewer_pairs(
     a, b = a[a["rank"] <= 10], b[b["rank"] <= 10]
     np.testing.assert_array_equal(b.image_id.to_numpy(), a.image_id.to_numpy())
     assert adaptive.metrics["R1"] == fixed.metrics["R1"] and adaptive.metrics["R10"] == fixed.metrics["R10"]
+
+
+def test_adaptive_refuses_approximate_first_stage_scores(
+    tiny_emb: Callable[[str], Path], tmp_path: Path
+) -> None:
+    from tasks.core.errors import TbprError
+
+    with pytest.raises(TbprError, match="ivfpq"):
+        score(
+            tiny_emb("cross_scan"), tmp_path / "out", mode="pruned", index="ivfpq", adaptive=True, track=False
+        )
+    with pytest.raises(TbprError, match="--adaptive"):
+        score(tiny_emb("cross_scan"), tmp_path / "out", mode="exhaustive", adaptive=True, track=False)

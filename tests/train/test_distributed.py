@@ -185,6 +185,8 @@ def test_fp16_trains_with_a_gradient_scaler_and_peak_memory_is_logged(
     metrics = mlflow.get_run(result.run_id).data.metrics
     assert torch.isfinite(torch.tensor(metrics["train/loss"]))
     before = weights(result.checkpoint_dir)
+    saved = json.loads((result.checkpoint_dir / "train_state.json").read_text())["scaler"]
+    assert "scale" in json.dumps(saved)  # the loss scaler resumes where it was
     assert all(torch.isfinite(t.float()).all() for t in before.values())
     # the epoch's peak resident memory: at least the weights it trained, at most the machine's memory
     weights_mb = sum(t.numel() * 4 for t in before.values()) / 2**20
