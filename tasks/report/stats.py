@@ -148,7 +148,7 @@ def variant_stats_table(models: Sequence[ScoredModel], baseline: str = "global")
             groups.setdefault(m.comparison, {}).setdefault(m.variant, {})[m.model] = path
     rows: list[dict[str, object]] = []
     for comparison, variants in sorted(groups.items(), key=lambda item: tuple(map(str, item[0]))):
-        tables = {v: [pq.read_table(p) for _, p in sorted(files.items())] for v, files in variants.items()}
+        tables = {v: [pq.read_table(p) for p in files.values()] for v, files in variants.items()}
         shared = set.intersection(*(set(t["query_id"].to_pylist()) for ts in tables.values() for t in ts))
         if not shared:
             continue
@@ -173,4 +173,7 @@ def _stack(tables: Sequence[pa.Table], order: np.ndarray) -> dict[str, np.ndarra
                 table["inp"].to_numpy()[where],
             )
         )
+    # seeds in an order fixed by their results, not by their (random) run ids: the bootstrap's seed draws
+    # then repeat exactly between two runs of the same job
+    per_seed.sort(key=lambda s: tuple(np.concatenate([s[metric] for metric in METRICS]).round(9).tolist()))
     return {metric: np.stack([s[metric] for s in per_seed]) for metric in METRICS}

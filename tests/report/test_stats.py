@@ -88,6 +88,40 @@ def test_table_aligns_queries_by_id_across_files(tmp_path: Path) -> None:
     assert rows["x"]["dataset"] == "synth"
 
 
+def test_intervals_do_not_depend_on_the_run_ids_of_the_seeds(tmp_path: Path) -> None:
+    """Two runs of the same job give the seeds new (random) run ids: the bootstrap must not change."""
+    rng = np.random.default_rng(0)
+    ranks = {f"{v}-{s}": rng.integers(1, 6, 40).tolist() for v in ("global", "x") for s in range(3)}
+
+    def table(ids: dict[str, str]) -> list[dict[str, object]]:
+        models = []
+        for name, r in ranks.items():
+            out = tmp_path / ids[name]
+            out.mkdir(exist_ok=True)
+            rank = np.array(r)
+            pq.write_table(
+                pa.table(
+                    {
+                        "query_id": list(range(40)),
+                        "first_match_rank": rank,
+                        "ap": 1.0 / rank,
+                        "inp": 1.0 / rank,
+                    }
+                ),
+                out / "per_query.parquet",
+            )
+            models.append(
+                ScoredModel(("synth", "p", "exhaustive", None, None), name.split("-")[0], ids[name], out)
+            )
+        return variant_stats_table(models).to_pylist()
+
+    first = table({name: f"run-{i}" for i, name in enumerate(ranks)})
+    again = table(
+        {name: f"run-{99 - i}" for i, name in enumerate(ranks)}
+    )  # the seeds' ids sort the other way
+    assert first == again
+
+
 def test_adding_a_variant_leaves_the_others_intervals_alone() -> None:
     rng = np.random.default_rng(5)
     a = _runs(*(np.where(rng.random(40) < 0.5, 1, 2) for _ in range(3)))
