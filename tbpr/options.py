@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
+import typer
 from rich.table import Table
 
 if TYPE_CHECKING:
@@ -12,6 +13,12 @@ if TYPE_CHECKING:
 
 IndexName = Literal["flat", "hnsw", "ivf", "ivfpq"]
 DeviceName = Literal["auto", "cpu", "cuda"]
+Shards = Annotated[
+    int, typer.Option(min=1, help="Split the gallery into N shards on Dask workers (a local cluster).")
+]
+Scheduler = Annotated[
+    str | None, typer.Option(help="With --shards: a running Dask scheduler, e.g. tcp://host:8786.")
+]
 
 
 def quiet_faiss() -> None:

@@ -20,7 +20,7 @@ from tasks.core.errors import TbprError
 from tasks.embed import layout
 from tasks.embed.index import load_index
 from tbpr_models.features import ImageFeatures, TextFeatures
-from tbpr_models.scoring import Rows
+from tbpr_models.scoring import Rows, Shapes
 
 
 def read_embeddings(path: Path, column: str = "embedding") -> np.ndarray:
@@ -35,30 +35,61 @@ def read_embeddings(path: Path, column: str = "embedding") -> np.ndarray:
     return values.reshape(len(array), array.type.list_size)  # (rows, D)
 
 
+def read_rows(parquet: Path, column: str, rows: slice) -> np.ndarray:
+    """Rows [start, stop) of one column (an embedding column as (rows, D) float32), streamed batch by
+    batch: the file is never read whole."""
+    parts, seen = [], 0
+    for batch in pq.ParquetFile(parquet).iter_batches(columns=[column], batch_size=65_536):
+        lo, hi = max(rows.start - seen, 0), min(rows.stop - seen, batch.num_rows)
+        if lo < hi:
+            values = batch.column(0).slice(lo, hi - lo)
+            if pa.types.is_fixed_size_list(values.type):
+                flat = values.flatten().to_numpy(zero_copy_only=False)  # `.values` would ignore the slice
+                parts.append(flat.reshape(hi - lo, -1).astype(np.float32, copy=False))
+            else:
+                parts.append(values.to_numpy(zero_copy_only=False))
+        seen += batch.num_rows
+        if seen >= rows.stop:
+            break
+    return np.concatenate(parts) if parts else np.empty((0,), dtype=np.float32)
+
+
 def _tensor(array: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     # float16 on disk, computed in `dtype` (fp16 matmul is very slow on CPUs); np.array copies out of the memmap
     return torch.from_numpy(np.array(array)).to(device=device, dtype=dtype)
 
 
 class EmbeddingStore:
-    """A `FeatureSource` over an EMB folder: globals loaded, local features memory-mapped."""
+    """A `FeatureSource` over an EMB folder: globals loaded, local features memory-mapped.
 
-    def __init__(self, emb: Path) -> None:
+    `gallery=(start, stop)` opens one shard of the gallery (rows are then shard-local): only its rows
+    of the gallery globals are read, streamed from Parquet, so no process holds the whole gallery."""
+
+    def __init__(self, emb: Path, gallery: tuple[int, int] | None = None) -> None:
         self.info = layout.EmbedInfo.read(emb)
         for name in (layout.GALLERY, layout.QUERIES, layout.IMAGE_LOCAL, layout.TEXT_LOCAL, layout.TEXT_MASK):
             if not (emb / name).is_file():
                 raise TbprError(f"{emb} lacks {name}; re-run `tbpr embed` into a fresh folder")
         self.emb = emb
+        self.rows = slice(*(gallery or (0, self.info.num_images)))
         try:
-            self._image_global = read_embeddings(emb / layout.GALLERY)  # (G, D)
+            if gallery is None:
+                self._image_global = read_embeddings(emb / layout.GALLERY)  # (G, D)
+            else:
+                self._image_global = read_rows(emb / layout.GALLERY, "embedding", self.rows)  # (S, D)
             self._text_global = read_embeddings(emb / layout.QUERIES)  # (Q, D)
-            self.image_local = np.load(emb / layout.IMAGE_LOCAL, mmap_mode="r")  # (G, N, D) float16
+            local = np.load(emb / layout.IMAGE_LOCAL, mmap_mode="r")  # (G, N, D) float16
+            self.image_local = local[self.rows]
             self.text_local = np.load(emb / layout.TEXT_LOCAL, mmap_mode="r")  # (Q, L, D) float16
             self.text_mask = np.load(emb / layout.TEXT_MASK, mmap_mode="r")  # (Q, L) bool
         except (OSError, ValueError, pa.ArrowException) as exc:
             raise TbprError(f"{emb} is damaged ({exc}); re-run `tbpr embed` into it") from exc
-        counts = {len(self._image_global), len(self.image_local), self.info.num_images}
-        if len(counts) != 1 or len(self.text_local) != len(self._text_global) != self.info.num_queries:
+        counts = {len(self._image_global), len(self.image_local), self.rows.stop - self.rows.start}
+        if (
+            len(counts) != 1
+            or len(local) != self.info.num_images
+            or len(self.text_local) != len(self._text_global) != self.info.num_queries
+        ):
             raise TbprError(
                 f"the files of {emb} do not agree on the gallery and query counts; re-run `tbpr embed`"
             )
@@ -79,6 +110,16 @@ class EmbeddingStore:
                 "re-run `tbpr embed` into this folder"
             )
         return index
+
+    def shapes(self) -> Shapes:
+        """Sizes for block and chunk planning: these queries x these gallery rows."""
+        return Shapes(
+            num_texts=self.num_texts,
+            num_images=self.num_images,
+            words=self.text_local.shape[1],
+            regions=self.image_local.shape[1],
+            dim=self._text_global.shape[1],
+        )
 
     @property
     def num_images(self) -> int:
@@ -108,9 +149,9 @@ class EmbeddingStore:
         )
 
     def gallery_ids(self) -> tuple[np.ndarray, np.ndarray]:
-        """(image_id (G,), person_id (G,)) int64, in row order."""
+        """(image_id (G,), person_id (G,)) int64 of the gallery rows (the shard's), in row order."""
         table = pq.read_table(self.emb / layout.GALLERY, columns=["image_id", "person_id"])
-        return _ids(table, "image_id"), _ids(table, "person_id")
+        return _ids(table, "image_id")[self.rows], _ids(table, "person_id")[self.rows]
 
     def query_ids(self) -> tuple[np.ndarray, np.ndarray]:
         """(caption_id (Q,), person_id (Q,)) int64, in row order."""

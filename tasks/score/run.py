@@ -43,7 +43,7 @@ from tasks.score.shards import Settings, ids_of, score_sharded
 from tasks.tracking import names
 from tasks.tracking.config import TrackingConfig
 from tbpr_models import PerQuery, RetrievalModel, per_query_metrics
-from tbpr_models.scoring import Shapes, plan_blocks
+from tbpr_models.scoring import plan_blocks
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ def _exhaustive(
     device: torch.device,
     dtype: torch.dtype,
 ) -> _Scored:
-    shapes = _shapes(store)
+    shapes = store.shapes()
     plan = plan_blocks(shapes, memory_budget_mb, model.head.pair_floats(shapes.words, shapes.regions))
     start = time.perf_counter()
     similarity = exhaustive_similarity(
@@ -200,7 +200,7 @@ def _pruned(
     adaptive: bool = False,
 ) -> _Scored:
     faiss_index = store.index(kind)
-    shapes = _shapes(store)
+    shapes = store.shapes()
     image_floats = model.head.candidate_image_floats(shapes.regions, shapes.dim)
     chunk = batched_chunk_size(top_k, shapes, memory_budget_mb, image_floats, dtype.itemsize)
     start = time.perf_counter()
@@ -279,17 +279,6 @@ def _sharded(
         result.ranking, np.empty((0, 0), np.float32), result.pairs_scored, seconds, result.details
     )
     return scored, result.per_query
-
-
-def _shapes(store: EmbeddingStore) -> Shapes:
-    info = store.info
-    return Shapes(
-        num_texts=info.num_queries,
-        num_images=info.num_images,
-        words=info.max_length,
-        regions=info.num_regions,
-        dim=info.embed_dim,
-    )
 
 
 def _model_details(store: EmbeddingStore) -> dict[str, Any]:

@@ -34,88 +34,20 @@ import torch
 
 from tasks.core.device import precision_dtype, resolve_device
 from tasks.core.shards import Shard
-from tasks.embed import layout
 from tasks.embed.index import IndexParams, build_index
-from tasks.embed.store import _ids, read_embeddings
+from tasks.embed.store import EmbeddingStore, _ids
 from tasks.score.exhaustive import exhaustive_similarity
 from tasks.score.layout import RANKINGS_TOP
 from tasks.score.pruned import Candidates, batched_chunk_size, first_stage, rerank
 from tasks.score.ranking import Ranking, global_similarity
 from tbpr_models import RetrievalModel
-from tbpr_models.features import ImageFeatures, TextFeatures
 from tbpr_models.metrics import PerQuery, per_query_from_ranks
-from tbpr_models.scoring import Rows, Shapes, plan_blocks
+from tbpr_models.scoring import plan_blocks
 
 
-class ShardSource:
-    """A `FeatureSource` over one shard of an EMB folder: every query, the shard's images (rows are
-    shard-local); only the shard's globals are read, the local features are memory-mapped."""
-
-    def __init__(self, emb: Path, shard: Shard) -> None:
-        self.emb, self.shard = emb, shard
-        self._text_global = read_embeddings(emb / layout.QUERIES)  # (Q, D)
-        self._image_global = _rows_of(emb / layout.GALLERY, "embedding", shard)  # (S, D)
-        self._pids = _rows_of(emb / layout.GALLERY, "person_id", shard).astype(np.int64)  # (S,)
-        self.image_local = np.load(emb / layout.IMAGE_LOCAL, mmap_mode="r")[shard.start : shard.stop]
-        self.text_local = np.load(emb / layout.TEXT_LOCAL, mmap_mode="r")  # (Q, L, D)
-        self.text_mask = np.load(emb / layout.TEXT_MASK, mmap_mode="r")  # (Q, L)
-
-    @property
-    def num_images(self) -> int:
-        return self.shard.size
-
-    @property
-    def num_texts(self) -> int:
-        return len(self._text_global)
-
-    def image_globals(self) -> np.ndarray:
-        return self._image_global
-
-    def text_globals(self) -> np.ndarray:
-        return self._text_global
-
-    def gallery_pids(self) -> np.ndarray:
-        return self._pids
-
-    def images(self, rows: Rows, device: torch.device, dtype: torch.dtype) -> ImageFeatures:
-        return ImageFeatures(
-            global_=torch.from_numpy(np.ascontiguousarray(self._image_global[rows])).to(device, dtype),
-            local=torch.from_numpy(np.array(self.image_local[rows])).to(device, dtype),
-        )
-
-    def texts(self, rows: Rows, device: torch.device, dtype: torch.dtype) -> TextFeatures:
-        return TextFeatures(
-            global_=torch.from_numpy(np.ascontiguousarray(self._text_global[rows])).to(device, dtype),
-            local=torch.from_numpy(np.array(self.text_local[rows])).to(device, dtype),
-            mask=torch.from_numpy(np.array(self.text_mask[rows])).to(device),
-        )
-
-    def shapes(self) -> Shapes:
-        return Shapes(
-            num_texts=self.num_texts,
-            num_images=self.num_images,
-            words=self.text_local.shape[1],
-            regions=self.image_local.shape[1],
-            dim=self._text_global.shape[1],
-        )
-
-
-def _rows_of(parquet: Path, column: str, shard: Shard) -> np.ndarray:
-    """Rows [start, stop) of one column, streamed batch by batch (the file is never read whole)."""
-    parts, seen = [], 0
-    for batch in pq.ParquetFile(parquet).iter_batches(columns=[column], batch_size=65_536):
-        lo, hi = max(shard.start - seen, 0), min(shard.stop - seen, batch.num_rows)
-        if lo < hi:
-            values = batch.column(0).slice(lo, hi - lo)
-            if column == "embedding":
-                flat = values.flatten().to_numpy(zero_copy_only=False)  # `.values` ignores the slice
-                parts.append(flat.reshape(hi - lo, -1).astype(np.float32, copy=False))
-            else:
-                parts.append(values.to_numpy(zero_copy_only=False))
-        seen += batch.num_rows
-        if seen >= shard.stop:
-            break
-    return np.concatenate(parts) if parts else np.empty((0,), dtype=np.float32)
+def open_shard(emb: Path, shard: Shard) -> EmbeddingStore:
+    """The EMB with only `shard`'s gallery rows (shard-local rows; every query)."""
+    return EmbeddingStore(emb, gallery=(shard.start, shard.stop))
 
 
 @functools.lru_cache(maxsize=2)
@@ -168,7 +100,7 @@ class ShardSummary:
 
 def stage1_round(settings: Settings, shard: Shard) -> Candidates:
     """Pruned, round 0: the shard's own FAISS index (built here) -> each query's top k (global rows)."""
-    source = ShardSource(settings.emb, shard)
+    source = open_shard(settings.emb, shard)
     index = build_index(source.image_globals(), settings.index)  # type: ignore[arg-type]
     found = first_stage(index, source.text_globals(), min(settings.top_k, shard.size), IndexParams())
     return Candidates(ids=np.where(found.ids >= 0, found.ids + shard.start, -1), scores=found.scores)
@@ -189,7 +121,7 @@ def score_round(settings: Settings, shard: Shard, candidates: Candidates | None 
     import time
 
     start = time.perf_counter()
-    source = ShardSource(settings.emb, shard)
+    source = open_shard(settings.emb, shard)
     device = resolve_device(settings.device)
     dtype = precision_dtype(settings.precision)
     model = _model(settings.checkpoint, str(device))
@@ -199,7 +131,7 @@ def score_round(settings: Settings, shard: Shard, candidates: Candidates | None 
             shapes, settings.memory_budget_mb, model.head.pair_floats(shapes.words, shapes.regions)
         )
         scores = exhaustive_similarity(model.similarity, source, plan, device=device, dtype=dtype)
-        return ShardState(shard, scores, source.gallery_pids(), seconds=time.perf_counter() - start)
+        return ShardState(shard, scores, source.gallery_ids()[1], seconds=time.perf_counter() - start)
     mine = (candidates.ids >= shard.start) & (candidates.ids < shard.stop)  # (Q, k)
     local = Candidates(ids=np.where(mine, candidates.ids - shard.start, -1), scores=candidates.scores)
     image_floats = model.head.candidate_image_floats(shapes.regions, shapes.dim)
@@ -221,7 +153,12 @@ def score_round(settings: Settings, shard: Shard, candidates: Candidates | None 
     candidate[rows, candidates.ids[rows, cols] - shard.start] = True
     pair = np.where(mine, reranked.scores, -np.inf).astype(np.float32)
     return ShardState(
-        shard, stage1.astype(np.float32), source.gallery_pids(), candidate, pair, time.perf_counter() - start
+        shard,
+        stage1.astype(np.float32),
+        source.gallery_ids()[1],
+        candidate,
+        pair,
+        time.perf_counter() - start,
     )
 
 

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tbpr.app import app
-from tbpr.options import DeviceName, quiet_faiss
+from tbpr.options import DeviceName, Scheduler, Shards, quiet_faiss
 
 
 @app.command()
@@ -32,12 +32,8 @@ def embed(
         list[str] | None, typer.Option(help="FAISS index to build: flat, hnsw, ivf (repeat) [default: all].")
     ] = None,
     threads: Annotated[int | None, typer.Option(min=1, help="torch and FAISS threads.")] = None,
-    shards: Annotated[
-        int, typer.Option(min=1, help="Split the gallery into N shards on Dask workers (a local cluster).")
-    ] = 1,
-    scheduler: Annotated[
-        str | None, typer.Option(help="With --shards: a running Dask scheduler, e.g. tcp://host:8786.")
-    ] = None,
+    shards: Shards = 1,
+    scheduler: Scheduler = None,
 ) -> None:
     """Embed a split with a trained model: global embeddings, local features and FAISS indexes."""
     quiet_faiss()

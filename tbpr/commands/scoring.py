@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tbpr.app import app
-from tbpr.options import DeviceName, IndexName, quiet_faiss
+from tbpr.options import DeviceName, IndexName, Scheduler, Shards, quiet_faiss
 
 
 @app.command()
@@ -39,12 +39,8 @@ def score(
             help="Pruned: each query its own k <= --top-k (stop when no candidate can enter its top 10)."
         ),
     ] = False,
-    shards: Annotated[
-        int, typer.Option(min=1, help="Split the gallery into N shards on Dask workers (a local cluster).")
-    ] = 1,
-    scheduler: Annotated[
-        str | None, typer.Option(help="With --shards: a running Dask scheduler, e.g. tcp://host:8786.")
-    ] = None,
+    shards: Shards = 1,
+    scheduler: Scheduler = None,
     track: Annotated[bool, typer.Option(help="Log an MLflow scoring run.")] = True,
     parent_run_id: Annotated[str | None, typer.Option(help="MLflow parent run (a pipeline run).")] = None,
 ) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -42,7 +43,6 @@ class TextEncoder(nn.Module, abc.ABC):
     # (D', C) a pretrained projection to a joint space (CLIP's), which the model's projection may start from
     pretrained_projection: Tensor | None = None
 
-    @abc.abstractmethod
     def hidden(
         self,
         input_ids: Tensor,
@@ -53,12 +53,36 @@ class TextEncoder(nn.Module, abc.ABC):
     ) -> Tensor:
         """(B, L, C) hidden states after the lowest `stop` >= 1 stages; from `hidden`, the output of the
         lowest `start` stages, when given."""
+        if not 1 <= stop <= self.num_stages:
+            raise ValueError(f"stop={stop}: this text encoder has stages 1..{self.num_stages}")
+        if hidden is None:
+            hidden, start = self.embed(input_ids), 1  # (B, L, C)
+        mask = self.layer_mask(attention_mask, hidden)
+        for stage in range(start, stop):
+            hidden = run_checkpointed(self.recompute(stage), self.run_layer, stage, hidden, mask)
+        return hidden
 
-    @abc.abstractmethod
     def forward(
         self, input_ids: Tensor, attention_mask: Tensor, hidden: Tensor | None = None, start: int = 0
     ) -> Tensor:
         """(B, L, C) word tokens; from `hidden`, the output of the lowest `start` stages, when given."""
+        return self.finish(self.hidden(input_ids, attention_mask, self.num_stages, hidden, start))
+
+    @abc.abstractmethod
+    def embed(self, input_ids: Tensor) -> Tensor:
+        """Stage 0: (B, L) ids -> (B, L, C) embeddings."""
+
+    @abc.abstractmethod
+    def layer_mask(self, attention_mask: Tensor, hidden: Tensor) -> Any:
+        """What every layer takes to ignore padding (and look only backwards, for a causal encoder)."""
+
+    @abc.abstractmethod
+    def run_layer(self, stage: int, hidden: Tensor, mask: Any) -> Tensor:
+        """Stage `stage` >= 1 (a layer) applied to `hidden`."""
+
+    def finish(self, hidden: Tensor) -> Tensor:
+        """After the last stage (e.g. a final LayerNorm); nothing by default."""
+        return hidden
 
     def train(self, mode: bool = True) -> TextEncoder:
         super().train(mode)
@@ -116,7 +140,10 @@ class MiniLMEncoder(TextEncoder):
     def stage_modules(self) -> list[nn.Module]:
         return [self.bert.embeddings, *self.bert.encoder.layer]
 
-    def _mask(self, attention_mask: Tensor, hidden: Tensor) -> Tensor | None:
+    def embed(self, input_ids: Tensor) -> Tensor:
+        return self.bert.embeddings(input_ids=input_ids)  # type: ignore[no-any-return]
+
+    def layer_mask(self, attention_mask: Tensor, hidden: Tensor) -> Tensor | None:
         masks = self.bert._create_attention_masks(
             attention_mask=attention_mask,
             encoder_attention_mask=None,
@@ -124,38 +151,11 @@ class MiniLMEncoder(TextEncoder):
             encoder_hidden_states=None,
             cache=None,
         )
-        return masks[0]
+        return masks[0]  # type: ignore[no-any-return]
 
-    def _layers(self, hidden: Tensor, attention_mask: Tensor, start: int, stop: int) -> Tensor:
-        mask = self._mask(attention_mask, hidden)
-        for stage in range(start, stop):
-            hidden = run_checkpointed(self.recompute(stage), self._layer, stage, hidden, mask)
-        return hidden
-
-    def _layer(self, stage: int, hidden: Tensor, mask: Tensor | None) -> Tensor:
+    def run_layer(self, stage: int, hidden: Tensor, mask: Tensor | None) -> Tensor:
         out = self.bert.encoder.layer[stage - 1](hidden, attention_mask=mask)
         return out[0] if isinstance(out, tuple) else out
-
-    def hidden(
-        self,
-        input_ids: Tensor,
-        attention_mask: Tensor,
-        stop: int,
-        hidden: Tensor | None = None,
-        start: int = 0,
-    ) -> Tensor:
-        if not 1 <= stop <= self.num_stages:
-            raise ValueError(f"stop={stop}: MiniLM has stages 1..{self.num_stages}")
-        if hidden is None:
-            hidden, start = self.bert.embeddings(input_ids=input_ids), 1
-        return self._layers(hidden, attention_mask, start, stop)
-
-    def forward(
-        self, input_ids: Tensor, attention_mask: Tensor, hidden: Tensor | None = None, start: int = 0
-    ) -> Tensor:
-        if hidden is None:
-            hidden, start = self.bert.embeddings(input_ids=input_ids), 1
-        return self._layers(hidden, attention_mask, start, self.num_stages)  # (B, L, C)
 
 
 class SmallTextEncoder(TextEncoder):
@@ -186,34 +186,21 @@ class SmallTextEncoder(TextEncoder):
     def stage_modules(self) -> list[nn.Module]:
         return [self.words, *self.layers.layers]
 
-    def hidden(
-        self,
-        input_ids: Tensor,
-        attention_mask: Tensor,
-        stop: int,
-        hidden: Tensor | None = None,
-        start: int = 0,
-    ) -> Tensor:
-        if hidden is None:
-            length = input_ids.shape[1]
-            if length > self.max_length:
-                raise ValueError(
-                    f"{length} tokens exceed the small text encoder's max_length {self.max_length}"
-                )
-            positions = torch.arange(length, device=input_ids.device)
-            hidden, start = self.words(input_ids) + self.positions(positions), 1  # (B, L, C)
-        padding = ~attention_mask.bool()
-        for stage in range(start, stop):
-            layer = self.layers.layers[stage - 1]
-            hidden = run_checkpointed(self.recompute(stage), layer, hidden, None, padding)
-        return hidden
+    def embed(self, input_ids: Tensor) -> Tensor:
+        length = input_ids.shape[1]
+        if length > self.max_length:
+            raise ValueError(f"{length} tokens exceed the small text encoder's max_length {self.max_length}")
+        positions = torch.arange(length, device=input_ids.device)
+        return self.words(input_ids) + self.positions(positions)  # (B, L, C)
 
-    def forward(
-        self, input_ids: Tensor, attention_mask: Tensor, hidden: Tensor | None = None, start: int = 0
-    ) -> Tensor:
-        if hidden is None:
-            hidden, start = self.hidden(input_ids, attention_mask, 1), 1
-        return self.norm(self.hidden(input_ids, attention_mask, self.num_stages, hidden, start))  # (B, L, C)
+    def layer_mask(self, attention_mask: Tensor, hidden: Tensor) -> Tensor:
+        return ~attention_mask.bool()  # (B, L) True at padding
+
+    def run_layer(self, stage: int, hidden: Tensor, mask: Tensor) -> Tensor:
+        return self.layers.layers[stage - 1](hidden, None, mask)  # type: ignore[no-any-return]
+
+    def finish(self, hidden: Tensor) -> Tensor:
+        return self.norm(hidden)
 
 
 class ClipText(TextEncoder):
@@ -238,35 +225,21 @@ class ClipText(TextEncoder):
     def stage_modules(self) -> list[nn.Module]:
         return [self.text.embeddings, *self.text.encoder.layers]
 
-    def hidden(
-        self,
-        input_ids: Tensor,
-        attention_mask: Tensor,
-        stop: int,
-        hidden: Tensor | None = None,
-        start: int = 0,
-    ) -> Tensor:
+    def embed(self, input_ids: Tensor) -> Tensor:
+        return self.text.embeddings(input_ids=input_ids)  # type: ignore[no-any-return]
+
+    def layer_mask(self, attention_mask: Tensor, hidden: Tensor) -> Tensor | None:
         from transformers.masking_utils import create_causal_mask
 
-        if not 1 <= stop <= self.num_stages:
-            raise ValueError(f"stop={stop}: this CLIP text tower has stages 1..{self.num_stages}")
-        if hidden is None:
-            hidden, start = self.text.embeddings(input_ids=input_ids), 1  # (B, L, C)
-        mask = create_causal_mask(
+        return create_causal_mask(  # type: ignore[no-any-return]
             config=self.text.config, inputs_embeds=hidden, attention_mask=attention_mask, cache=None
         )
-        for stage in range(start, stop):
-            hidden = run_checkpointed(self.recompute(stage), self._layer, stage, hidden, mask)
-        return hidden
 
-    def _layer(self, stage: int, hidden: Tensor, mask: Tensor | None) -> Tensor:
+    def run_layer(self, stage: int, hidden: Tensor, mask: Tensor | None) -> Tensor:
         return self.text.encoder.layers[stage - 1](hidden, mask, is_causal=True)  # type: ignore[no-any-return]
 
-    def forward(
-        self, input_ids: Tensor, attention_mask: Tensor, hidden: Tensor | None = None, start: int = 0
-    ) -> Tensor:
-        hidden = self.hidden(input_ids, attention_mask, self.num_stages, hidden, start)
-        return self.text.final_layer_norm(hidden)  # (B, L, C)
+    def finish(self, hidden: Tensor) -> Tensor:
+        return self.text.final_layer_norm(hidden)  # type: ignore[no-any-return]
 
 
 TEXT_ENCODERS: dict[str, Callable[[TextEncoderConfig, bool], TextEncoder]] = {

@@ -17,19 +17,25 @@ from tasks.embed.layout import EmbedInfo
 from tasks.embed.store import EmbeddingStore
 from tasks.score.run import score
 from tasks.score.search import contact_sheet, search_text
-from tbpr_models import ImageTransform, build_tokenizer, load_checkpoint
+from tbpr_models import ImageTransform, RetrievalModel, build_tokenizer, load_checkpoint
+
+
+def read_tiny(model: RetrievalModel, data: Path) -> tuple[pa.Table, pa.Table, torch.Tensor]:
+    """(images table, captions table, every image as the model's pixels (G, 3, H, W))."""
+    images = pq.read_table(data / "images.parquet")
+    captions = pq.read_table(data / "captions.parquet")
+    transform = ImageTransform(model.config.image.height, model.config.image.width, train=False)
+    pixels = torch.stack(
+        [transform(Image.open(io.BytesIO(b)).convert("RGB")) for b in images["image"].to_pylist()]
+    )
+    return images, captions, pixels
 
 
 def test_embed_writes_what_the_model_computes(tiny_emb: Callable[[str], Path], tiny_data: Path) -> None:
     emb = tiny_emb("spatial")
     info = EmbedInfo.read(emb)
     model = load_checkpoint(Path(info.checkpoint))
-    images = pq.read_table(tiny_data / "images.parquet")
-    captions = pq.read_table(tiny_data / "captions.parquet")
-    transform = ImageTransform(model.config.image.height, model.config.image.width, train=False)
-    pixels = torch.stack(
-        [transform(Image.open(io.BytesIO(b)).convert("RGB")) for b in images["image"].to_pylist()]
-    )
+    images, captions, pixels = read_tiny(model, tiny_data)
     ids, mask = build_tokenizer(model.config.text)(captions["text"].to_pylist())  # (Q, 16) each
     with torch.inference_mode():
         image_feats, text_feats = model.encode_images(pixels), model.encode_texts(ids, mask)
@@ -64,12 +70,7 @@ def test_hard_topk_emb_holds_its_selected_tokens_and_scores_the_same(
     emb = tiny_emb("hard_topk")
     info = EmbedInfo.read(emb)
     model = load_checkpoint(Path(info.checkpoint))
-    images = pq.read_table(tiny_data / "images.parquet")
-    captions = pq.read_table(tiny_data / "captions.parquet")
-    transform = ImageTransform(model.config.image.height, model.config.image.width, train=False)
-    pixels = torch.stack(
-        [transform(Image.open(io.BytesIO(b)).convert("RGB")) for b in images["image"].to_pylist()]
-    )
+    images, captions, pixels = read_tiny(model, tiny_data)
     ids, mask = build_tokenizer(model.config.text)(captions["text"].to_pylist())
     with torch.inference_mode():
         full = model.similarity(model.encode_texts(ids, mask), model.encode_images(pixels))  # (Q, G)

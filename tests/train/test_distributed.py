@@ -23,6 +23,7 @@ from mlflow import MlflowClient
 from safetensors.torch import load_file
 
 from tasks.tracking import names
+from tasks.tracking.config import TrackingConfig
 from tasks.train.config import TrainConfig
 from tasks.train.loop import train_variant
 from tasks.train.state import EpochRecord
@@ -33,6 +34,12 @@ RTOL = 1e-5
 
 class Interrupt(Exception):
     """Raised by a callback to stop a run after an epoch, as a crash would."""
+
+
+@pytest.fixture(scope="module")
+def tracking(tracking_uri: tuple[str, str]) -> TrackingConfig:
+    uri, artifacts = tracking_uri
+    return TrackingConfig(tracking_uri=uri, artifact_root=artifacts)
 
 
 @pytest.fixture
@@ -144,13 +151,10 @@ def test_gradient_accumulation_equals_one_batch_of_the_accumulated_size(
     clip_model: dict[str, Any],
     tiny_data: Path,
     tmp_path: Path,
-    tracking_uri: tuple[str, str],
+    tracking: TrackingConfig,
 ) -> None:
     """With the per-sample identity loss alone, two accumulated batches of 4 are one batch of 8 (the random
     sampler's order and each sample's augmentation do not depend on the batch size)."""
-    from tasks.tracking.config import TrackingConfig
-
-    tracking = TrackingConfig(tracking_uri=tracking_uri[0], artifact_root=tracking_uri[1])
     common = {"model": {**clip_model, "loss_weights": {"sdm": 0.0}}, "precision": "fp32", "epochs": 1}
     whole = train_variant(
         tiny_data, tiny_config(tmp_path / "whole", batch_size=8, **common), tracking=tracking, progress=False
@@ -174,11 +178,8 @@ def test_fp16_trains_with_a_gradient_scaler_and_peak_memory_is_logged(
     clip_model: dict[str, Any],
     tiny_data: Path,
     tmp_path: Path,
-    tracking_uri: tuple[str, str],
+    tracking: TrackingConfig,
 ) -> None:
-    from tasks.tracking.config import TrackingConfig
-
-    tracking = TrackingConfig(tracking_uri=tracking_uri[0], artifact_root=tracking_uri[1])
     config = tiny_config(tmp_path / "fp16", model=clip_model, batch_size=8, precision="fp16", epochs=1)
     result = train_variant(tiny_data, config, tracking=tracking, progress=False)
     mlflow = MlflowClient(tracking.resolved_tracking_uri())
