@@ -4,11 +4,12 @@ For every trained model (`--model variant=REF`: a run id, a checkpoint folder or
 of the MLflow store under TBPR_HOME, e.g. the main job's), the gallery is an unseen synthetic set of
 CUHK-PEDES' size (`--identities` new identities drawn with `--seed`, every image and caption used as
 test: ~3,100 images x ~6,200 captions), embedded once. Then `tasks.score.run.score` runs exhaustive
-(fp32, the reference; and bf16) and pruned scoring (flat index) with k in `--ks`, each with a fixed k and
-with a per-query k <= k (`--adaptive`), in fp32 and bf16, and prints, per setting: scoring seconds
-(FAISS + re-ranking, or the exhaustive blocks; the best of `--repeat`; model loading excluded), pairs
-scored, R1 and mAP with their differences to exhaustive fp32, and the speed-up. Writes
-docs/pruned_curve.png (R1 and mAP against seconds, log scale).
+(fp32, the reference; and bf16) and pruned scoring with each first stage of `--indexes` (`flat`: exact
+cosines; `fastscan`: 4-bit PQ codes, approximate) and k in `--ks`, each with a fixed k and, on exact
+first stages, with a per-query k <= k (`--adaptive`), in fp32 and bf16, and prints, per setting:
+scoring seconds (FAISS + re-ranking, or the exhaustive blocks; every setting, exhaustive included,
+the best of `--repeat` runs; model loading excluded), pairs scored, R1 and mAP with their differences to exhaustive fp32, and the speed-up.
+Writes docs/pruned_curve.png (R1 and mAP against seconds, log scale).
 
     python benchmarks/pruned_curve.py --model cross_scan=models:/tbpr-cross_scan@champion \\
         --model hard_topk=models:/tbpr-hard_topk@champion [--work /tmp/curve] [--threads 2]
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+from itertools import product
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ from tasks.data.layout import CAPTIONS, IMAGES, MANIFEST
 from tasks.data.prepare import prepare_dataset
 from tasks.data.synth import generate
 from tasks.embed.encode import embed_split
+from tasks.embed.index import APPROXIMATE_SCORES, check_index_kind
 from tasks.score.run import score
 from tasks.tracking.models import resolve_checkpoint
 
@@ -77,13 +80,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--ks", default="4,8,16,32,64")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--indexes", default="flat,fastscan", help="first stages, comma-separated")
+    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--plot", type=Path, default=Path("docs/pruned_curve.png"))
     parser.add_argument("--reuse", action="store_true", help="keep the rows of variants measured before")
     args = parser.parse_args()
     set_threads(args.threads)
     data = unseen_test_data(args.work, args.identities, args.seed)
     ks = [int(k) for k in args.ks.split(",")]
+    indexes = [check_index_kind(kind) for kind in args.indexes.split(",")]
     curves: dict[str, list[dict[str, Any]]] = {}
     for spec in args.model:
         variant, _, ref = spec.partition("=")
@@ -94,24 +99,25 @@ def main() -> None:
             continue
         emb = args.work / f"emb-{variant}"
         if not (emb / "embed.json").is_file():
-            embed_split(data, checkpoint, emb, batch_size=128, indexes=("flat",), model_ref=ref)
+            embed_split(data, checkpoint, emb, batch_size=128, indexes=indexes, model_ref=ref)
         out = args.work / f"out-{variant}"
         rows = []
-        reference = run(emb, out / "exhaustive-fp32", 1, mode="exhaustive", precision="fp32")
+        reference = run(emb, out / "exhaustive-fp32", args.repeat, mode="exhaustive", precision="fp32")
         rows.append({"setting": "exhaustive fp32", **reference})
         rows.append(
             {
                 "setting": "exhaustive bf16",
-                **run(emb, out / "exhaustive-bf16", 1, mode="exhaustive", precision="bf16"),
+                **run(emb, out / "exhaustive-bf16", args.repeat, mode="exhaustive", precision="bf16"),
             }
         )
-        for precision in ("fp32", "bf16"):
-            for k in ks:
-                for adaptive in (False, True):
-                    name = f"pruned k={k}{' adaptive' if adaptive else ''} {precision}"
-                    result = run(emb, out / name.replace(" ", "_"), args.repeat, mode="pruned", top_k=k,
-                                 precision=precision, adaptive=adaptive)  # fmt: skip
-                    rows.append({"setting": name, **result})
+        for index in indexes:
+            for precision in ("fp32", "bf16"):
+                for k in ks:
+                    for adaptive in (False, True) if index not in APPROXIMATE_SCORES else (False,):
+                        name = f"pruned {index} k={k}{' adaptive' if adaptive else ''} {precision}"
+                        result = run(emb, out / name.replace(" ", "_"), args.repeat, mode="pruned", top_k=k,
+                                     index=index, precision=precision, adaptive=adaptive)  # fmt: skip
+                        rows.append({"setting": name, **result})
         print(f"\n{variant} (checkpoint {checkpoint}), {pq.read_metadata(emb / 'queries.parquet').num_rows:,} "
               f"queries x {pq.read_metadata(emb / 'gallery.parquet').num_rows:,} images, {args.threads} threads")  # fmt: skip
         print("| setting | seconds | speed-up | pairs | mean k | R1 | dR1 | mAP | dmAP |")
@@ -134,20 +140,22 @@ def plot(curves: dict[str, list[dict[str, Any]]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    colours = iter(plt.get_cmap("tab20").colors * 2)  # one per line, the same line in both panels
+    lines: dict[str, Any] = {}
     for variant, rows in curves.items():
         for metric, axis in zip(("R1", "mAP"), axes, strict=True):
-            for family, marker in (("fp32", "o"), ("bf16", "s")):
-                for adaptive, style in ((False, "-"), (True, "--")):
-                    chosen = [r for r in rows if r["setting"].startswith("pruned") and r["setting"].endswith(family)
-                              and ("adaptive" in r["setting"]) == adaptive]  # fmt: skip
-                    label = f"{variant} pruned {family}{' per-query k' if adaptive else ''}"
-                    axis.plot(
-                        [r["seconds"] for r in chosen],
-                        [r[metric] for r in chosen],
-                        style,
-                        marker=marker,
-                        label=label,
-                    )
+            for index, family, adaptive in product(("flat", "fastscan"), ("fp32", "bf16"), (False, True)):
+                marker, style = (
+                    "o" if family == "fp32" else "s",
+                    ":" if adaptive else "-" if index == "flat" else "--",
+                )
+                chosen = [r for r in rows if r["setting"].startswith(f"pruned {index} ") and r["setting"].endswith(family)
+                          and ("adaptive" in r["setting"]) == adaptive]  # fmt: skip
+                if chosen:
+                    label = f"{variant} {index} {family}{' per-query k' if adaptive else ''}"
+                    xs, ys = [r["seconds"] for r in chosen], [r[metric] for r in chosen]
+                    colour = lines.setdefault(label, next(colours))
+                    axis.plot(xs, ys, style, marker=marker, label=label, color=colour)
             exhaustive = rows[0]
             axis.axhline(exhaustive[metric], color="grey", lw=0.8)
             axis.plot([exhaustive["seconds"]], [exhaustive[metric]], "k*", ms=10)
@@ -156,7 +164,7 @@ def plot(curves: dict[str, list[dict[str, Any]]], path: Path) -> None:
             axis.set_ylabel(f"test {metric} (%)")
     axes[0].set_title("R1 against cost (star: exhaustive fp32)")
     axes[1].set_title("mAP against cost; k = 4..64 along each line")
-    axes[1].legend(fontsize=6, loc="lower right")
+    axes[1].legend(fontsize=5, loc="lower right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

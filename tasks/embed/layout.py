@@ -6,7 +6,7 @@ EMB/queries.parquet   caption_id, image_id, person_id, text, embedding fixed_siz
 EMB/image_local.npy   (G, N, D) float16, memory-mappable (N: what the head's `compact_images` keeps)
 EMB/text_local.npy    (Q, L, D) float16 (L: the longest caption, or what `compact_texts` keeps)
 EMB/text_mask.npy     (Q, L) bool
-EMB/index_<kind>.faiss  flat / hnsw / ivf over the gallery embeddings
+EMB/index_<kind>.faiss  flat / hnsw / ivf (/ ivfpq / fastscan when asked) over the gallery embeddings
 EMB/embed.json        EmbedInfo: model ref, checkpoint, DATA, config, counts, dims (written last)
 ```
 """

@@ -25,11 +25,14 @@ from torch import Tensor
 
 from tasks.embed.index import IndexParams, search
 from tbpr_models.features import ImageFeatures, TextFeatures
-from tbpr_models.scoring import FeatureSource, Shapes
+from tbpr_models.scoring import FeatureSource, Rows, Shapes
 
 
 class PairScorer(Protocol):
     """What re-ranking needs of a model (`RetrievalModel` is one)."""
+
+    @property
+    def rerank_in_workers(self) -> bool: ...
 
     def similarity_candidates(
         self, texts: TextFeatures, images: ImageFeatures, candidates: Tensor, *, memory_budget_mb: float = ...
@@ -93,13 +96,15 @@ def rerank(
     """Pair scores of every query's candidates, `chunk` queries per `similarity_candidates` call (see
     `batched_chunk_size`); half the memory budget goes to the chunk's features, half to the head.
 
-    With `workers` > 1 on the CPU (default: one per torch thread), that many threads score chunks
-    concurrently, each with one torch thread (re-ranking is many small ops that intra-op threads barely speed up; measured in
+    With `workers` > 1 on the CPU (default: one per torch thread when the scorer's
+    `rerank_in_workers`, else 1), that many threads score chunks concurrently, each with one torch
+    thread (SCAN's re-ranking is many small ops that intra-op threads barely speed up; measured in
     benchmarks/scoring.py): the budget holds per chunk, so up to `workers` chunks are in memory at once.
+    A chunk whose queries are consecutive rows is read as one slice (2x faster than a row list).
     """
     ids, chunk = candidates.ids, max(1, chunk)
     if workers is None:
-        workers = torch.get_num_threads() if device.type == "cpu" else 1
+        workers = torch.get_num_threads() if device.type == "cpu" and scorer.rerank_in_workers else 1
     parallel = workers > 1 and device.type == "cpu" and len(ids) > 1
     if parallel:
         chunk = min(chunk, -(-len(ids) // workers))  # at least one chunk per worker
@@ -113,14 +118,21 @@ def rerank(
             """Scores one chunk into `scores`; the number of scorer calls (0 or 1)."""
             rows = np.sort(order[start : start + chunk])  # (c,)
             sub = ids[rows]  # (c, k)
+            texts_rows = slice(rows[0], rows[-1] + 1) if rows[-1] - rows[0] + 1 == len(rows) else rows
             valid = sub >= 0
             union = np.unique(sub[valid])  # (U,) sorted
             if union.size:
-                local = np.where(valid, np.searchsorted(union, sub), -1)  # (c, k) rows of the union
+                # most of a gallery the plan budgeted whole (G <= c k): one contiguous read
+                if 2 * union.size >= source.num_images and source.num_images <= sub.size:
+                    image_rows: Rows = slice(0, source.num_images)
+                    local = np.where(valid, sub, -1)  # (c, k) gallery rows
+                else:
+                    image_rows = union
+                    local = np.where(valid, np.searchsorted(union, sub), -1)  # (c, k) rows of the union
                 with torch.inference_mode():  # thread-local: set in the worker
                     block = scorer.similarity_candidates(
-                        source.texts(rows, device, dtype),
-                        source.images(union, device, dtype),
+                        source.texts(texts_rows, device, dtype),
+                        source.images(image_rows, device, dtype),
                         torch.from_numpy(local).to(device),
                         memory_budget_mb=head_budget_mb,
                     )  # (c, k)

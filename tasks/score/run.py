@@ -19,11 +19,11 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from tasks.core.device import Precision, precision_dtype, resolve_device
+from tasks.core.device import Precision, keep_freed_memory, precision_dtype, resolve_device
 from tasks.core.errors import TbprError
 from tasks.core.files import write_json_atomic, write_parquet_atomic
 from tasks.core.shards import dask_client, gallery_shards
-from tasks.embed.index import IndexParams, check_index_kind
+from tasks.embed.index import APPROXIMATE_SCORES, IndexParams, check_index_kind
 from tasks.embed.layout import GALLERY as GALLERY_FILE
 from tasks.embed.layout import QUERIES as QUERIES_FILE
 from tasks.embed.layout import EmbedInfo
@@ -96,7 +96,7 @@ def score(
 
     `shards` > 1 splits the gallery into that many shards scored on Dask workers (`tasks.score.shards`:
     a local cluster, or the one at `scheduler`); the rankings and metrics are those of one process
-    (exactly with the flat index; each shard's own hnsw/ivf/ivfpq index is approximate as one is).
+    (exactly with the flat index; each shard's own hnsw/ivf/ivfpq/fastscan index is approximate as one is).
     `adaptive` (pruned) gives each query its own k <= top_k: re-ranking stops once the model's score
     bound says no further candidate can enter the query's top 10 (`tasks.score.pruned.rerank_adaptive`)."""
     if mode not in SCORE_MODES:
@@ -114,11 +114,12 @@ def score(
         raise TbprError(
             "--adaptive is a pruned-scoring option of one process (not with exhaustive or --shards)"
         )
-    if adaptive and kind == "ivfpq":
+    if adaptive and kind in APPROXIMATE_SCORES:
         raise TbprError(
-            "--adaptive needs exact first-stage cosines to bound the scores; ivfpq's are approximate: "
+            f"--adaptive needs exact first-stage cosines to bound the scores; {kind}'s are approximate: "
             "use --index flat, hnsw or ivf"
         )
+    keep_freed_memory()  # blocks and chunks reuse freed memory instead of faulting in fresh pages
     if shards > 1:
         scored, per_query = _sharded(
             emb, mode, kind, top_k, memory_budget_mb, torch_device, precision, shards, scheduler

@@ -29,7 +29,10 @@ def embed(
         Literal["fp32", "bf16"], typer.Option(help="bf16 autocast speeds up CPU encoding.")
     ] = "fp32",
     index: Annotated[
-        list[str] | None, typer.Option(help="FAISS index to build: flat, hnsw, ivf (repeat) [default: all].")
+        list[str] | None,
+        typer.Option(
+            help="FAISS index to build: flat, hnsw, ivf, ivfpq, fastscan (repeat) [default: flat, hnsw, ivf]."
+        ),
     ] = None,
     threads: Annotated[int | None, typer.Option(min=1, help="torch and FAISS threads.")] = None,
     shards: Shards = 1,

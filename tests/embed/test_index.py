@@ -12,8 +12,10 @@ import pytest
 from tasks.core.errors import TbprError
 from tasks.embed.index import (
     INDEX_KINDS,
+    IndexKind,
     build_index,
     check_index_kind,
+    fastscan_m,
     ivf_nlist,
     load_index,
     pq_shape,
@@ -63,7 +65,7 @@ def test_ivf_lists_follow_sqrt_of_gallery_capped() -> None:
 
 
 def test_unknown_index_kind_is_refused() -> None:
-    assert INDEX_KINDS == ("flat", "hnsw", "ivf", "ivfpq")
+    assert INDEX_KINDS == ("flat", "hnsw", "ivf", "ivfpq", "fastscan")
     with pytest.raises(TbprError, match="unknown index"):
         check_index_kind("annoy")
 
@@ -76,10 +78,12 @@ def clustered(rng: np.random.Generator, persons: int, per_person: int, dim: int,
     return flat / np.linalg.norm(flat, axis=1, keepdims=True)
 
 
-def test_ivfpq_keeps_recall_at_a_32nd_of_the_memory() -> None:
-    """IVF-PQ (32 bytes per 256-d vector) on 20,000 clustered vectors (5,000 persons x 4 views): the
-    exact top 4 of each query (its person's views: checked) are at least 95% within IVF-PQ's top 10
-    (the recall floor), and the codes take 1/32 of the float32 vectors."""
+@pytest.mark.parametrize("kind", ["ivfpq", "fastscan"])
+def test_product_quantised_indexes_keep_recall_at_a_32nd_of_the_memory(kind: IndexKind) -> None:
+    """IVF-PQ (8-bit codes) and fast-scan PQ (4-bit codes), both 32 bytes per 256-d vector, on 20,000
+    clustered vectors (5,000 persons x 4 views): the exact top 4 of each query (its person's views:
+    checked) are at least 95% within the index's top 10 (the recall floor), and the codes take 1/32
+    of the float32 vectors."""
     rng = np.random.default_rng(0)
     gallery = clustered(rng, 5_000, 4, 256, 0.5)
     picked = rng.choice(len(gallery), 200, replace=False)
@@ -87,13 +91,24 @@ def test_ivfpq_keeps_recall_at_a_32nd_of_the_memory() -> None:
     queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
     _, exact = search(build_index(gallery, "flat"), queries, 4)
     assert all(set(e) == set(range(p // 4 * 4, p // 4 * 4 + 4)) for e, p in zip(exact, picked, strict=True))
-    index = build_index(gallery, "ivfpq")
+    index = build_index(gallery, kind)
     _, approximate = search(index, queries, 10)
     recall = np.mean([len(set(a) & set(b)) / 4 for a, b in zip(exact, approximate, strict=True)])
     assert recall >= 0.95, recall
-    assert pq_shape(len(gallery), 256) == (32, 8)
+    assert pq_shape(len(gallery), 256) == (32, 8) and fastscan_m(256) == 64
     codes = faiss.downcast_index(index).code_size * index.ntotal
     assert codes * 32 == gallery.nbytes
+
+
+def test_fastscan_falls_back_to_exact_below_one_point_per_centroid() -> None:
+    tiny = clustered(np.random.default_rng(2), 5, 3, 16, 0.3)  # 15 < 16 centroids
+    exact = build_index(tiny, "fastscan")  # held: a downcast view does not own the index
+    assert isinstance(faiss.downcast_index(exact), faiss.IndexFlatIP)
+    small = clustered(np.random.default_rng(2), 10, 4, 12, 0.3)  # 40 points, D = 12: m = 3
+    index = build_index(small, "fastscan")
+    assert isinstance(faiss.downcast_index(index), faiss.IndexPQFastScan) and fastscan_m(12) == 3
+    _, ids = search(index, small[:4], 4)
+    assert index.ntotal == 40 and (ids >= 0).all()
 
 
 def test_ivfpq_builds_on_tiny_galleries() -> None:

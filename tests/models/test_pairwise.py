@@ -300,3 +300,42 @@ def test_heads_give_word_region_attention_only_where_they_attend() -> None:
     regions = hard.sum(dim=0).nonzero().flatten()  # every chosen region is one the head selected
     chosen = head.region_scorer(images.local).squeeze(-1)[0].topk(2).indices
     assert set(regions.tolist()) <= set(chosen.tolist())
+
+
+def test_hard_topk_compacted_features_score_like_the_full_ones() -> None:
+    """EMB keeps only the selected tokens (`compact_*`); scoring them (every token selected, no top-k,
+    no arg-max gather) gives the scores of the full features, exhaustively and per candidate, and the
+    straight-through weighted kernel (weights that carry gradients) gives the same numbers."""
+    head = _hard_head(k=3).eval()
+    gen = torch.Generator().manual_seed(2)
+    mask = torch.rand(5, 6, generator=gen) > 0.3
+    mask[:, 0], mask[1, 2:] = True, False  # caption 1 has two words: fewer than k
+    texts = TextFeatures(
+        global_=l2(torch.randn(5, 8, generator=gen)), local=torch.randn(5, 6, 8, generator=gen), mask=mask
+    )
+    images = ImageFeatures(
+        global_=l2(torch.randn(7, 8, generator=gen)), local=torch.randn(7, 6, 8, generator=gen)
+    )
+    candidates = torch.tensor([[0, 3, 6], [2, -1, 5], [6, 5, 4], [1, 1, 0], [3, -1, -1]])
+    with torch.no_grad():
+        full = head.similarity(texts, images)  # (Q, G)
+        small_texts, small_images = head.compact_texts(texts), head.compact_images(images)
+        assert small_texts.local.shape[1] == 3 and small_images.local.shape[1] == 3
+        compact = head.similarity(small_texts, small_images)
+        per_candidate = head.similarity_candidates(small_texts, small_images, candidates)
+        words, regions = head.select_words(texts), head.select_regions(images)
+    torch.testing.assert_close(compact, full, rtol=0, atol=1e-6)
+    valid = candidates >= 0
+    gathered = full.gather(1, candidates.clamp(min=0)).masked_fill(~valid, -torch.inf)
+    torch.testing.assert_close(per_candidate, gathered, rtol=0, atol=1e-6)
+    # the weighted kernel: the same 0/1 weights, as tensors that require gradients
+    weighted = topk_match_similarity(
+        Selection(words.tokens, words.weight.clone().requires_grad_(), words.valid),
+        Selection(regions.tokens, regions.weight.clone().requires_grad_(), regions.valid),
+    )
+    torch.testing.assert_close(
+        weighted.detach(),
+        full - head.config.global_weight * texts.global_ @ images.global_.t(),
+        rtol=0,
+        atol=1e-6,
+    )

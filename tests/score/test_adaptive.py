@@ -27,6 +27,8 @@ CPU = torch.device("cpu")
 class TableScorer:
     """Pair scores from a table: texts and images carry their row in global_[:, 0]."""
 
+    rerank_in_workers = True
+
     def __init__(self, table: np.ndarray) -> None:
         self.table = torch.from_numpy(table)
 

@@ -67,3 +67,19 @@ def test_batched_chunk_size_is_the_largest_that_fits() -> None:
         assert used(c) <= budget * 2**20 / 2 or c == 1
         assert c == shapes.num_texts or used(c + 1) > budget * 2**20 / 2
     assert batched_chunk_size(64, shapes, 1e-6, image_floats) == 1
+
+
+def test_rerank_parallelises_as_the_head_says(tiny_emb: Callable[[str], Path]) -> None:
+    """By default, chunks go to one single-threaded worker per torch thread for `cross_scan` (many small
+    ops) and stay on one worker with every thread for `hard_topk` (batched matmuls)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for variant, workers in (("cross_scan", 2), ("hard_topk", 1)):
+            store = EmbeddingStore(tiny_emb(variant))
+            model = load_checkpoint(Path(store.info.checkpoint)).eval()
+            assert model.rerank_in_workers == (workers > 1)
+            first = first_stage(build_index(store.image_globals(), "flat"), store.text_globals(), 3)
+            assert rerank(model, store, first, device=CPU, chunk=4).workers == workers
+    finally:
+        torch.set_num_threads(threads)

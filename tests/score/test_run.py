@@ -130,3 +130,36 @@ def test_bf16_scores_close_to_float32_in_both_modes_and_unknown_precision_fails(
     assert json.loads((tmp_path / "fp32" / "metrics.json").read_text())["precision"] == "fp32"
     with pytest.raises(TbprError, match="unknown precision"):
         score(emb, tmp_path / "bad", mode="exhaustive", precision="fp8", track=False)  # type: ignore[arg-type]
+
+
+def test_fastscan_first_stage_reranks_to_the_exhaustive_scores(
+    tiny_data: Path, tiny_checkpoint: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """`hard_topk` (compacted EMB, the batched inference kernel) behind the approximate `fastscan`
+    first stage: with k = G every image is re-ranked, so rankings and metrics equal exhaustive; with
+    k = 4 the top 4 are the index's own candidates, each with its exhaustive pair score."""
+    from tasks.embed.encode import embed_split
+    from tasks.embed.index import load_index, search
+    from tasks.embed.layout import index_file
+
+    emb = tmp_path / "emb"
+    embed_split(tiny_data, tiny_checkpoint("hard_topk"), emb, batch_size=5, indexes=("flat", "fastscan"))
+    store = EmbeddingStore(emb)
+    exhaustive = score(emb, tmp_path / "ex", mode="exhaustive", track=False)
+    everything = score(
+        emb, tmp_path / "all", mode="pruned", top_k=store.num_images, index="fastscan", track=False
+    )
+    ex, full = _rankings(tmp_path / "ex"), _rankings(tmp_path / "all")
+    for query in ex:
+        assert [i for i, _ in full[query]] == [i for i, _ in ex[query]]
+        np.testing.assert_allclose([s for _, s in full[query]], [s for _, s in ex[query]], atol=1e-5)
+    assert everything.metrics == pytest.approx(exhaustive.metrics, abs=1e-9)
+    score(emb, tmp_path / "k4", mode="pruned", top_k=4, index="fastscan", track=False)
+    top = _rankings(tmp_path / "k4")
+    _, found = search(load_index(index_file(emb, "fastscan")), store.text_globals(), 4)  # (Q, 4)
+    query_ids, image_ids = store.query_ids()[0], store.gallery_ids()[0]
+    for row, query in enumerate(query_ids.tolist()):
+        assert {i for i, _ in top[query][:4]} == set(image_ids[found[row]].tolist())
+        exhaustive_score = dict(ex[query])
+        for image, value in top[query][:4]:
+            assert value == pytest.approx(exhaustive_score[image], abs=1e-5)
