@@ -8,8 +8,9 @@ test: ~3,100 images x ~6,200 captions), embedded once. Then `tasks.score.run.sco
 cosines; `fastscan`: 4-bit PQ codes, approximate) and k in `--ks`, each with a fixed k and, on exact
 first stages, with a per-query k <= k (`--adaptive`), in fp32 and bf16, and prints, per setting:
 scoring seconds (FAISS + re-ranking, or the exhaustive blocks; every setting, exhaustive included,
-the best of `--repeat` runs; model loading excluded), pairs scored, R1 and mAP with their differences to exhaustive fp32, and the speed-up.
-Writes docs/pruned_curve.png (R1 and mAP against seconds, log scale).
+the best of `--repeat` runs; model loading excluded), pairs scored, R1 and mAP with their differences
+to exhaustive fp32, and the speed-up. Writes docs/pruned_curve.png (R1 and mAP against seconds, log
+scale). A `--work` folder embedded before keeps its EMB: delete it to add a first stage.
 
     python benchmarks/pruned_curve.py --model cross_scan=models:/tbpr-cross_scan@champion \\
         --model hard_topk=models:/tbpr-hard_topk@champion [--work /tmp/curve] [--threads 2]
@@ -32,7 +33,7 @@ from tasks.data.layout import CAPTIONS, IMAGES, MANIFEST
 from tasks.data.prepare import prepare_dataset
 from tasks.data.synth import generate
 from tasks.embed.encode import embed_split
-from tasks.embed.index import APPROXIMATE_SCORES, check_index_kind
+from tasks.embed.index import APPROXIMATE_SCORES, INDEX_KINDS, check_index_kind
 from tasks.score.run import score
 from tasks.tracking.models import resolve_checkpoint
 
@@ -144,7 +145,7 @@ def plot(curves: dict[str, list[dict[str, Any]]], path: Path) -> None:
     lines: dict[str, Any] = {}
     for variant, rows in curves.items():
         for metric, axis in zip(("R1", "mAP"), axes, strict=True):
-            for index, family, adaptive in product(("flat", "fastscan"), ("fp32", "bf16"), (False, True)):
+            for index, family, adaptive in product(INDEX_KINDS, ("fp32", "bf16"), (False, True)):
                 marker, style = (
                     "o" if family == "fp32" else "s",
                     ":" if adaptive else "-" if index == "flat" else "--",

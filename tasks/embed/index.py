@@ -4,8 +4,8 @@ Five kinds: `flat` (exact), `hnsw` (graph, sub-linear search), `ivf` (inverted l
 sqrt(G) capped, trained on the gallery itself), `ivfpq` (the same lists holding product-quantised
 codes: D/8 bytes per image instead of 4 D, e.g. 32 instead of 1,024 bytes at D = 256, for galleries
 whose vectors do not fit in memory) and `fastscan` (every image's 4-bit product-quantised code, D/8
-bytes too, scanned with SIMD lookup tables: FAISS' `IndexPQFastScan`; the cheapest first stage at
-CUHK-PEDES scale, 4x cheaper than `flat`, see README "Pruned against exhaustive"). The last two give
+bytes too, scanned with SIMD lookup tables: FAISS' `IndexPQFastScan`; at CUHK-PEDES scale the
+cheapest first stage measured, 4x cheaper than `flat`: README "On trained models at CUHK-PEDES scale"). The last two give
 approximate scores, so re-ranking matters more. `embed` builds flat, hnsw and ivf unless asked
 (`--index ivfpq`, `--index fastscan`). Dimension letters: Q queries, G gallery, D dim.
 """

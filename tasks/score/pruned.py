@@ -4,7 +4,8 @@ Re-ranking (measured in `benchmarks/scoring.py`): queries sorted by their first 
 of one image share candidates) and taken in chunks whose text features and union of candidate images
 fit half the memory budget; one `similarity_candidates` call per chunk scores exactly each query's k
 candidates (the head blocks the queries inside the other half of the budget). On the CPU, chunks are
-scored by one worker per torch thread, each single-threaded.
+scored by one single-threaded worker per torch thread, or one at a time on every thread, as the head's
+`rerank_in_workers` says.
 Dimension letters: Q queries, G gallery, k candidates, U union of a chunk's candidates, N regions,
 L words, D dim.
 """

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from tasks.core.device import Precision, keep_freed_memory, precision_dtype, resolve_device
+from tasks.core.device import Precision, freed_memory_kept, precision_dtype, resolve_device
 from tasks.core.errors import TbprError
 from tasks.core.files import write_json_atomic, write_parquet_atomic
 from tasks.core.shards import dask_client, gallery_shards
@@ -119,7 +119,6 @@ def score(
             f"--adaptive needs exact first-stage cosines to bound the scores; {kind}'s are approximate: "
             "use --index flat, hnsw or ivf"
         )
-    keep_freed_memory()  # blocks and chunks reuse freed memory instead of faulting in fresh pages
     if shards > 1:
         scored, per_query = _sharded(
             emb, mode, kind, top_k, memory_budget_mb, torch_device, precision, shards, scheduler
@@ -130,10 +129,13 @@ def score(
     else:
         store = EmbeddingStore(emb)
         model = store.info.load_model(torch_device)
-        if mode == "exhaustive":
-            scored = _exhaustive(model, store, memory_budget_mb, torch_device, dtype)
-        else:
-            scored = _pruned(model, store, emb, kind, top_k, memory_budget_mb, torch_device, dtype, adaptive)
+        with freed_memory_kept():  # blocks and chunks reuse freed memory instead of faulting pages in
+            if mode == "exhaustive":
+                scored = _exhaustive(model, store, memory_budget_mb, torch_device, dtype)
+            else:
+                scored = _pruned(
+                    model, store, emb, kind, top_k, memory_budget_mb, torch_device, dtype, adaptive
+                )
         query_ids, query_pids = store.query_ids()
         image_ids, gallery_pids = store.gallery_ids()
         per_query = per_query_metrics(scored.similarity, query_pids, gallery_pids)  # ranks once

@@ -77,8 +77,8 @@ def _match_scores(cosine: Tensor, words: Selection, region_valid: Tensor, region
         if bool(region_valid.all()):
             best = cosine.amax(dim=-1)  # (B, kw, I)
         else:
-            best = cosine.masked_fill(~region_valid, lowest).amax(dim=-1)
-            best = best.masked_fill(~region_valid.any(dim=-1), 0.0)
+            best = cosine.masked_fill(~region_valid, lowest).amax(dim=-1)  # (B, kw, I)
+            best = best.masked_fill(~region_valid.any(dim=-1), 0.0)  # (B, kw, I)
         return (best * words.weight.unsqueeze(-1)).sum(dim=1) / count  # (B, I)
     best, arg = cosine.masked_fill(~region_valid, lowest).max(dim=-1)  # (B, kw, I)
     weight = region_weight.expand_as(cosine).gather(-1, arg.unsqueeze(-1)).squeeze(-1)  # (B, kw, I)
@@ -110,19 +110,20 @@ def topk_match_candidates(
 ) -> Tensor:
     """`topk_match_similarity` (Q, G) gathered at candidates (Q, k) of gallery rows, -1 = none (-inf)."""
     num_texts, k = candidates.shape
-    if num_texts == 0:
-        return regions.tokens.new_empty((0, k))
+    if num_texts == 0 or k == 0:
+        return torch.empty(candidates.shape, dtype=torch.float32, device=regions.tokens.device)
     if not (words.weight.requires_grad or regions.weight.requires_grad) and bool(regions.valid.all()):
         scores = _inference_candidates(words, regions.tokens, candidates, block_texts)
     else:
-        k_regions, dim = regions.tokens.shape[1:]
+        k_words, (k_regions, dim) = words.tokens.shape[1], regions.tokens.shape[1:]
         rows = []
         for q0 in range(0, num_texts, block_texts):
             picked = candidates[q0 : q0 + block_texts].clamp(min=0)  # (Qb, k)
             chunk = _slice(words, slice(q0, q0 + block_texts))
             cand = regions.tokens.index_select(0, picked.reshape(-1))  # (Qb*k, kr, D)
-            cosine = torch.bmm(chunk.tokens, cand.view(len(picked), k * k_regions, dim).transpose(1, 2))
-            cosine = cosine.view(len(picked), -1, k, k_regions)  # (Qb, kw, k, kr)
+            cand = cand.view(len(picked), k * k_regions, dim)  # (Qb, k*kr, D)
+            cosine = torch.bmm(chunk.tokens, cand.transpose(1, 2))  # (Qb, kw, k*kr)
+            cosine = cosine.view(len(picked), k_words, k, k_regions)  # (Qb, kw, k, kr)
             region_valid = regions.valid[picked].unsqueeze(1)  # (Qb, 1, k, kr)
             region_weight = regions.weight[picked].unsqueeze(1)  # (Qb, 1, k, kr)
             rows.append(_match_scores(cosine, chunk, region_valid, region_weight))  # (Qb, k)
@@ -135,15 +136,16 @@ def _inference_candidates(words: Selection, regions: Tensor, candidates: Tensor,
     block of queries one gather, one bmm, a max over regions and a float32 weighted sum over words,
     written in place: (Q, k)."""
     num_texts, k = candidates.shape
-    k_regions, dim = regions.shape[1:]
+    k_words, (k_regions, dim) = words.tokens.shape[1], regions.shape[1:]
     count = words.valid.sum(dim=1, keepdim=True).clamp(min=1)  # (Q, 1)
-    weight = (words.weight / count).unsqueeze(-1)  # (Q, kw, 1) float32
+    weight = (words.weight.float() / count).unsqueeze(-1)  # (Q, kw, 1)
     out = torch.empty(candidates.shape, dtype=torch.float32, device=regions.device)  # (Q, k)
     for q0 in range(0, num_texts, block):
         picked = candidates[q0 : q0 + block].clamp(min=0)  # (Qb, k)
-        cand = regions.index_select(0, picked.reshape(-1)).view(len(picked), k * k_regions, dim)
+        cand = regions.index_select(0, picked.reshape(-1))  # (Qb*k, kr, D)
+        cand = cand.view(len(picked), k * k_regions, dim)  # (Qb, k*kr, D)
         cosine = torch.bmm(words.tokens[q0 : q0 + block], cand.transpose(1, 2))  # (Qb, kw, k*kr)
-        best = cosine.view(len(picked), -1, k, k_regions).amax(dim=-1)  # (Qb, kw, k)
+        best = cosine.view(len(picked), k_words, k, k_regions).amax(dim=-1)  # (Qb, kw, k)
         torch.sum(best * weight[q0 : q0 + block], dim=1, out=out[q0 : q0 + block])  # float32 terms
     return out
 
@@ -201,6 +203,10 @@ class HardTopkHead(PairScorerHead):
         """Only the k selected words (unit), masked where a caption has fewer."""
         picked = self.select_words(texts)
         return TextFeatures(global_=texts.global_, local=picked.tokens, mask=picked.valid)
+
+    def candidate_image_floats(self, regions: int, dim: int) -> int:
+        """The chunk's candidate regions and their normalised copy (`all_tokens`)."""
+        return 2 * regions * dim
 
     def attention_bound(self, mask: Tensor) -> Tensor:
         """A mean over words of cosines: at most 1."""

@@ -15,7 +15,13 @@ from tbpr_models.features import Batch, ImageFeatures, TextFeatures
 from tbpr_models.variant import HeadDims
 from tbpr_models.variants.cross_fusion import CrossFusionHead, mask_tokens
 from tbpr_models.variants.cross_scan import CrossScanHead, scan_similarity, scan_word_attention
-from tbpr_models.variants.hard_topk import HardTopkConfig, HardTopkHead, Selection, topk_match_similarity
+from tbpr_models.variants.hard_topk import (
+    HardTopkConfig,
+    HardTopkHead,
+    Selection,
+    topk_match_candidates,
+    topk_match_similarity,
+)
 
 VOCAB = 50
 
@@ -339,3 +345,32 @@ def test_hard_topk_compacted_features_score_like_the_full_ones() -> None:
         rtol=0,
         atol=1e-6,
     )
+
+
+def test_hard_topk_candidate_kernels_equal_the_gathered_similarity() -> None:
+    """The batched inference kernel (0/1 weights, every region valid) and the weighted one (weights
+    that carry gradients, or images with invalid regions) both give `topk_match_similarity` gathered at
+    the candidates, -inf at -1, with blocks smaller than the queries."""
+    gen = torch.Generator().manual_seed(3)
+    word_valid = torch.ones(5, 3, dtype=torch.bool)
+    word_valid[1, 2] = False  # a caption with fewer words than k
+    words = Selection(l2(torch.randn(5, 3, 8, generator=gen)), word_valid.float(), word_valid)
+    candidates = torch.tensor([[0, 3, 6], [2, -1, 5], [6, 5, 4], [1, 1, 0], [3, -1, -1]])
+    valid = candidates >= 0
+    all_valid = torch.ones(7, 3, dtype=torch.bool)
+    some_invalid = all_valid.clone()
+    some_invalid[4, 2], some_invalid[6] = False, False  # image 6 has no valid region at all
+    for region_valid in (all_valid, some_invalid):
+        regions = Selection(l2(torch.randn(7, 3, 8, generator=gen)), region_valid.float(), region_valid)
+        full = topk_match_similarity(words, regions)  # (Q, G)
+        expected = full.gather(1, candidates.clamp(min=0)).masked_fill(~valid, -torch.inf)
+        inference = topk_match_candidates(words, regions, candidates, block_texts=2)
+        weighted = topk_match_candidates(
+            Selection(words.tokens, words.weight.clone().requires_grad_(), words.valid),
+            Selection(regions.tokens, regions.weight.clone().requires_grad_(), regions.valid),
+            candidates,
+            block_texts=2,
+        )
+        torch.testing.assert_close(inference, expected, rtol=0, atol=1e-6)
+        torch.testing.assert_close(weighted.detach(), expected, rtol=0, atol=1e-6)
+    assert full[:, 6].eq(0).all()  # no valid region: every word's term is 0

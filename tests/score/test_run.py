@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -145,6 +146,8 @@ def test_fastscan_first_stage_reranks_to_the_exhaustive_scores(
     emb = tmp_path / "emb"
     embed_split(tiny_data, tiny_checkpoint("hard_topk"), emb, batch_size=5, indexes=("flat", "fastscan"))
     store = EmbeddingStore(emb)
+    index = load_index(index_file(emb, "fastscan"))
+    assert isinstance(faiss.downcast_index(index), faiss.IndexPQFastScan)  # 16 images: not the fallback
     exhaustive = score(emb, tmp_path / "ex", mode="exhaustive", track=False)
     everything = score(
         emb, tmp_path / "all", mode="pruned", top_k=store.num_images, index="fastscan", track=False
@@ -156,7 +159,7 @@ def test_fastscan_first_stage_reranks_to_the_exhaustive_scores(
     assert everything.metrics == pytest.approx(exhaustive.metrics, abs=1e-9)
     score(emb, tmp_path / "k4", mode="pruned", top_k=4, index="fastscan", track=False)
     top = _rankings(tmp_path / "k4")
-    _, found = search(load_index(index_file(emb, "fastscan")), store.text_globals(), 4)  # (Q, 4)
+    _, found = search(index, store.text_globals(), 4)  # (Q, 4)
     query_ids, image_ids = store.query_ids()[0], store.gallery_ids()[0]
     for row, query in enumerate(query_ids.tolist()):
         assert {i for i, _ in top[query][:4]} == set(image_ids[found[row]].tolist())
