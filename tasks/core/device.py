@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import platform
-from collections.abc import Iterator
 from typing import Any, Literal, get_args
 
 import torch
@@ -114,41 +113,25 @@ def set_threads(threads: int | None) -> None:
 
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
-GLIBC_DEFAULT_THRESHOLD = 128 * 1024  # both thresholds' documented default
+GLIBC_MAX_MMAP_THRESHOLD_MIB = 32  # the largest mmap threshold glibc accepts on 64-bit
 
 
-@contextlib.contextmanager
-def freed_memory_kept(trim_mib: int = 1024, mmap_mib: int = 32) -> Iterator[bool]:
-    """Inside, glibc's malloc keeps up to `trim_mib` of freed heap for reuse and serves blocks up to
-    `mmap_mib` (its maximum) from the heap, instead of handing large freed blocks back to the kernel;
-    after, both thresholds go back to glibc's default and the kept memory is released.
+def keep_freed_memory(trim_mib: int) -> bool:
+    """From now on in this process, glibc's malloc keeps up to `trim_mib` of freed heap for reuse and
+    serves blocks up to 32 MiB from the heap, instead of handing large freed blocks back to the kernel.
 
-    Scoring allocates tens of MB of short-lived tensors per call; with glibc's defaults each call
-    faulted its pages in afresh (29-64 ms per `hard_topk` re-ranking call instead of 23-25 ms,
-    measured). Process-wide while inside; yields False (and changes nothing) without glibc.
+    Scoring allocates tens of MB of short-lived tensors per call; with glibc's defaults every call
+    faulted them in afresh (29-64 ms per `hard_topk` re-ranking call instead of 23-25 ms, measured on
+    repeated calls). `score` keeps at most its memory budget this way, so a process that scores (a
+    pipeline, a worker) holds no more than scoring was allowed to use. Process-wide, and it stays:
+    glibc has no way back to its adaptive thresholds. False (nothing changed) without glibc.
     """
-    mallopt, trim = _glibc_malloc()
-    if mallopt is None or trim is None:
-        yield False
-        return
-    mallopt(M_MMAP_THRESHOLD, mmap_mib << 20)
-    mallopt(M_TRIM_THRESHOLD, trim_mib << 20)
-    try:
-        yield True
-    finally:
-        mallopt(M_MMAP_THRESHOLD, GLIBC_DEFAULT_THRESHOLD)
-        mallopt(M_TRIM_THRESHOLD, GLIBC_DEFAULT_THRESHOLD)
-        trim(0)
-
-
-def _glibc_malloc() -> tuple[Any, Any]:
-    """glibc's `mallopt` and `malloc_trim`, or (None, None) where the C library is not glibc."""
     if platform.libc_ver()[0] != "glibc":
-        return None, None
+        return False
     try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt, trim = libc.mallopt, libc.malloc_trim
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
     except (OSError, AttributeError):
-        return None, None
-    mallopt.argtypes, trim.argtypes = [ctypes.c_int, ctypes.c_int], [ctypes.c_size_t]
-    return mallopt, trim
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mmap = mallopt(M_MMAP_THRESHOLD, GLIBC_MAX_MMAP_THRESHOLD_MIB << 20)
+    return bool(mmap) and bool(mallopt(M_TRIM_THRESHOLD, max(1, int(trim_mib)) << 20))

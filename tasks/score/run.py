@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from tasks.core.device import Precision, freed_memory_kept, precision_dtype, resolve_device
+from tasks.core.device import Precision, keep_freed_memory, precision_dtype, resolve_device
 from tasks.core.errors import TbprError
 from tasks.core.files import write_json_atomic, write_parquet_atomic
 from tasks.core.shards import dask_client, gallery_shards
@@ -129,13 +130,11 @@ def score(
     else:
         store = EmbeddingStore(emb)
         model = store.info.load_model(torch_device)
-        with freed_memory_kept():  # blocks and chunks reuse freed memory instead of faulting pages in
-            if mode == "exhaustive":
-                scored = _exhaustive(model, store, memory_budget_mb, torch_device, dtype)
-            else:
-                scored = _pruned(
-                    model, store, emb, kind, top_k, memory_budget_mb, torch_device, dtype, adaptive
-                )
+        keep_freed_memory(math.ceil(memory_budget_mb))  # reuse freed blocks, within the budget
+        if mode == "exhaustive":
+            scored = _exhaustive(model, store, memory_budget_mb, torch_device, dtype)
+        else:
+            scored = _pruned(model, store, emb, kind, top_k, memory_budget_mb, torch_device, dtype, adaptive)
         query_ids, query_pids = store.query_ids()
         image_ids, gallery_pids = store.gallery_ids()
         per_query = per_query_metrics(scored.similarity, query_pids, gallery_pids)  # ranks once
