@@ -30,7 +30,7 @@ from scoring import CUHK, D, L, N, Synthetic, _Rows, clock, run_rerank
 
 from tasks.core.device import set_threads
 from tasks.core.shards import Shard, dask_client, gallery_shards
-from tasks.embed.index import IndexParams, build_index, pq_shape, search
+from tasks.embed.index import IndexKind, IndexParams, build_index, pq_shape, search
 from tasks.score.pruned import Candidates, first_stage
 from tasks.score.shards import merge_candidates
 from tbpr_models import ImageEncoderConfig, ModelConfig, TextEncoderConfig, build_model, variant_config
@@ -85,6 +85,17 @@ def timed(work, repeat: int = 1) -> tuple[object, float]:  # type: ignore[no-unt
     for _ in range(repeat):
         out = work()
     return out, (time.perf_counter() - start) / repeat
+
+
+def build_and_search(
+    gallery: np.ndarray, kind: IndexKind, queries: np.ndarray, k: int
+) -> tuple[faiss.Index, float, np.ndarray, float]:
+    """(index, build seconds, top-k ids (Q, k), search seconds) of a FAISS index of `kind`."""
+    with clock() as built:
+        index = build_index(gallery, kind)
+    with clock() as searched:
+        _, ids = search(index, queries, k)
+    return index, built.wall, ids, searched.wall
 
 
 def truth_recall(found: np.ndarray, rows: np.ndarray) -> float:
@@ -152,21 +163,11 @@ def main() -> None:
         gallery = gallery_rows(0, G)
     print(f"made the gallery in {made.wall:.1f} s ({gallery.nbytes / 2**30:.2f} GiB float32)")
 
-    with clock() as t:
-        flat = build_index(gallery, "flat")
-    flat_build = t.wall
-    with clock() as t:
-        _, flat_ids = search(flat, queries, k)
-    flat_search = t.wall
+    flat, flat_build, flat_ids, flat_search = build_and_search(gallery, "flat", queries, k)
     print(f"flat:  build {flat_build:.1f} s, {G * D * 4 / 2**20:,.0f} MiB, search {flat_search:.2f} s "
           f"({flat_search / Q * 1e3:.2f} ms/query), truth recall@{k} {truth_recall(flat_ids, rows):.3f}")  # fmt: skip
     pq_fast: dict[int, float] = {}
-    with clock() as t:
-        ivfpq = build_index(gallery, "ivfpq")
-    pq_build = t.wall
-    with clock() as t:
-        _, pq_ids = search(ivfpq, queries, k)
-    pq_search = t.wall
+    ivfpq, pq_build, pq_ids, pq_search = build_and_search(gallery, "ivfpq", queries, k)
     m, bits = pq_shape(G, D)
     pq_mib = G * (m * bits / 8 + 8) / 2**20  # codes + ids in the inverted lists
     print(f"ivfpq: build {pq_build:.1f} s, {pq_mib:,.0f} MiB (m={m}, {bits} bits, + ids), search {pq_search:.2f} s "
@@ -181,12 +182,7 @@ def main() -> None:
     del ivfpq
     H = min(args.hnsw_images, G)
     small_queries, small_rows = queries_for(H, min(Q, H // 4), seed=4)
-    with clock() as t:
-        hnsw = build_index(gallery[:H], "hnsw")
-    hnsw_build = t.wall
-    with clock() as t:
-        _, hnsw_ids = search(hnsw, small_queries, k)
-    hnsw_search = t.wall
+    hnsw, hnsw_build, hnsw_ids, hnsw_search = build_and_search(gallery[:H], "hnsw", small_queries, k)
     print(f"hnsw on {H:,}: build {hnsw_build:.1f} s (1M: ~{hnsw_build * G / H:.0f} s, extrapolated linearly), "
           f"{hnsw_search / len(small_queries) * 1e3:.2f} ms/query, truth recall@{k} {truth_recall(hnsw_ids, small_rows):.3f}")  # fmt: skip
     del hnsw, gallery, flat

@@ -101,7 +101,6 @@ def rerank(
     `rerank_in_workers`, else 1), that many threads score chunks concurrently, each with one torch
     thread (SCAN's re-ranking is many small ops that intra-op threads barely speed up; measured in
     benchmarks/scoring.py): the budget holds per chunk, so up to `workers` chunks are in memory at once.
-    A chunk whose queries are consecutive rows is read as one slice (2x faster than a row list).
     """
     ids, chunk = candidates.ids, max(1, chunk)
     if workers is None:
@@ -119,7 +118,6 @@ def rerank(
             """Scores one chunk into `scores`; the number of scorer calls (0 or 1)."""
             rows = np.sort(order[start : start + chunk])  # (c,)
             sub = ids[rows]  # (c, k)
-            texts_rows = slice(rows[0], rows[-1] + 1) if rows[-1] - rows[0] + 1 == len(rows) else rows
             valid = sub >= 0
             union = np.unique(sub[valid])  # (U,) sorted
             if union.size:
@@ -132,7 +130,7 @@ def rerank(
                     local = np.where(valid, np.searchsorted(union, sub), -1)  # (c, k) rows of the union
                 with torch.inference_mode():  # thread-local: set in the worker
                     block = scorer.similarity_candidates(
-                        source.texts(texts_rows, device, dtype),
+                        source.texts(rows, device, dtype),
                         source.images(image_rows, device, dtype),
                         torch.from_numpy(local).to(device),
                         memory_budget_mb=head_budget_mb,

@@ -83,3 +83,20 @@ def test_rerank_parallelises_as_the_head_says(tiny_emb: Callable[[str], Path]) -
             assert rerank(model, store, first, device=CPU, chunk=4).workers == workers
     finally:
         torch.set_num_threads(threads)
+
+
+def test_store_reads_rows_in_the_order_asked_whether_consecutive_or_not(
+    tiny_emb: Callable[[str], Path],
+) -> None:
+    """Consecutive rows are read as a slice, any other list gathered: the same features either way,
+    in the order asked, as new tensors that never alias the memory map."""
+    store = EmbeddingStore(tiny_emb("hard_topk"))
+    everything = store.texts(slice(None), CPU, torch.float32)
+    for rows in (np.arange(2, 7), np.array([6, 2, 4]), np.array([3, 4, 5])[::-1].copy(), np.arange(0)):
+        got = store.texts(rows, CPU, torch.float32)
+        torch.testing.assert_close(got.local, everything.local[torch.from_numpy(rows)])
+        torch.testing.assert_close(got.global_, everything.global_[torch.from_numpy(rows)])
+        assert torch.equal(got.mask, everything.mask[torch.from_numpy(rows)])
+    got = store.images(np.arange(1, 4), CPU, torch.float32)
+    got.local.zero_()  # a copy: the store still reads its own values
+    assert store.images(np.arange(1, 4), CPU, torch.float32).local.abs().sum() > 0
