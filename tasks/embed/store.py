@@ -64,10 +64,33 @@ def _tensor(source: torch.Tensor, rows: Rows, device: torch.device, dtype: torch
         index = np.asarray(rows, dtype=np.int64)
         first = int(index[0]) if len(index) else -1
         if first < 0 or not np.array_equal(index, np.arange(first, first + len(index))):
-            picked = source.index_select(0, torch.from_numpy(index))
-            return picked.to(device=device, dtype=dtype)
+            return _converted(source.index_select(0, torch.from_numpy(index)), device, dtype)
         rows = slice(first, first + len(index))
-    return source[rows].to(device=device, dtype=dtype, copy=True)
+    return _converted(source[rows], device, dtype, copy=True)
+
+
+# float32 elements staged per block of a float16 -> bfloat16 conversion (4 MiB: stays in the cache)
+STAGE_ELEMENTS = 2**20
+
+
+def _converted(
+    values: torch.Tensor, device: torch.device, dtype: torch.dtype, copy: bool = False
+) -> torch.Tensor:
+    """`values` on `device` in `dtype`. On the CPU, float16 -> bfloat16 goes through float32 blocks:
+    torch converts between the two half types element by element, and each step through float32 is
+    vectorised (6,202 x 8 x 256 values on 2 cores: 1.2 ms against 4.4; the result is the same, as
+    float32 holds every float16 exactly)."""
+    if not (values.dtype == torch.float16 and dtype == torch.bfloat16 and device.type == "cpu"):
+        return values.to(device=device, dtype=dtype, copy=copy)
+    out = torch.empty(values.shape, dtype=dtype)
+    source, target = values.reshape(-1), out.view(-1)  # a row block of the store is contiguous
+    stage = torch.empty(min(STAGE_ELEMENTS, source.numel()), dtype=torch.float32)
+    for start in range(0, source.numel(), STAGE_ELEMENTS):
+        stop = min(start + STAGE_ELEMENTS, source.numel())
+        part = stage[: stop - start]
+        part.copy_(source[start:stop])
+        target[start:stop].copy_(part)
+    return out
 
 
 def _read_only_view(array: np.ndarray) -> torch.Tensor:

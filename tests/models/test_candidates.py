@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from tbpr_models import VARIANTS, ModelConfig, RetrievalModel, build_model, variant_config
+from tbpr_models import variant as variant_module
 from tbpr_models.config import ImageEncoderConfig, TextEncoderConfig
 from tbpr_models.features import ImageFeatures, TextFeatures
 from tbpr_models.variant import VariantHead, global_cosine_candidates
@@ -115,8 +116,14 @@ def test_base_fallback_through_similarity_matches_the_batched_override(variant: 
             torch.testing.assert_close(generic.float(), batched.float(), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize(("gallery", "k"), [(9, 5), (300, 2)])  # dense matmul, then gathered globals
-def test_global_cosine_candidates_equals_a_loop(gallery: int, k: int) -> None:
+@pytest.mark.parametrize(
+    ("gallery", "k", "block_bytes"),
+    [(9, 5, 2**22), (300, 2, 2**22), (300, 2, 1)],  # dense matmul; gathered globals in one block, in many
+)
+def test_global_cosine_candidates_equals_a_loop(
+    gallery: int, k: int, block_bytes: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(variant_module, "GATHER_BLOCK_BYTES", block_bytes)
     gen = torch.Generator().manual_seed(6)
     texts = TextFeatures(
         global_=torch.randn(4, 16, generator=gen), local=torch.zeros(4, 1, 16), mask=torch.ones(4, 1)

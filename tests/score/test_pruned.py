@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from tasks.embed import store as store_module
 from tasks.embed.index import build_index
 from tasks.embed.store import EmbeddingStore
 from tasks.score.pruned import Candidates, batched_chunk_size, first_stage, rerank
@@ -100,3 +101,22 @@ def test_store_reads_rows_in_the_order_asked_whether_consecutive_or_not(
     got = store.images(np.arange(1, 4), CPU, torch.float32)
     got.local.zero_()  # a copy: the store still reads its own values
     assert store.images(np.arange(1, 4), CPU, torch.float32).local.abs().sum() > 0
+
+
+@pytest.mark.parametrize("stage", [7, 2**20])  # many blocks, the last one partial; one block
+def test_store_bfloat16_reads_equal_the_direct_conversion_of_the_float16_file(
+    stage: int, tiny_emb: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bf16 features staged through float32 blocks are exactly torch's own float16 -> bfloat16
+    conversion of the file's values, for a slice and a row list."""
+    monkeypatch.setattr(store_module, "STAGE_ELEMENTS", stage)
+    emb = tiny_emb("hard_topk")
+    store = EmbeddingStore(emb)
+    on_disk = torch.from_numpy(np.load(emb / "text_local.npy"))  # (Q, L, D) float16
+    for rows in (slice(1, None), np.array([4, 0, 2])):
+        got = store.texts(rows, CPU, torch.bfloat16).local
+        index = rows if isinstance(rows, slice) else torch.from_numpy(rows)
+        assert got.dtype == torch.bfloat16
+        assert torch.equal(got, on_disk[index].to(torch.bfloat16))
+    images = torch.from_numpy(np.load(emb / "image_local.npy"))
+    assert torch.equal(store.images(slice(None), CPU, torch.bfloat16).local, images.to(torch.bfloat16))
