@@ -60,23 +60,30 @@ def _widest(length: int, device: torch.device) -> int:
     return int(value.item())
 
 
+# `unit_local` on both feature types: True when every local token is already L2-normalised (or zero),
+# as a head's `compact_*` may leave them and EMB then stores them; a head may skip normalising them again.
+
+
 @dataclass(frozen=True)
 class ImageFeatures:
     global_: Tensor  # (B, D), L2-normalised
     local: Tensor  # (B, N, D)
+    unit_local: bool = False
 
     def __len__(self) -> int:
         return self.global_.shape[0]
 
     def select(self, index: Tensor | slice) -> ImageFeatures:
-        return ImageFeatures(global_=self.global_[index], local=self.local[index])
+        return dataclasses.replace(self, global_=self.global_[index], local=self.local[index])
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> ImageFeatures:
-        return ImageFeatures(global_=self.global_.to(device, dtype), local=self.local.to(device, dtype))
+        return dataclasses.replace(
+            self, global_=self.global_.to(device, dtype), local=self.local.to(device, dtype)
+        )
 
     def gathered(self) -> ImageFeatures:
         """The features of the whole global batch (every process's rows, in rank order)."""
-        return ImageFeatures(global_=gather_rows(self.global_), local=gather_rows(self.local))
+        return dataclasses.replace(self, global_=gather_rows(self.global_), local=gather_rows(self.local))
 
 
 @dataclass(frozen=True)
@@ -84,15 +91,19 @@ class TextFeatures:
     global_: Tensor  # (B, D), L2-normalised
     local: Tensor  # (B, L, D)
     mask: Tensor  # (B, L) bool, True where a real token is
+    unit_local: bool = False
 
     def __len__(self) -> int:
         return self.global_.shape[0]
 
     def select(self, index: Tensor | slice) -> TextFeatures:
-        return TextFeatures(global_=self.global_[index], local=self.local[index], mask=self.mask[index])
+        return dataclasses.replace(
+            self, global_=self.global_[index], local=self.local[index], mask=self.mask[index]
+        )
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> TextFeatures:
-        return TextFeatures(
+        return dataclasses.replace(
+            self,
             global_=self.global_.to(device, dtype),
             local=self.local.to(device, dtype),
             mask=self.mask.to(device),
@@ -105,8 +116,8 @@ class TextFeatures:
         pad = length - self.local.shape[1]
         local = torch.nn.functional.pad(self.local, (0, 0, 0, pad))
         mask = torch.nn.functional.pad(self.mask, (0, pad))
-        return TextFeatures(
-            global_=gather_rows(self.global_), local=gather_rows(local), mask=gather_rows(mask)
+        return dataclasses.replace(
+            self, global_=gather_rows(self.global_), local=gather_rows(local), mask=gather_rows(mask)
         )
 
 

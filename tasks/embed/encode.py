@@ -94,13 +94,15 @@ def embed_split(
     try:
         transform = image_transform(config.image)
         if shards > 1:
-            image_global = _embed_images_sharded(
+            image_global, image_unit = _embed_images_sharded(
                 model, data, split, checkpoint, work, batch_size, torch_device, precision, shards, scheduler
             )
         else:
-            image_global = _embed_images(model, part, transform, work, batch_size, torch_device, precision)
+            image_global, image_unit = _embed_images(
+                model, part, transform, work, batch_size, torch_device, precision
+            )
         input_ids, attention_mask = build_tokenizer(config.text)(part.texts)  # (Q, L) each
-        text_global = _embed_texts(
+        text_global, text_unit = _embed_texts(
             model, input_ids, attention_mask, work, batch_size, torch_device, precision
         )
         _write_gallery(data, part, image_global, work)
@@ -122,6 +124,8 @@ def embed_split(
             num_regions=image_local.shape[1],
             max_length=text_local.shape[1],
             indexes=tuple(kinds),
+            image_local_unit=image_unit,
+            text_local_unit=text_unit,
             train_run_id=train_run_id,
             dataset=prepared.dataset,
             config=json.loads((checkpoint / CONFIG_FILE).read_text()),
@@ -151,19 +155,21 @@ def _embed_images(
     batch_size: int,
     device: torch.device,
     precision: str,
-) -> np.ndarray:
-    """Gallery globals (G, D) float32; locals streamed into EMB/image_local.npy (G, N, D) float16, as the
-    head's `compact_images` keeps them (`hard_topk`: its k selected regions)."""
+) -> tuple[np.ndarray, bool]:
+    """Gallery globals (G, D) float32, and whether the locals are unit (`ImageFeatures.unit_local`);
+    locals streamed into EMB/image_local.npy (G, N, D) float16, as the head's `compact_images` keeps
+    them (`hard_topk`: its k selected regions, unit)."""
     loader = DataLoader(ImageDataset(part, transform), batch_size=batch_size)
     total = len(part.image_ids)
     globals_: list[np.ndarray] = []
     local: np.memmap | None = None
-    row = 0
+    row, unit = 0, True
     with Progress(transient=True) as progress:
         task = progress.add_task("embedding images", total=total)
         for pixels in loader:
             with autocast(device, precision):
                 feats = model.head.compact_images(model.encode_images(pixels.to(device)))
+            unit &= feats.unit_local
             block = feats.local.float().cpu().numpy()  # (B, N, D)
             if local is None:
                 shape = (total, *block.shape[1:])  # (G, N, D)
@@ -174,7 +180,7 @@ def _embed_images(
             progress.advance(task, len(block))
     assert local is not None
     local.flush()
-    return np.concatenate(globals_)  # (G, D)
+    return np.concatenate(globals_), unit  # (G, D)
 
 
 def _embed_images_sharded(
@@ -188,8 +194,9 @@ def _embed_images_sharded(
     precision: str,
     shards: int,
     scheduler: str | None,
-) -> np.ndarray:
-    """Gallery globals (G, D); each shard's locals written by its worker into EMB/image_local.npy."""
+) -> tuple[np.ndarray, bool]:
+    """Gallery globals (G, D) and whether the locals are unit; each shard's locals written by its worker
+    into EMB/image_local.npy."""
     part = load_prepared(data, splits=(split,)).splits[split]
     total = len(part.image_ids)
     with torch.inference_mode():
@@ -216,7 +223,7 @@ def _embed_images_sharded(
             for a, b in jobs
         ]
         parts = client.gather(futures)
-    return np.concatenate(parts)  # (G, D)
+    return np.concatenate(parts), probe.unit_local  # (G, D)
 
 
 def _first_image(part: SplitData) -> Any:
@@ -272,14 +279,15 @@ def _embed_texts(
     batch_size: int,
     device: torch.device,
     precision: str,
-) -> np.ndarray:
-    """Caption globals (Q, D) float32; locals into text_local.npy (Q, L, D) f16 and text_mask.npy (Q, L)."""
+) -> tuple[np.ndarray, bool]:
+    """Caption globals (Q, D) float32 and whether the locals are unit (`TextFeatures.unit_local`); locals
+    into text_local.npy (Q, L, D) f16 and text_mask.npy (Q, L)."""
     lengths = attention_mask.sum(dim=1)  # (Q,)
     width = max(int(lengths.max()), 1)
     mask = np.lib.format.open_memmap(out / layout.TEXT_MASK, "w+", np.bool_, (len(input_ids), width))
     local: np.memmap | None = None
     globals_: list[np.ndarray] = []
-    used = 0
+    used, unit = 0, True
     with Progress(transient=True) as progress:
         task = progress.add_task("embedding captions", total=len(input_ids))
         for start in range(0, len(input_ids), batch_size):
@@ -289,6 +297,7 @@ def _embed_texts(
             valid = attention_mask[start:stop, :length].to(device)  # (B, L')
             with autocast(device, precision):
                 feats = model.head.compact_texts(model.encode_texts(ids, valid))
+            unit &= feats.unit_local
             block = feats.local.float().cpu().numpy()  # (B, L'', D); L'' <= L' when the head compacts
             if local is None:
                 shape = (len(input_ids), width, block.shape[2])  # (Q, L, D)
@@ -307,7 +316,7 @@ def _embed_texts(
         for name, array in ((layout.TEXT_LOCAL, local), (layout.TEXT_MASK, mask)):
             np.save(out / f"{name}.trim.npy", np.ascontiguousarray(array[:, :used]))
             os.replace(out / f"{name}.trim.npy", out / name)
-    return np.concatenate(globals_)  # (Q, D)
+    return np.concatenate(globals_), unit  # (Q, D)
 
 
 def _embedding_column(vectors: np.ndarray) -> pa.FixedSizeListArray:

@@ -7,7 +7,8 @@ EMB/image_local.npy   (G, N, D) float16, memory-mappable (N: what the head's `co
 EMB/text_local.npy    (Q, L, D) float16 (L: the longest caption, or what `compact_texts` keeps)
 EMB/text_mask.npy     (Q, L) bool
 EMB/index_<kind>.faiss  flat / hnsw / ivf (/ ivfpq / fastscan when asked) over the gallery embeddings
-EMB/embed.json        EmbedInfo: model ref, checkpoint, DATA, config, counts, dims (written last)
+EMB/embed.json        EmbedInfo: model ref, checkpoint, DATA, config, counts, dims, whether the local
+                      tokens are stored unit (written last)
 ```
 """
 
@@ -55,6 +56,10 @@ class EmbedInfo:
     num_regions: int  # N
     max_length: int  # L
     indexes: tuple[str, ...]
+    # the local tokens are stored L2-normalised (`ImageFeatures/TextFeatures.unit_local`: the head's
+    # compact_* made them so); absent from an older embed.json: False, scoring normalises as needed
+    image_local_unit: bool = False
+    text_local_unit: bool = False
     train_run_id: str | None = None
     dataset: str | None = None
     config: dict[str, Any] = field(default_factory=dict)  # the checkpoint's config.json

@@ -191,6 +191,7 @@ class EmbeddingStore:
         return ImageFeatures(
             global_=_tensor(self._views["image_global"], rows, device, dtype),
             local=_tensor(self._views["image_local"], rows, device, dtype),
+            unit_local=self.info.image_local_unit,
         )
 
     def texts(self, rows: Rows, device: torch.device, dtype: torch.dtype) -> TextFeatures:
@@ -198,6 +199,7 @@ class EmbeddingStore:
             global_=_tensor(self._views["text_global"], rows, device, dtype),
             local=_tensor(self._views["text_local"], rows, device, dtype),
             mask=_tensor(self._views["text_mask"], rows, device, torch.bool),
+            unit_local=self.info.text_local_unit,
         )
 
     def gallery_ids(self) -> tuple[np.ndarray, np.ndarray]:

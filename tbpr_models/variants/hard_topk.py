@@ -57,12 +57,12 @@ def select_tokens(
     return Selection(tokens=l2_normalize(picked), weight=weight, valid=weight.detach() > 0.5)
 
 
-def all_tokens(tokens: Tensor, mask: Tensor | None = None) -> Selection:
+def all_tokens(tokens: Tensor, mask: Tensor | None = None, unit: bool = False) -> Selection:
     """Every (valid) token of (B, M, D) selected, as inference selects when M <= k (e.g. features that
     `compact_*` already reduced to their selection): no scorer, top-k or gather; scores do not depend
-    on the order of the selected tokens."""
+    on the order of the selected tokens. `unit`: the tokens are unit already (not normalised again)."""
     valid = tokens.new_ones(tokens.shape[:2], dtype=torch.bool) if mask is None else mask.bool()
-    return Selection(tokens=l2_normalize(tokens), weight=valid.float(), valid=valid)
+    return Selection(tokens=tokens if unit else l2_normalize(tokens), weight=valid.float(), valid=valid)
 
 
 def _match_scores(cosine: Tensor, words: Selection, region_valid: Tensor, region_weight: Tensor) -> Tensor:
@@ -166,14 +166,16 @@ class HardTopkHead(PairScorerHead):
         self.word_scorer = nn.Linear(dims.embed_dim, 1)
 
     def select_regions(self, images: ImageFeatures) -> Selection:
-        return self._select(images.local, self.region_scorer, self.config.k_regions)
+        return self._select(images.local, self.region_scorer, self.config.k_regions, None, images.unit_local)
 
     def select_words(self, texts: TextFeatures) -> Selection:
-        return self._select(texts.local, self.word_scorer, self.config.k_words, texts.mask)
+        return self._select(texts.local, self.word_scorer, self.config.k_words, texts.mask, texts.unit_local)
 
-    def _select(self, tokens: Tensor, scorer: nn.Linear, k: int, mask: Tensor | None = None) -> Selection:
+    def _select(
+        self, tokens: Tensor, scorer: nn.Linear, k: int, mask: Tensor | None, unit: bool
+    ) -> Selection:
         if not self.training and tokens.shape[1] <= k:
-            return all_tokens(tokens, mask)
+            return all_tokens(tokens, mask, unit)
         logits = scorer(tokens.to(scorer.weight.dtype)).squeeze(-1)  # (B, M)
         return select_tokens(tokens, logits, k, self.config.tau, self.training, mask)
 
@@ -197,12 +199,13 @@ class HardTopkHead(PairScorerHead):
         """Only the k selected regions (unit; a missing one is zero): selecting k of k gives them back, so
         scores are unchanged and EMB holds k_regions instead of N region tokens per image."""
         picked = self.select_regions(images)
-        return ImageFeatures(global_=images.global_, local=picked.tokens * picked.valid.unsqueeze(-1))
+        local = picked.tokens * picked.valid.unsqueeze(-1)
+        return ImageFeatures(global_=images.global_, local=local, unit_local=True)
 
     def compact_texts(self, texts: TextFeatures) -> TextFeatures:
         """Only the k selected words (unit), masked where a caption has fewer."""
         picked = self.select_words(texts)
-        return TextFeatures(global_=texts.global_, local=picked.tokens, mask=picked.valid)
+        return TextFeatures(global_=texts.global_, local=picked.tokens, mask=picked.valid, unit_local=True)
 
     def candidate_image_floats(self, regions: int, dim: int) -> int:
         """The chunk's candidate regions and their normalised copy (`all_tokens`)."""

@@ -19,6 +19,8 @@ from tasks.score.run import score
 from tasks.score.search import contact_sheet, search_text
 from tbpr_models import ImageTransform, RetrievalModel, build_tokenizer, load_checkpoint
 
+CPU = torch.device("cpu")
+
 
 def read_tiny(model: RetrievalModel, data: Path) -> tuple[pa.Table, pa.Table, torch.Tensor]:
     """(images table, captions table, every image as the model's pixels (G, 3, H, W))."""
@@ -58,6 +60,12 @@ def test_embed_writes_what_the_model_computes(tiny_emb: Callable[[str], Path], t
     )
     assert store.image_local.dtype == np.float16 and isinstance(store.image_local, np.memmap)
     assert sorted(info.indexes) == ["flat", "hnsw", "ivf"] and (emb / "index_ivf.faiss").is_file()
+    # spatial stores its raw tokens: not unit, so a pair scorer reading them would normalise them
+    assert not (info.image_local_unit or info.text_local_unit)
+    assert not (
+        store.images(slice(None), CPU, torch.float32).unit_local
+        or store.texts([0], CPU, torch.float32).unit_local
+    )
 
 
 def test_hard_topk_emb_holds_its_selected_tokens_and_scores_the_same(
@@ -77,6 +85,14 @@ def test_hard_topk_emb_holds_its_selected_tokens_and_scores_the_same(
     store = EmbeddingStore(emb)
     assert store.image_local.shape[1] == 8 < model.num_regions  # 8 selected of 32 regions
     assert store.text_local.shape[1] == 8 == int(store.text_mask.sum(axis=1).max())
+    # stored unit (embed.json says so, the store's features carry it): scoring does not normalise again
+    assert info.image_local_unit and info.text_local_unit
+    assert (
+        store.images([1, 0], CPU, torch.float32).unit_local
+        and store.texts(slice(2), CPU, torch.bfloat16).unit_local
+    )
+    norms = np.linalg.norm(store.image_local.astype(np.float32), axis=-1)
+    assert np.abs(norms - 1).max() < 2e-3
     result = score(emb, emb.parent / "scored", mode="exhaustive", track=False)
     expected = per_query_metrics(full, captions["person_id"].to_numpy(), images["person_id"].to_numpy())
     assert result.metrics == pytest.approx(expected.metrics(), abs=1e-9)

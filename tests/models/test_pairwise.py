@@ -3,6 +3,7 @@ IRRA's fusion encoder with masked-word prediction, and the three variants inside
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -306,6 +307,32 @@ def test_heads_give_word_region_attention_only_where_they_attend() -> None:
     regions = hard.sum(dim=0).nonzero().flatten()  # every chosen region is one the head selected
     chosen = head.region_scorer(images.local).squeeze(-1)[0].topk(2).indices
     assert set(regions.tolist()) <= set(chosen.tolist())
+
+
+def test_hard_topk_normalises_local_tokens_unless_they_are_marked_unit() -> None:
+    """Compacted features are marked unit (EMB stores them so) and are not normalised again: scaling
+    marked tokens scales the attention score, while unmarked ones are normalised to the same scores."""
+    head = _hard_head(k=3).eval()
+    gen = torch.Generator().manual_seed(4)
+    texts = TextFeatures(
+        global_=l2(torch.randn(4, 8, generator=gen)),
+        local=torch.randn(4, 5, 8, generator=gen),
+        mask=torch.ones(4, 5, dtype=torch.bool),
+    )
+    images = ImageFeatures(
+        global_=l2(torch.randn(6, 8, generator=gen)), local=torch.randn(6, 5, 8, generator=gen)
+    )
+    candidates = torch.tensor([[0, 1], [5, -1], [2, 2], [4, 3]])
+    with torch.no_grad():
+        small_texts, small_images = head.compact_texts(texts), head.compact_images(images)
+        assert small_texts.unit_local and small_images.unit_local and not texts.unit_local
+        reference = head.attention_similarity(small_texts, small_images)  # (Q, G)
+        for unit, factor in ((True, 2.0), (False, 1.0)):
+            scaled = dataclasses.replace(small_images, local=2 * small_images.local, unit_local=unit)
+            torch.testing.assert_close(head.attention_similarity(small_texts, scaled), factor * reference)
+            got = head.attention_candidates(small_texts, scaled, candidates, 256.0)
+            expected = (factor * reference).gather(1, candidates.clamp(min=0))
+            torch.testing.assert_close(got, expected.masked_fill(candidates < 0, -torch.inf))
 
 
 def test_hard_topk_compacted_features_score_like_the_full_ones() -> None:
