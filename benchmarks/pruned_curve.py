@@ -8,7 +8,7 @@ test: ~3,100 images x ~6,200 captions), embedded once. Then `tasks.score.run.sco
 cosines; `fastscan`: 4-bit PQ codes, approximate) and k in `--ks`, each with a fixed k and, on exact
 first stages, with a per-query k <= k (`--adaptive`), in fp32 and bf16, and prints, per setting:
 scoring seconds (FAISS + re-ranking, or the exhaustive blocks; every setting, exhaustive included,
-the best of `--repeat` runs; model loading excluded), pairs scored, R1 and mAP with their differences
+the best of `--repeat` runs; model loading excluded) with the FAISS part of pruned ones, pairs scored, R1 and mAP with their differences
 to exhaustive fp32, and the speed-up. Writes docs/pruned_curve.png (R1 and mAP against seconds, log
 scale). A `--work` folder embedded before keeps its EMB: delete it to add a first stage.
 
@@ -68,6 +68,7 @@ def run(emb: Path, out: Path, repeat: int, **options: Any) -> dict[str, Any]:
         "pairs": best.pairs_scored,
         **best.metrics,
         "mean_k": best.details.get("mean_k"),
+        "stage1": best.details.get("seconds_stage1"),
     }
 
 
@@ -121,11 +122,12 @@ def main() -> None:
                         rows.append({"setting": name, **result})
         print(f"\n{variant} (checkpoint {checkpoint}), {pq.read_metadata(emb / 'queries.parquet').num_rows:,} "
               f"queries x {pq.read_metadata(emb / 'gallery.parquet').num_rows:,} images, {args.threads} threads")  # fmt: skip
-        print("| setting | seconds | speed-up | pairs | mean k | R1 | dR1 | mAP | dmAP |")
-        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        print("| setting | seconds | stage 1 ms | speed-up | pairs | mean k | R1 | dR1 | mAP | dmAP |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for row in rows:
             mean_k = f"{row['mean_k']:.1f}" if row["mean_k"] is not None else "-"
-            print(f"| {row['setting']} | {row['seconds']:.2f} | {reference['seconds'] / row['seconds']:.0f}x | "
+            stage1 = f"{1e3 * row['stage1']:.1f}" if row.get("stage1") is not None else "-"
+            print(f"| {row['setting']} | {row['seconds']:.4f} | {stage1} | {reference['seconds'] / row['seconds']:.0f}x | "
                   f"{row['pairs']:,} | {mean_k} | {row['R1']:.2f} | {row['R1'] - reference['R1']:+.2f} | "
                   f"{row['mAP']:.2f} | {row['mAP'] - reference['mAP']:+.2f} |")  # fmt: skip
         curves[variant] = rows

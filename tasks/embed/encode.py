@@ -16,7 +16,7 @@ import os
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +45,22 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class EmbedSummary:
-    """What `embed_split` wrote: the EMB folder, its `embed.json` record (counts, dims, indexes), the time."""
+    """What `embed_split` wrote: the EMB folder, its `embed.json` record (counts, dims, indexes), the time,
+    and the seconds of its stages (`images`: decoding and encoding the gallery, `captions`: tokenizing
+    and encoding the queries, `indexes`: building the FAISS indexes)."""
 
     out: Path
     info: layout.EmbedInfo
     seconds: float
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.info.num_images / max(self.stage_seconds.get("images", 0.0), 1e-9)
+
+    @property
+    def captions_per_second(self) -> float:
+        return self.info.num_queries / max(self.stage_seconds.get("captions", 0.0), 1e-9)
 
 
 def embed_split(
@@ -91,8 +102,10 @@ def embed_split(
     # files the new one does not build (an index kind no longer asked for) cannot outlive it
     work = temp_path(out)
     work.mkdir()
+    stages: dict[str, float] = {}
     try:
         transform = image_transform(config.image)
+        clock = time.perf_counter()
         if shards > 1:
             image_global, image_unit = _embed_images_sharded(
                 model, data, split, checkpoint, work, batch_size, torch_device, precision, shards, scheduler
@@ -101,14 +114,18 @@ def embed_split(
             image_global, image_unit = _embed_images(
                 model, part, transform, work, batch_size, torch_device, precision
             )
+        stages["images"], clock = time.perf_counter() - clock, time.perf_counter()
         input_ids, attention_mask = build_tokenizer(config.text)(part.texts)  # (Q, L) each
         text_global, text_unit = _embed_texts(
             model, input_ids, attention_mask, work, batch_size, torch_device, precision
         )
+        stages["captions"] = time.perf_counter() - clock
         _write_gallery(data, part, image_global, work)
         _write_queries(part, text_global, work)
+        clock = time.perf_counter()
         for kind in kinds:
             save_index(build_index(image_global, kind), layout.index_file(work, kind))
+        stages["indexes"] = time.perf_counter() - clock
         image_local = np.load(work / layout.IMAGE_LOCAL, mmap_mode="r")
         text_local = np.load(work / layout.TEXT_LOCAL, mmap_mode="r")
         info = layout.EmbedInfo(
@@ -136,14 +153,17 @@ def embed_split(
     finally:
         shutil.rmtree(work, ignore_errors=True)
     seconds = time.perf_counter() - start
+    summary = EmbedSummary(out=out, info=info, seconds=seconds, stage_seconds=stages)
     log.info(
-        "embedded %d images and %d captions into %s in %.1f s",
+        "embedded %d images (%.0f/s) and %d captions (%.0f/s) into %s in %.1f s",
         info.num_images,
+        summary.images_per_second,
         info.num_queries,
+        summary.captions_per_second,
         out,
         seconds,
     )
-    return EmbedSummary(out=out, info=info, seconds=seconds)
+    return summary
 
 
 @torch.inference_mode()

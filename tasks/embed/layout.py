@@ -7,6 +7,7 @@ EMB/image_local.npy   (G, N, D) float16, memory-mappable (N: what the head's `co
 EMB/text_local.npy    (Q, L, D) float16 (L: the longest caption, or what `compact_texts` keeps)
 EMB/text_mask.npy     (Q, L) bool
 EMB/index_<kind>.faiss  flat / hnsw / ivf (/ ivfpq / fastscan when asked) over the gallery embeddings
+EMB/shards/index_<kind>_<start>-<stop>.faiss  a shard's index, kept by sharded pruned scoring
 EMB/embed.json        EmbedInfo: model ref, checkpoint, DATA, config, counts, dims, whether the local
                       tokens are stored unit (written last)
 ```
@@ -38,6 +39,13 @@ EMBED_JSON = "embed.json"
 def index_file(emb: Path, kind: str) -> Path:
     """`EMB/index_<kind>.faiss`: the FAISS index of that kind over the gallery embeddings."""
     return emb / f"index_{kind}.faiss"
+
+
+def shard_index_file(emb: Path, kind: str, start: int, stop: int) -> Path:
+    """`EMB/shards/index_<kind>_<start>-<stop>.faiss`: the index of gallery rows [start, stop) that
+    sharded pruned scoring built, kept for the next scoring of the same shards (a re-embed replaces
+    the whole folder, so it never outlives the gallery it indexes)."""
+    return emb / "shards" / f"index_{kind}_{start}-{stop}.faiss"
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,8 @@ def embed(
         scheduler=scheduler,
     )
     table = Table(title=f"embedded {split} split into {summary.out}")
-    for column in ("images (G)", "captions (Q)", "D", "regions (N)", "words (L)", "indexes", "seconds"):
+    columns = ("images (G)", "captions (Q)", "D", "regions (N)", "words (L)", "indexes", "seconds")
+    for column in (*columns, "images/s", "captions/s"):
         table.add_column(column, justify="right")
     record = summary.info
     table.add_row(
@@ -74,5 +75,7 @@ def embed(
         str(record.max_length),
         ", ".join(record.indexes),
         f"{summary.seconds:.1f}",
+        f"{summary.images_per_second:,.0f}",
+        f"{summary.captions_per_second:,.0f}",
     )
     Console().print(table)

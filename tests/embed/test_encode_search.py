@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tasks.embed.encode import embed_split
 from tasks.embed.layout import EmbedInfo
 from tasks.embed.store import EmbeddingStore
 from tasks.score.run import score
@@ -66,6 +67,20 @@ def test_embed_writes_what_the_model_computes(tiny_emb: Callable[[str], Path], t
         store.images(slice(None), CPU, torch.float32).unit_local
         or store.texts([0], CPU, torch.float32).unit_local
     )
+
+
+def test_embed_reports_the_seconds_of_its_stages(
+    tiny_data: Path, tiny_checkpoint: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """Images, captions and indexes are timed apart (the throughputs a gallery-size plan needs)."""
+    summary = embed_split(
+        tiny_data, tiny_checkpoint("global"), tmp_path / "emb", batch_size=8, indexes=("flat",)
+    )
+    stages = summary.stage_seconds
+    assert set(stages) == {"images", "captions", "indexes"} and min(stages.values()) > 0
+    assert sum(stages.values()) <= summary.seconds
+    assert summary.images_per_second == pytest.approx(summary.info.num_images / stages["images"])
+    assert summary.captions_per_second == pytest.approx(summary.info.num_queries / stages["captions"])
 
 
 def test_hard_topk_emb_holds_its_selected_tokens_and_scores_the_same(

@@ -5,9 +5,11 @@ equal metrics from the score matrix."""
 from __future__ import annotations
 
 import itertools
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -16,10 +18,12 @@ import torch
 from tasks.core.errors import TbprError
 from tasks.core.shards import gallery_shards
 from tasks.embed.encode import embed_split
-from tasks.embed.layout import IMAGE_LOCAL
+from tasks.embed.layout import IMAGE_LOCAL, QUERIES, EmbedInfo, shard_index_file
 from tasks.embed.store import EmbeddingStore
+from tasks.score import shards as shards_module
 from tasks.score.layout import METRICS, PER_QUERY, RANKINGS
 from tasks.score.run import score
+from tasks.score.shards import InProcess, Settings, ids_of, score_sharded
 from tbpr_models.metrics import per_query_from_ranks, per_query_metrics
 
 
@@ -94,3 +98,46 @@ def test_sharded_embedding_writes_the_same_emb(
         sharded.texts(slice(None), torch.device("cpu"), torch.float32).local,
         one.texts(slice(None), torch.device("cpu"), torch.float32).local,
     )
+
+
+def test_sharded_pruned_scoring_keeps_each_shard_index_and_reuses_it(
+    tiny_emb: Callable[[str], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each shard's index is kept in EMB/shards/ and loaded by the next scoring (building it again
+    fails here); a damaged one is rebuilt; an EMB that cannot keep them still scores. The rankings
+    and metrics are the same every time."""
+    emb = tmp_path / "emb"
+    shutil.copytree(
+        tiny_emb("global"), emb, ignore=shutil.ignore_patterns("shards")
+    )  # other tests' kept indexes
+    info = EmbedInfo.read(emb)
+    settings = Settings(emb=emb, checkpoint=info.checkpoint, mode="pruned", top_k=3, index="hnsw",
+                        memory_budget_mb=64.0, device="cpu", precision="fp32")  # fmt: skip
+    parts = gallery_shards(info.num_images, 3)
+    pids = ids_of(emb, QUERIES, "person_id")
+
+    def ranked() -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+        result = score_sharded(settings, parts, pids, InProcess())
+        return result.ranking.order, result.ranking.scores, result.per_query.metrics()
+
+    reference = ranked()
+    kept = [shard_index_file(emb, "hnsw", p.start, p.stop) for p in parts]
+    assert sorted((emb / "shards").iterdir()) == sorted(kept)
+    assert [faiss.read_index(str(path)).ntotal for path in kept] == [p.size for p in parts]
+
+    def refuse(*args: object) -> None:
+        raise AssertionError("a kept shard index was built again")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(shards_module, "build_index", refuse)
+        again = ranked()
+    kept[1].write_bytes(b"not an index")
+    rebuilt = ranked()
+    assert faiss.read_index(str(kept[1])).ntotal == parts[1].size
+    shutil.rmtree(emb / "shards")
+    (emb / "shards").write_text("a file where the folder would go")  # the EMB cannot keep them
+    unkept = ranked()
+    for other in (again, rebuilt, unkept):
+        np.testing.assert_array_equal(other[0], reference[0])
+        np.testing.assert_array_equal(other[1], reference[1])
+        assert other[2] == reference[2]
