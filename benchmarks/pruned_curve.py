@@ -10,7 +10,7 @@ first stages, with a per-query k <= k (`--adaptive`), in fp32 and bf16, and prin
 scoring seconds (FAISS + re-ranking, or the exhaustive blocks; every setting, exhaustive included,
 the best of `--repeat` runs; model loading excluded) with the FAISS part of pruned ones, pairs scored, R1 and mAP with their differences
 to exhaustive fp32, and the speed-up. Writes docs/pruned_curve.png (R1 and mAP against seconds, log
-scale). A `--work` folder embedded before keeps its EMB: delete it to add a first stage.
+scale) and every row to docs/pruned_curve.md. A `--work` folder embedded before keeps its EMB: delete it to add a first stage.
 
     python benchmarks/pruned_curve.py --model cross_scan=models:/tbpr-cross_scan@champion \\
         --model hard_topk=models:/tbpr-hard_topk@champion [--work /tmp/curve] [--threads 2]
@@ -122,18 +122,31 @@ def main() -> None:
                         rows.append({"setting": name, **result})
         print(f"\n{variant} (checkpoint {checkpoint}), {pq.read_metadata(emb / 'queries.parquet').num_rows:,} "
               f"queries x {pq.read_metadata(emb / 'gallery.parquet').num_rows:,} images, {args.threads} threads")  # fmt: skip
-        print("| setting | seconds | stage 1 ms | speed-up | pairs | mean k | R1 | dR1 | mAP | dmAP |")
-        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-        for row in rows:
-            mean_k = f"{row['mean_k']:.1f}" if row["mean_k"] is not None else "-"
-            stage1 = f"{1e3 * row['stage1']:.1f}" if row.get("stage1") is not None else "-"
-            print(f"| {row['setting']} | {row['seconds']:.4f} | {stage1} | {reference['seconds'] / row['seconds']:.0f}x | "
-                  f"{row['pairs']:,} | {mean_k} | {row['R1']:.2f} | {row['R1'] - reference['R1']:+.2f} | "
-                  f"{row['mAP']:.2f} | {row['mAP'] - reference['mAP']:+.2f} |")  # fmt: skip
+        print(markdown(rows))
         curves[variant] = rows
         done.write_text(json.dumps(rows, indent=1))
     (args.work / "curve.json").write_text(json.dumps(curves, indent=1))
     plot(curves, args.plot)
+    tables = [f"## {variant}\n\n{markdown(rows)}\n" for variant, rows in curves.items()]
+    args.plot.with_suffix(".md").write_text(
+        f"# Pruned against exhaustive scoring: every setting\n\nWritten by `benchmarks/pruned_curve.py` "
+        f"({args.threads} threads; seconds: the best of {args.repeat} runs; stage 1 ms: its FAISS part; "
+        f"speed-up and differences against exhaustive fp32).\n\n" + "\n".join(tables)
+    )  # fmt: skip
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """The table of one model's settings; the first row is the reference (exhaustive fp32)."""
+    reference = rows[0]
+    lines = ["| setting | seconds | stage 1 ms | speed-up | pairs | mean k | R1 | dR1 | mAP | dmAP |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    for row in rows:
+        mean_k = f"{row['mean_k']:.1f}" if row["mean_k"] is not None else "-"
+        stage1 = f"{1e3 * row['stage1']:.1f}" if row.get("stage1") is not None else "-"
+        lines.append(f"| {row['setting']} | {row['seconds']:.4f} | {stage1} | {reference['seconds'] / row['seconds']:.0f}x | "
+                     f"{row['pairs']:,} | {mean_k} | {row['R1']:.2f} | {row['R1'] - reference['R1']:+.2f} | "
+                     f"{row['mAP']:.2f} | {row['mAP'] - reference['mAP']:+.2f} |")  # fmt: skip
+    return "\n".join(lines)
 
 
 def plot(curves: dict[str, list[dict[str, Any]]], path: Path) -> None:

@@ -224,6 +224,7 @@ def global_cosine(texts: TextFeatures, images: ImageFeatures) -> Tensor:
 
 def global_cosine_candidates(texts: TextFeatures, images: ImageFeatures, candidates: Tensor) -> Tensor:
     """(Q, k) cosine of the globals of each query and its candidates (Q, k); -inf where a candidate is -1.
+    Scoring only: the blocks are written in place, so it does not carry gradients.
 
     When the images are few against k (a re-ranking chunk's union), a dense (Q, G) matmul gathered at
     the candidates is cheaper than gathering (Q, k, D) globals (measured at Q=1539, k=64, D=256, one

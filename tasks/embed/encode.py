@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,6 +144,7 @@ def embed_split(
             indexes=tuple(kinds),
             image_local_unit=image_unit,
             text_local_unit=text_unit,
+            embed_id=uuid.uuid4().hex,
             train_run_id=train_run_id,
             dataset=prepared.dataset,
             config=json.loads((checkpoint / CONFIG_FILE).read_text()),

@@ -7,7 +7,7 @@ EMB/image_local.npy   (G, N, D) float16, memory-mappable (N: what the head's `co
 EMB/text_local.npy    (Q, L, D) float16 (L: the longest caption, or what `compact_texts` keeps)
 EMB/text_mask.npy     (Q, L) bool
 EMB/index_<kind>.faiss  flat / hnsw / ivf (/ ivfpq / fastscan when asked) over the gallery embeddings
-EMB/shards/index_<kind>_<start>-<stop>.faiss  a shard's index, kept by sharded pruned scoring
+EMB/shards/<key>/index_<kind>_<start>-<stop>.faiss  a shard's index, kept by sharded pruned scoring
 EMB/embed.json        EmbedInfo: model ref, checkpoint, DATA, config, counts, dims, whether the local
                       tokens are stored unit (written last)
 ```
@@ -41,11 +41,12 @@ def index_file(emb: Path, kind: str) -> Path:
     return emb / f"index_{kind}.faiss"
 
 
-def shard_index_file(emb: Path, kind: str, start: int, stop: int) -> Path:
-    """`EMB/shards/index_<kind>_<start>-<stop>.faiss`: the index of gallery rows [start, stop) that
-    sharded pruned scoring built, kept for the next scoring of the same shards (a re-embed replaces
-    the whole folder, so it never outlives the gallery it indexes)."""
-    return emb / "shards" / f"index_{kind}_{start}-{stop}.faiss"
+def shard_index_file(emb: Path, key: str, kind: str, start: int, stop: int) -> Path:
+    """`EMB/shards/<key>/index_<kind>_<start>-<stop>.faiss`: the index of gallery rows [start, stop)
+    that sharded pruned scoring built, kept for the next scoring of the same shards; `key` names the
+    embedding it indexes (`EmbedInfo.embed_id`) and how it was built, so a file kept from another
+    embedding (a scoring still running while a re-embed replaced the folder) is never read."""
+    return emb / "shards" / key / f"index_{kind}_{start}-{stop}.faiss"
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class EmbedInfo:
     # compact_* made them so); absent from an older embed.json: False, scoring normalises as needed
     image_local_unit: bool = False
     text_local_unit: bool = False
+    embed_id: str = ""  # random, new at every embed (empty in an older embed.json)
     train_run_id: str | None = None
     dataset: str | None = None
     config: dict[str, Any] = field(default_factory=dict)  # the checkpoint's config.json
@@ -97,6 +99,9 @@ class EmbedInfo:
             known = {f.name for f in dataclasses.fields(cls)}
             values = {key: value for key, value in raw.items() if key in known}
             values["indexes"] = tuple(values.get("indexes", ()))
+            for name, kind in (("image_local_unit", bool), ("text_local_unit", bool), ("embed_id", str)):
+                if not isinstance(values.get(name, kind()), kind):
+                    raise TypeError(f"{name} is {values[name]!r}, not a {kind.__name__}")
             return cls(**values)
         except (ValueError, TypeError, AttributeError) as exc:  # not JSON, not an object, fields missing
             raise TbprError(f"{path} is damaged ({exc}); run `tbpr embed` again into {emb}") from exc

@@ -76,12 +76,15 @@ STAGE_ELEMENTS = 2**20
 def _converted(
     values: torch.Tensor, device: torch.device, dtype: torch.dtype, copy: bool = False
 ) -> torch.Tensor:
-    """`values` on `device` in `dtype`. On the CPU, float16 -> bfloat16 goes through float32 blocks:
+    """`values` on `device` in `dtype` (a new tensor when `copy`; on an accelerator, float16 -> bfloat16
+    after the transfer). On the CPU, float16 -> bfloat16 goes through float32 blocks:
     torch converts between the two half types element by element, and each step through float32 is
     vectorised (6,202 x 8 x 256 values on 2 cores: 1.2 ms against 4.4; the result is the same, as
     float32 holds every float16 exactly)."""
-    if not (values.dtype == torch.float16 and dtype == torch.bfloat16 and device.type == "cpu"):
+    if not (values.dtype == torch.float16 and dtype == torch.bfloat16):
         return values.to(device=device, dtype=dtype, copy=copy)
+    if device.type != "cpu":  # a converting copy to an accelerator converts on the CPU first: not that
+        return values.to(device=device).to(dtype)
     out = torch.empty(values.shape, dtype=dtype)
     source, target = values.reshape(-1), out.view(-1)  # a row block of the store is contiguous
     stage = torch.empty(min(STAGE_ELEMENTS, source.numel()), dtype=torch.float32)

@@ -23,6 +23,7 @@ Dimension letters: Q queries, G gallery, S shard images, k candidates, T top kep
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -114,23 +115,28 @@ def stage1_round(settings: Settings, shard: Shard) -> Candidates:
 
 def shard_index(source: EmbeddingStore, emb: Path, shard: Shard, kind: str) -> faiss.Index:
     """The FAISS index of `kind` over the shard's globals: loaded from `EMB/shards/` when an earlier
-    scoring of the same shard kept it, else built and kept there (`ivfpq` builds in ~14 s per 1M
-    images, `hnsw` ~160 s: a scheduled re-scoring should not pay that again). A damaged or mismatched
-    file is rebuilt; an EMB that cannot be written to is scored without keeping the index."""
-    path = shard_index_file(emb, kind, shard.start, shard.stop)
+    scoring of the same shard of the same embedding kept it, else built and kept there (`ivfpq` builds
+    in ~14 s per 1M images, `hnsw` ~160 s: a scheduled re-scoring should not pay that again). `flat`
+    (a copy of the globals, built as fast as it loads) and the indexes of an EMB without an
+    `embed_id` (an older embed) are never kept. A damaged or mismatched file is rebuilt; an EMB that
+    cannot be written to is scored without keeping the index."""
+    if kind == "flat" or not source.info.embed_id:
+        return build_index(source.image_globals(), kind)  # type: ignore[arg-type]
+    built_by = hashlib.sha1(f"faiss {faiss.__version__} {IndexParams()}".encode()).hexdigest()[:8]
+    path = shard_index_file(emb, f"{source.info.embed_id}-{built_by}", kind, shard.start, shard.stop)
     if path.is_file():
         try:
             index = load_index(path)
-            if index.ntotal == shard.size:
+            if index.ntotal == shard.size and index.d == source.shapes().dim:
                 return index
         except TbprError:
             pass
         log.warning("rebuilding %s (damaged, or not this shard's)", path)
     index = build_index(source.image_globals(), kind)  # type: ignore[arg-type]
     try:
-        path.parent.mkdir(exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         save_index(index, path)
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:  # FAISS reports a failed write as a RuntimeError
         log.warning("scoring without keeping the shard index %s (%s)", path, exc)
     return index
 

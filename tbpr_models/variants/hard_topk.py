@@ -212,7 +212,8 @@ class HardTopkHead(PairScorerHead):
         return 2 * regions * dim
 
     def attention_bound(self, mask: Tensor) -> Tensor:
-        """A mean over words of cosines: at most 1."""
+        """A mean over words of cosines: at most 1 (tokens stored unit in float16 are unit to ~1e-3, so a
+        cosine may pass 1 by that much: `BOUND_MARGIN` of pruned scoring covers it)."""
         return torch.ones(mask.shape[0], dtype=torch.float64)
 
     def word_region_attention(self, texts: TextFeatures, images: ImageFeatures) -> Tensor:

@@ -247,6 +247,21 @@ def test_a_damaged_emb_is_a_clear_error(
     assert not (out / "metrics.json").exists()
 
 
+@pytest.mark.parametrize(("field", "value"), [("image_local_unit", '"false"'), ("embed_id", "7")])
+def test_an_embed_json_field_of_the_wrong_type_is_a_clear_error(
+    field: str, value: str, emb: Path, tbpr: Tbpr
+) -> None:
+    """A string "false" would be truthy: taken as True, scoring would skip normalising raw tokens."""
+    info = emb / "embed.json"
+    text = info.read_text()
+    start = text.index(f'"{field}": ')
+    info.write_text(text[:start] + f'"{field}": {value}' + text[text.index(",", start) :])
+    out = emb.parent / "out"
+    code, err = tbpr(["score", str(emb), "--mode", "pruned", "--out", str(out), "--no-track"])
+    clear_error(code, err)
+    assert "damaged" in err and field in err and not (out / "metrics.json").exists()
+
+
 def test_an_interrupted_re_embed_keeps_the_previous_emb_and_leaves_no_debris(
     emb: Path, tiny_data: Path, tiny_checkpoint: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -118,7 +118,8 @@ def test_base_fallback_through_similarity_matches_the_batched_override(variant: 
 
 @pytest.mark.parametrize(
     ("gallery", "k", "block_bytes"),
-    [(9, 5, 2**22), (300, 2, 2**22), (300, 2, 1)],  # dense matmul; gathered globals in one block, in many
+    # dense matmul; gathered globals in one block, one query per block, 3 per block (the last one short)
+    [(9, 5, 2**22), (300, 2, 2**22), (300, 2, 1), (300, 2, 3 * 2 * 16 * 4)],
 )
 def test_global_cosine_candidates_equals_a_loop(
     gallery: int, k: int, block_bytes: int, monkeypatch: pytest.MonkeyPatch

@@ -103,41 +103,54 @@ def test_sharded_embedding_writes_the_same_emb(
 def test_sharded_pruned_scoring_keeps_each_shard_index_and_reuses_it(
     tiny_emb: Callable[[str], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each shard's index is kept in EMB/shards/ and loaded by the next scoring (building it again
-    fails here); a damaged one is rebuilt; an EMB that cannot keep them still scores. The rankings
-    and metrics are the same every time."""
+    """Each shard's index is kept under EMB/shards/ and loaded by the next scoring; a damaged one is
+    rebuilt; another embedding of the folder (a new embed_id) never reads them; `flat` is not kept; an
+    EMB that cannot keep them still scores. The rankings and metrics are the same every time."""
     emb = tmp_path / "emb"
-    shutil.copytree(
-        tiny_emb("global"), emb, ignore=shutil.ignore_patterns("shards")
-    )  # other tests' kept indexes
+    shutil.copytree(tiny_emb("global"), emb)
     info = EmbedInfo.read(emb)
-    settings = Settings(emb=emb, checkpoint=info.checkpoint, mode="pruned", top_k=3, index="hnsw",
-                        memory_budget_mb=64.0, device="cpu", precision="fp32")  # fmt: skip
     parts = gallery_shards(info.num_images, 3)
     pids = ids_of(emb, QUERIES, "person_id")
+    built: list[str] = []
+    build = shards_module.build_index
+    monkeypatch.setattr(
+        shards_module, "build_index", lambda vectors, kind: built.append(kind) or build(vectors, kind)
+    )
 
-    def ranked() -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    def ranked(kind: str = "hnsw") -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+        settings = Settings(emb=emb, checkpoint=info.checkpoint, mode="pruned", top_k=3, index=kind,
+                            memory_budget_mb=64.0, device="cpu", precision="fp32")  # fmt: skip
         result = score_sharded(settings, parts, pids, InProcess())
         return result.ranking.order, result.ranking.scores, result.per_query.metrics()
 
     reference = ranked()
-    kept = [shard_index_file(emb, "hnsw", p.start, p.stop) for p in parts]
-    assert sorted((emb / "shards").iterdir()) == sorted(kept)
-    assert [faiss.read_index(str(path)).ntotal for path in kept] == [p.size for p in parts]
-
-    def refuse(*args: object) -> None:
-        raise AssertionError("a kept shard index was built again")
-
-    with monkeypatch.context() as patch:
-        patch.setattr(shards_module, "build_index", refuse)
-        again = ranked()
+    kept = sorted((emb / "shards").rglob("*.faiss"))
+    key = kept[0].parent.name  # the embedding's id and how the index was built
+    assert kept == sorted(shard_index_file(emb, key, "hnsw", p.start, p.stop) for p in parts)
+    assert key.startswith(info.embed_id) and len(built) == 3
+    assert sorted(faiss.read_index(str(path)).ntotal for path in kept) == sorted(p.size for p in parts)
+    runs = [ranked()]  # loaded, not built
+    assert len(built) == 3
     kept[1].write_bytes(b"not an index")
-    rebuilt = ranked()
-    assert faiss.read_index(str(kept[1])).ntotal == parts[1].size
+    runs.append(ranked())
+    assert len(built) == 4 and faiss.read_index(str(kept[1])).ntotal in {p.size for p in parts}
+    embed_json = emb / "embed.json"
+    embed_json.write_text(embed_json.read_text().replace(info.embed_id, "another-embedding"))
+    runs.append(ranked())  # a re-embed of the same size: every shard built again, under its own key
+    assert len(built) == 7 and len(list((emb / "shards").rglob("*.faiss"))) == 6
     shutil.rmtree(emb / "shards")
-    (emb / "shards").write_text("a file where the folder would go")  # the EMB cannot keep them
-    unkept = ranked()
-    for other in (again, rebuilt, unkept):
+    flat = ranked("flat")
+    assert not (emb / "shards").exists()  # flat: built each time (a copy of the globals), never kept
+
+    def unwritable(*args: object) -> None:
+        raise RuntimeError("Error: 'f' failed: could not open for writing")  # what FAISS raises
+
+    monkeypatch.setattr(shards_module, "save_index", unwritable)
+    runs.append(ranked())
+    assert not list((emb / "shards").rglob("*.faiss"))
+    for other in runs:
         np.testing.assert_array_equal(other[0], reference[0])
         np.testing.assert_array_equal(other[1], reference[1])
         assert other[2] == reference[2]
+    assert len(built) == 13  # 3 + 1 rebuilt + 3 for the new embedding + 3 flat + 3 not kept
+    assert flat[0].shape == reference[0].shape
