@@ -99,8 +99,8 @@ def rerank(
 
     With `workers` > 1 on the CPU (default: one per torch thread when the scorer's
     `rerank_in_workers`, else 1), that many threads score chunks concurrently, each with one torch
-    thread (SCAN's re-ranking is many small ops that intra-op threads barely speed up; measured in
-    benchmarks/scoring.py): the budget holds per chunk, so up to `workers` chunks are in memory at once.
+    thread (for kernels of many small ops that intra-op threads barely speed up): the budget holds per
+    chunk, so up to `workers` chunks are in memory at once.
     """
     ids, chunk = candidates.ids, max(1, chunk)
     if workers is None:

@@ -260,6 +260,9 @@ class CrossScanHead(PairScorerHead):
     """Mean-pooled globals (for candidates and the base losses) + SCAN pair scorer; no parameters."""
 
     config: CrossScanConfig
+    # the image-major kernel is a few large bmm per block, and workers would repeat each chunk's image
+    # work: one chunk on every thread re-ranks faster (README, "What pruning costs and saves")
+    rerank_in_workers = False
 
     def attention_similarity(self, texts: TextFeatures, images: ImageFeatures) -> Tensor:
         return scan_similarity(

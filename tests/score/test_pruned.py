@@ -71,12 +71,12 @@ def test_batched_chunk_size_is_the_largest_that_fits() -> None:
 
 
 def test_rerank_parallelises_as_the_head_says(tiny_emb: Callable[[str], Path]) -> None:
-    """By default, chunks go to one single-threaded worker per torch thread for `cross_scan` (many small
-    ops) and stay on one worker with every thread for `hard_topk` (batched matmuls)."""
+    """By default, chunks go to one single-threaded worker per torch thread (the base head) or stay on
+    one worker with every thread (`cross_scan`, `hard_topk`: batched matmuls), as the head says."""
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        for variant, workers in (("cross_scan", 2), ("hard_topk", 1)):
+        for variant, workers in (("global", 2), ("cross_scan", 1), ("hard_topk", 1)):
             store = EmbeddingStore(tiny_emb(variant))
             model = load_checkpoint(Path(store.info.checkpoint)).eval()
             assert model.rerank_in_workers == (workers > 1)
