@@ -212,8 +212,9 @@ PAIRWISE_TEMPORARIES = 4  # (L, N) float tensors per pair alive at once in a pai
 
 DENSE_GLOBAL_RATIO = 128  # G / k up to which global_cosine_candidates uses a dense matmul (measured)
 DENSE_GLOBAL_ELEMENTS = 2**23  # (rows, G) scores per dense block (32 MiB of float32)
-# Gathered candidate globals per block of queries otherwise: 4 MiB stays in the cache (6,202 queries
-# x k=4, D=256, 2 cores: 1.2 ms fp32 and 1.0 ms bf16, against 4.2 and 2.0 gathering all at once)
+# Candidate features gathered per block of queries by the batched candidate scorers: 4 MiB stays in
+# the cache (6,202 queries x k=4, 2 cores: the globals in 1.2 ms fp32 and 1.0 ms bf16, against 4.2
+# and 2.0 gathering all at once; hard_topk's regions 1.1-1.4x faster than 1 or 16 MiB blocks)
 GATHER_BLOCK_BYTES = 4 * 2**20
 
 

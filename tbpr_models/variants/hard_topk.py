@@ -20,12 +20,7 @@ from torch import Tensor, nn
 
 from tbpr_models.attention import gumbel_topk, l2_normalize, topk_mask
 from tbpr_models.features import ImageFeatures, TextFeatures
-from tbpr_models.variant import HeadDims, PairScorerConfig, PairScorerHead
-
-# Gathered candidate regions per re-ranking block: on 6,202 queries x k=4 of compacted features (2
-# cores), 4 MiB blocks (128 queries fp32, 256 bf16) ran the kernel 1.1-1.4x faster than 1 or 16 MiB
-# ones and ~3x faster than one block for all (a gathered block then no longer stays in the cache).
-CANDIDATE_BLOCK_BYTES = 4 * 2**20
+from tbpr_models.variant import GATHER_BLOCK_BYTES, HeadDims, PairScorerConfig, PairScorerHead
 
 
 @dataclass(frozen=True)
@@ -115,15 +110,11 @@ def topk_match_candidates(
     if not (words.weight.requires_grad or regions.weight.requires_grad) and bool(regions.valid.all()):
         scores = _inference_candidates(words, regions.tokens, candidates, block_texts)
     else:
-        k_words, (k_regions, dim) = words.tokens.shape[1], regions.tokens.shape[1:]
         rows = []
         for q0 in range(0, num_texts, block_texts):
             picked = candidates[q0 : q0 + block_texts].clamp(min=0)  # (Qb, k)
             chunk = _slice(words, slice(q0, q0 + block_texts))
-            cand = regions.tokens.index_select(0, picked.reshape(-1))  # (Qb*k, kr, D)
-            cand = cand.view(len(picked), k * k_regions, dim)  # (Qb, k*kr, D)
-            cosine = torch.bmm(chunk.tokens, cand.transpose(1, 2))  # (Qb, kw, k*kr)
-            cosine = cosine.view(len(picked), k_words, k, k_regions)  # (Qb, kw, k, kr)
+            cosine = _candidate_cosine(chunk.tokens, regions.tokens, picked)  # (Qb, kw, k, kr)
             region_valid = regions.valid[picked].unsqueeze(1)  # (Qb, 1, k, kr)
             region_weight = regions.weight[picked].unsqueeze(1)  # (Qb, 1, k, kr)
             rows.append(_match_scores(cosine, chunk, region_valid, region_weight))  # (Qb, k)
@@ -135,19 +126,22 @@ def _inference_candidates(words: Selection, regions: Tensor, candidates: Tensor,
     """The candidate kernel at inference with every region valid (all weights 0/1, the usual case): per
     block of queries one gather, one bmm, a max over regions and a float32 weighted sum over words,
     written in place: (Q, k)."""
-    num_texts, k = candidates.shape
-    k_words, (k_regions, dim) = words.tokens.shape[1], regions.shape[1:]
     count = words.valid.sum(dim=1, keepdim=True).clamp(min=1)  # (Q, 1)
     weight = (words.weight.float() / count).unsqueeze(-1)  # (Q, kw, 1)
     out = torch.empty(candidates.shape, dtype=torch.float32, device=regions.device)  # (Q, k)
-    for q0 in range(0, num_texts, block):
+    for q0 in range(0, len(candidates), block):
         picked = candidates[q0 : q0 + block].clamp(min=0)  # (Qb, k)
-        cand = regions.index_select(0, picked.reshape(-1))  # (Qb*k, kr, D)
-        cand = cand.view(len(picked), k * k_regions, dim)  # (Qb, k*kr, D)
-        cosine = torch.bmm(words.tokens[q0 : q0 + block], cand.transpose(1, 2))  # (Qb, kw, k*kr)
-        best = cosine.view(len(picked), k_words, k, k_regions).amax(dim=-1)  # (Qb, kw, k)
+        best = _candidate_cosine(words.tokens[q0 : q0 + block], regions, picked).amax(dim=-1)  # (Qb, kw, k)
         torch.sum(best * weight[q0 : q0 + block], dim=1, out=out[q0 : q0 + block])  # float32 terms
     return out
+
+
+def _candidate_cosine(words: Tensor, regions: Tensor, picked: Tensor) -> Tensor:
+    """words (Qb, kw, D) of a block of queries against the regions (G, kr, D) of their candidates
+    `picked` (Qb, k) gallery rows: one gather, one bmm -> (Qb, kw, k, kr)."""
+    (num, k), (k_regions, dim) = picked.shape, regions.shape[1:]
+    cand = regions.index_select(0, picked.reshape(-1)).view(num, k * k_regions, dim)  # (Qb, k*kr, D)
+    return torch.bmm(words, cand.transpose(1, 2)).view(num, words.shape[1], k, k_regions)
 
 
 def _slice(selection: Selection, rows: slice) -> Selection:
@@ -191,7 +185,7 @@ class HardTopkHead(PairScorerHead):
         # a block's gathered candidate regions fit the cache (and the budget), so bmm reads them there
         item = texts.local.element_size()
         per_query = candidates.shape[1] * self.config.k_regions * texts.local.shape[-1] * item  # bytes
-        block_bytes = min(CANDIDATE_BLOCK_BYTES, memory_budget_mb * 2**20)
+        block_bytes = min(GATHER_BLOCK_BYTES, memory_budget_mb * 2**20)
         block = max(1, int(block_bytes // max(1, per_query)))
         return topk_match_candidates(self.select_words(texts), self.select_regions(images), candidates, block)
 
