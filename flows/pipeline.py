@@ -33,13 +33,14 @@ from flows.prefect_tasks import (
     log_files_task,
     open_parent_run_task,
     sync_task,
+    val_curves_plot_task,
 )
 from flows.prepare import prepare_dataset_flow, source_dir
 from flows.runners import task_runner
 from flows.score import score_queries_flow
 from flows.train import VariantsFailed, failure_message, train_variants_flow
 from tasks.core.env import Home, home
-from tasks.report.plots import CMC_PNG, COST_PNG, GROUNDING_PNG, CostPoint
+from tasks.report.plots import CMC_PNG, COST_PNG, GROUNDING_PNG, VAL_CURVES_PNG, CostPoint
 from tasks.report.queries import QueryResult
 from tasks.score.layout import rankings_glob
 from tasks.score.run import ScoreResult
@@ -57,7 +58,7 @@ class PipelineResult:
 def data_dir(tbpr: Home, config: PipelineConfig) -> Path:
     """Where prepared data lives: one folder per source (or synthetic settings), reused across runs."""
     if config.data.source is None:
-        return tbpr.data / f"synth-{config.data.synth.identities}-{config.data.synth.seed}"
+        return tbpr.data / f"synth-{config.data.synth.tag}"
     return tbpr.data / f"{config.data.source.name}-{config.data.format}"
 
 
@@ -112,6 +113,11 @@ def tbpr_pipeline(config: PipelineConfig = PipelineConfig()) -> PipelineResult:
             ),
         )
     pictures = draw_pictures(run_dir / "plots", scored, config)
+    curves: dict[str, list[tuple[float, ...]]] = {}
+    for r in trained.results.values():
+        curves.setdefault(r.variant, []).append(r.val_curve)
+    if curves:
+        pictures.append(val_curves_plot_task(curves, run_dir / "plots" / VAL_CURVES_PNG))
     grounding = {
         name: (r.test_metrics["grounding"], r.test_metrics["grounding_chance"], r.variant)
         for name, r in trained.results.items()

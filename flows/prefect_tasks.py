@@ -24,7 +24,7 @@ from tasks.data.synth import generate
 from tasks.data.synth.layout import ANNOTATIONS
 from tasks.embed.encode import embed_split
 from tasks.embed.layout import EMBED_JSON
-from tasks.report.plots import attention_maps, cmc_plot, cost_plot, grounding_plot
+from tasks.report.plots import attention_maps, cmc_plot, cost_plot, grounding_plot, val_curves_plot
 from tasks.report.queries import leaderboard
 from tasks.report.warehouse import load_attributes, sync
 from tasks.score.run import score
@@ -98,4 +98,5 @@ log_files_task = task(name="log-artifacts", **IO_RETRIES)(log_files)
 cmc_plot_task = task(name="plot-cmc")(cmc_plot)
 cost_plot_task = task(name="plot-cost")(cost_plot)
 grounding_plot_task = task(name="plot-grounding")(grounding_plot)
+val_curves_plot_task = task(name="plot-val-curves")(val_curves_plot)
 attention_maps_task = task(name="plot-attention")(attention_maps)

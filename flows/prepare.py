@@ -14,14 +14,19 @@ from tasks.data.prepare import PrepareSummary
 def source_dir(config: PrepareRunConfig) -> Path:
     """The configured source, or where the synthetic source is generated (beside the output)."""
     synth = config.data.synth
-    return config.data.source or config.out.parent / f"synth-raw-{synth.identities}-{synth.seed}"
+    return config.data.source or config.out.parent / f"synth-raw-{synth.tag}"
 
 
 @flow(name="prepare-dataset")
 def prepare_dataset_flow(config: PrepareRunConfig) -> PrepareSummary:
     source, fmt = source_dir(config), config.data.format
     if config.data.source is None:
-        synth_task(source, identities=config.data.synth.identities, seed=config.data.synth.seed)
+        synth_task(
+            source,
+            identities=config.data.synth.identities,
+            seed=config.data.synth.seed,
+            held_out=config.data.synth.held_out,
+        )
         fmt = "cuhk-pedes"
     summary = prepare_task(source, fmt, config.out)
     write_config(config, config.out)

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from prefect import flow
-from prefect.futures import wait
+from prefect.futures import PrefectFuture, wait
 
 from flows.config import TrainRunConfig, write_config
 from flows.prefect_tasks import feature_cache_task, train_task
 from tasks.core.errors import TbprError
+from tasks.train.config import TrainConfig
 from tasks.train.loop import TrainResult
+from tasks.train.state import selection_score
 
 
 @dataclass(frozen=True)
 class TrainOutcome:
     results: dict[str, TrainResult] = field(default_factory=dict)  # model name -> result
     failed: dict[str, str] = field(default_factory=dict)  # model name -> error message
+    chosen_lr: dict[str, float] = field(default_factory=dict)  # variant -> lr chosen on val (lr_grid)
+    searched: dict[str, TrainResult] = field(default_factory=dict)  # the lr search's other runs
 
 
 BACKBONE = "backbone"  # the output folder of the shared fine-tuned encoders
@@ -35,34 +40,86 @@ def train_variants_flow(config: TrainRunConfig) -> TrainOutcome:
     init_from = None
     if config.train.backbone is not None:
         init_from = str(train_backbone(config, progress).checkpoint_dir)
-    futures = {}
+    elif config.train.config.features == "cached":  # one shared cache, built once before the heads
+        first = config.train.models()[0]
+        feature_cache_task(config.data, config.train.for_variant(first[1], first[2]), progress=progress)
     outcome = TrainOutcome()
+    futures: dict[str, PrefectFuture[Any]] = {}
+    by_variant: dict[str, list[tuple[str, int]]] = {}
     for name, variant, seed in config.train.models():
+        by_variant.setdefault(variant, []).append((name, seed))
+    for variant, models in by_variant.items():
         try:
-            train_config = config.train.for_variant(variant, seed)
+            configs = [(name, config.train.for_variant(variant, seed)) for name, seed in models]
         except (ValueError, TbprError) as exc:  # a per-variant patch that does not validate
-            outcome.failed[name] = str(exc)
+            outcome.failed.update({name: str(exc) for name, _ in models})
             continue
         if init_from is not None:
-            train_config = train_config.model_copy(update={"init_from": init_from})
-        if config.out is not None:
-            train_config = train_config.model_copy(update={"output_dir": config.out / name})
-        futures[name] = train_task.with_options(task_run_name=f"train-{name}").submit(
-            config.data,
-            train_config,
-            tracking=config.tracking,
-            progress=progress,
-            parent_run_id=config.parent_run_id,
-        )
+            configs = [(n, c.model_copy(update={"init_from": init_from})) for n, c in configs]
+        grid = config.train.lr_grid
+        if grid and len(grid) > 1:
+            lr = search_lr(config, configs[0], grid, outcome, progress)
+            if lr is None:
+                continue
+            outcome.chosen_lr[variant] = lr
+            configs = [(n, c.model_copy(update={"lr": lr})) for n, c in configs[1:]]
+        elif grid:
+            configs = [(n, c.model_copy(update={"lr": grid[0]})) for n, c in configs]
+        futures |= {name: submit(config, name, c, progress) for name, c in configs}
     wait(list(futures.values()))
+    collect(futures, outcome)
+    if outcome.failed and config.fail_on_error:
+        raise VariantsFailed(failure_message(outcome))
+    return outcome
+
+
+def submit(
+    config: TrainRunConfig, name: str, train_config: TrainConfig, progress: bool
+) -> PrefectFuture[Any]:
+    """One training task, its checkpoints under `config.out / name`."""
+    if config.out is not None:
+        train_config = train_config.model_copy(update={"output_dir": config.out / name})
+    return train_task.with_options(task_run_name=f"train-{name}").submit(
+        config.data,
+        train_config,
+        tracking=config.tracking,
+        progress=progress,
+        parent_run_id=config.parent_run_id,
+    )
+
+
+def collect(futures: dict[str, PrefectFuture[Any]], outcome: TrainOutcome) -> None:
     for name, future in futures.items():
         if future.state.is_completed():
             outcome.results[name] = future.result()
         else:
             outcome.failed[name] = str(future.state.message or future.state.name)
-    if outcome.failed and config.fail_on_error:
-        raise VariantsFailed(failure_message(outcome))
-    return outcome
+
+
+def search_lr(
+    config: TrainRunConfig,
+    first: tuple[str, TrainConfig],
+    grid: list[float],
+    outcome: TrainOutcome,
+    progress: bool,
+) -> float | None:
+    """Train the variant's first seed once per lr of `grid`; keep the run of the best smoothed val R1
+    under the model's own name (the others under `<name>-lr<lr>`, in MLflow only); its lr."""
+    name, base = first
+    runs = {lr: (f"{name}-lr{lr:g}", base.model_copy(update={"lr": lr})) for lr in grid}
+    futures = {lr: submit(config, run_name, c, progress) for lr, (run_name, c) in runs.items()}
+    wait(list(futures.values()))
+    done: dict[float, TrainResult] = {}
+    for lr, future in futures.items():
+        if future.state.is_completed():
+            done[lr] = future.result()
+    if not done:
+        outcome.failed[name] = f"every lr of {grid} failed"
+        return None
+    best = max(done, key=lambda lr: (selection_score(done[lr].val_curve, base.smooth), -lr))
+    outcome.results[name] = done.pop(best)
+    outcome.searched.update({runs[lr][0]: result for lr, result in done.items()})
+    return best
 
 
 def train_backbone(config: TrainRunConfig, progress: bool) -> TrainResult:

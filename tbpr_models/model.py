@@ -135,10 +135,10 @@ class RetrievalModel(nn.Module):
         """
         image_tokens = self.image_tokens(batch.pixels, batch.image_stage)  # (B, N, D)
         images = self.head.images(image_tokens)
-        texts = self.head.texts(
-            self.text_tokens(batch.input_ids, batch.attention_mask, batch.text_hidden, batch.text_stage),
-            batch.attention_mask.bool(),
-        )
+        text_tokens = self.text_tokens(
+            batch.input_ids, batch.attention_mask, batch.text_hidden, batch.text_stage
+        )  # (B, L, D)
+        texts = self.head.texts(text_tokens, batch.attention_mask.bool())
         scale = self.logit_scale()
         everyone_texts, everyone_images = texts.gathered(), images.gathered()  # (world * B, ...)
         person_ids = gather_rows(batch.person_ids)
@@ -151,6 +151,7 @@ class RetrievalModel(nn.Module):
             logit_scale=scale,
             encode_text_tokens=self.text_tokens,
             image_tokens=image_tokens,
+            text_tokens=text_tokens,
             vocab_size=self.config.text.vocab_size,
             mask_token_id=self.config.text.mask_token_id,
             person_ids=person_ids,

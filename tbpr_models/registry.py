@@ -17,6 +17,7 @@ from tbpr_models.tokenizer import with_vocabulary
 from tbpr_models.variant import VariantHead
 from tbpr_models.variants import (
     channel,
+    control,
     cross_fusion,
     cross_scan,
     global_,
@@ -45,6 +46,7 @@ BUILT_IN: tuple[tuple[type[VariantConfig], type[VariantHead]], ...] = (
     (cross_scan.CrossScanConfig, cross_scan.CrossScanHead),
     (cross_fusion.CrossFusionConfig, cross_fusion.CrossFusionHead),
     (hard_topk.HardTopkConfig, hard_topk.HardTopkHead),
+    (control.ControlTopHalfConfig, control.ControlTopHalfHead),
 )
 
 

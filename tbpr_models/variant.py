@@ -51,6 +51,7 @@ class LossContext:
     logit_scale: Tensor  # () multiplier of cosine similarities (1 / temperature)
     encode_text_tokens: Callable[[Tensor, Tensor], Tensor]  # (input_ids, mask) -> (B, L, D) projected
     image_tokens: Tensor  # (B, N, D) projected image regions of `batch`, before the head
+    text_tokens: Tensor  # (B, L, D) projected word tokens of `batch`, before the head
     vocab_size: int
     mask_token_id: int
     person_ids: Tensor  # (B',) class index of each row of the features (B' = B unless data-parallel)
@@ -64,6 +65,9 @@ class VariantHead(nn.Module):
     # single-threaded worker per core (a kernel of many small ops, like SCAN's, that intra-op threads
     # barely speed up); False, one chunk at a time on every core (a few large batched matmuls).
     rerank_in_workers: ClassVar[bool] = True
+    # True: a calibration control (e.g. `control_top_half`), not an attention variant; pipelines train
+    # it only when asked (`train.control`)
+    control: ClassVar[bool] = False
 
     def __init__(self, config: VariantConfig, dims: HeadDims) -> None:
         super().__init__()

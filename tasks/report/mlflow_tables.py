@@ -78,6 +78,8 @@ SELECT r.run_id, r.experiment_id, r.experiment, r.run_name, r.status,
        max(t.value) FILTER (WHERE t.key = '{names.TAG_DATASET}') AS dataset,
        max(t.value) FILTER (WHERE t.key = '{names.TAG_STAGE}') AS stage,
        max(t.value) FILTER (WHERE t.key = '{names.TAG_GIT_SHA}') AS git_sha,
+       max(t.value) FILTER (WHERE t.key = '{names.TAG_STOP_REASON}') AS stop_reason,
+       try_cast(max(t.value) FILTER (WHERE t.key = '{names.TAG_EPOCHS_RUN}') AS BIGINT) AS epochs,
        r.artifact_uri
 FROM runs_raw r LEFT JOIN tags t USING (run_id)
 GROUP BY ALL

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 CMC_PNG = "cmc.png"  # the pictures of a run's plots folder
 COST_PNG = "r1_vs_cost.png"
 GROUNDING_PNG = "grounding.png"
+VAL_CURVES_PNG = "val_curves.png"
 
 
 def attention_png(variant: str, caption_id: int) -> str:
@@ -124,6 +125,32 @@ def grounding_plot(points: Mapping[str, Sequence[tuple[float, float]]], out: Pat
     ax.grid(alpha=0.3, axis="y")
     if variants:
         ax.legend(fontsize="small")
+    return _save(fig, out)
+
+
+def val_curves_plot(curves: Mapping[str, Sequence[Sequence[float]]], out: Path) -> Path:
+    """Val R1 per epoch of every variant (`curves`: variant -> one curve per seed): a thin line per
+    seed, a thick one for their mean, one panel per variant on a shared scale, so a reader sees that
+    each head learned and where it flattened."""
+    variants = sorted(curves)
+    columns = min(4, max(1, len(variants)))
+    rows = -(-len(variants) // columns) or 1
+    fig = Figure(figsize=(2.6 * columns, 2.1 * rows + 0.4), layout="constrained")
+    axes = fig.subplots(rows, columns, sharex=True, sharey=True, squeeze=False).reshape(-1)
+    for ax, variant in zip(axes, variants, strict=False):
+        seeds = [list(c) for c in curves[variant] if len(c)]
+        for curve in seeds:
+            ax.plot(range(1, len(curve) + 1), curve, color="tab:blue", alpha=0.35, linewidth=0.8)
+        longest = max((len(c) for c in seeds), default=0)
+        mean = [float(np.mean([c[e] for c in seeds if len(c) > e])) for e in range(longest)]
+        ax.plot(range(1, longest + 1), mean, color="tab:blue", linewidth=2)
+        ax.set_title(variant, fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(variants) :]:
+        ax.axis("off")
+    fig.supxlabel("epoch", fontsize=9)
+    fig.supylabel("val R1 (%)", fontsize=9)
+    fig.suptitle("Val R1 per epoch (thin: each seed; thick: their mean)", fontsize=10)
     return _save(fig, out)
 
 

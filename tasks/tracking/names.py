@@ -13,6 +13,8 @@ TAG_PARENT_RUN = "mlflow.parentRunId"  # MLflow's own tag of a child run
 TAG_CONFIG_HASH = "config_hash"  # identity of a run for --resume
 TAG_CHECKPOINT_DIR = "checkpoint_dir"
 TAG_BEST_EPOCH = "best_epoch"
+TAG_STOP_REASON = "stop_reason"  # why training ended: epochs | plateau | budget
+TAG_EPOCHS_RUN = "epochs_run"
 # Tags of scoring runs
 TAG_TRAIN_RUN = "train_run_id"
 TAG_MODE = "mode"

@@ -28,8 +28,14 @@ RUNTIME_FIELDS = frozenset(
 
 
 def registered_variants() -> list[str]:
-    """Every registered variant's CLI name, sorted: the default set a pipeline trains."""
-    return sorted(VARIANTS)
+    """Every registered attention variant's CLI name, sorted: the default set a pipeline trains
+    (calibration controls, such as `control_top_half`, only when asked)."""
+    return sorted(name for name, spec in VARIANTS.items() if not spec.head_cls.control)
+
+
+def control_variants() -> list[str]:
+    """The registered positive controls (`train.control = true` adds them to a pipeline)."""
+    return sorted(name for name, spec in VARIANTS.items() if spec.head_cls.control)
 
 
 class TrainConfig(BaseModel):
@@ -54,6 +60,7 @@ class TrainConfig(BaseModel):
     device: DeviceName = "auto"
     precision: TrainPrecision = "bf16"  # fp16 trains with a gradient scaler (GPUs without bf16)
     seed: int = 0
+    # a safety limit only: a run it cuts is tagged stop_reason = "budget" and the leaderboard flags it
     time_budget_minutes: float | None = Field(default=None, gt=0)
     eval_batch_size: int = Field(default=256, ge=1)
     eval_query_block: int = Field(default=256, ge=1)  # similarity blocks: queries x gallery images
@@ -61,8 +68,12 @@ class TrainConfig(BaseModel):
     output_dir: Path | None = None  # checkpoints; default $TBPR_HOME/runs/train/<run id>
     # "cached": encode the frozen lower stages once (tasks.cache) and train only the top on the cache
     features: Literal["raw", "cached"] = "raw"
-    patience: int | None = Field(default=None, ge=1)  # stop after this many epochs without a better val R1
-    # a checkpoint (folder, train run id or models:/ URI) whose encoders and projections start training
+    # stop once the smoothed val R1 (trailing mean over `smooth` epochs) has not beaten its best by more
+    # than `min_delta` for this many epochs; the checkpoint is the epoch of the best smoothed val R1
+    patience: int | None = Field(default=None, ge=1)
+    smooth: int = Field(default=1, ge=1)
+    min_delta: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    # a checkpoint (folder, train run id or models:/ URI) whose encoders (not projections) start training
     init_from: str | None = None
     # batches of batch_size per optimizer step (global batch: batch_size x this; the losses that compare
     # across the batch see one batch_size batch at a time)

@@ -43,17 +43,53 @@ class EpochRecord:
     peak_memory_mb: float = 0.0  # CUDA allocator peak, or this process's peak RSS on the CPU
 
 
+STOP_EPOCHS = "epochs"  # ran every configured epoch
+STOP_PLATEAU = "plateau"  # the smoothed val R1 stopped improving for `patience` epochs
+STOP_BUDGET = "budget"  # the user's wall-clock safety limit cut it: the result depends on the machine
+STOP_REASONS = (STOP_EPOCHS, STOP_PLATEAU, STOP_BUDGET)
+
+
+def smoothed(values: list[float], window: int) -> list[float]:
+    """Trailing mean over `window` values (fewer at the start): the curve that selection and the
+    plateau rule read, so one lucky or unlucky val epoch decides neither."""
+    return [
+        sum(values[max(0, i + 1 - window) : i + 1]) / (i + 1 - max(0, i + 1 - window))
+        for i in range(len(values))
+    ]
+
+
+def selection_score(val_curve: list[float] | tuple[float, ...], window: int) -> float:
+    """What checkpoint selection maximises, and what an lr search compares runs by: the best smoothed
+    val R1 of a run."""
+    return max(smoothed(list(val_curve), window), default=float("-inf"))
+
+
 @dataclass
 class TrainState:
     epoch: int = 0  # last completed epoch (0: none)
     step: int = 0  # optimizer steps so far
     train_seconds: float = 0.0  # time spent training and evaluating, summed over resumed calls
     history: list[EpochRecord] = field(default_factory=list)
+    smooth: int = 1  # the window of `smoothed` val R1 (the run's TrainConfig.smooth)
+
+    def smoothed_r1(self) -> list[float]:
+        return smoothed([r.val["R1"] for r in self.history], self.smooth)
 
     @property
     def best(self) -> EpochRecord:
-        """The epoch with the highest val R1 (the earliest on ties)."""
-        return max(self.history, key=lambda r: (r.val["R1"], -r.epoch))
+        """The epoch with the highest smoothed val R1 (the earliest on ties)."""
+        curve = self.smoothed_r1()
+        index = max(range(len(curve)), key=lambda i: (curve[i], -i))
+        return self.history[index]
+
+    def plateaued(self, patience: int, min_delta: float = 0.0) -> bool:
+        """True when the smoothed val R1 has not beaten its earlier best by more than `min_delta` for
+        `patience` epochs."""
+        curve = self.smoothed_r1()
+        if len(curve) <= patience:
+            return False
+        before = max(curve[:-patience])
+        return max(curve[-patience:]) <= before + min_delta
 
 
 def epoch_dir(root: Path, epoch: int) -> Path:
@@ -142,6 +178,7 @@ def load_train_state(
         step=raw["step"],
         train_seconds=raw["train_seconds"],
         history=[EpochRecord(**record) for record in raw["history"]],
+        smooth=raw.get("smooth", 1),
     )
 
 

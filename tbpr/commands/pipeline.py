@@ -25,12 +25,21 @@ def run(
         list[str] | None,
         typer.Option("--set", help="override a config key, e.g. --set train.config.epochs=2"),
     ] = None,
+    control: Annotated[
+        bool,
+        typer.Option(
+            "--control",
+            help="also train the positive control control_top_half (global seeing the top half of each "
+            "image): the leaderboard must find it significantly worse than global",
+        ),
+    ] = False,
 ) -> None:
     """Run the whole pipeline: synthetic data (or a configured source) to a leaderboard."""
     from flows.config import PipelineConfig, load_config, profile_path
     from tasks.core.env import home
 
-    settings = load_config(PipelineConfig, config or profile_path(profile), overrides or [])
+    extra = ["train.control=true"] if control else []
+    settings = load_config(PipelineConfig, config or profile_path(profile), [*(overrides or []), *extra])
     from flows.pipeline import tbpr_pipeline
 
     console = Console()

@@ -14,6 +14,9 @@ def synth(
     out: Path = typer.Argument(..., help="Folder to write (new, empty, or a previous synth output)."),
     identities: int = typer.Option(1000, "--identities", "-n", help="Number of people (at least 6)."),
     seed: int = typer.Option(0, "--seed", help="Same seed, byte-identical files."),
+    held_out: int | None = typer.Option(
+        None, "--held-out", help="Identities in each of val and test (default: about 10% each)."
+    ),
     preview: Path | None = typer.Option(
         None, "--preview", help="Also write a contact sheet PNG of 12 samples."
     ),
@@ -27,7 +30,9 @@ def synth(
 
     from tasks.data.synth import generate
 
-    summary = generate(out, identities=identities, seed=seed, preview=preview, workers=workers)
+    summary = generate(
+        out, identities=identities, seed=seed, preview=preview, held_out=held_out, workers=workers
+    )
     table = Table(title=f"tbpr synth -> {out} (seed {seed}, {summary.seconds:.1f} s)")
     for column in ("split", "identities", "images", "captions"):
         table.add_column(column, justify="left" if column == "split" else "right")

@@ -2,9 +2,13 @@
 "Cross-Modal Implicit Relation Reasoning and Aligning for Text-to-Image Person Retrieval", CVPR 2023).
 
 Training only: about 15% of the caption's ordinary tokens are masked (BERT's 80/10/10 rule), the
-masked caption is re-encoded, its word tokens attend to the image tokens (one cross-attention layer,
+masked caption is re-encoded (`mask_level = "tokens"`, IRRA's way), its word tokens attend to the image tokens (one cross-attention layer,
 no residual, as IRRA), then pass through a few transformer layers and a linear vocabulary head that
-predicts the masked words (`mlm`). Retrieval uses the global embeddings (`pairwise = False`), as in
+predicts the masked words (`mlm`). With a frozen text encoder on the feature cache, re-encoding every
+masked caption through it costs 6x the rest of the step; `mask_level = "features"` instead replaces
+the chosen words' projected tokens by a learned mask vector (the fusion encoder then predicts them
+from the other words and the image; the other words' frozen states still carry some context of the
+hidden word, so this objective is easier than IRRA's). Retrieval uses the global embeddings (`pairwise = False`), as in
 IRRA, where the fusion encoder is discarded at inference.
 """
 
@@ -30,6 +34,7 @@ class CrossFusionConfig(VariantConfig):
     heads: int = 4
     layers: int = 2  # transformer layers after the cross attention
     mask_prob: float = 0.15
+    mask_level: Literal["tokens", "features"] = "tokens"  # re-encode masked ids, or mask projected tokens
 
 
 def mask_tokens(
@@ -107,6 +112,8 @@ class CrossFusionHead(VariantHead):
         self.fusion_config = config
         self.fusion = FusionEncoder(dims.embed_dim, config.heads, config.layers)
         self.mlm_head = MaskedWordHead(dims.embed_dim, dims.vocab_size)
+        if config.mask_level == "features":
+            self.mask_vector = nn.Parameter(0.02 * torch.randn(dims.embed_dim))
 
     def head_losses(
         self, texts: TextFeatures, images: ImageFeatures, batch: Batch, ctx: LossContext
@@ -118,8 +125,16 @@ class CrossFusionHead(VariantHead):
             ctx.vocab_size,
             self.fusion_config.mask_prob,
         )
-        words = ctx.encode_text_tokens(masked_ids, batch.attention_mask)  # (B, L, D)
-        fused = self.fusion(words, batch.attention_mask, ctx.image_tokens)  # (B, L, D)
-        predicted = labels != IGNORE  # (B, L)
+        # columns after the batch's last real word carry nothing: the fusion encoder skips them
+        used = int(batch.attention_mask.bool().any(dim=0).nonzero().max().item()) + 1
+        mask, labels, masked_ids = batch.attention_mask[:, :used], labels[:, :used], masked_ids[:, :used]
+        if self.fusion_config.mask_level == "features":
+            hidden = labels != IGNORE  # (B, L') every chosen word is hidden, none kept or swapped
+            tokens = ctx.text_tokens[:, :used]  # (B, L', D)
+            words = torch.where(hidden.unsqueeze(-1), self.mask_vector.to(tokens.dtype), tokens)
+        else:
+            words = ctx.encode_text_tokens(masked_ids, mask)  # (B, L', D)
+        fused = self.fusion(words, mask, ctx.image_tokens)  # (B, L', D)
+        predicted = labels != IGNORE  # (B, L')
         logits = self.mlm_head(fused[predicted])  # (M, V): only the masked positions
         return {"mlm": mlm_loss(logits.unsqueeze(0), labels[predicted].unsqueeze(0))}

@@ -37,7 +37,7 @@ def test_pipeline_outputs_tracking_and_warehouse(pipeline: object, tbpr_home: Pa
         for job in ("exhaustive", "pruned-k5-flat"):
             assert (run_dir / "score" / name / job / "rankings.parquet").is_file()
     plots = {p.name for p in (run_dir / "plots").iterdir()}
-    assert {"cmc.png", "r1_vs_cost.png", "grounding.png"} <= plots
+    assert {"cmc.png", "r1_vs_cost.png", "grounding.png", "val_curves.png"} <= plots
     assert any(p.startswith("attention_cross_scan") for p in plots)
     # every head started from the backbone fine-tuned once, and trained on the shared feature cache
     backbone = run_dir / "train" / "backbone"
@@ -79,6 +79,9 @@ def test_pipeline_outputs_tracking_and_warehouse(pipeline: object, tbpr_home: Pa
     grounding = [c.data.metrics["test/grounding"] for c in heads]
     assert rows["cross_scan"]["grounding"] == pytest.approx(sum(grounding) / 2, abs=0.05)
     assert rows["global"]["grounding"] is None
+    # every row says how long each head trained and why it stopped: here the 1 configured epoch
+    assert {(r["epochs"], r["stop"]) for r in rows.values()} == {("1", "epochs")}
+    assert rows["global"]["mde"] is None and rows["cross_scan"]["mde"] > 0
     con = duckdb.connect(str(pipeline.warehouse), read_only=True)
     assert con.sql("SELECT count(*) FROM attributes").fetchall()[0][0] > 0
     con.close()
@@ -140,3 +143,31 @@ def test_train_variants_on_dask_names_the_failed_variant(pipeline: object, tbpr_
     state = train_variants_flow.with_options(task_runner=task_runner(runner))(config, return_state=True)
     assert state.is_failed()
     assert "channel" in str(state.message) and "1 of 2" in str(state.message)
+
+
+def test_lr_grid_chooses_each_variants_lr_on_val(pipeline: object, tbpr_home: Path) -> None:
+    from flows.train import train_variants_flow
+    from tasks.train.state import selection_score
+
+    tiny = load_config(PipelineConfig, TINY)
+    data = next(p for p in (tbpr_home / "data").iterdir() if not p.name.startswith("synth-raw"))
+    grid = [1e-5, 3e-3]
+    settings = TrainSettings(
+        variants=["global"],
+        seeds=[0, 1],
+        lr_grid=grid,
+        config=tiny.train.config.model_copy(update={"epochs": 2}),
+    )
+    outcome = train_variants_flow(TrainRunConfig(data=data, train=settings))
+    assert set(outcome.results) == {"global-seed0", "global-seed1"} and set(outcome.searched) == {
+        f"global-seed0-lr{lr:g}" for lr in grid if lr != outcome.chosen_lr["global"]
+    }
+    # the kept seed-0 run is the grid's best by the selection rule; seed 1 trains at its lr
+    (other,) = outcome.searched.values()
+    kept = outcome.results["global-seed0"]
+    assert selection_score(kept.val_curve, 1) >= selection_score(other.val_curve, 1)
+    lrs = {
+        name: json.loads((r.checkpoint_dir.parent / "train_config.json").read_text())["lr"]
+        for name, r in outcome.results.items()
+    }
+    assert set(lrs.values()) == {outcome.chosen_lr["global"]}

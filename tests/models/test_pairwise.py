@@ -181,9 +181,9 @@ def test_mask_tokens_spares_special_and_padding() -> None:
     assert 0.6 < share_masked < 0.95  # 80% become [MASK]
 
 
-def _tiny_model(variant: str) -> RetrievalModel:
+def _tiny_model(variant: str, **variant_settings: object) -> RetrievalModel:
     config = ModelConfig(
-        variant=variant_config(variant),
+        variant=variant_config(variant, **variant_settings),
         image=ImageEncoderConfig(kind="resnet_small", height=64, width=32, widths=(8, 16, 16, 32)),
         text=TextEncoderConfig(
             kind="small", hidden=32, layers=1, heads=2, max_length=8, vocab_size=VOCAB, mask_token_id=3
@@ -235,6 +235,30 @@ def test_cross_fusion_mlm_gradients_reach_fusion_encoder() -> None:
     assert cross.grad is not None and cross.grad.abs().sum() > 0
     # only `mlm` was back-propagated: text-encoder gradients come from re-encoding the masked caption
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.text_encoder.parameters())
+
+
+def test_cross_fusion_feature_masking_hides_the_chosen_words_without_re_encoding() -> None:
+    torch.manual_seed(1)
+    model = _tiny_model("cross_fusion", mask_level="features").train()
+    assert isinstance(model.head, CrossFusionHead)
+    seen: list[torch.Tensor] = []
+    model.head.fusion.register_forward_hook(lambda module, args, out: seen.append(args[0].detach()))
+    calls = 0
+
+    def count(module: object, args: object) -> None:
+        nonlocal calls
+        calls += 1
+
+    model.text_encoder.register_forward_pre_hook(count)
+    batch = _batch()
+    model.losses(batch)["mlm"].backward()
+    assert calls == 1  # the caption's own encoding only: no second pass over masked ids
+    words = seen[0]  # (B, L', D): the fusion encoder's input, cut after the batch's last real word
+    assert words.shape[1] == int(batch.attention_mask.sum(dim=1).max())
+    hidden = (words == model.head.mask_vector.detach()).all(dim=-1)  # (B, L') rows equal to the mask vector
+    assert hidden.any() and not (hidden & ~batch.attention_mask.bool()).any()
+    for param in (model.head.mask_vector, model.head.fusion.cross.in_proj_weight):
+        assert param.grad is not None and param.grad.abs().sum() > 0
 
 
 def test_masked_softmax_and_mean_ignore_padding() -> None:

@@ -74,10 +74,15 @@ def test_gradients_reach_every_trainable_parameter(variant: str) -> None:
     expected = {"sdm", "id"} | ({"part"} if variant == "mixed" else set())
     assert set(losses) == expected
     torch.stack(list(losses.values())).sum().backward()
+    # the output bias of an attention scorer shifts every logit of a softmax alike: its gradient is zero
+    # in exact arithmetic, and exactly zero or rounding noise depending on the machine's kernels
+    shift_invariant = {"head.word_scorer.net.2.bias"}
     dead = [
         name
         for name, p in model.named_parameters()
-        if p.requires_grad and (p.grad is None or not torch.isfinite(p.grad).all() or p.grad.abs().sum() == 0)
+        if p.requires_grad
+        and (p.grad is None or not torch.isfinite(p.grad).all() or p.grad.abs().sum() == 0)
+        and name not in shift_invariant
     ]
     assert dead == []
 

@@ -141,6 +141,7 @@ def generate(
     seed: int = 0,
     preview: Path | None = None,
     *,
+    held_out: int | None = None,
     workers: int | None = None,
     show_progress: bool = True,
 ) -> SynthSummary:
@@ -148,16 +149,23 @@ def generate(
 
     `workers`: rendering processes (default: 2 when there is enough work, at most the CPU count).
     `preview`: also write a contact sheet of 12 samples with their captions to this PNG.
+    `held_out`: identities in each of val and test (default about 10% each).
     """
     began = time.perf_counter()
     out = Path(out)
     if workers is not None and workers < 1:
         raise TbprError(f"workers must be at least 1 (got {workers}); omit it for the default")
-    splits = split_of_identities(identities, seed)
+    splits = split_of_identities(identities, seed, held_out)
     prepare_output(out)
     write_synth_json(
         out / MARKER,
-        {"generator": "tbpr synth", "identities": identities, "seed": seed, "version": __version__},
+        {
+            "generator": "tbpr synth",
+            "identities": identities,
+            "held_out": held_out,
+            "seed": seed,
+            "version": __version__,
+        },
     )
     if workers is None:
         workers = min(2, os.cpu_count() or 1) if identities >= 4 * CHUNK else 1

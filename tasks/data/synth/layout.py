@@ -39,13 +39,19 @@ class ImageRecord:
         }
 
 
-def split_of_identities(identities: int, seed: int) -> list[str]:
-    """Split name per identity index: about 80/10/10, val and test at least 2 identities each."""
+def split_of_identities(identities: int, seed: int, held_out: int | None = None) -> list[str]:
+    """Split name per identity index: `held_out` identities each for val and test (default about 10%,
+    at least 2), the rest train."""
     if identities < MIN_IDENTITIES:
         raise TbprError(
             f"--identities must be at least {MIN_IDENTITIES} (got {identities}); train, val and test each need identities"
         )
-    held_out = max(2, round(0.1 * identities))
+    if held_out is not None and not 2 <= held_out <= (identities - 2) // 2:
+        raise TbprError(
+            f"--held-out must be between 2 and {(identities - 2) // 2} for {identities} identities (got "
+            f"{held_out}): val and test take that many each and train needs at least 2"
+        )
+    held_out = held_out if held_out is not None else max(2, round(0.1 * identities))
     pairs = [list(range(i, min(i + 2, identities))) for i in range(0, identities, 2)]
     random.Random(f"tbpr-synth:{seed}:splits").shuffle(pairs)
     order = [i for pair in pairs for i in pair]
