@@ -58,7 +58,7 @@ def data_dir(tbpr: Home, config: PipelineConfig) -> Path:
     """Where prepared data lives: one folder per source (or synthetic settings), reused across runs."""
     if config.data.source is None:
         return tbpr.data / f"synth-{config.data.synth.identities}-{config.data.synth.seed}"
-    return tbpr.data / f"{config.data.source.name}-{config.data.format}"
+    return tbpr.prepared(config.data.source, config.data.format)
 
 
 @flow(name="tbpr-pipeline")

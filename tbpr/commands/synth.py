@@ -25,8 +25,10 @@ def synth(
     from rich.console import Console
     from rich.table import Table
 
+    from tasks.core.outputs import check_outside_home
     from tasks.data.synth import generate
 
+    check_outside_home(out, option="OUT")
     summary = generate(out, identities=identities, seed=seed, preview=preview, workers=workers)
     table = Table(title=f"tbpr synth -> {out} (seed {seed}, {summary.seconds:.1f} s)")
     for column in ("split", "identities", "images", "captions"):
