@@ -6,6 +6,7 @@ URI, no active-run stack), so threads of a flow can track different runs side by
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import subprocess
@@ -58,11 +59,26 @@ def _sqlite_client(uri: str, database: Path) -> MlflowClient:
     """A client on a SQLite store, built under a file lock: building it creates and migrates the schema,
     and processes starting together otherwise race on `CREATE TABLE` ("table datasets already exists")."""
     database.parent.mkdir(parents=True, exist_ok=True)
+    # MLflow 3 makes the folder of the URI's path without unquoting it: with a `?` or `%` in the path,
+    # that is a second, empty folder beside the real one, removed again below
+    stray = _missing_folders(Path(uri.removeprefix("sqlite:///")).parent)
     with open(database.with_name(database.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         client.search_registered_models(max_results=1)  # the registry store initialises on first use
+        for folder in stray:
+            with contextlib.suppress(OSError):  # not empty: not MLflow's
+                folder.rmdir()
         return client
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """`folder` and its ancestors that do not exist yet, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
 
 
 class Tracker:
@@ -71,9 +87,9 @@ class Tracker:
     def __init__(self, tracking: TrackingConfig | None = None) -> None:
         configure_offline()
         self.config = tracking or TrackingConfig()
-        uri = self.config.resolved_tracking_uri()
-        if uri.startswith("sqlite:///"):
-            self.client = _sqlite_client(uri, Path(uri.removeprefix("sqlite:///")))
+        uri, database = self.config.resolved_tracking_uri(), self.config.sqlite_file()
+        if database is not None:
+            self.client = _sqlite_client(uri, database)
         else:
             self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
 

@@ -542,6 +542,11 @@ MATRIX: dict[str, tuple[Callable[[Path, Path, Path], list[str]], bool]] = {
         lambda t, d, e: ["run", "--profile", "quick", "--set", "data.synth.identities=0"],
         False,
     ),
+    "run/name-climbs-out-of-home": (
+        lambda t, d, e: ["run", "--profile", "quick", "--set", "name=../../.."],
+        False,
+    ),
+    "run/name-with-a-slash": (lambda t, d, e: ["run", "--profile", "quick", "--set", f"name={t}/x"], False),
     # sql
     "sql/unknown-query": (lambda t, d, e: ["sql", "no_such_query"], False),
     "sql/missing-warehouse": (
