@@ -122,6 +122,10 @@ def score(
             f"--adaptive needs exact first-stage cosines to bound the scores; {kind}'s are approximate: "
             "use --index flat, hnsw or ivf"
         )
+    if track and parent_run_id:
+        from tasks.tracking.store import require_run  # mlflow loads only when a run is logged
+
+        require_run(tracking, parent_run_id, "--parent-run-id")
     if shards > 1:
         scored, per_query = _sharded(
             emb, mode, kind, top_k, memory_budget_mb, torch_device, precision, shards, scheduler

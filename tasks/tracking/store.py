@@ -241,6 +241,24 @@ class Tracker:
         return Path(download_artifacts(artifact_uri=source, dst_path=str(target), tracking_uri=uri))
 
 
+def require_run(tracking: TrackingConfig | None, run_id: str, option: str) -> None:
+    """A TbprError unless `run_id` is a run of the tracking store (a SQLite store that does not exist
+    is not created to find out)."""
+    config = tracking or TrackingConfig()
+    database = config.sqlite_file()
+    try:
+        if database is None or database.is_file():
+            Tracker(config).client.get_run(run_id)
+            return
+        reason = f"there is no MLflow store at {database} yet"
+    except MlflowException as exc:
+        reason = f"{exc.error_code} in {config.resolved_tracking_uri()}"
+    raise TbprError(
+        f"{option} {run_id!r} is not a run of this MLflow store ({reason}); pass the id of an existing "
+        f"run (the pipeline's parent run) or leave {option} out"
+    )
+
+
 def promote_if_better(tracking: TrackingConfig | None, name: str, version: str) -> bool:
     """Move alias `champion` of model `name` to `version` when its val R1 beats the champion's."""
     return Tracker(tracking).promote_if_better(name, version)

@@ -736,3 +736,25 @@ def test_an_empty_folder_or_the_commands_own_output_may_be_written(
     assert code == 0, err
     assert (home / "data" / "src-cuhk-pedes" / "manifest.json").is_file()
     assert sorted(p.name for p in (home / "data").iterdir()) == ["src-cuhk-pedes"]
+
+
+@pytest.mark.parametrize("store", ["no-store", "store-without-the-run"])
+def test_score_with_an_unknown_parent_run_writes_nothing(
+    store: str, tiny_emb: Callable[[str], Path], tmp_path: Path, home: Path, tbpr: Tbpr
+) -> None:
+    from mlflow import MlflowClient
+
+    from tasks.tracking.config import TrackingConfig
+    from tasks.tracking.store import Tracker
+
+    if store != "no-store":
+        Tracker().experiment_id("tiny")
+    before = snapshot(tmp_path)
+    out = tmp_path / "out"
+    args = [*_score(tiny_emb("global"), out)[:-1], "--parent-run-id", "0123456789abcdef0123456789abcdef"]
+    code, err = tbpr(args)
+    clear_error(code, err, "--parent-run-id", "0123456789abcdef0123456789abcdef", "is not a run")
+    assert snapshot(tmp_path) == before and not out.exists()
+    if store != "no-store":
+        client = MlflowClient(TrackingConfig().resolved_tracking_uri())
+        assert not client.search_runs([e.experiment_id for e in client.search_experiments()])
