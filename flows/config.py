@@ -228,6 +228,14 @@ class PipelineConfig(Settings):
     runner: RunnerConfig = RunnerConfig()
     plots: PlotSettings = PlotSettings()
 
+    @field_validator("name")
+    @classmethod
+    def _folder_name(cls, name: str) -> str:
+        """`name` goes into a folder name under $TBPR_HOME/runs: one plain path component."""
+        if name in ("", ".", "..") or any(sep in name for sep in ("/", "\\", "\0")):
+            raise ValueError(f"{name!r} is not a plain folder name (no '/', '\\', '..'); e.g. name=main")
+        return name
+
 
 def profile_path(profile: str) -> Path:
     if profile not in PROFILES:

@@ -42,6 +42,10 @@ class Home:
         """Prepared DATA folders, one per source."""
         return self.root / "data"
 
+    def prepared(self, source: Path, fmt: str) -> Path:
+        """The DATA folder of `source` prepared in format `fmt`: `data/<source folder name>-<fmt>`."""
+        return self.data / f"{source.name}-{fmt}"
+
     @property
     def runs(self) -> Path:
         """Pipeline runs (`<time>-<name>/`) and standalone trainings (`train/<run id>/`)."""

@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader
 from tasks.core.device import autocast, resolve_device
 from tasks.core.errors import TbprError
 from tasks.core.files import remove_stale_temps, replace_dir, temp_path, write_parquet_atomic
+from tasks.core.outputs import check_out_folder
 from tasks.core.shards import dask_client, gallery_shards
 from tasks.data.layout import IMAGES
 from tasks.data.reader import ImageDataset, SplitData, load_prepared
@@ -84,8 +85,11 @@ def embed_split(
     `shards` > 1 embeds the gallery in that many contiguous shards on Dask workers (a local cluster,
     or the one at `scheduler`), each writing its rows of image_local.npy; the EMB is the same."""
     kinds = [check_index_kind(kind) for kind in indexes]
-    if Path(out).exists() and not Path(out).is_dir():
-        raise TbprError(f"--out {out} is a file; pass a folder for the embeddings (EMB)")
+    out = Path(out)
+    # the new EMB replaces `out` whole: refuse anything but an earlier EMB or an empty folder
+    check_out_folder(
+        out, command="embed", marker=layout.EMBED_JSON, inputs={"DATA folder": data, "checkpoint": checkpoint}
+    )
     if not is_checkpoint(checkpoint):
         raise TbprError(
             f"no checkpoint at {checkpoint} (weights or config missing); pass a trained run or model"
@@ -96,7 +100,6 @@ def embed_split(
     part = prepared.splits[split]
     model = open_checkpoint(checkpoint, device=torch_device).eval()
     config = model.config
-    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out)
     # written beside `out` and swapped in when complete: an interrupted re-embed keeps the old EMB, and

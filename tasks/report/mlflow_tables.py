@@ -148,7 +148,8 @@ def read_mlflow_tables(tracking_db: Path) -> dict[str, pa.Table]:
     """MLflow's SQLite store as Arrow tables (read-only connection; the store may be in use)."""
     if not tracking_db.is_file():
         raise FileNotFoundError(f"no MLflow database at {tracking_db}")
-    con = sqlite3.connect(f"file:{tracking_db}?mode=ro", uri=True)
+    # a file: URI by pathlib's own quoting, so `?`, `#` or `%` in a folder name stay part of the path
+    con = sqlite3.connect(f"{tracking_db.resolve().as_uri()}?mode=ro", uri=True)
     try:
         tables = {}
         for name, query, schema in MLFLOW_TABLES:

@@ -2,24 +2,43 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import duckdb
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
 
 from tasks.core.errors import TbprError
+from tasks.core.files import atomic_path
 
 SQL_DIR = Path(__file__).resolve().parents[2] / "sql"  # sql/ at the top of the checkout
+BATCH_ROWS = 65_536  # rows per Arrow batch streamed out of DuckDB
+# `tbpr sql --out FILE`: file suffix -> a streaming writer of Arrow batches
+EXPORT_KINDS: dict[str, Callable[[Path, pa.Schema], Any]] = {
+    ".parquet": lambda path, schema: pq.ParquetWriter(path, schema),
+    ".csv": lambda path, schema: pa_csv.CSVWriter(path, schema),
+}
 
 
 @dataclass(frozen=True)
 class QueryResult:
-    """Rows of one query, with its column names and the question it answers (the header comment)."""
+    """Rows of one query, with its column names and the question it answers (the header comment);
+    `total` counts every row the query returned, `rows` holds the first of them (all, unless limited)."""
 
     name: str
     question: str
     columns: list[str]
     rows: list[tuple[object, ...]]
+    total: int
+
+    @property
+    def not_shown(self) -> int:
+        return self.total - len(self.rows)
 
 
 def available_queries() -> list[str]:
@@ -57,20 +76,20 @@ def read_only(warehouse: Path) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def run_query(warehouse: Path, query: Path) -> QueryResult:
-    """Execute `query` on a connection that can only read `warehouse` (`read_only`)."""
+def _read_sql(warehouse: Path, query: Path) -> str:
     if not warehouse.is_file():
         raise TbprError(f"no warehouse at {warehouse}; run `tbpr run` (it syncs MLflow into DuckDB) first")
     try:
-        sql = query.read_text(encoding="utf-8")
+        return query.read_text(encoding="utf-8")
     except (UnicodeDecodeError, OSError) as exc:
         raise TbprError(f"{query} is not a readable text file of SQL ({exc})") from exc
-    con = read_only(warehouse)
+
+
+@contextmanager
+def _query_errors(query: Path, warehouse: Path) -> Iterator[None]:
+    """DuckDB's errors while a query runs or streams, as a TbprError that says what to check."""
     try:
-        rel = con.sql(sql)
-        if rel is None:
-            raise TbprError(f"{query} returns no rows (it is not a SELECT); write one query per file")
-        return QueryResult(query.stem, question_of(sql), list(rel.columns), rel.fetchall())
+        yield
     except duckdb.CatalogException as exc:
         raise TbprError(
             f"query {query} needs a table or column the warehouse at {warehouse} lacks ({exc}); a warehouse "
@@ -78,8 +97,80 @@ def run_query(warehouse: Path, query: Path) -> QueryResult:
         ) from exc
     except duckdb.Error as exc:
         raise TbprError(f"query {query} failed: {exc}; check it against the warehouse tables") from exc
+
+
+def _results(con: duckdb.DuckDBPyConnection, sql: str) -> Iterator[pa.RecordBatchReader]:
+    """Run the statements of `sql` one by one; a stream of Arrow batches for each that returns rows
+    (read it before asking for the next: the next statement runs then)."""
+    for statement in con.extract_statements(sql):
+        relation = con.sql(statement.query)
+        if relation is not None:
+            yield relation.to_arrow_reader(BATCH_ROWS)
+
+
+def _no_rows(query: Path) -> TbprError:
+    return TbprError(f"{query} returns no rows (it holds no SELECT); write at least one query in it")
+
+
+def run_queries(warehouse: Path, query: Path, limit: int | None = None) -> list[QueryResult]:
+    """The result of every statement of `query` that returns rows, in order, on a connection that can
+    only read `warehouse` (`read_only`); each keeps its first `limit` rows (all when None) and counts
+    the rest as they stream past."""
+    sql = _read_sql(warehouse, query)
+    question = question_of(sql)
+    results = []
+    with read_only(warehouse) as con, _query_errors(query, warehouse):
+        for reader in _results(con, sql):
+            rows: list[tuple[object, ...]] = []
+            total = 0
+            for batch in reader:
+                if limit is None or len(rows) < limit:
+                    keep = batch.slice(0, None if limit is None else limit - len(rows))
+                    rows += zip(*(column.to_pylist() for column in keep.columns), strict=True)
+                total += batch.num_rows
+            results.append(QueryResult(query.stem, question, list(reader.schema.names), rows, total))
+    if not results:
+        raise _no_rows(query)
+    if len(results) > 1:
+        results = [replace(r, name=f"{r.name} ({i}/{len(results)})") for i, r in enumerate(results, 1)]
+    return results
+
+
+def run_query(warehouse: Path, query: Path) -> QueryResult:
+    """The (last) result of `query`, every row (`run_queries`)."""
+    return run_queries(warehouse, query)[-1]
+
+
+def export_query(warehouse: Path, query: Path, out: Path) -> int:
+    """Write the whole result of `query` (one statement that returns rows) to `out` (`.parquet` or
+    `.csv`), batch by batch from DuckDB's Arrow stream, atomically; the rows written."""
+    kind = out.suffix.lower()
+    if kind not in EXPORT_KINDS:
+        raise TbprError(f"--out {out} must end in {' or '.join(EXPORT_KINDS)} (the file format it writes)")
+    if out.is_dir() or out.resolve() in (warehouse.resolve(), query.resolve()):
+        raise TbprError(f"--out {out} is a folder, the warehouse or the query; name a new result file")
+    sql = _read_sql(warehouse, query)
+    with read_only(warehouse) as con, _query_errors(query, warehouse), atomic_path(out) as tmp:
+        readers = _results(con, sql)
+        reader = next(readers, None)
+        if reader is None:
+            raise _no_rows(query)
+        rows = _write_stream(reader, tmp, kind)
+        if next(readers, None) is not None:  # raised before the rename: `out` stays as it was
+            raise TbprError(f"--out writes one result; {query} has several statements that return rows")
+    return rows
+
+
+def _write_stream(reader: pa.RecordBatchReader, path: Path, kind: str) -> int:
+    rows = 0
+    writer = EXPORT_KINDS[kind](path, reader.schema)
+    try:
+        for batch in reader:
+            writer.write_batch(batch)
+            rows += batch.num_rows
     finally:
-        con.close()
+        writer.close()
+    return rows
 
 
 def leaderboard(warehouse: Path) -> QueryResult:

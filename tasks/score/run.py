@@ -23,6 +23,7 @@ import torch
 from tasks.core.device import Precision, keep_freed_memory, precision_dtype, resolve_device
 from tasks.core.errors import TbprError
 from tasks.core.files import write_json_atomic, write_parquet_atomic
+from tasks.core.outputs import check_out_folder
 from tasks.core.shards import dask_client, gallery_shards
 from tasks.embed.index import APPROXIMATE_SCORES, IndexParams, check_index_kind
 from tasks.embed.layout import GALLERY as GALLERY_FILE
@@ -105,8 +106,9 @@ def score(
     kind = check_index_kind(index)
     if top_k < 1:
         raise TbprError(f"--top-k must be at least 1 (got {top_k})")
-    if out.exists() and not out.is_dir():
-        raise TbprError(f"--out {out} is a file; pass a folder for the scoring outputs (OUT)")
+    check_out_folder(
+        out, command="score", marker=METRICS, names=(RANKINGS, PER_QUERY), inputs={"EMB folder": emb}
+    )
     dtype = precision_dtype(precision)
     torch_device = resolve_device(device)
     if shards < 1:
@@ -120,6 +122,10 @@ def score(
             f"--adaptive needs exact first-stage cosines to bound the scores; {kind}'s are approximate: "
             "use --index flat, hnsw or ivf"
         )
+    if track and parent_run_id:
+        from tasks.tracking.store import require_run  # mlflow loads only when a run is logged
+
+        require_run(tracking, parent_run_id, "--parent-run-id")
     if shards > 1:
         scored, per_query = _sharded(
             emb, mode, kind, top_k, memory_budget_mb, torch_device, precision, shards, scheduler

@@ -19,7 +19,7 @@ class TrackingConfig(BaseModel):
     experiment: str | None = None  # default tbpr/<dataset>
 
     def resolved_tracking_uri(self) -> str:
-        return self.tracking_uri or f"sqlite:///{home().mlflow_db}"
+        return self.tracking_uri or sqlite_uri(home().mlflow_db)
 
     def experiment_artifact_location(self, experiment: str) -> str:
         root = self.artifact_root or home().mlartifacts.as_uri()
@@ -28,4 +28,16 @@ class TrackingConfig(BaseModel):
     def sqlite_file(self) -> Path | None:
         """The SQLite file behind the tracking URI, or None for a tracking server."""
         uri = self.resolved_tracking_uri()
-        return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+        if not uri.startswith("sqlite:///"):
+            return None
+        from sqlalchemy.engine import make_url
+
+        return Path(str(make_url(uri).database))
+
+
+def sqlite_uri(database: Path) -> str:
+    """The SQLAlchemy URI of a SQLite file, its path quoted by SQLAlchemy itself (which MLflow's store
+    unquotes back), so a `?`, `#` or `%41` in a folder name stays part of the path."""
+    from sqlalchemy.engine import URL
+
+    return URL.create("sqlite", database=str(database)).render_as_string(hide_password=False)

@@ -6,6 +6,7 @@ URI, no active-run stack), so threads of a flow can track different runs side by
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import subprocess
@@ -58,11 +59,26 @@ def _sqlite_client(uri: str, database: Path) -> MlflowClient:
     """A client on a SQLite store, built under a file lock: building it creates and migrates the schema,
     and processes starting together otherwise race on `CREATE TABLE` ("table datasets already exists")."""
     database.parent.mkdir(parents=True, exist_ok=True)
+    # MLflow 3 makes the folder of the URI's path without unquoting it: with a `?` or `%` in the path,
+    # that is a second, empty folder beside the real one, removed again below
+    stray = _missing_folders(Path(uri.removeprefix("sqlite:///")).parent)
     with open(database.with_name(database.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         client.search_registered_models(max_results=1)  # the registry store initialises on first use
+        for folder in stray:
+            with contextlib.suppress(OSError):  # not empty: not MLflow's
+                folder.rmdir()
         return client
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """`folder` and its ancestors that do not exist yet, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
 
 
 class Tracker:
@@ -71,9 +87,9 @@ class Tracker:
     def __init__(self, tracking: TrackingConfig | None = None) -> None:
         configure_offline()
         self.config = tracking or TrackingConfig()
-        uri = self.config.resolved_tracking_uri()
-        if uri.startswith("sqlite:///"):
-            self.client = _sqlite_client(uri, Path(uri.removeprefix("sqlite:///")))
+        uri, database = self.config.resolved_tracking_uri(), self.config.sqlite_file()
+        if database is not None:
+            self.client = _sqlite_client(uri, database)
         else:
             self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
 
@@ -223,6 +239,24 @@ class Tracker:
         target.mkdir(parents=True, exist_ok=True)
         uri = self.config.resolved_tracking_uri()
         return Path(download_artifacts(artifact_uri=source, dst_path=str(target), tracking_uri=uri))
+
+
+def require_run(tracking: TrackingConfig | None, run_id: str, option: str) -> None:
+    """A TbprError unless `run_id` is a run of the tracking store (a SQLite store that does not exist
+    is not created to find out)."""
+    config = tracking or TrackingConfig()
+    database = config.sqlite_file()
+    try:
+        if database is None or database.is_file():
+            Tracker(config).client.get_run(run_id)
+            return
+        reason = f"there is no MLflow store at {database} yet"
+    except MlflowException as exc:
+        reason = f"{exc.error_code} in {config.resolved_tracking_uri()}"
+    raise TbprError(
+        f"{option} {run_id!r} is not a run of this MLflow store ({reason}); pass the id of an existing "
+        f"run (the pipeline's parent run) or leave {option} out"
+    )
 
 
 def promote_if_better(tracking: TrackingConfig | None, name: str, version: str) -> bool:

@@ -41,11 +41,13 @@ def embed(
     """Embed a split with a trained model: global embeddings, local features and FAISS indexes."""
     quiet_faiss()
     from tasks.core.device import set_threads
+    from tasks.core.outputs import check_outside_home
     from tasks.embed.encode import embed_split
     from tasks.embed.index import DEFAULT_INDEXES, check_index_kind
     from tasks.tracking.models import resolve_checkpoint
 
     kinds = tuple(check_index_kind(kind) for kind in index or DEFAULT_INDEXES)
+    check_outside_home(out)
     set_threads(threads)
     checkpoint, info = resolve_checkpoint(run)
     summary = embed_split(

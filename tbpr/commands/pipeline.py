@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated
 
@@ -37,6 +38,7 @@ def run(
     """Run the whole pipeline: synthetic data (or a configured source) to a leaderboard."""
     from flows.config import PipelineConfig, load_config, profile_path
     from tasks.core.env import home
+    from tasks.tracking.config import sqlite_uri
 
     extra = ["train.control=true"] if control else []
     settings = load_config(PipelineConfig, config or profile_path(profile), [*(overrides or []), *extra])
@@ -48,7 +50,7 @@ def run(
     show_leaderboard(console, tbpr.warehouse)
     console.print(
         "\n[bold]Look closer[/]\n"
-        f"  MLflow UI:  mlflow ui --backend-store-uri sqlite:///{tbpr.mlflow_db}\n"
+        f"  MLflow UI:  mlflow ui --backend-store-uri {shlex.quote(sqlite_uri(tbpr.mlflow_db))}\n"
         "  Prefect UI: prefect server start   (then open http://127.0.0.1:4200; export\n"
         "              PREFECT_API_URL=http://127.0.0.1:4200/api before `tbpr run` to watch it live)\n"
         "  SQL:        tbpr sql leaderboard | variant_vs_global | pruned_vs_exhaustive | metric_history"

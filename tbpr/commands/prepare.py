@@ -38,14 +38,18 @@ def prepare(
         Literal["cuhk-pedes", "icfg-pedes", "rstpreid"],
         typer.Option("--format", help="Source layout (`tbpr synth` writes cuhk-pedes)."),
     ],
-    out: Annotated[Path | None, typer.Option(help="DATA folder (default: $TBPR_HOME/data).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="DATA folder (default: $TBPR_HOME/data/<SOURCE name>-<format>).")
+    ] = None,
     workers: Annotated[int, typer.Option(min=1, help="Threads that read and decode images.")] = 2,
 ) -> None:
     """Validate a CUHK-PEDES, ICFG-PEDES or RSTPReid layout into images/captions/quarantine Parquet."""
     from tasks.core.env import home
+    from tasks.core.outputs import check_outside_home
     from tasks.data.prepare import prepare_dataset
 
-    target = out if out is not None else home().data
+    target = out if out is not None else home().prepared(source.resolve(), fmt)
+    check_outside_home(target)
     summary = prepare_dataset(source, fmt, target, workers=workers)
     console = Console()
     if summary.up_to_date:

@@ -47,8 +47,10 @@ def score(
     """Rank every query of EMB against its gallery; write rankings, metrics and an MLflow run."""
     quiet_faiss()
     from tasks.core.device import set_threads
+    from tasks.core.outputs import check_outside_home
     from tasks.score.run import score as run_score
 
+    check_outside_home(out)
     set_threads(threads)
     result = run_score(
         emb,

@@ -1,4 +1,5 @@
-"""`tbpr sql NAME|FILE`: a query from `sql/` (or a file) against the warehouse, printed as a table."""
+"""`tbpr sql NAME|FILE`: a query from `sql/` (or a file) against the warehouse, printed as a table (or
+written whole to a Parquet or CSV file)."""
 
 from __future__ import annotations
 
@@ -18,12 +19,31 @@ def sql(
     warehouse: Annotated[
         Path | None, typer.Option(help="warehouse.duckdb (default: $TBPR_HOME/warehouse.duckdb)")
     ] = None,
+    limit: Annotated[int, typer.Option(min=1, help="rows printed per result (the rest are counted)")] = 1000,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="write the whole result to FILE.parquet or FILE.csv instead of printing it"),
+    ] = None,
 ) -> None:
-    """Run an analysts' query against the DuckDB warehouse and print the rows."""
+    """Run an analysts' query against the DuckDB warehouse and print the rows of each statement."""
     from tasks.core.env import home
-    from tasks.report.queries import resolve_query, run_query
+    from tasks.core.outputs import check_outside_home
+    from tasks.report.queries import export_query, resolve_query, run_queries
 
-    result = run_query(warehouse or home().warehouse, resolve_query(query))
-    Console().print(result_table(result))
-    if not result.rows:
-        Console(stderr=True).print("(no rows: has the pipeline scored anything yet?)")
+    source = warehouse or home().warehouse
+    if out is not None:
+        check_outside_home(out)
+        rows = export_query(source, resolve_query(query), out)
+        Console().print(f"wrote {rows:,} rows to {out}", highlight=False)
+        return
+    console, notes = Console(), Console(stderr=True)
+    for result in run_queries(source, resolve_query(query), limit=limit):
+        console.print(result_table(result))
+        if result.not_shown:
+            notes.print(
+                f"({result.not_shown:,} more rows of {result.total:,} not shown: --limit N shows more, "
+                "--out FILE.parquet|FILE.csv writes them all)",
+                highlight=False,
+            )
+        elif not result.rows:
+            notes.print("(no rows: has the pipeline scored anything yet?)")

@@ -28,8 +28,10 @@ def synth(
     from rich.console import Console
     from rich.table import Table
 
+    from tasks.core.outputs import check_outside_home
     from tasks.data.synth import generate
 
+    check_outside_home(out, option="OUT")
     summary = generate(
         out, identities=identities, seed=seed, preview=preview, held_out=held_out, workers=workers
     )

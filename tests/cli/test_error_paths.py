@@ -542,6 +542,11 @@ MATRIX: dict[str, tuple[Callable[[Path, Path, Path], list[str]], bool]] = {
         lambda t, d, e: ["run", "--profile", "quick", "--set", "data.synth.identities=0"],
         False,
     ),
+    "run/name-climbs-out-of-home": (
+        lambda t, d, e: ["run", "--profile", "quick", "--set", "name=../../.."],
+        False,
+    ),
+    "run/name-with-a-slash": (lambda t, d, e: ["run", "--profile", "quick", "--set", f"name={t}/x"], False),
     # sql
     "sql/unknown-query": (lambda t, d, e: ["sql", "no_such_query"], False),
     "sql/missing-warehouse": (
@@ -620,3 +625,136 @@ def test_python_dash_m_tbpr_is_the_cli(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 2 and "no query 'no_such_query'" in " ".join(done.stderr.split())
     assert "Traceback" not in done.stderr
+
+
+# Output folders: a command writes a new or empty folder, or replaces its own earlier output; never
+# the user's files, its inputs, or TBPR_HOME's stores (exit 2, nothing touched).
+def _user_folder(tmp: Path) -> str:
+    folder = Path(_dir(tmp, "mine"))
+    _file(folder, "thesis.tex", b"years of work")
+    _file(Path(_dir(folder, "figures")), "plot.png", b"png")
+    return str(folder)
+
+
+def _checkpoint_of(emb: Path) -> str:
+    return str(json.loads((emb / "embed.json").read_text())["checkpoint"])
+
+
+def _embed(data: Path, emb: Path, out: Path | str, run: str | None = None) -> list[str]:
+    return ["embed", str(data), "--run", run or _checkpoint_of(emb), "--out", str(out)]
+
+
+def _score(emb: Path, out: Path | str) -> list[str]:
+    return ["score", str(emb), "--mode", "exhaustive", "--out", str(out), "--no-track"]
+
+
+def _prepare(source: Path, out: Path | str) -> list[str]:
+    return ["prepare", str(source), "--format", "cuhk-pedes", "--out", str(out)]
+
+
+def _checkpoint_copy(tmp: Path, emb: Path) -> str:
+    import shutil
+
+    return str(shutil.copytree(_checkpoint_of(emb), tmp / "w" / "ckpt"))
+
+
+# (work, DATA copy, EMB, TBPR_HOME, source) -> arguments; and the words of the error
+OUT_FOLDERS: dict[str, tuple[Callable[[Path, Path, Path, Path, Path], list[str]], list[str]]] = {
+    "embed/users-files": (
+        lambda t, d, e, h, s: _embed(d, e, _user_folder(t)),
+        ["did not write", "embed.json"],
+    ),
+    "embed/out-is-data": (lambda t, d, e, h, s: _embed(d, e, d), ["overlaps the DATA folder"]),
+    "embed/out-inside-data": (lambda t, d, e, h, s: _embed(d, e, d / "emb"), ["overlaps the DATA folder"]),
+    "embed/out-holds-checkpoint": (
+        lambda t, d, e, h, s: _embed(d, e, t / "w", run=_checkpoint_copy(t, e)),
+        ["overlaps the checkpoint"],
+    ),
+    "embed/home-runs": (lambda t, d, e, h, s: _embed(d, e, h / "runs"), ["runs store"]),
+    "embed/inside-artifacts": (
+        lambda t, d, e, h, s: _embed(d, e, h / "mlartifacts" / "x"),
+        ["MLflow artifacts"],
+    ),
+    "score/users-files": (
+        lambda t, d, e, h, s: _score(e, _user_folder(t)),
+        ["did not write", "metrics.json"],
+    ),
+    "score/out-is-emb": (lambda t, d, e, h, s: _score(e, e), ["overlaps the EMB folder"]),
+    "score/out-inside-emb": (lambda t, d, e, h, s: _score(e, e / "o"), ["overlaps the EMB folder"]),
+    "score/home-data": (lambda t, d, e, h, s: _score(e, h / "data"), ["data store"]),
+    "prepare/users-files": (
+        lambda t, d, e, h, s: _prepare(s, _user_folder(t)),
+        ["did not write", "manifest.json"],
+    ),
+    "prepare/out-inside-source": (lambda t, d, e, h, s: _prepare(s, s / "d"), ["overlaps the source folder"]),
+    "prepare/home-data": (lambda t, d, e, h, s: _prepare(s, h / "data"), ["data store"]),
+    "synth/home": (lambda t, d, e, h, s: ["synth", str(h), "-n", "8"], ["TBPR_HOME"]),
+    "synth/holds-home": (lambda t, d, e, h, s: ["synth", str(h.parent), "-n", "8"], ["TBPR_HOME"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OUT_FOLDERS))
+def test_no_command_writes_over_the_users_files_its_inputs_or_the_home_stores(
+    case: str, tiny_data: Path, tiny_emb: Callable[[str], Path], tmp_path: Path, home: Path, tbpr: Tbpr,
+    write_source: Callable[..., Path], make_png: Callable[..., bytes],
+) -> None:  # fmt: skip
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    source = write_source(tmp_path / "src", [{"id": 1, "file_path": "a.png", "captions": ["a man"], "split": "train"}],
+                          {"a.png": make_png(1)})  # fmt: skip
+    for store in ("runs", "data", "mlartifacts"):
+        (home / store).mkdir(parents=True)
+        _file(home / store, "kept.txt", b"kept")
+    _file(home, "mlflow.db", b"not really sqlite")
+    work = tmp_path / "work"
+    work.mkdir()
+    args = OUT_FOLDERS[case][0](work, data, tiny_emb("global"), home, source)
+    before = snapshot(tmp_path), snapshot(tiny_emb("global"))
+    code, err = tbpr(args)
+    clear_error(code, err, *OUT_FOLDERS[case][1])
+    assert (snapshot(tmp_path), snapshot(tiny_emb("global"))) == before
+
+
+def test_an_empty_folder_or_the_commands_own_output_may_be_written(
+    tiny_data: Path, tiny_emb: Callable[[str], Path], tmp_path: Path, home: Path, tbpr: Tbpr,
+    write_source: Callable[..., Path], make_png: Callable[..., bytes],
+) -> None:  # fmt: skip
+    emb, out = tmp_path / "emb", tmp_path / "out"
+    emb.mkdir()
+    run = _checkpoint_of(tiny_emb("global"))
+    for _ in range(2):  # into an empty folder, then over its own EMB
+        code, err = tbpr(["embed", str(tiny_data), "--run", run, "--out", str(emb), "--index", "flat"])
+        assert code == 0, err
+        code, err = tbpr(["score", str(emb), "--mode", "exhaustive", "--out", str(out), "--no-track"])
+        assert code == 0, err
+    assert (out / "metrics.json").is_file() and (emb / "embed.json").is_file()
+    source = write_source(tmp_path / "src", [{"id": 1, "file_path": "a.png", "captions": ["a man"], "split": "train"}],
+                          {"a.png": make_png(1)})  # fmt: skip
+    code, err = tbpr(["prepare", str(source), "--format", "cuhk-pedes"])  # default: one folder per source
+    assert code == 0, err
+    assert (home / "data" / "src-cuhk-pedes" / "manifest.json").is_file()
+    assert sorted(p.name for p in (home / "data").iterdir()) == ["src-cuhk-pedes"]
+
+
+@pytest.mark.parametrize("store", ["no-store", "store-without-the-run"])
+def test_score_with_an_unknown_parent_run_writes_nothing(
+    store: str, tiny_emb: Callable[[str], Path], tmp_path: Path, home: Path, tbpr: Tbpr
+) -> None:
+    from mlflow import MlflowClient
+
+    from tasks.tracking.config import TrackingConfig
+    from tasks.tracking.store import Tracker
+
+    if store != "no-store":
+        Tracker().experiment_id("tiny")
+    before = snapshot(tmp_path)
+    out = tmp_path / "out"
+    args = [*_score(tiny_emb("global"), out)[:-1], "--parent-run-id", "0123456789abcdef0123456789abcdef"]
+    code, err = tbpr(args)
+    clear_error(code, err, "--parent-run-id", "0123456789abcdef0123456789abcdef", "is not a run")
+    assert snapshot(tmp_path) == before and not out.exists()
+    if store != "no-store":
+        client = MlflowClient(TrackingConfig().resolved_tracking_uri())
+        assert not client.search_runs([e.experiment_id for e in client.search_experiments()])

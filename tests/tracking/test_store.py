@@ -91,3 +91,26 @@ def test_processes_starting_together_share_one_new_sqlite_store(tmp_path: Path) 
     outputs = [proc.communicate(timeout=120) for proc in procs]
     assert [proc.returncode for proc in procs] == [0, 0, 0], [err[-500:] for _, err in outputs]
     assert len({out.strip() for out, _ in outputs}) == 1
+
+
+@pytest.mark.parametrize("folder", ["a?b", "c#d", "e%41f"])
+def test_a_tbpr_home_with_uri_characters_keeps_the_store_inside_it(
+    folder: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default SQLite URI is quoted by SQLAlchemy (`?` would start a query string, `%41` read as
+    `A`), the artifact root by pathlib, the warehouse's read of the store by sqlite's own URI rules."""
+    from tasks.report.mlflow_tables import read_mlflow_tables
+
+    home = tmp_path / folder
+    monkeypatch.setenv("TBPR_HOME", str(home))
+    tracker = Tracker()
+    run_id = tracker.start_run(tracker.experiment_id("odd"), "r", {"stage": "score"})
+    (tmp_path / "metrics.json").write_text("{}")
+    tracker.log_artifacts(run_id, tmp_path / "metrics.json")
+    tracker.end_run(run_id)
+    assert (home / "mlflow.db").is_file() and tracker.config.sqlite_file() == home / "mlflow.db"
+    assert list(home.glob("mlartifacts/**/metrics.json"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([folder, "metrics.json"])  # nothing beside
+    runs = read_mlflow_tables(home / "mlflow.db")["runs_raw"]
+    assert runs["run_id"].to_pylist() == [run_id]
+    assert Tracker().client.get_run(run_id).info.status == "FINISHED"  # a new client finds the same store

@@ -20,6 +20,7 @@ from typing import Any
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from tasks.core.errors import TbprError
+from tasks.core.outputs import check_out_folder
 from tasks.data.layout import (
     CAPTIONS,
     CAPTIONS_SCHEMA,
@@ -242,6 +243,7 @@ def prepare_dataset(
     """
     layout = get_layout(fmt)
     source, out = source.resolve(), out.resolve()
+    check_out_folder(out, command="prepare", marker=MANIFEST, names=OUTPUTS, inputs={"source folder": source})
     annotation = load_annotation(source, layout)
     plan = plan_records(annotation.records, layout, source / IMAGE_DIR)
     identity = manifest_identity(
