@@ -58,13 +58,8 @@ class PipelineResult:
 def data_dir(tbpr: Home, config: PipelineConfig) -> Path:
     """Where prepared data lives: one folder per source (or synthetic settings), reused across runs."""
     if config.data.source is None:
-<<<<<<< HEAD
         return tbpr.data / f"synth-{config.data.synth.tag}"
-    return tbpr.data / f"{config.data.source.name}-{config.data.format}"
-=======
-        return tbpr.data / f"synth-{config.data.synth.identities}-{config.data.synth.seed}"
     return tbpr.prepared(config.data.source, config.data.format)
->>>>>>> issue24
 
 
 @flow(name="tbpr-pipeline")
