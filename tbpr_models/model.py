@@ -164,8 +164,9 @@ class RetrievalModel(nn.Module):
             )
         undeclared = set(head_losses) - set(self.head.loss_names)
         if undeclared:
-            raise ValueError(f"head {type(self.head).__name__} returns losses {sorted(undeclared)} "
-                             "not in its loss_names")
+            raise ValueError(
+                f"head {type(self.head).__name__} returns losses {sorted(undeclared)} not in its loss_names"
+            )
         return {**out, **head_losses}
 
 
