@@ -162,6 +162,8 @@ def build(cls: type[T], values: dict[str, Any] | T, prefix: str = "") -> T:
 def _fits(hint: Any, value: Any) -> bool:
     """Whether `value` (from JSON) has type `hint`; floats must be finite, booleans are not numbers."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
     if origin is Literal:
         return any(value == a and type(value) is type(a) for a in args)
     if origin in (typing.Union, types.UnionType):

@@ -198,7 +198,16 @@ def test_an_index_that_does_not_match_the_gallery_is_refused(
 
 @pytest.mark.parametrize(
     "damage",
-    ["truncated_weights", "pickle_weights", "config_not_json", "config_wrong_fields", "weights_missing"],
+    [
+        "truncated_weights",
+        "pickle_weights",
+        "config_not_json",
+        "config_wrong_fields",
+        "config_a_list",
+        "config_tower_not_a_table",
+        "config_field_of_the_wrong_type",
+        "weights_missing",
+    ],
 )
 def test_a_damaged_checkpoint_is_a_clear_error(
     damage: str,
@@ -220,6 +229,13 @@ def test_a_damaged_checkpoint_is_a_clear_error(
         config.write_text("{not json")
     elif damage == "config_wrong_fields":
         config.write_text(json.dumps({"variant": {"kind": "global"}, "embed_dim": "big"}))
+    elif damage == "config_a_list":
+        config.write_text(json.dumps([json.loads(config.read_text())]))
+    elif damage == "config_tower_not_a_table":
+        config.write_text(json.dumps({**json.loads(config.read_text()), "text": "small"}))
+    elif damage == "config_field_of_the_wrong_type":
+        settings = json.loads(config.read_text())
+        config.write_text(json.dumps({**settings, "image": {**settings["image"], "pretrained": "no"}}))
     else:
         weights.unlink()
     before = snapshot(checkpoint)
@@ -248,7 +264,10 @@ def test_a_damaged_emb_is_a_clear_error(
     assert not (out / "metrics.json").exists()
 
 
-@pytest.mark.parametrize(("field", "value"), [("image_local_unit", '"false"'), ("embed_id", "7")])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("image_local_unit", '"false"'), ("embed_id", "7"), ("num_images", '"many"'), ("num_queries", "NaN")],
+)
 def test_an_embed_json_field_of_the_wrong_type_is_a_clear_error(
     field: str, value: str, emb: Path, tbpr: Tbpr
 ) -> None:
@@ -261,6 +280,14 @@ def test_an_embed_json_field_of_the_wrong_type_is_a_clear_error(
     code, err = tbpr(["score", str(emb), "--mode", "pruned", "--out", str(out), "--no-track"])
     clear_error(code, err)
     assert "damaged" in err and field in err and not (out / "metrics.json").exists()
+
+
+def test_an_embed_json_of_the_wrong_shape_is_a_clear_error(emb: Path, tbpr: Tbpr) -> None:
+    (emb / "embed.json").write_text(json.dumps([json.loads((emb / "embed.json").read_text())]))
+    out = emb.parent / "out"
+    code, err = tbpr(["score", str(emb), "--mode", "exhaustive", "--out", str(out), "--no-track"])
+    clear_error(code, err, "embed.json", "damaged", "list")
+    assert not (out / "metrics.json").exists()
 
 
 def test_an_interrupted_re_embed_keeps_the_previous_emb_and_leaves_no_debris(
