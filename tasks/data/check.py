@@ -102,6 +102,9 @@ def open_data(
     data = Path(data)
     if not data.is_dir():
         raise TbprError(f"no DATA folder at {data}; run `tbpr prepare` (or `tbpr synth`) to create it")
+    for name in (IMAGES, CAPTIONS, MANIFEST):
+        if not (data / name).is_file():
+            raise TbprError(f"{data / name} not found; run `tbpr prepare` (or `tbpr synth`) to create DATA")
     manifest = read_manifest(data)
     need = {"image_id", "person_id", "split"}
     images = read_checked(data / IMAGES, IMAGES_SCHEMA, [*need, *(c for c in image_columns if c not in need)])
