@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tasks.core.device import Precision
 from tasks.core.errors import TbprError
@@ -35,7 +35,7 @@ M = TypeVar("M", bound=BaseModel)
 class Settings(BaseModel):
     """Base: unknown keys are an error (a typo in a TOML file must not pass silently)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class RunnerConfig(Settings):
@@ -114,6 +114,19 @@ class TrainSettings(Settings):
         if unknown:
             raise ValueError(f"unknown variant(s) {unknown}; registered: {known}")
         return variants
+
+    @model_validator(mode="after")
+    def _patches(self) -> TrainSettings:
+        """Each `per_variant` patch names a registered variant and makes a valid config of it."""
+        known = registered_variants() + control_variants()
+        for variant in self.per_variant:
+            if variant not in known:
+                raise ValueError(f"per_variant.{variant}: unknown variant; registered: {known}")
+            try:
+                self.for_variant(variant)
+            except ValidationError as exc:
+                raise ValueError(f"per_variant.{variant}: {validation_summary(exc)}") from None
+        return self
 
     @field_validator("seeds")
     @classmethod

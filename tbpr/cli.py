@@ -7,12 +7,12 @@ import logging
 import os
 import sys
 
-from rich.console import Console
 from rich.logging import RichHandler
 
 from tasks.core.env import configure_offline
 from tasks.core.errors import TbprError
 from tbpr.app import app
+from tbpr.options import plain_console, styled
 
 # Each module adds its commands to `app`; heavy libraries are imported inside the commands.
 COMMAND_MODULES = ("synth", "prepare", "train", "embed", "scoring", "pipeline", "sql")
@@ -40,16 +40,19 @@ def main() -> None:
     except TbprError as exc:
         if debug:
             raise
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+        plain_console(stderr=True).print(styled("error:", "bold red", f" {exc}"))
         sys.exit(exc.exit_code)
     except damaged_input_errors() as exc:
         if debug:
             raise
         # a file the command reads or writes is missing, damaged or not writable: bad input, not a bug
-        Console(stderr=True).print(
-            f"[bold red]error:[/] {describe(exc)}; check the paths given, re-create damaged outputs with "
-            "the command that wrote them (TBPR_DEBUG=1 shows the traceback)",
-            highlight=False,
+        plain_console(stderr=True).print(
+            styled(
+                "error:",
+                "bold red",
+                f" {describe(exc)}; check the paths given, re-create damaged outputs with the command "
+                "that wrote them (TBPR_DEBUG=1 shows the traceback)",
+            )
         )
         sys.exit(2)
 

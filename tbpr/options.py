@@ -6,7 +6,9 @@ import logging
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
+from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 if TYPE_CHECKING:
     from tasks.report.queries import QueryResult
@@ -19,6 +21,18 @@ Shards = Annotated[
 Scheduler = Annotated[
     str | None, typer.Option(help="With --shards: a running Dask scheduler, e.g. tcp://host:8786.")
 ]
+
+
+def plain_console(stderr: bool = False) -> Console:
+    """A console that prints text literally: user text (paths, captions, queries, table cells) is never
+    read as rich markup (`[red]`, `[/]`) or emoji codes (`:smile:`); styles come only from `styled`. Lines
+    are not folded (soft wrap), so a path in a message stays whole to copy."""
+    return Console(stderr=stderr, markup=False, emoji=False, highlight=False, soft_wrap=True)
+
+
+def styled(label: str, style: str, rest: str) -> Text:
+    """`label` in `style`, then `rest` literally: e.g. styled("error:", "bold red", f" {message}")."""
+    return Text.assemble((label, style), rest)
 
 
 def quiet_faiss() -> None:

@@ -75,9 +75,13 @@ def read_checkpoint_config(directory: str | Path) -> tuple[ModelConfig, dict[str
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint config at {path}; pass a folder written by save_checkpoint")
     payload = json.loads(path.read_text())
+    if not isinstance(payload, dict) or not isinstance(payload.get(EXTRA_KEY, {}), dict):
+        raise ValueError(f"{path} is not a checkpoint config (a JSON object with an `{EXTRA_KEY}` object)")
     extra = payload.pop(EXTRA_KEY, {})
     for tower in ("image", "text"):
         settings = payload.get(tower, {})
+        if not isinstance(settings, dict):
+            raise ValueError(f"{path}: {tower} must be a table of settings, got {settings!r}")
         folder = settings.get("path")
         if settings.get("kind") in FOLDER_KINDS and folder and not Path(folder).is_absolute():
             settings["path"] = str(Path(directory).resolve() / folder)  # the checkpoint's own copy

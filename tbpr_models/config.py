@@ -8,6 +8,7 @@ encoder's. The registry rebuilds them by name (`variant_config`, `model_config_f
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -115,8 +116,10 @@ class ModelConfig:
     def __post_init__(self) -> None:
         _at_least("embed_dim", self.embed_dim, 1)
         _at_least("num_classes", self.num_classes, 0)
-        if not isinstance(self.init_temperature, int | float) or self.init_temperature <= 0:
+        if not _fits(float, self.init_temperature) or self.init_temperature <= 0:
             raise ValueError(f"init_temperature must be a positive number, got {self.init_temperature!r}")
+        if not _fits(dict[str, float], self.loss_weights):
+            raise ValueError(f"loss_weights must be finite numbers by loss name, got {self.loss_weights!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict; `tbpr_models.registry.model_config_from_dict` reverses it."""
@@ -137,18 +140,63 @@ def _one_of(name: str, value: object, choices: tuple[str, ...]) -> None:
         raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
 
 
-def build(cls: type[T], values: dict[str, Any] | T) -> T:
-    """Instantiate dataclass `cls` from `values`, turning JSON lists back into tuples."""
+def build(cls: type[T], values: dict[str, Any] | T, prefix: str = "") -> T:
+    """Instantiate dataclass `cls` from `values` (JSON: lists become tuples), every value checked against
+    its field's type (numbers finite); a ValueError names the field as `<prefix><name>`."""
     if isinstance(values, cls):
         return values
-    assert isinstance(values, dict)
+    if not isinstance(values, dict):
+        raise ValueError(f"{prefix.rstrip('.') or cls.__name__} must be a table of settings, got {values!r}")
     known = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise ValueError(f"{cls.__name__} has no field(s) {unknown}; known fields: {sorted(known)}")
     hints = typing.get_type_hints(cls)
     kwargs = {key: _coerce(hints[key], value) for key, value in values.items()}
+    for key, value in kwargs.items():
+        if not _fits(hints[key], value):
+            raise ValueError(f"{prefix}{key} must be {_describe(hints[key])}, got {value!r}")
     return cls(**kwargs)
+
+
+def _fits(hint: Any, value: Any) -> bool:
+    """Whether `value` (from JSON) has type `hint`; floats must be finite, booleans are not numbers."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin is Literal:
+        return any(value == a and type(value) is type(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(arg, value) for arg in args)
+    if origin is tuple:
+        items = args[:1] * len(value) if args[1:] == (Ellipsis,) else args
+        return isinstance(value, tuple) and len(items) == len(value) and all(map(_fits, items, value))
+    if origin is dict:
+        return isinstance(value, dict) and all(
+            _fits(args[0], k) and _fits(args[1], v) for k, v in value.items()
+        )
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is type(None):
+        return value is None
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+def _describe(hint: Any) -> str:
+    """A field type in words, for an error message."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin is tuple:
+        return "a list of " + _describe(args[0]).removeprefix("a ").removeprefix("an ") + "s"
+    if origin is dict:
+        return f"a table of {_describe(args[1]).removeprefix('a ')}s by name"
+    words = {float: "a finite number", int: "an integer", bool: "true or false", str: "a string"}
+    return "null" if hint is type(None) else words.get(hint, getattr(hint, "__name__", str(hint)))
 
 
 def _coerce(hint: Any, value: Any) -> Any:

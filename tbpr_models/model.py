@@ -16,7 +16,7 @@ from tbpr_models.encoders import build_image_encoder, build_text_encoder
 from tbpr_models.features import Batch, ImageFeatures, TextFeatures, gather_rows
 from tbpr_models.losses import id_loss, sdm_loss
 from tbpr_models.registry import get_variant
-from tbpr_models.variant import HeadDims, LossContext
+from tbpr_models.variant import BASE_LOSSES, HeadDims, LossContext
 
 MAX_LOGIT_SCALE = 100.0
 
@@ -157,10 +157,15 @@ class RetrievalModel(nn.Module):
             person_ids=person_ids,
         )
         head_losses = self.head.head_losses(everyone_texts, everyone_images, batch, ctx)
-        clash = set(head_losses) & set(out)
+        clash = set(head_losses) & set(BASE_LOSSES)
         if clash:
             raise ValueError(
                 f"head {type(self.head).__name__} returns losses {sorted(clash)} the model already has"
+            )
+        undeclared = set(head_losses) - set(self.head.loss_names)
+        if undeclared:
+            raise ValueError(
+                f"head {type(self.head).__name__} returns losses {sorted(undeclared)} not in its loss_names"
             )
         return {**out, **head_losses}
 

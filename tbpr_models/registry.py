@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from tbpr_models.config import ImageEncoderConfig, ModelConfig, TextEncoderConfig, VariantConfig, build
+from tbpr_models.encoders.fit import check_fits
 from tbpr_models.tokenizer import with_vocabulary
-from tbpr_models.variant import VariantHead
+from tbpr_models.variant import BASE_LOSSES, VariantHead
 from tbpr_models.variants import (
     channel,
     control,
@@ -80,6 +81,11 @@ def variant_config(name: str, **overrides: Any) -> VariantConfig:
     return build(get_variant(name).config_cls, {"kind": name, **overrides})
 
 
+def loss_names() -> list[str]:
+    """Every loss a model can have: the base losses and each registered head's (`loss_weights` keys)."""
+    return sorted({*BASE_LOSSES, *(n for spec in VARIANTS.values() for n in spec.head_cls.loss_names)})
+
+
 def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
     """A ModelConfig from `ModelConfig.to_dict()` output (e.g. after a JSON round trip); unknown
     keys or an unknown variant are a ValueError. A `clip` text encoder's vocabulary fields are read
@@ -87,13 +93,22 @@ def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
     data = dict(data)
     if "variant" not in data:
         raise ValueError("model config has no 'variant'; expected the output of ModelConfig.to_dict()")
-    variant = dict(data.pop("variant"))
+    variant = data.pop("variant")
+    for name in ("variant", "image", "text", "loss_weights"):
+        if not isinstance(data.get(name, variant if name == "variant" else {}), dict):
+            raise ValueError(f"{name} must be a table of settings, got {data.get(name, variant)!r}")
+    unknown = sorted(set(data.get("loss_weights", {})) - set(loss_names()))
+    if unknown:
+        raise ValueError(f"loss_weights names unknown loss(es) {unknown}; the losses are {loss_names()}")
+    text = with_vocabulary(build(TextEncoderConfig, data.get("text", {}), "text."))
+    image = build(ImageEncoderConfig, data.get("image", {}), "image.")
+    check_fits(image, text)
     return build(
         ModelConfig,
         {
             **data,
-            "variant": build(get_variant(str(variant.get("kind"))).config_cls, variant),
-            "image": build(ImageEncoderConfig, data.get("image", {})),
-            "text": with_vocabulary(build(TextEncoderConfig, data.get("text", {}))),
+            "variant": build(get_variant(str(variant.get("kind"))).config_cls, variant, "variant."),
+            "image": image,
+            "text": text,
         },
     )

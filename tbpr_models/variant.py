@@ -25,6 +25,8 @@ from tbpr_models.config import VariantConfig
 from tbpr_models.features import Batch, ImageFeatures, TextFeatures
 from tbpr_models.losses import ranking_loss
 
+BASE_LOSSES = ("sdm", "id")  # the losses of every model (`RetrievalModel.losses`), beside its head's
+
 
 @dataclass(frozen=True)
 class HeadDims:
@@ -68,6 +70,8 @@ class VariantHead(nn.Module):
     # True: a calibration control (e.g. `control_top_half`), not an attention variant; pipelines train
     # it only when asked (`train.control`)
     control: ClassVar[bool] = False
+    # the names of the losses `head_losses` returns (config `loss_weights` keys beyond BASE_LOSSES)
+    loss_names: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: VariantConfig, dims: HeadDims) -> None:
         super().__init__()
@@ -166,6 +170,7 @@ class PairScorerHead(VariantHead, abc.ABC):
     """
 
     pairwise = True
+    loss_names = ("rank",)
     config: PairScorerConfig
 
     @abc.abstractmethod

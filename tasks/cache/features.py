@@ -41,6 +41,7 @@ from tasks.core.files import remove_stale_temps, temp_path, write_json_atomic
 from tasks.data.layout import CAPTIONS, IMAGES
 from tasks.data.reader import ImageDataset, PreparedData, SplitData, Tokenize
 from tbpr_models import RetrievalModel, image_transform
+from tbpr_models.config import build
 
 log = logging.getLogger(__name__)
 
@@ -159,10 +160,13 @@ def open_cache(path: Path) -> FeatureCache:
                     for field in ("image_ids", "images", "images_flip", "caption_ids", "texts")
                 )
             )
-        point = SplitPoint(**manifest["point"])
+        point = build(SplitPoint, manifest["point"])
+        key = manifest["key"]
+        if not isinstance(key, str):
+            raise TypeError(f"key is {key!r}, not a string")
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise TbprError(f"feature cache {path} is damaged ({exc}); delete it to rebuild") from exc
-    return FeatureCache(path, str(manifest["key"]), point, splits)
+    return FeatureCache(path, key, point, splits)
 
 
 def build_cache(

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from tasks.data.layout import IMAGES, MANIFEST
+from tasks.data.check import read_manifest
+from tasks.data.layout import IMAGES
 from tasks.data.synth.layout import ATTRIBUTES
 
 PART_NOUNS: dict[str, frozenset[str]] = {
@@ -109,9 +110,9 @@ def part_words(text: str) -> list[tuple[int, int, str]]:
 def part_boxes(data: Path, split: str = "test") -> dict[int, dict[str, tuple[float, float, float, float]]]:
     """{image_id: {part: (x0, y0, x1, y1)}} as fractions of the image's width and height, for the images of
     `split` whose source recorded part boxes; {} when it recorded none (any non-synthetic source)."""
-    manifest = json.loads((data / MANIFEST).read_text())
+    manifest = read_manifest(data)
     source = manifest.get("source", {}).get("path")
-    attributes = Path(source) / ATTRIBUTES if source else None
+    attributes = Path(source) / ATTRIBUTES if isinstance(source, str) and source else None
     if attributes is None or not attributes.is_file():
         return {}
     records = json.loads(attributes.read_text())

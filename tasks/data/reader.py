@@ -8,7 +8,6 @@ decoded by Pillow where they are used.
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from tasks.core.errors import TbprError
-from tasks.data.layout import CAPTIONS, IMAGES, MANIFEST, SPLITS
+from tasks.data.check import open_data
+from tasks.data.layout import SPLITS
 
 IMAGE_COLUMNS = ("image_id", "person_id", "split", "image")
 CAPTION_COLUMNS = ("caption_id", "image_id", "person_id", "split", "text")
@@ -53,26 +52,13 @@ class PreparedData:
 
 
 def load_prepared(data: Path, splits: Sequence[str] = SPLITS) -> PreparedData:
-    """Read DATA/{images,captions}.parquet and manifest.json; TbprError when something is missing."""
+    """Read DATA/{images,captions}.parquet and manifest.json, checked when opened (`tasks.data.check`);
+    TbprError naming the file, column or row when something is missing or wrong."""
     data = Path(data)
-    for name in (IMAGES, CAPTIONS, MANIFEST):
-        if not (data / name).is_file():
-            raise TbprError(f"{data / name} not found; run `tbpr prepare` (or `tbpr synth`) to create DATA")
-    manifest = json.loads((data / MANIFEST).read_text())
-    dataset = str(manifest.get("dataset") or manifest.get("format") or "")
-    if not dataset:
-        raise TbprError(f"{data / MANIFEST} names no dataset; re-run `tbpr prepare`")
-    images = _read(data / IMAGES, IMAGE_COLUMNS)
-    captions = _read(data / CAPTIONS, CAPTION_COLUMNS)
+    manifest, images, captions = open_data(data, IMAGE_COLUMNS, CAPTION_COLUMNS)
+    dataset = str(manifest.get("dataset") or manifest.get("format"))
     splits_data = {s: _split(images, captions, s) for s in splits}
     return PreparedData(data, dataset, splits_data, str(manifest.get("content_hash") or ""))
-
-
-def _read(path: Path, columns: Sequence[str]) -> pa.Table:
-    missing = sorted(set(columns) - set(pq.read_schema(path).names))
-    if missing:
-        raise TbprError(f"{path} lacks columns {missing}; re-run `tbpr prepare` to rewrite DATA")
-    return pq.read_table(path, columns=list(columns))
 
 
 def _split(images: pa.Table, captions: pa.Table, split: str) -> SplitData:
@@ -83,13 +69,8 @@ def _split(images: pa.Table, captions: pa.Table, split: str) -> SplitData:
             f"split {split!r} has {imgs.num_rows} images and {caps.num_rows} captions; re-prepare DATA"
         )
     image_ids = imgs["image_id"].to_numpy().copy()
-    row_of = {int(i): row for row, i in enumerate(image_ids)}
-    caption_image_ids = caps["image_id"].to_numpy()
-    orphans = [int(i) for i in caption_image_ids if int(i) not in row_of]
-    if orphans:
-        raise TbprError(
-            f"{len(orphans)} {split} captions point at missing images (e.g. {orphans[0]}); re-prepare"
-        )
+    # every caption's image is in its split (`tasks.data.check`): its row in `imgs`
+    caption_image = pc.index_in(caps["image_id"], value_set=imgs["image_id"].combine_chunks())
     return SplitData(
         name=split,
         image_ids=image_ids,
@@ -97,7 +78,7 @@ def _split(images: pa.Table, captions: pa.Table, split: str) -> SplitData:
         images=imgs["image"].combine_chunks(),
         caption_ids=caps["caption_id"].to_numpy().copy(),
         caption_pids=caps["person_id"].to_numpy().copy(),
-        caption_image=np.array([row_of[int(i)] for i in caption_image_ids], dtype=np.int64),
+        caption_image=caption_image.to_numpy().astype(np.int64),
         texts=caps["text"].to_pylist(),
     )
 

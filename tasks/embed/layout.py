@@ -27,6 +27,7 @@ from tasks.core.errors import TbprError
 from tasks.core.files import write_json_atomic
 from tasks.tracking.models import open_checkpoint
 from tbpr_models import RetrievalModel
+from tbpr_models.config import build
 
 GALLERY = "gallery.parquet"
 QUERIES = "queries.parquet"
@@ -96,12 +97,10 @@ class EmbedInfo:
             )
         try:
             raw = json.loads(path.read_text())
+            if not isinstance(raw, dict):
+                raise TypeError(f"it holds a JSON {type(raw).__name__}, not an object")
             known = {f.name for f in dataclasses.fields(cls)}
-            values = {key: value for key, value in raw.items() if key in known}
-            values["indexes"] = tuple(values.get("indexes", ()))
-            for name, kind in (("image_local_unit", bool), ("text_local_unit", bool), ("embed_id", str)):
-                if not isinstance(values.get(name, kind()), kind):
-                    raise TypeError(f"{name} is {values[name]!r}, not a {kind.__name__}")
-            return cls(**values)
+            # every field checked against its type (a string "false" would be truthy)
+            return build(cls, {key: value for key, value in raw.items() if key in known})
         except (ValueError, TypeError, AttributeError) as exc:  # not JSON, not an object, fields missing
             raise TbprError(f"{path} is damaged ({exc}); run `tbpr embed` again into {emb}") from exc

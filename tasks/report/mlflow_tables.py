@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from tasks.core.errors import TbprError
 from tasks.score.layout import METRICS
 from tasks.tracking import names
 
@@ -165,13 +166,22 @@ def read_mlflow_tables(tracking_db: Path) -> dict[str, pa.Table]:
 
 
 def read_score_outputs(rankings_files: Sequence[str]) -> pa.Table:
-    """The `metrics.json` beside each rankings file (files without one are skipped)."""
+    """The `metrics.json` beside each rankings file (files without one are skipped); one that is not
+    the object `tbpr score` writes, or whose fields have the wrong types, is a TbprError naming it."""
     rows = []
     for ranking in rankings_files:
         path = Path(ranking).parent / METRICS
         if not path.is_file():
             continue
         document = json.loads(path.read_text(encoding="utf-8"))
+        redo = "score again into that folder (or remove it)"
+        if not isinstance(document, dict):
+            raise TbprError(f"{path} holds a JSON {type(document).__name__}, not the metrics object; {redo}")
         document["out_dir"] = str(path.parent.resolve())
-        rows.append({field.name: document.get(field.name) for field in SCORE_OUTPUTS_SCHEMA})
+        row = {field.name: document.get(field.name) for field in SCORE_OUTPUTS_SCHEMA}
+        try:
+            pa.Table.from_pylist([row], schema=SCORE_OUTPUTS_SCHEMA)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise TbprError(f"{path} has a field of the wrong type ({exc}); {redo}") from exc
+        rows.append(row)
     return pa.Table.from_pylist(rows, schema=SCORE_OUTPUTS_SCHEMA)

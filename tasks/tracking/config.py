@@ -12,7 +12,7 @@ from tasks.core.env import home
 class TrackingConfig(BaseModel):
     """Where MLflow records: SQLite under TBPR_HOME by default, or a server URI."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     tracking_uri: str | None = None  # default sqlite:///$TBPR_HOME/mlflow.db
     artifact_root: str | None = None  # default $TBPR_HOME/mlartifacts (new experiments only)

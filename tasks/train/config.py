@@ -42,7 +42,7 @@ class TrainConfig(BaseModel):
     """How to train one variant. `model` overrides `tbpr_models.ModelConfig` fields by name:
     e.g. `{"embed_dim": 32, "text": {"kind": "small"}, "variant": {"k": 8}, "loss_weights": {"id": 0.5}}`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     variant: str = "global"
     model: dict[str, Any] = Field(default_factory=dict)

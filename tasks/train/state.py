@@ -25,6 +25,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from tasks.core.errors import TbprError
+
 TRAIN_CONFIG = "train_config.json"
 STATE_TENSORS = "train_state.safetensors"
 STATE_JSON = "train_state.json"
@@ -167,19 +169,24 @@ def load_train_state(
     saved TrainState."""
     tensors = load_file(str(directory / STATE_TENSORS), device=str(device))
     document = json.loads((directory / STATE_JSON).read_text())
-    optimizer.load_state_dict(_join_tensors(document["optimizer"], tensors))
-    scheduler.load_state_dict(_join_tensors(document["scheduler"], tensors))
-    saved_scaler = _join_tensors(document.get("scaler") or {}, tensors)
-    if scaler is not None and saved_scaler:
-        scaler.load_state_dict(saved_scaler)
-    raw = document["state"]
-    return TrainState(
-        epoch=raw["epoch"],
-        step=raw["step"],
-        train_seconds=raw["train_seconds"],
-        history=[EpochRecord(**record) for record in raw["history"]],
-        smooth=raw.get("smooth", 1),
-    )
+    try:
+        optimizer.load_state_dict(_join_tensors(document["optimizer"], tensors))
+        scheduler.load_state_dict(_join_tensors(document["scheduler"], tensors))
+        saved_scaler = _join_tensors(document.get("scaler") or {}, tensors)
+        if scaler is not None and saved_scaler:
+            scaler.load_state_dict(saved_scaler)
+        raw = document["state"]
+        return TrainState(
+            epoch=int(raw["epoch"]),
+            step=int(raw["step"]),
+            train_seconds=float(raw["train_seconds"]),
+            history=[EpochRecord(**record) for record in raw["history"]],
+            smooth=int(raw.get("smooth", 1)),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # not the object save_state wrote
+        raise TbprError(
+            f"{directory / STATE_JSON} is damaged ({type(exc).__name__}: {exc}); train without --resume"
+        ) from exc
 
 
 def commit_epoch_dir(staging: Path, final: Path) -> None:

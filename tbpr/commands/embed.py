@@ -6,11 +6,10 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from tbpr.app import app
-from tbpr.options import DeviceName, Scheduler, Shards, quiet_faiss
+from tbpr.options import DeviceName, Scheduler, Shards, plain_console, quiet_faiss
 
 
 @app.command()
@@ -80,4 +79,4 @@ def embed(
         f"{summary.images_per_second:,.0f}",
         f"{summary.captions_per_second:,.0f}",
     )
-    Console().print(table)
+    plain_console().print(table)

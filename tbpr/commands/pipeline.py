@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from tbpr.app import app
-from tbpr.options import result_table
+from tbpr.options import plain_console, result_table, styled
 
 
 @app.command()
@@ -44,21 +44,24 @@ def run(
     settings = load_config(PipelineConfig, config or profile_path(profile), [*(overrides or []), *extra])
     from flows.pipeline import tbpr_pipeline
 
-    console = Console()
+    console = plain_console()
     state = tbpr_pipeline(settings, return_state=True)
     tbpr = home()
     show_leaderboard(console, tbpr.warehouse)
     console.print(
-        "\n[bold]Look closer[/]\n"
-        f"  MLflow UI:  mlflow ui --backend-store-uri {shlex.quote(sqlite_uri(tbpr.mlflow_db))}\n"
-        "  Prefect UI: prefect server start   (then open http://127.0.0.1:4200; export\n"
-        "              PREFECT_API_URL=http://127.0.0.1:4200/api before `tbpr run` to watch it live)\n"
-        "  SQL:        tbpr sql leaderboard | variant_vs_global | pruned_vs_exhaustive | metric_history"
-        " | hardest_queries | attribute_errors",
-        highlight=False,
+        styled(
+            "\nLook closer",
+            "bold",
+            "\n"
+            f"  MLflow UI:  mlflow ui --backend-store-uri {shlex.quote(sqlite_uri(tbpr.mlflow_db))}\n"
+            "  Prefect UI: prefect server start   (then open http://127.0.0.1:4200; export\n"
+            "              PREFECT_API_URL=http://127.0.0.1:4200/api before `tbpr run` to watch it live)\n"
+            "  SQL:        tbpr sql leaderboard | variant_vs_global | pruned_vs_exhaustive | metric_history"
+            " | hardest_queries | attribute_errors",
+        )
     )
     if not state.is_completed():
-        Console(stderr=True).print(f"[bold red]pipeline {state.name}:[/] {state.message}", highlight=False)
+        plain_console(stderr=True).print(styled(f"pipeline {state.name}:", "bold red", f" {state.message}"))
         raise typer.Exit(1)
 
 

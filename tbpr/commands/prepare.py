@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from tbpr.app import app
+from tbpr.options import plain_console, styled
 
 if TYPE_CHECKING:
     from tasks.data.prepare import PrepareSummary
@@ -51,13 +51,17 @@ def prepare(
     target = out if out is not None else home().prepared(source.resolve(), fmt)
     check_outside_home(target)
     summary = prepare_dataset(source, fmt, target, workers=workers)
-    console = Console()
+    console = plain_console()
     if summary.up_to_date:
         console.print(
-            f"[green]up to date[/]: {summary.out} already holds this input ({summary.content_hash[:19]})"
+            styled(
+                "up to date",
+                "green",
+                f": {summary.out} already holds this input ({summary.content_hash[:19]})",
+            )
         )
     else:
-        console.print(f"[green]prepared[/] {summary.out} ({summary.content_hash[:19]})")
+        console.print(styled("prepared", "green", f" {summary.out} ({summary.content_hash[:19]})"))
     for table in summary_tables(summary):
         console.print(table)
     if not summary.quarantine:

@@ -6,11 +6,10 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from tbpr.app import app
-from tbpr.options import DeviceName, IndexName, Scheduler, Shards, quiet_faiss
+from tbpr.options import DeviceName, IndexName, Scheduler, Shards, plain_console, quiet_faiss
 
 
 @app.command()
@@ -76,7 +75,7 @@ def score(
         f"{result.pairs_scored:,}",
         f"{result.seconds:.2f}",
     )
-    console = Console()
+    console = plain_console()
     console.print(table)
     if result.run_id:
         console.print(f"MLflow scoring run: {result.run_id}")
@@ -103,7 +102,7 @@ def search(
         table.add_column(column, justify="left" if column == "file_path" else "right")
     for hit in hits:
         table.add_row(str(hit.rank), str(hit.image_id), str(hit.person_id), f"{hit.score:.4f}", hit.file_path)
-    console = Console()
+    console = plain_console()
     console.print(table)
     target = sheet if sheet is not None else emb / SHEET
     contact_sheet(hits, Path(EmbedInfo.read(emb).data), target)

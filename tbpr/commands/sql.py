@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from tbpr.app import app
-from tbpr.options import result_table
+from tbpr.options import plain_console, result_table
 
 
 @app.command()
@@ -34,9 +33,9 @@ def sql(
     if out is not None:
         check_outside_home(out)
         rows = export_query(source, resolve_query(query), out)
-        Console().print(f"wrote {rows:,} rows to {out}", highlight=False)
+        plain_console().print(f"wrote {rows:,} rows to {out}")
         return
-    console, notes = Console(), Console(stderr=True)
+    console, notes = plain_console(), plain_console(stderr=True)
     for result in run_queries(source, resolve_query(query), limit=limit):
         console.print(result_table(result))
         if result.not_shown:

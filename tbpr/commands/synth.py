@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from tbpr.app import app
+from tbpr.options import plain_console
 
 
 @app.command()
@@ -25,7 +26,6 @@ def synth(
     ),
 ) -> None:
     """Synthetic pedestrians with two captions per image, written in the CUHK-PEDES layout."""
-    from rich.console import Console
     from rich.table import Table
 
     from tasks.core.outputs import check_outside_home
@@ -41,7 +41,7 @@ def synth(
     for name in ("train", "val", "test"):
         counts = getattr(summary, name)
         table.add_row(name, str(counts.identities), str(counts.images), str(counts.captions))
-    console = Console()
+    console = plain_console()
     console.print(table)
     if preview is not None:
         console.print(f"preview: {preview}")

@@ -7,11 +7,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from tbpr.app import app
-from tbpr.options import DeviceName
+from tbpr.options import DeviceName, plain_console
 
 if TYPE_CHECKING:
     from tasks.train.loop import TrainResult
@@ -90,7 +89,7 @@ def train(
     result = train_variant(data, config, resume=resume, progress=progress)
     if not launched_ranks().main:
         return  # under torchrun, rank 0 reports
-    console = Console()
+    console = plain_console()
     console.print(result_table(result))
     verdict = "now champion" if result.promoted else "champion unchanged"
     stopped = {

@@ -106,6 +106,7 @@ class CrossFusionHead(VariantHead):
     """Mean-pooled globals for retrieval; the fusion encoder adds the training-time `mlm` loss."""
 
     pairwise = False
+    loss_names = ("mlm",)
 
     def __init__(self, config: CrossFusionConfig, dims: HeadDims) -> None:
         super().__init__(config, dims)

@@ -63,6 +63,8 @@ def _flatten_parts(parts: Tensor) -> Tensor:
 
 
 class MixedHead(VariantHead):
+    loss_names = ("part",)
+
     def __init__(self, config: MixedConfig, dims: HeadDims) -> None:
         super().__init__(config, dims)
         d = dims.embed_dim

@@ -191,3 +191,17 @@ def test_a_damaged_cache_is_a_clear_error(data: PreparedData, tmp_path: Path) ->
     (cache.path / "val" / "texts.npy").write_bytes(b"not numpy")
     with pytest.raises(TbprError, match="damaged"):
         open_cache(cache.path)
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    [
+        [1],
+        {"splits": [], "point": {"image": 1, "text": 1}},
+        {"splits": [], "key": "k", "point": {"image": "a", "text": 1}},
+    ],
+)
+def test_a_cache_json_of_the_wrong_shape_is_a_clear_error(manifest: object, tmp_path: Path) -> None:
+    (tmp_path / CACHE_MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(TbprError, match="damaged"):
+        open_cache(tmp_path)

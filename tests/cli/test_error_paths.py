@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -197,7 +198,16 @@ def test_an_index_that_does_not_match_the_gallery_is_refused(
 
 @pytest.mark.parametrize(
     "damage",
-    ["truncated_weights", "pickle_weights", "config_not_json", "config_wrong_fields", "weights_missing"],
+    [
+        "truncated_weights",
+        "pickle_weights",
+        "config_not_json",
+        "config_wrong_fields",
+        "config_a_list",
+        "config_tower_not_a_table",
+        "config_field_of_the_wrong_type",
+        "weights_missing",
+    ],
 )
 def test_a_damaged_checkpoint_is_a_clear_error(
     damage: str,
@@ -219,6 +229,13 @@ def test_a_damaged_checkpoint_is_a_clear_error(
         config.write_text("{not json")
     elif damage == "config_wrong_fields":
         config.write_text(json.dumps({"variant": {"kind": "global"}, "embed_dim": "big"}))
+    elif damage == "config_a_list":
+        config.write_text(json.dumps([json.loads(config.read_text())]))
+    elif damage == "config_tower_not_a_table":
+        config.write_text(json.dumps({**json.loads(config.read_text()), "text": "small"}))
+    elif damage == "config_field_of_the_wrong_type":
+        settings = json.loads(config.read_text())
+        config.write_text(json.dumps({**settings, "image": {**settings["image"], "pretrained": "no"}}))
     else:
         weights.unlink()
     before = snapshot(checkpoint)
@@ -247,7 +264,10 @@ def test_a_damaged_emb_is_a_clear_error(
     assert not (out / "metrics.json").exists()
 
 
-@pytest.mark.parametrize(("field", "value"), [("image_local_unit", '"false"'), ("embed_id", "7")])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("image_local_unit", '"false"'), ("embed_id", "7"), ("num_images", '"many"'), ("num_queries", "NaN")],
+)
 def test_an_embed_json_field_of_the_wrong_type_is_a_clear_error(
     field: str, value: str, emb: Path, tbpr: Tbpr
 ) -> None:
@@ -260,6 +280,14 @@ def test_an_embed_json_field_of_the_wrong_type_is_a_clear_error(
     code, err = tbpr(["score", str(emb), "--mode", "pruned", "--out", str(out), "--no-track"])
     clear_error(code, err)
     assert "damaged" in err and field in err and not (out / "metrics.json").exists()
+
+
+def test_an_embed_json_of_the_wrong_shape_is_a_clear_error(emb: Path, tbpr: Tbpr) -> None:
+    (emb / "embed.json").write_text(json.dumps([json.loads((emb / "embed.json").read_text())]))
+    out = emb.parent / "out"
+    code, err = tbpr(["score", str(emb), "--mode", "exhaustive", "--out", str(out), "--no-track"])
+    clear_error(code, err, "embed.json", "damaged", "list")
+    assert not (out / "metrics.json").exists()
 
 
 def test_an_interrupted_re_embed_keeps_the_previous_emb_and_leaves_no_debris(
@@ -758,3 +786,138 @@ def test_score_with_an_unknown_parent_run_writes_nothing(
     if store != "no-store":
         client = MlflowClient(TrackingConfig().resolved_tracking_uri())
         assert not client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+# Inputs are validated when opened: a DATA folder that contradicts its layout or itself, settings that
+# are not finite, unknown or wrong for the chosen encoder, and user text that looks like rich markup end
+# in one `error:` paragraph or print literally, never in a traceback.
+TbprIO = Callable[[list[str]], tuple[int, str, str]]  # the `tbpr_io` fixture of tests/cli/conftest.py
+MARKUP = "a [bold]b[/] [/] :smile: c"  # markup rich would style, a stray closing tag, an emoji code
+
+
+@pytest.mark.parametrize(
+    ("settings", "words"),
+    [
+        (["--set", "lr=Infinity"], ["lr", "finite"]),
+        (["--set", "lr=NaN"], ["lr", "finite"]),
+        (["--set", "model.init_temperature=Infinity"], ["init_temperature", "finite"]),
+        (["--set", "model.loss_weights.sdm=NaN"], ["loss_weights"]),
+        (["--set", "model.loss_weights.bogus=1"], ["loss_weights", "bogus", "sdm"]),
+        (["--set", "model.image.pretrained=abc"], ["image.pretrained", "true or false"]),
+        (["--set", 'model.image.widths=[8, "a"]'], ["image.widths", "integers"]),
+        (["--set", "model.text.path=5"], ["text.path"]),
+        (["--set", "model.image=5"], ["image", "table"]),
+        (
+            ["--set", "model.text.max_length=5000", "--set", "model.text.kind=minilm"],
+            ["text.max_length", "512"],
+        ),
+    ],
+)
+def test_bad_settings_of_every_type_are_refused(
+    settings: list[str], words: list[str], tiny_data: Path, home: Path, tbpr: Tbpr
+) -> None:
+    code, err = tbpr(["train", str(tiny_data), "--variant", "global", *TINY_TRAIN, *settings])
+    clear_error(code, err, *words)
+    assert not home.exists()
+
+
+def test_a_minilm_default_carried_onto_clip_names_the_setting(
+    tiny_data: Path, tiny_clip: Path, home: Path, tbpr: Tbpr
+) -> None:
+    clip = [*TINY_TRAIN, "--set", "model.text.kind=clip", "--set", f"model.text.path={tiny_clip}"]
+    code, err = tbpr(["train", str(tiny_data), "--variant", "global", *clip])
+    clear_error(code, err, "text.freeze_layers", "2 layers", "at most 2")
+    fits_depth = ["--set", "model.text.freeze_layers=2", "--set", "model.text.max_length=48"]
+    code, err = tbpr(["train", str(tiny_data), "--variant", "global", *clip, *fits_depth])
+    clear_error(code, err, "text.max_length", "32 positions")
+    assert not home.exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "words"),
+    [
+        ("train.per_variant.global.model.bogus=1", ["per_variant.global", "bogus"]),
+        ("train.per_variant.global.lr=Infinity", ["per_variant.global", "lr"]),
+        ("train.per_variant.nosuch.lr=0.1", ["per_variant.nosuch", "unknown variant"]),
+        ("train.config.model.loss_weights.bogus=1", ["loss_weights", "bogus"]),
+        ("train.config.lr=Infinity", ["train.config.lr", "finite"]),
+        ("train.backbone.lr=NaN", ["train.backbone.lr", "finite"]),
+    ],
+)
+def test_bad_run_settings_are_refused_in_nested_tables(
+    override: str, words: list[str], home: Path, tbpr: Tbpr
+) -> None:
+    code, err = tbpr(["run", "--profile", "quick", "--set", override])
+    clear_error(code, err, *words)
+    assert not home.exists()
+
+
+def _set_column(path: Path, column: str, values: pa.Array) -> None:
+    table = pq.read_table(path)
+    pq.write_table(table.set_column(table.schema.get_field_index(column), column, values), path)
+
+
+@pytest.mark.parametrize(
+    ("damage", "words"),
+    [
+        ("text_of_integers", ["captions.parquet", "'text'", "int64"]),
+        ("manifest_a_list", ["manifest.json", "list"]),
+        ("person_differs", ["captions.parquet", "row 0", "person_id"]),
+    ],
+)
+def test_data_that_contradicts_its_layout_or_itself_is_a_clear_error(
+    damage: str,
+    words: list[str],
+    tiny_data: Path,
+    tiny_checkpoint: Callable[[str], Path],
+    tmp_path: Path,
+    tbpr: Tbpr,
+) -> None:
+    data = tmp_path / "data"
+    import shutil
+
+    shutil.copytree(tiny_data, data)
+    captions = data / "captions.parquet"
+    rows = pq.read_metadata(captions).num_rows
+    if damage == "text_of_integers":
+        _set_column(captions, "text", pa.array(range(rows), pa.int64()))
+    elif damage == "manifest_a_list":
+        (data / "manifest.json").write_text(json.dumps([{"dataset": "tiny"}]))
+    else:
+        pids = pq.read_table(captions)["person_id"].to_pylist()
+        _set_column(captions, "person_id", pa.array([pids[0] + 1, *pids[1:]], pa.int64()))
+    before = snapshot(tmp_path)
+    out = tmp_path / "emb"
+    code, err = tbpr(["embed", str(data), "--run", str(tiny_checkpoint("global")), "--out", str(out)])
+    clear_error(code, err, *words)
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("name", ["src [bold]x[/] [/]y", "src\nline", "src :smile: [red]"])
+def test_prepare_prints_paths_literally(name: str, write_source: Callable[..., Path], tmp_path: Path, home: Path, tbpr_io: TbprIO, make_png: Callable[..., bytes]) -> None:  # fmt: skip
+    records = [
+        {"id": pid, "file_path": f"p{pid}/{view}.png", "captions": [f"person {pid} [red]{view}[/]"],
+         "split": split}
+        for pid, split in ((1, "train"), (2, "val"), (3, "test")) for view in range(2)
+    ]  # fmt: skip
+    source = write_source(tmp_path / name, records, {r["file_path"]: make_png(r["id"]) for r in records})
+    out = tmp_path / f"out {name}"
+    for done in ("prepared", "up to date"):  # the first run writes, the second finds DATA up to date
+        code, stdout, err = tbpr_io(["prepare", str(source), "--format", "cuhk-pedes", "--out", str(out)])
+        assert code == 0 and "Traceback" not in err, err
+        assert f"{done}" in stdout and f" {out} " in stdout, stdout
+    code, stdout, err = tbpr_io(["prepare", str(source), "--format", "cuhk-pedes"])  # into TBPR_HOME
+    assert code == 0 and "Traceback" not in err and str(home) in stdout, err
+
+
+def test_errors_and_search_print_user_text_literally(
+    tiny_emb: Callable[[str], Path], tmp_path: Path, home: Path, tbpr: Tbpr, tbpr_io: TbprIO
+) -> None:
+    missing = tmp_path / MARKUP
+    code, err = tbpr(["train", str(missing), "--variant", "global"])
+    clear_error(code, err, "[bold]b[/] [/] :smile:")
+    code, stdout, err = tbpr_io(
+        ["search", str(tiny_emb("global")), MARKUP, "--sheet", str(tmp_path / "s.png")]
+    )
+    assert code == 0, err
+    assert MARKUP in " ".join(stdout.split()), stdout
