@@ -74,7 +74,7 @@ DEFAULT_TRAIN = TrainConfig(epochs=3, device="cpu", sampler="identity")
 MAIN_HEADS = TrainConfig(
     features="cached",
     model={"image": {"freeze": True}, "text": {"freeze_layers": 6}},
-    epochs=10,
+    epochs=8,
     smooth=3,
     sampler="identity",
     device="cpu",
@@ -233,7 +233,7 @@ class PipelineConfig(Settings):
     """Flow `tbpr-pipeline`: data -> prepare -> train -> embed -> score -> warehouse -> leaderboard."""
 
     name: str = "main"  # names the run folder $TBPR_HOME/runs/<time>-<name> and the parent run
-    data: SourceSettings = SourceSettings(synth=SynthSettings(identities=600, held_out=100))
+    data: SourceSettings = SourceSettings(synth=SynthSettings(identities=550, held_out=100))
     train: TrainSettings = TrainSettings(seeds=[0, 1, 2], config=MAIN_HEADS, per_variant=MAIN_PER_VARIANT)
     embed: EmbedSettings = EmbedSettings(precision="bf16")
     jobs: list[ScoreJob] = DEFAULT_JOBS

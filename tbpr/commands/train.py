@@ -97,7 +97,9 @@ def train(
         "plateau": "the smoothed val R1 plateaued",
         "budget": "the time budget cut it: this result depends on the machine's speed",
     }[result.stop_reason]
-    console.print(f"{result.epochs} epochs, best {result.best_epoch}; stop_reason {result.stop_reason}: {stopped}")
+    console.print(
+        f"{result.epochs} epochs, best {result.best_epoch}; stop_reason {result.stop_reason}: {stopped}"
+    )
     console.print(
         f"registered tbpr-{result.variant} v{result.model_version} ({verdict}); checkpoint {result.checkpoint_dir}"
     )

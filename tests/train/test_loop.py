@@ -162,6 +162,9 @@ def test_identity_sampler_and_time_budget(
     result = train_variant(tiny_data, config, tracking=trained.tracking, progress=False)
     history = client(trained.tracking).get_metric_history(result.run_id, "val/R1")
     assert [m.step for m in history] == [1] and result.best_epoch == 1  # stopped after the first epoch
+    # a run the clock cut says so: its result depends on the machine's speed
+    tags = client(trained.tracking).get_run(result.run_id).data.tags
+    assert result.stop_reason == tags["stop_reason"] == "budget" and tags["epochs_run"] == "1"
 
 
 def test_training_stops_on_a_val_plateau(
@@ -173,6 +176,15 @@ def test_training_stops_on_a_val_plateau(
     history = client(trained.tracking).get_metric_history(result.run_id, "val/R1")
     assert [m.step for m in history] == [1, 2, 3] and result.epochs == 3
     assert len({m.value for m in history}) == 1 and result.best_epoch == 1
+    assert result.stop_reason == "plateau" and result.val_curve == tuple(m.value for m in history)
+    tags = client(trained.tracking).get_run(result.run_id).data.tags
+    assert tags["stop_reason"] == "plateau" and tags["epochs_run"] == "3"
+
+
+def test_a_run_that_ran_every_epoch_says_so(trained: Trained) -> None:
+    tags = client(trained.tracking).get_run(trained.result.run_id).data.tags
+    assert trained.result.stop_reason == tags["stop_reason"] == "epochs"
+    assert trained.result.epochs == trained.config.epochs == int(tags["epochs_run"])
 
 
 @pytest.mark.parametrize(
