@@ -233,7 +233,7 @@ class PipelineConfig(Settings):
     """Flow `tbpr-pipeline`: data -> prepare -> train -> embed -> score -> warehouse -> leaderboard."""
 
     name: str = "main"  # names the run folder $TBPR_HOME/runs/<time>-<name> and the parent run
-    data: SourceSettings = SourceSettings(synth=SynthSettings(identities=550, held_out=100))
+    data: SourceSettings = SourceSettings(synth=SynthSettings(identities=500, held_out=100))
     train: TrainSettings = TrainSettings(seeds=[0, 1, 2], config=MAIN_HEADS, per_variant=MAIN_PER_VARIANT)
     embed: EmbedSettings = EmbedSettings(precision="bf16")
     jobs: list[ScoreJob] = DEFAULT_JOBS
