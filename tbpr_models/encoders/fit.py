@@ -25,6 +25,13 @@ def check_fits(image: ImageEncoderConfig, text: TextEncoderConfig) -> None:
             f"text.max_length={text.max_length} exceeds the {text.kind} text encoder's {positions} "
             f"positions; set text.max_length to at most {positions}"
         )
+    if image.freeze_stages and image.kind in ("resnet_small", "efficientnet_lite0"):
+        stages = _image_stages(image)
+        if image.freeze_stages > stages:
+            raise ValueError(
+                f"image.freeze_stages={image.freeze_stages} but the {image.kind} image encoder has {stages} "
+                f"stages; set image.freeze_stages to at most {stages} (or image.freeze = true for all)"
+            )
     if image.kind == "clip":
         patch = int(_clip_tower(image.path, "vision_config").get("patch_size", 32))
         if image.height % patch or image.width % patch:
@@ -32,6 +39,19 @@ def check_fits(image: ImageEncoderConfig, text: TextEncoderConfig) -> None:
                 f"image.height x image.width {image.height}x{image.width} is not a multiple of the CLIP "
                 f"patch size {patch}; set both to multiples of {patch}"
             )
+
+
+def _image_stages(image: ImageEncoderConfig) -> int:
+    """Stages of a built-in CNN, counted on a weightless copy (the meta device: no memory, no weights)."""
+    import dataclasses
+
+    import torch
+
+    from tbpr_models.encoders.image import build_image_encoder
+
+    with torch.device("meta"):
+        plain = dataclasses.replace(image, freeze=False, freeze_stages=0)
+        return build_image_encoder(plain, load_pretrained=False).num_stages
 
 
 def _text_limits(text: TextEncoderConfig) -> tuple[int | None, int | None]:

@@ -811,6 +811,7 @@ MARKUP = "a [bold]b[/] [/] :smile: c"  # markup rich would style, a stray closin
             ["--set", "model.text.max_length=5000", "--set", "model.text.kind=minilm"],
             ["text.max_length", "512"],
         ),
+        (["--set", "model.image.freeze_stages=99"], ["image.freeze_stages", "5 stages", "at most 5"]),
     ],
 )
 def test_bad_settings_of_every_type_are_refused(
