@@ -363,10 +363,9 @@ class _Trainer:
             last = epoch_dir(self.out, done)
             load_model(model, str(last / WEIGHTS_FILE), strict=True, device=str(self.device))
             self.state = load_train_state(last, optimizer, scheduler, self.device, self.scaler)
-        self.state.smooth = c.smooth
         step_model = self._step_model(model)
         for epoch in range(self.state.epoch + 1, c.epochs + 1):
-            reason = self._stop_before(epoch)
+            reason = self._stop_reason()
             if reason is not None:
                 self.stop_reason = reason
                 break
@@ -377,14 +376,13 @@ class _Trainer:
                 self._remember(record)
             if on_epoch_end is not None and self.ranks.main:
                 on_epoch_end(record)
-        else:
-            self.stop_reason = STOP_EPOCHS
 
-    def _stop_before(self, epoch: int) -> str | None:
-        """Why training stops before `epoch` (None: it goes on). A plateau is read off the smoothed val
+    def _stop_reason(self) -> str | None:
+        """Why training stops before the next epoch (None: it goes on; after the last configured epoch
+        `stop_reason` stays `epochs`). A plateau is read off the smoothed val
         curve, so it does not depend on the machine; a time budget does, and says so."""
         c, s = self.config, self.state
-        if c.patience and s.history and s.plateaued(c.patience, c.min_delta):
+        if c.patience and s.plateaued(c.patience, c.min_delta):
             log.info(
                 "smoothed val R1 has not improved for %d epochs (best: epoch %d); stopping",
                 c.patience,

@@ -54,10 +54,8 @@ STOP_REASONS = (STOP_EPOCHS, STOP_PLATEAU, STOP_BUDGET)
 def smoothed(values: list[float], window: int) -> list[float]:
     """Trailing mean over `window` values (fewer at the start): the curve that selection and the
     plateau rule read, so one lucky or unlucky val epoch decides neither."""
-    return [
-        sum(values[max(0, i + 1 - window) : i + 1]) / (i + 1 - max(0, i + 1 - window))
-        for i in range(len(values))
-    ]
+    windows = [values[max(0, i + 1 - window) : i + 1] for i in range(len(values))]
+    return [sum(w) / len(w) for w in windows]
 
 
 def selection_score(val_curve: list[float] | tuple[float, ...], window: int) -> float:
