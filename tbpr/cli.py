@@ -12,7 +12,7 @@ from rich.logging import RichHandler
 from tasks.core.env import configure_offline
 from tasks.core.errors import TbprError
 from tbpr.app import app
-from tbpr.options import plain_console, styled
+from tbpr.options import damaged_input_errors, plain_console, styled
 
 # Each module adds its commands to `app`; heavy libraries are imported inside the commands.
 COMMAND_MODULES = ("synth", "prepare", "train", "embed", "scoring", "pipeline", "sql")
@@ -55,28 +55,6 @@ def main() -> None:
             )
         )
         sys.exit(2)
-
-
-def damaged_input_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean a file given to tbpr is missing, unwritable, truncated or not what it
-    should be (raised by the libraries that read it)."""
-    import json
-    import pickle
-
-    import duckdb
-    import pyarrow
-    from safetensors import SafetensorError
-
-    return (
-        OSError,
-        EOFError,
-        json.JSONDecodeError,
-        UnicodeDecodeError,
-        pickle.UnpicklingError,
-        pyarrow.ArrowException,
-        SafetensorError,
-        duckdb.Error,
-    )
 
 
 def describe(exc: BaseException) -> str:

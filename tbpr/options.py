@@ -35,6 +35,49 @@ def styled(label: str, style: str, rest: str) -> Text:
     return Text.assemble((label, style), rest)
 
 
+def damaged_input_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean a file given to tbpr is missing, unwritable, truncated or not what it
+    should be (raised by the libraries that read it)."""
+    import json
+    import pickle
+
+    import duckdb
+    import pyarrow
+    from safetensors import SafetensorError
+
+    return (
+        OSError,
+        EOFError,
+        json.JSONDecodeError,
+        UnicodeDecodeError,
+        pickle.UnpicklingError,
+        pyarrow.ArrowException,
+        SafetensorError,
+        duckdb.Error,
+    )
+
+
+class HideExpectedTracebacks(logging.Filter):
+    """Drops the traceback from log records of expected failures (bad input, a damaged file): Prefect logs
+    a failed task with its traceback, and the CLI then prints the one `error:` line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from tasks.core.errors import TbprError
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, (TbprError, *damaged_input_errors())):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def hide_expected_tracebacks() -> None:
+    """Add `HideExpectedTracebacks` to the handlers that print Prefect's run logs (root's and Prefect's)."""
+    for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs"):
+        for handler in logging.getLogger(name).handlers:
+            if not any(isinstance(f, HideExpectedTracebacks) for f in handler.filters):
+                handler.addFilter(HideExpectedTracebacks())
+
+
 def quiet_faiss() -> None:
     """FAISS logs at INFO which SIMD module it tries at import (it dispatches AVX2/AVX-512 at run time)."""
     logging.getLogger("faiss").setLevel(logging.WARNING)

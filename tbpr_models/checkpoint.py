@@ -11,6 +11,7 @@ the trainer does with its epoch folders (`tasks.train.state`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -67,6 +68,18 @@ def is_checkpoint(directory: str | Path) -> bool:
     """True when `directory` holds a checkpoint's weights and config (what `save_checkpoint` writes)."""
     directory = Path(directory)
     return (directory / WEIGHTS_FILE).is_file() and (directory / CONFIG_FILE).is_file()
+
+
+def weights_digest(directory: str | Path) -> str:
+    """`sha256:<hex>` of a checkpoint's weights and config files: what an embedding records of the
+    model that made it, so a reader can tell the checkpoint was retrained since."""
+    digest = hashlib.sha256()
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        digest.update(name.encode() + b"\0")
+        with open(Path(directory) / name, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return "sha256:" + digest.hexdigest()
 
 
 def read_checkpoint_config(directory: str | Path) -> tuple[ModelConfig, dict[str, Any]]:

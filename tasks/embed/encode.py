@@ -40,7 +40,7 @@ from tasks.embed import layout
 from tasks.embed.index import build_index, check_index_kind, save_index
 from tasks.tracking.models import open_checkpoint
 from tbpr_models import build_tokenizer, image_transform
-from tbpr_models.checkpoint import CONFIG_FILE, is_checkpoint
+from tbpr_models.checkpoint import CONFIG_FILE, is_checkpoint, weights_digest
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,7 @@ def embed_split(
     start = time.perf_counter()
     prepared = load_prepared(data, splits=(split,))
     part = prepared.splits[split]
+    digest = weights_digest(checkpoint)  # before loading: a retrain racing the load shows as a mismatch later
     model = open_checkpoint(checkpoint, device=torch_device).eval()
     config = model.config
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -151,6 +152,7 @@ def embed_split(
             train_run_id=train_run_id,
             dataset=prepared.dataset,
             config=json.loads((checkpoint / CONFIG_FILE).read_text()),
+            weights_digest=digest,
         )
         del image_local, text_local
         info.write(work)

@@ -27,6 +27,7 @@ from tasks.core.errors import TbprError
 from tasks.core.files import write_json_atomic
 from tasks.tracking.models import open_checkpoint
 from tbpr_models import RetrievalModel
+from tbpr_models.checkpoint import is_checkpoint, weights_digest
 from tbpr_models.config import build
 
 GALLERY = "gallery.parquet"
@@ -74,9 +75,27 @@ class EmbedInfo:
     train_run_id: str | None = None
     dataset: str | None = None
     config: dict[str, Any] = field(default_factory=dict)  # the checkpoint's config.json
+    # `weights_digest` of the checkpoint when it embedded (empty in an older embed.json: not checked)
+    weights_digest: str = ""
+
+    def check_weights(self) -> None:
+        """TbprError when the checkpoint is no longer the one that made these embeddings (retrained or
+        replaced at the same path): queries encoded with other weights than the gallery rank nonsense."""
+        folder = Path(self.checkpoint)
+        if not self.weights_digest or not is_checkpoint(folder):
+            return  # an older embed.json; a missing checkpoint is open_checkpoint's error
+        now = weights_digest(folder)
+        if now != self.weights_digest:
+            raise TbprError(
+                f"the checkpoint {folder} changed since it made these embeddings (weights {now[:19]}, "
+                f"embedded with {self.weights_digest[:19]}); re-run `tbpr embed` with it, or pass the "
+                "EMB of the current model"
+            )
 
     def load_model(self, device: torch.device) -> RetrievalModel:
-        """The model that wrote this folder, rebuilt from its checkpoint, on `device`, in eval mode."""
+        """The model that wrote this folder, rebuilt from its checkpoint, on `device`, in eval mode; a
+        TbprError when the checkpoint's weights changed since (`check_weights`)."""
+        self.check_weights()
         return open_checkpoint(Path(self.checkpoint), device=device).eval()
 
     def write(self, emb: Path) -> Path:

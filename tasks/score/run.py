@@ -268,6 +268,7 @@ def _sharded(
     """The gallery in `shards` shards on Dask workers (`tasks.score.shards`); the top ranks and the
     metrics of one process."""
     info = EmbedInfo.read(emb)
+    info.check_weights()  # the workers load the checkpoint by path
     settings = Settings(
         emb=emb.resolve(),
         checkpoint=info.checkpoint,

@@ -33,7 +33,7 @@ from safetensors.torch import load_model
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from tasks.cache.features import FeatureCache, build_cache
+from tasks.cache.features import FeatureCache, build_cache, data_hash
 from tasks.core.device import (
     autocast,
     check_training_precision,
@@ -130,9 +130,10 @@ class TrainResult:
 
 
 def config_hash(config: TrainConfig, data: PreparedData) -> str:
-    """Identity of a run for resuming: everything that changes the weights, and the data's path."""
+    """Identity of a run for resuming: everything that changes the weights, and the data's content (not its
+    path: DATA re-prepared at the same path from other sources is another run's data)."""
     semantic = config.model_dump(mode="json", exclude=set(RUNTIME_FIELDS))
-    blob = json.dumps({"config": semantic, "data": str(data.path.resolve())}, sort_keys=True)
+    blob = json.dumps({"config": semantic, "data": data_hash(data)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

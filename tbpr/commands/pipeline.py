@@ -9,8 +9,15 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from tasks.core.errors import TbprError
 from tbpr.app import app
-from tbpr.options import plain_console, result_table, styled
+from tbpr.options import (
+    damaged_input_errors,
+    hide_expected_tracebacks,
+    plain_console,
+    result_table,
+    styled,
+)
 
 
 @app.command()
@@ -44,8 +51,13 @@ def run(
     settings = load_config(PipelineConfig, config or profile_path(profile), [*(overrides or []), *extra])
     from flows.pipeline import tbpr_pipeline
 
+    hide_expected_tracebacks()
     console = plain_console()
     state = tbpr_pipeline(settings, return_state=True)
+    if not state.is_completed():
+        failure: object = state.result(raise_on_failure=False)
+        if isinstance(failure, BaseException) and isinstance(failure, (TbprError, *damaged_input_errors())):
+            raise failure  # bad input found by a stage: one `error:` line, exit 2 (tbpr.cli)
     tbpr = home()
     show_leaderboard(console, tbpr.warehouse)
     console.print(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,13 +13,16 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import load_file, save_file
 
+from tasks.core.errors import TbprError
 from tasks.embed.encode import embed_split
 from tasks.embed.layout import EmbedInfo
 from tasks.embed.store import EmbeddingStore
 from tasks.score.run import score
 from tasks.score.search import contact_sheet, search_text
 from tbpr_models import ImageTransform, RetrievalModel, build_tokenizer, load_checkpoint
+from tbpr_models.checkpoint import weights_digest
 
 CPU = torch.device("cpu")
 
@@ -129,3 +133,29 @@ def test_search_agrees_with_exhaustive_and_draws_a_sheet(
     with Image.open(sheet) as image:
         assert image.size == (3 * 96, 2 * (192 + 30))
         assert len(image.getcolors(maxcolors=1 << 20) or []) > 100  # the pedestrians were pasted
+
+
+def test_a_retrained_checkpoint_is_refused_by_search_and_score(
+    tiny_data: Path, tiny_checkpoint: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """Queries encoded with new weights against a gallery encoded with the old rank nonsense silently:
+    the EMB records its checkpoint's digest, and search and score refuse a checkpoint that changed."""
+    checkpoint = tmp_path / "ckpt"
+    shutil.copytree(tiny_checkpoint("global"), checkpoint)
+    emb = embed_split(tiny_data, checkpoint, tmp_path / "emb", batch_size=8, indexes=("flat",)).out
+    recorded = EmbedInfo.read(emb).weights_digest
+    assert recorded == weights_digest(checkpoint)
+    assert search_text(emb, "a person in red", top_k=3, candidates=8, index="flat")  # unchanged: fine
+    weights = load_file(str(checkpoint / "model.safetensors"))
+    save_file(
+        {name: tensor + 0.01 for name, tensor in weights.items()}, str(checkpoint / "model.safetensors")
+    )
+    now = weights_digest(checkpoint)
+    for attempt in (
+        lambda: search_text(emb, "a person in red", top_k=3, candidates=8, index="flat"),
+        lambda: score(emb, tmp_path / "out", mode="exhaustive", track=False),
+    ):
+        with pytest.raises(TbprError, match="changed since it made these embeddings") as error:
+            attempt()
+        assert recorded[:19] in str(error.value) and now[:19] in str(error.value)
+    assert not (tmp_path / "out").exists()

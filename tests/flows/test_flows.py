@@ -171,3 +171,25 @@ def test_lr_grid_chooses_each_variants_lr_on_val(pipeline: object, tbpr_home: Pa
         for name, r in outcome.results.items()
     }
     assert set(lrs.values()) == {outcome.chosen_lr["global"]}
+
+
+def test_bad_input_found_inside_the_pipeline_is_one_error_line(
+    prefect_harness: None, tbpr_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """A source folder without its images fails in the prepare task: `tbpr run` says so in one `error:`
+    line with exit status 2, as every other command does, not Prefect's traceback and exit 1."""
+    import sys
+
+    from tbpr.cli import main
+
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "reid_raw.json").write_text("[]")
+    monkeypatch.setattr(sys, "argv", ["tbpr", "run", "--config", str(TINY), "--set", f"data.source={source}"])
+    with pytest.raises(SystemExit) as stop:
+        main()
+    out, err = capsys.readouterr()
+    assert stop.value.code == 2
+    assert f"error: image folder {source / 'imgs'} does not exist" in err
+    assert "Traceback" not in out + err

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 from mlflow import MlflowClient
@@ -23,7 +26,7 @@ from tasks.tracking.config import TrackingConfig
 from tasks.tracking.models import resolve_checkpoint
 from tasks.train.config import TrainConfig
 from tasks.train.evaluate import EvalSettings, evaluate_split
-from tasks.train.loop import TrainResult, train_variant
+from tasks.train.loop import TrainResult, config_hash, train_variant
 from tasks.train.state import EpochRecord
 from tbpr_models import ImageTransform, build_tokenizer, load_checkpoint, retrieval_metrics
 
@@ -151,6 +154,25 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(
     assert [k for k in a if not torch.equal(a[k], b[k])] == []
     assert resumed.val_metrics == trained.result.val_metrics
     assert [m.step for m in mlflow.get_metric_history(resumed.run_id, "val/R1")] == [1, 2]
+
+
+def test_resume_key_follows_the_data_content_not_its_path(
+    tiny_config: TinyConfig, tiny_data: Path, tmp_path: Path
+) -> None:
+    # DATA re-prepared at the same path from other sources must not resume the old run (it crashed on a
+    # size mismatch); the same content elsewhere is the same run's data
+    config = tiny_config(tmp_path / "out")
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_data, copy)
+    before = config_hash(config, load_prepared(copy))
+    assert before == config_hash(config, load_prepared(tiny_data))
+    table = pq.read_table(copy / "captions.parquet")
+    texts = [text + " again" for text in table.column("text").to_pylist()]
+    pq.write_table(
+        table.set_column(table.schema.get_field_index("text"), "text", pa.array(texts)),
+        copy / "captions.parquet",
+    )
+    assert config_hash(config, load_prepared(copy)) != before
 
 
 def test_identity_sampler_and_time_budget(
