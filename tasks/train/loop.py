@@ -45,6 +45,7 @@ from tasks.core.device import (
 from tasks.core.env import home
 from tasks.core.errors import TbprError
 from tasks.core.files import write_text_atomic
+from tasks.core.outputs import check_out_folder, check_outside_home
 from tasks.core.settings import flatten_params
 from tasks.data.parts import part_boxes
 from tasks.data.reader import PreparedData, load_prepared
@@ -137,6 +138,24 @@ def config_hash(config: TrainConfig, data: PreparedData) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def check_train_output(out: Path, data: Path, init_from: str | None) -> None:
+    """Refuse (TbprError, nothing written) an `output_dir` of the user's files, one overlapping DATA or the
+    checkpoint it starts from, or one over TBPR_HOME's stores."""
+    inputs = {"DATA folder": data, "init_from checkpoint": Path(init_from) if init_from else None}
+    check_out_folder(out, command="train", marker=TRAIN_CONFIG, inputs=inputs, option="output_dir")
+    check_outside_home(out, option="output_dir")
+
+
+def check_no_earlier_epochs(out: Path) -> None:
+    """A new run refuses an `output_dir` holding an earlier run's epochs: it would silently continue
+    from them (continuing a run is what `--resume` does)."""
+    if out.is_dir() and last_complete_epoch(out):
+        raise TbprError(
+            f"output_dir {out} holds the checkpoints of an earlier run (epoch_{last_complete_epoch(out):03d}/); "
+            "pass --resume to continue that run, or choose a new or empty folder; nothing was changed"
+        )
+
+
 def param_groups(model: nn.Module, mc: ModelConfig, config: TrainConfig) -> list[dict[str, Any]]:
     """AdamW groups: decay on matrices only; pretrained encoders at lr * pretrained_lr_scale."""
     pretrained: set[int] = set()
@@ -188,6 +207,8 @@ def train_variant(
 
     Started by torchrun with several processes, they train one model together (every process returns
     rank 0's result; only rank 0 touches MLflow)."""
+    if config.output_dir is not None:
+        check_train_output(Path(config.output_dir), Path(data), config.init_from)
     prepared = load_prepared(Path(data))
     with process_group(resolve_device(config.device)) as ranks:
         tracker = Tracker(tracking) if ranks.main else None
@@ -335,6 +356,8 @@ class _Trainer:
             return found
         if resume:
             log.info("no unfinished %s run of this config to resume; starting a new one", self.config.variant)
+        if self.config.output_dir is not None:
+            check_no_earlier_epochs(Path(self.config.output_dir))
         self.run_id = self.tracker.start_run(experiment, f"train-{self.config.variant}", tags, parent_run_id)
         self.out = Path(self.config.output_dir or home().runs / "train" / self.run_id)
         self.out.mkdir(parents=True, exist_ok=True)

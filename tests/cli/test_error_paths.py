@@ -680,6 +680,10 @@ def _prepare(source: Path, out: Path | str) -> list[str]:
     return ["prepare", str(source), "--format", "cuhk-pedes", "--out", str(out)]
 
 
+def _train(data: Path, out: Path | str) -> list[str]:
+    return ["train", str(data), "--variant", "global", "--set", f"output_dir={out}"]
+
+
 def _checkpoint_copy(tmp: Path, emb: Path) -> str:
     import shutil
 
@@ -716,6 +720,15 @@ OUT_FOLDERS: dict[str, tuple[Callable[[Path, Path, Path, Path, Path], list[str]]
     ),
     "prepare/out-inside-source": (lambda t, d, e, h, s: _prepare(s, s / "d"), ["overlaps the source folder"]),
     "prepare/home-data": (lambda t, d, e, h, s: _prepare(s, h / "data"), ["data store"]),
+    "train/users-files": (
+        lambda t, d, e, h, s: _train(d, _user_folder(t)),
+        ["did not write", "train_config"],
+    ),
+    "train/out-inside-data": (lambda t, d, e, h, s: _train(d, d / "ckpt"), ["overlaps the DATA folder"]),
+    "train/inside-artifacts": (
+        lambda t, d, e, h, s: _train(d, h / "mlartifacts" / "x"),
+        ["MLflow artifacts"],
+    ),
     "synth/home": (lambda t, d, e, h, s: ["synth", str(h), "-n", "8"], ["TBPR_HOME"]),
     "synth/holds-home": (lambda t, d, e, h, s: ["synth", str(h.parent), "-n", "8"], ["TBPR_HOME"]),
 }

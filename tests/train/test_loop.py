@@ -175,6 +175,38 @@ def test_resume_key_follows_the_data_content_not_its_path(
     assert config_hash(config, load_prepared(copy)) != before
 
 
+def test_a_new_run_refuses_an_output_dir_holding_an_earlier_runs_epochs(
+    tiny_config: TinyConfig, trained: Trained, tiny_data: Path
+) -> None:
+    """It would continue from them silently (a different config, another seed's weights): that is what
+    --resume is for; the folder and the store are left as they were."""
+    assert trained.config.output_dir is not None
+    before = sorted(p.name for p in trained.config.output_dir.iterdir())
+    runs = len(
+        client(trained.tracking).search_runs(
+            [e.experiment_id for e in client(trained.tracking).search_experiments()]
+        )
+    )
+    with pytest.raises(
+        TbprError, match="holds the checkpoints of an earlier run .epoch_002/.; pass --resume"
+    ):
+        train_variant(
+            tiny_data,
+            trained.config.model_copy(update={"seed": 5}),
+            tracking=trained.tracking,
+            progress=False,
+        )
+    assert sorted(p.name for p in trained.config.output_dir.iterdir()) == before
+    assert (
+        len(
+            client(trained.tracking).search_runs(
+                [e.experiment_id for e in client(trained.tracking).search_experiments()]
+            )
+        )
+        == runs
+    )
+
+
 def test_identity_sampler_and_time_budget(
     tiny_config: TinyConfig, tiny_data: Path, trained: Trained, tmp_path: Path
 ) -> None:
