@@ -42,6 +42,7 @@ MANIFEST_TYPES: dict[str, type] = {
     "splits": dict,
     "quarantine": dict,
     "outputs": dict,
+    "quality": dict,
 }
 
 

@@ -9,7 +9,8 @@ download from the internet), registered in DuckDB and materialised as tables. Sc
 Tables: `experiments`, `runs`, `tags`, `params`, `metrics`, `scoring_jobs`, `score_outputs`
 (the `metrics.json` files), `variant_stats` (means over seeds, bootstrap intervals, paired
 differences to `global`), `vocabulary`, `attributes`, `rankings`, `per_query`, `captions`, `images`
-(the last four empty when there are no such files).
+(the last four empty when there are no such files), `data_quality` (the flags of `tasks.data.quality` on
+`images` and `captions`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import pyarrow as pa
 
 from tasks.core.files import atomic_path
 from tasks.data.layout import CAPTIONS, IMAGES
+from tasks.data.quality import flags_table, quality_flags
 from tasks.data.synth.layout import ATTRIBUTES
 from tasks.report.mlflow_tables import RUNS_SQL, SCORING_JOBS_SQL, read_mlflow_tables, read_score_outputs
 from tasks.report.stats import ScoredModel, variant_stats_table
@@ -120,6 +122,18 @@ def _variant_stats(con: duckdb.DuckDBPyConnection) -> None:
     con.unregister("arrow_variant_stats")
 
 
+def _quality_table(con: duckdb.DuckDBPyConnection) -> None:
+    """`data_quality`: every flag of the data-quality report (`tasks.data.quality`) over `images` and
+    `captions`, recomputed here so that DATA written by older versions or other tools is covered too."""
+    images = con.execute("SELECT image_id, person_id, split FROM images").to_arrow_table()
+    captions = con.execute(
+        "SELECT caption_id, image_id, person_id, split, text FROM captions"
+    ).to_arrow_table()
+    con.register("arrow_data_quality", flags_table(quality_flags(images, captions)))
+    con.sql("CREATE TABLE data_quality AS SELECT * FROM arrow_data_quality")
+    con.unregister("arrow_data_quality")
+
+
 def _data_tables(con: duckdb.DuckDBPyConnection, data_dirs: Sequence[Path]) -> None:
     captions = [str(d / CAPTIONS) for d in data_dirs if (d / CAPTIONS).is_file()]
     images = [str(d / IMAGES) for d in data_dirs if (d / IMAGES).is_file()]
@@ -176,6 +190,7 @@ def _build(
         _per_query_view(con, rankings_files)
         _variant_stats(con)
         _data_tables(con, data_dirs)
+        _quality_table(con)
         counts = (
             con.sql("SELECT count(*) FROM runs").fetchall()[0][0],
             con.sql("SELECT count(*) FROM metrics").fetchall()[0][0],

@@ -66,3 +66,25 @@ def prepare(
         console.print(table)
     if not summary.quarantine:
         console.print(f"quarantine: none of {summary.records:,} records")
+    if summary.quality:
+        console.print(quality_table(summary))
+
+
+def quality_table(summary: PrepareSummary) -> Table | str:
+    """The data-quality flags (kept, not dropped): how many of each and one example."""
+    flagged = sum(entry["count"] for entry in summary.quality.values())
+    if not flagged:
+        return f"data quality: no flags ({', '.join(summary.quality)})"
+    table = Table(
+        title=f"data quality: {flagged:,} flags (kept in DATA; every row: tbpr sql data_quality)",
+        caption_justify="left",
+    )
+    for column in ("flag", "rows", "example"):
+        table.add_column(column, justify="right" if column == "rows" else "left", overflow="fold")
+    for flag, entry in summary.quality.items():
+        example = entry["examples"][0] if entry["examples"] else None
+        shown = "" if example is None else f"person {example['person_id']}: {example['detail']}"
+        if example is not None and "text" in example:
+            shown += f" ({example['text'][:60]!r})"
+        table.add_row(flag, f"{entry['count']:,}", shown)
+    return table

@@ -58,13 +58,14 @@ def _write_data(data: Path) -> None:
     pq.write_table(
         pa.table(
             {
-                "image_id": pa.array([10, 11, 12, 13], pa.int64()),
-                "person_id": pa.array([0, 1, 2, 3], pa.int64()),
-                "split": ["test"] * 4,
-                "file_path": [f"p{i}.jpg" for i in range(4)],
-                "image": [b"x"] * 4,
-                "height": pa.array([8] * 4, pa.int32()),
-                "width": pa.array([4] * 4, pa.int32()),
+                # person 3 also has a train image (20): the data-quality report flags it
+                "image_id": pa.array([10, 11, 12, 13, 20], pa.int64()),
+                "person_id": pa.array([0, 1, 2, 3, 3], pa.int64()),
+                "split": ["test"] * 4 + ["train"],
+                "file_path": [f"p{i}.jpg" for i in range(5)],
+                "image": [b"x"] * 5,
+                "height": pa.array([8] * 5, pa.int32()),
+                "width": pa.array([4] * 5, pa.int32()),
             }
         ),
         data / "images.parquet",
@@ -281,6 +282,18 @@ def test_every_sql_file_has_a_question_and_runs(store: Store) -> None:
     for path in sorted(SQL_DIR.glob("*.sql")):
         assert path.read_text().startswith("-- "), f"{path.name} needs a header comment"
         assert _query(store, path.stem), f"{path.name} returned no rows"
+
+
+def test_data_quality_flags_the_identity_in_two_splits(store: Store) -> None:
+    (row,) = _query(store, "data_quality")
+    assert (row["flag"], row["split"], row["rows"], row["persons"]) == (
+        "identity_in_splits",
+        "test, train",
+        1,
+        1,
+    )
+    with duckdb.connect(str(store.warehouse), read_only=True) as con:
+        assert con.sql("SELECT person_id, image_id FROM data_quality").fetchall() == [(3, None)]
 
 
 def test_sync_replaces_atomically_and_needs_a_store(store: Store, tmp_path: Path) -> None:

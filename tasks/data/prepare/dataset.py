@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from tasks.core.errors import TbprError
@@ -56,9 +57,11 @@ from tasks.data.prepare.writer import (
     ImageRow,
     ImageWriter,
     QuarantineRow,
+    rows_table,
     write_json,
     write_rows,
 )
+from tasks.data.quality import quality_flags, quality_summary
 from tasks.data.synth.layout import MARKER as SYNTH_MARKER  # `tbpr synth` output: "synthetic"
 
 logger = logging.getLogger(__name__)
@@ -76,6 +79,7 @@ class PrepareSummary:
     quarantine: dict[str, int]  # reason -> records
     content_hash: str
     up_to_date: bool  # True when the outputs already matched the inputs and nothing was written
+    quality: dict[str, Any] = field(default_factory=dict)  # flag -> {count, examples} (`tasks.data.quality`)
 
     @property
     def images(self) -> int:
@@ -96,10 +100,15 @@ class _Tally:
     persons: dict[str, set[int]] = field(default_factory=dict)
     images: Counter[str] = field(default_factory=Counter)
     images_kept: int = 0
+    kept: dict[str, list[Any]] = field(
+        default_factory=lambda: {"image_id": [], "person_id": [], "split": []}
+    )  # of every kept image, for the quality report
 
     def keep(self, candidate: Candidate) -> int:
         image_id = self.images_kept
         self.images_kept += 1
+        for column, value in zip(self.kept, (image_id, candidate.person_id, candidate.split), strict=True):
+            self.kept[column].append(value)
         self.persons.setdefault(candidate.split, set()).add(candidate.person_id)
         self.images[candidate.split] += 1
         for text in candidate.captions:
@@ -185,6 +194,7 @@ def _summary(manifest: dict[str, Any], out: Path, *, up_to_date: bool) -> Prepar
         quarantine=dict(manifest["quarantine"]),
         content_hash=manifest["content_hash"],
         up_to_date=up_to_date,
+        quality=dict(manifest.get("quality", {})),
     )
 
 
@@ -217,12 +227,14 @@ def _write_outputs(
         write_rows(paths[QUARANTINE], quarantine, QUARANTINE_SCHEMA)
         identity = {**identity, "content_hash": content_hash}
         reasons = Counter(row.reason for row in quarantine)
+        captions = rows_table(tally.captions, CAPTIONS_SCHEMA)
         manifest = build_manifest(
             identity,
             records=len(plan),
             splits=tally.split_counts(),
             quarantine=dict(reasons),
             outputs=output_sizes(paths),
+            quality=quality_summary(quality_flags(pa.table(tally.kept), captions)),
         )
         write_json(outputs, MANIFEST, manifest)
         (out / MANIFEST).unlink(missing_ok=True)  # no stale manifest beside half-replaced outputs

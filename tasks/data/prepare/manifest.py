@@ -68,14 +68,17 @@ def build_manifest(
     splits: dict[str, SplitCounts],
     quarantine: dict[str, int],
     outputs: dict[str, int],
+    quality: dict[str, Any],
 ) -> dict[str, Any]:
-    """The full manifest: identity, counts per split, quarantine counts by reason, output sizes."""
+    """The full manifest: identity, counts per split, quarantine counts by reason, output sizes, and the
+    data-quality report (`tasks.data.quality`: flags with counts and examples; nothing dropped)."""
     return {
         **identity,
         "records": records,
         "splits": {name: asdict(counts) for name, counts in splits.items()},
         "quarantine": dict(sorted(quarantine.items())),
         "outputs": outputs,
+        "quality": quality,
     }
 
 

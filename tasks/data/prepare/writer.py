@@ -51,7 +51,7 @@ class QuarantineRow:
     reason: str
 
 
-def _table(rows: Sequence[Any], schema: pa.Schema) -> pa.Table:
+def rows_table(rows: Sequence[Any], schema: pa.Schema) -> pa.Table:
     """Dataclass rows whose field names are the schema's columns, as an Arrow table (no deep copies)."""
     columns = [pa.array([getattr(row, f.name) for row in rows], type=f.type) for f in schema]
     return pa.Table.from_arrays(columns, schema=schema)
@@ -113,7 +113,7 @@ class ImageWriter:
 
     def flush(self) -> None:
         if self._rows:
-            self._writer.write_table(_table(self._rows, IMAGES_SCHEMA))
+            self._writer.write_table(rows_table(self._rows, IMAGES_SCHEMA))
             self.rows_written += len(self._rows)
             self._rows, self._bytes = [], 0
 
@@ -124,7 +124,7 @@ class ImageWriter:
 
 def write_rows(path: Path, rows: Sequence[Any], schema: pa.Schema) -> None:
     """Write dataclass rows whose fields follow `schema` to one Parquet file."""
-    pq.write_table(_table(rows, schema), path, compression="ZSTD")
+    pq.write_table(rows_table(rows, schema), path, compression="ZSTD")
 
 
 def write_json(outputs: AtomicOutputs, name: str, payload: dict[str, Any]) -> None:
