@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import get_args
 
 import pytest
+from pydantic import BaseModel
 
 from flows.config import (
     PipelineConfig,
@@ -118,3 +120,42 @@ def test_each_variant_trains_once_per_seed_and_one_seed_keeps_the_plain_names() 
     assert [three.for_variant("global", seed).seed for _, _, seed in three.models()] == [0, 1, 2]
     assert PipelineConfig().train.seeds == [0, 1, 2]  # the main job: 3 seeds per variant
     assert load_config(PipelineConfig, profile_path("full")).train.seeds == [0, 1, 2, 3, 4]
+
+
+def _sections(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Every table of a config (the model's nested pydantic sections), as dotted paths; a list of tables
+    (`[[jobs]]`) ends in "[]"."""
+    found = [prefix] if prefix else []
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        for candidate in [annotation, *get_args(annotation)]:
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                is_list = getattr(annotation, "__origin__", None) is list
+                found += _sections(candidate, f"{prefix}{name}[]." if is_list else f"{prefix}{name}.")
+    return found
+
+
+# the model settings are plain tables validated by the variant registry, not pydantic sections
+MODEL_TABLES = ["train.config.model.", "train.config.model.image.", "train.config.model.text.", "train.config.model.variant."]  # fmt: skip
+
+
+@pytest.mark.parametrize("section", ["", *_sections(PipelineConfig), *MODEL_TABLES])
+def test_an_unknown_key_in_any_table_of_a_run_config_is_an_error(section: str, tmp_path: Path) -> None:
+    """A setting that does nothing (a typo, a key of another version) must not pass silently: in every
+    table of the run config, from --set and from a TOML file alike."""
+    table = section.rstrip(".")
+    if not table.endswith("[]"):
+        key = f"{table}.no_such_setting".lstrip(".")
+        with pytest.raises(TbprError, match="no_such_setting"):
+            load_config(PipelineConfig, profile_path("quick"), [f"{key}=1"])
+    header = (
+        f"[[{table[:-2]}]]\nmode = 'exhaustive'\n"
+        if table.endswith("[]")
+        else f"[{table}]\n"
+        if table
+        else ""
+    )
+    config = tmp_path / "run.toml"
+    config.write_text(header + "no_such_setting = 1\n")
+    with pytest.raises(TbprError, match="no_such_setting"):
+        load_config(PipelineConfig, config)
