@@ -38,7 +38,7 @@ from tasks.core.device import autocast
 from tasks.core.env import home
 from tasks.core.errors import TbprError
 from tasks.core.files import remove_stale_temps, temp_path, write_json_atomic
-from tasks.data.layout import CAPTIONS, IMAGES
+from tasks.data.check import content_hash
 from tasks.data.reader import ImageDataset, PreparedData, SplitData, Tokenize
 from tbpr_models import RetrievalModel, image_transform
 from tbpr_models.config import build
@@ -89,14 +89,7 @@ def _encoder_settings(config: object) -> dict[str, Any]:
 
 def data_hash(data: PreparedData) -> str:
     """The manifest's content hash, else (a DATA folder written by other tools) a hash of its Parquet bytes."""
-    if data.content_hash:
-        return data.content_hash
-    digest = hashlib.sha256()
-    for name in (IMAGES, CAPTIONS):
-        with open(data.path / name, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return "sha256:" + digest.hexdigest()
+    return data.content_hash or content_hash(data.path)
 
 
 def cache_key(data: PreparedData, model: RetrievalModel, point: SplitPoint) -> str:

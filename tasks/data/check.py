@@ -8,6 +8,7 @@ Vectorised with pyarrow.compute and numpy: 80k captions check in milliseconds.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -94,6 +95,23 @@ def read_checked(path: Path, expected: pa.Schema, columns: Sequence[str]) -> pa.
             row = int(np.flatnonzero(table[name].is_null().to_numpy(zero_copy_only=False))[0])
             raise TbprError(f"{path}: column {name!r} has {nulls} nulls (first at row {row}); {REDO}")
     return table
+
+
+def content_hash(data: Path) -> str:
+    """What DATA holds, as one string: the manifest's `content_hash` (of the source annotation and image
+    bytes), else (a DATA folder written by other tools) a sha256 of its images and captions Parquet bytes."""
+    try:
+        recorded = json.loads((data / MANIFEST).read_text(encoding="utf-8")).get("content_hash")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    if isinstance(recorded, str) and recorded:
+        return recorded
+    digest = hashlib.sha256()
+    for name in (IMAGES, CAPTIONS):
+        with open(data / name, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return "sha256:" + digest.hexdigest()
 
 
 def open_data(

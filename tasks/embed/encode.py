@@ -34,6 +34,7 @@ from tasks.core.errors import TbprError
 from tasks.core.files import remove_stale_temps, replace_dir, temp_path, write_parquet_atomic
 from tasks.core.outputs import check_out_folder
 from tasks.core.shards import dask_client, gallery_shards
+from tasks.data.check import content_hash
 from tasks.data.layout import IMAGES
 from tasks.data.reader import ImageDataset, SplitData, load_prepared
 from tasks.embed import layout
@@ -153,6 +154,7 @@ def embed_split(
             dataset=prepared.dataset,
             config=json.loads((checkpoint / CONFIG_FILE).read_text()),
             weights_digest=digest,
+            data_hash=prepared.content_hash or content_hash(Path(data)),
         )
         del image_local, text_local
         info.write(work)

@@ -25,6 +25,8 @@ import torch
 
 from tasks.core.errors import TbprError
 from tasks.core.files import write_json_atomic
+from tasks.data.check import content_hash
+from tasks.data.layout import CAPTIONS, IMAGES
 from tasks.tracking.models import open_checkpoint
 from tbpr_models import RetrievalModel
 from tbpr_models.checkpoint import is_checkpoint, weights_digest
@@ -77,6 +79,21 @@ class EmbedInfo:
     config: dict[str, Any] = field(default_factory=dict)  # the checkpoint's config.json
     # `weights_digest` of the checkpoint when it embedded (empty in an older embed.json: not checked)
     weights_digest: str = ""
+    # `tasks.data.check.content_hash` of DATA when it embedded (empty in an older embed.json: not checked)
+    data_hash: str = ""
+
+    def data_folder(self) -> Path:
+        """The DATA folder the gallery came from, for its images; a TbprError when DATA was re-prepared
+        since (other images under the same ids would be drawn beside these scores)."""
+        folder = Path(self.data)
+        if self.data_hash and (folder / IMAGES).is_file() and (folder / CAPTIONS).is_file():
+            now = content_hash(folder)
+            if now != self.data_hash:
+                raise TbprError(
+                    f"DATA at {folder} changed since these embeddings were made (content {now[:19]}, "
+                    f"embedded from {self.data_hash[:19]}); re-run `tbpr embed` on it"
+                )
+        return folder
 
     def check_weights(self) -> None:
         """TbprError when the checkpoint is no longer the one that made these embeddings (retrained or

@@ -174,7 +174,7 @@ def attention_maps(
     model = info.load_model(torch_device)
     rows = pq.read_table(emb / QUERIES, columns=["caption_id", "image_id", "text"]).slice(0, queries)
     picked = rows.to_pylist()
-    images = _images(Path(info.data), [r["image_id"] for r in picked])
+    images = _images(info.data_folder(), [r["image_id"] for r in picked])
     tokenizer = build_tokenizer(model.config.text)
     input_ids, mask = tokenizer([r["text"] for r in picked])
     transform = image_transform(model.config.image)

@@ -105,5 +105,5 @@ def search(
     console = plain_console()
     console.print(table)
     target = sheet if sheet is not None else emb / SHEET
-    contact_sheet(hits, Path(EmbedInfo.read(emb).data), target)
+    contact_sheet(hits, EmbedInfo.read(emb).data_folder(), target)
     console.print(f"contact sheet: {target}")

@@ -159,3 +159,20 @@ def test_a_retrained_checkpoint_is_refused_by_search_and_score(
             attempt()
         assert recorded[:19] in str(error.value) and now[:19] in str(error.value)
     assert not (tmp_path / "out").exists()
+
+
+def test_data_re_prepared_since_the_embed_is_refused_where_its_images_are_drawn(
+    tiny_data: Path, tiny_checkpoint: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """Contact sheets and attention plots read the gallery's images from DATA by image id: DATA re-prepared
+    at the same path would put other people's images beside these scores."""
+    data = Path(shutil.copytree(tiny_data, tmp_path / "data"))
+    emb = embed_split(data, tiny_checkpoint("global"), tmp_path / "emb", batch_size=8, indexes=("flat",)).out
+    info = EmbedInfo.read(emb)
+    assert info.data_folder() == data  # unchanged: fine
+    images = pq.read_table(data / "images.parquet")
+    flipped = images.set_column(images.schema.get_field_index("image"), "image", images["image"].take(list(range(images.num_rows))[::-1]))  # fmt: skip
+    pq.write_table(flipped, data / "images.parquet")
+    with pytest.raises(TbprError, match="changed since these embeddings were made") as error:
+        info.data_folder()
+    assert info.data_hash[:19] in str(error.value)
