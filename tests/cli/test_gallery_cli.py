@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from tests.cli.conftest import Tbpr, TbprIO
@@ -36,12 +37,16 @@ def test_embed_an_image_folder_then_only_the_changes_then_search(
         assert sheet.size == (5 * 96, 192 + 30)
 
 
-def test_embed_without_a_model_or_a_source_is_an_error(tbpr: Tbpr, tmp_path: Path) -> None:
+def test_embed_without_a_model_or_a_source_is_an_error(
+    tbpr: Tbpr, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TBPR_HOME", str(tmp_path / "home"))  # no MLflow store: no champion
     images = write_image_folder(tmp_path / "images")
     code, err = tbpr(["embed", "--out", str(tmp_path / "emb")])
     assert code == 2 and "pass either a DATA folder or --images" in err
     code, err = tbpr(["embed", "--images", str(images), "--out", str(tmp_path / "emb")])
     assert code == 2 and "no champion model is registered" in err and "--run" in err
+    assert not (tmp_path / "home").exists()  # not created to find out
     code, err = tbpr(["embed", "--images", str(images), "--out", str(images / "emb"), "--run", "x"])
     assert code == 2 and "overlaps the image folder" in err
 
