@@ -102,7 +102,8 @@ class EmbedInfo:
         path = emb / EMBED_JSON
         if not emb.is_dir():
             raise TbprError(
-                f"no embeddings folder at {emb}; run `tbpr embed DATA --run RUN --out {emb}` first"
+                f"no embeddings folder at {emb}; run `tbpr embed DATA --run RUN --out {emb}` (or "
+                f"`tbpr embed --images FOLDER --out {emb}`) first"
             )
         if not path.is_file():
             raise TbprError(

@@ -54,3 +54,10 @@ def test_embed_without_a_model_or_a_source_is_an_error(
 def _squeezed(text: str) -> str:
     """Table rows with runs of spaces collapsed, for matching cells."""
     return "\n".join(" ".join(line.split()) for line in text.splitlines())
+
+
+def test_serve_refuses_a_missing_emb_and_a_bad_port(tbpr: Tbpr, tmp_path: Path) -> None:
+    code, err = tbpr(["serve", str(tmp_path / "none")])
+    assert code == 2 and "no embeddings folder at" in err and "--images FOLDER" in err
+    code, err = tbpr(["serve", str(tmp_path / "none"), "--port", "70000"])
+    assert code == 2 and "less than or equal to 65535" in err
