@@ -218,6 +218,27 @@ class EmbedRunConfig(Settings):
     tracking: TrackingConfig = TrackingConfig()
 
 
+class GallerySettings(Settings):
+    """An image folder kept searchable: the pipeline re-embeds it into `emb` (incrementally, with the best
+    registered champion unless `model` names one) when a champion changed during its run."""
+
+    folder: Path  # the image folder (nested jpg/png/webp/bmp files)
+    emb: Path  # its EMB folder (`tbpr search`, `tbpr serve`); not inside `folder`
+    model: str | None = None  # a run id, models:/... or checkpoint folder; None: the best champion
+
+
+class GalleryRunConfig(Settings):
+    """Flow `refresh-gallery`: re-embed `folder` into `emb` incrementally (only added or changed files
+    are encoded; another model re-embeds everything)."""
+
+    folder: Path
+    emb: Path
+    model: str | None = None  # None: the registered champion of best val R1
+    embed: EmbedSettings = EmbedSettings()
+    indexes: list[IndexKind] = ["flat", "hnsw", "ivf"]
+    tracking: TrackingConfig = TrackingConfig()
+
+
 class ScoreRunConfig(Settings):
     """Flow `score-queries`: every job over one embedding folder, outputs under `out/<job.name>`."""
 
@@ -240,6 +261,7 @@ class PipelineConfig(Settings):
     tracking: TrackingConfig = TrackingConfig()
     runner: RunnerConfig = RunnerConfig()
     plots: PlotSettings = PlotSettings()
+    gallery: GallerySettings | None = None  # re-embedded when a champion changes; None: nothing is
 
     @field_validator("name")
     @classmethod

@@ -1,4 +1,5 @@
-"""Flow `tbpr-pipeline`: data -> prepare -> train -> embed -> score -> pictures -> warehouse -> leaderboard.
+"""Flow `tbpr-pipeline`: data -> prepare -> train -> embed -> score -> pictures -> warehouse -> leaderboard,
+then, when a champion changed and `gallery` is configured, `refresh-gallery` (an image folder re-embedded).
 
 A parent MLflow run holds the flattened run config; each training and scoring job is its child.
 A variant that fails to train is named at the end and the flow ends Failed; the others go on.
@@ -14,6 +15,7 @@ from prefect import flow
 
 from flows.config import (
     EmbedRunConfig,
+    GalleryRunConfig,
     PipelineConfig,
     PrepareRunConfig,
     ScoreRunConfig,
@@ -22,6 +24,7 @@ from flows.config import (
     write_config,
 )
 from flows.embed import embed_gallery_flow
+from flows.gallery import refresh_gallery_flow
 from flows.prefect_tasks import (
     attention_maps_task,
     close_run_task,
@@ -53,6 +56,7 @@ class PipelineResult:
     warehouse: Path | None
     leaderboard: QueryResult | None
     failed: dict[str, str] = field(default_factory=dict)
+    gallery: Path | None = None  # the configured gallery's EMB, when a new champion re-embedded it
 
 
 def data_dir(tbpr: Home, config: PipelineConfig) -> Path:
@@ -131,9 +135,20 @@ def tbpr_pipeline(config: PipelineConfig = PipelineConfig()) -> PipelineResult:
     log_files_task(config.tracking, parent, pictures, "plots")
     warehouse, board = refresh_warehouse(tbpr, prepared.out, source_dir(prepare), config)
     close_run_task(config.tracking, parent, failed=bool(trained.failed))
+    gallery = None
+    if config.gallery is not None and any(r.promoted for r in trained.results.values()):
+        settings = config.gallery
+        refresh = GalleryRunConfig(
+            folder=settings.folder,
+            emb=settings.emb,
+            model=settings.model,
+            embed=config.embed,
+            tracking=config.tracking,
+        )
+        gallery = refresh_gallery_flow(refresh).out  # a champion changed: what users search follows it
     if trained.failed:
         raise VariantsFailed(failure_message(trained) + f"; the others are in {run_dir}")
-    return PipelineResult(run_dir, parent, warehouse, board, trained.failed)
+    return PipelineResult(run_dir, parent, warehouse, board, trained.failed, gallery)
 
 
 def draw_pictures(

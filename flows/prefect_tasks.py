@@ -23,12 +23,13 @@ from tasks.data.prepare import prepare_dataset
 from tasks.data.synth import generate
 from tasks.data.synth.layout import ANNOTATIONS
 from tasks.embed.encode import embed_split
+from tasks.embed.folder import embed_folder
 from tasks.embed.layout import EMBED_JSON
 from tasks.report.plots import attention_maps, cmc_plot, cost_plot, grounding_plot, val_curves_plot
 from tasks.report.queries import leaderboard
 from tasks.report.warehouse import load_attributes, sync
 from tasks.score.run import score
-from tasks.tracking.models import resolve_checkpoint
+from tasks.tracking.models import best_champion, resolve_checkpoint
 from tasks.tracking.runs import close_run, log_files, open_parent_run
 from tasks.train.loop import prepare_feature_cache, train_variant
 
@@ -87,6 +88,9 @@ resolve_checkpoint_task = task(name="resolve-checkpoint", **IO_RETRIES)(resolve_
 embed_task = task(
     name="embed", cache_policy=InputFiles(paths=("data", "checkpoint"), output="out", marker=EMBED_JSON)
 )(embed_split)
+# incremental by itself (files keyed by path and content hash), so never skipped by a cache
+embed_folder_task = task(name="embed-folder")(embed_folder)
+best_champion_task = task(name="best-champion", **IO_RETRIES)(best_champion)
 score_task = task(name="score")(score)
 # I/O only: the MLflow store, the warehouse file, artifacts
 sync_task = task(name="warehouse-sync", **IO_RETRIES)(sync)

@@ -15,7 +15,7 @@ from tbpr.app import app
 from tbpr.options import damaged_input_errors, plain_console, styled
 
 # Each module adds its commands to `app`; heavy libraries are imported inside the commands.
-COMMAND_MODULES = ("synth", "prepare", "train", "embed", "scoring", "pipeline", "sql")
+COMMAND_MODULES = ("synth", "prepare", "train", "embed", "scoring", "serve", "pipeline", "sql")
 
 
 def _register_commands() -> None:

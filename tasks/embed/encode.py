@@ -56,6 +56,7 @@ class EmbedSummary:
     info: layout.EmbedInfo
     seconds: float
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)  # an image folder's: `tasks.embed.folder.COUNTS`
 
     @property
     def images_per_second(self) -> float:
@@ -348,7 +349,7 @@ def _embed_texts(
     return np.concatenate(globals_), unit  # (Q, D)
 
 
-def _embedding_column(vectors: np.ndarray) -> pa.FixedSizeListArray:
+def embedding_column(vectors: np.ndarray) -> pa.FixedSizeListArray:
     flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))  # (rows * D,)
     return pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])
 
@@ -362,7 +363,7 @@ def _write_gallery(data: Path, part: SplitData, image_global: np.ndarray, out: P
             "image_id": pa.array(part.image_ids, pa.int64()),
             "person_id": pa.array(part.image_pids, pa.int64()),
             "file_path": pa.array([path_of[int(i)] for i in part.image_ids], pa.string()),
-            "embedding": _embedding_column(image_global),
+            "embedding": embedding_column(image_global),
         }
     )
     write_parquet_atomic(gallery, out / layout.GALLERY)
@@ -375,7 +376,7 @@ def _write_queries(part: SplitData, text_global: np.ndarray, out: Path) -> None:
             "image_id": pa.array(part.image_ids[part.caption_image], pa.int64()),
             "person_id": pa.array(part.caption_pids, pa.int64()),
             "text": pa.array(part.texts, pa.string()),
-            "embedding": _embedding_column(text_global),
+            "embedding": embedding_column(text_global),
         }
     )
     write_parquet_atomic(queries, out / layout.QUERIES)

@@ -11,6 +11,14 @@ EMB/shards/<key>/index_<kind>_<start>-<stop>.faiss  a shard's index, kept by sha
 EMB/embed.json        EmbedInfo: model ref, checkpoint, DATA, config, counts, dims, whether the local
                       tokens are stored unit (written last)
 ```
+An EMB of an image folder (`tbpr embed --images FOLDER`, `tasks.embed.folder`) has the same files, with
+no queries (Q = 0), `file_path` the path relative to FOLDER, `person_id` -1, and three more:
+```
+EMB/files.parquet       path, sha256, size, mtime_ns: the embedded files, in gallery row order
+EMB/quarantine.parquet  path, sha256, size, mtime_ns, reason: files not embedded, and why
+EMB/folder.json         FolderRecord: the folder, the model's weights digest, what the last embed
+                        added, changed, removed, kept and quarantined
+```
 """
 
 from __future__ import annotations
@@ -38,6 +46,10 @@ IMAGE_LOCAL = "image_local.npy"
 TEXT_LOCAL = "text_local.npy"
 TEXT_MASK = "text_mask.npy"
 EMBED_JSON = "embed.json"
+FILES = "files.parquet"  # image-folder EMBs only
+FOLDER_QUARANTINE = "quarantine.parquet"
+FOLDER_JSON = "folder.json"
+SOURCE_SPLIT, SOURCE_FOLDER = "split", "folder"  # EmbedInfo.source
 
 
 def index_file(emb: Path, kind: str) -> Path:
@@ -74,6 +86,7 @@ class EmbedInfo:
     image_local_unit: bool = False
     text_local_unit: bool = False
     embed_id: str = ""  # random, new at every embed (empty in an older embed.json)
+    source: str = SOURCE_SPLIT  # "split": a DATA split; "folder": an image folder (`data` is that folder)
     train_run_id: str | None = None
     dataset: str | None = None
     config: dict[str, Any] = field(default_factory=dict)  # the checkpoint's config.json
@@ -125,7 +138,8 @@ class EmbedInfo:
         path = emb / EMBED_JSON
         if not emb.is_dir():
             raise TbprError(
-                f"no embeddings folder at {emb}; run `tbpr embed DATA --run RUN --out {emb}` first"
+                f"no embeddings folder at {emb}; run `tbpr embed DATA --run RUN --out {emb}` (or "
+                f"`tbpr embed --images FOLDER --out {emb}`) first"
             )
         if not path.is_file():
             raise TbprError(

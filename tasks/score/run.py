@@ -122,6 +122,11 @@ def score(
             f"--adaptive needs exact first-stage cosines to bound the scores; {kind}'s are approximate: "
             "use --index flat, hnsw or ivf"
         )
+    if EmbedInfo.read(emb).num_queries == 0:
+        raise TbprError(
+            f"{emb} has no queries (an image folder's EMB: no captions, no person ids) to score; "
+            f'search it instead: tbpr search {emb} "a man in a red jacket"'
+        )
     if track and parent_run_id:
         from tasks.tracking.store import require_run  # mlflow loads only when a run is logged
 

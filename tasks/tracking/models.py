@@ -11,6 +11,7 @@ from safetensors import SafetensorError
 
 from tasks.core.errors import TbprError
 from tasks.tracking.config import TrackingConfig
+from tasks.tracking.names import CHAMPION
 from tasks.tracking.store import Tracker
 from tbpr_models.checkpoint import is_checkpoint, load_checkpoint
 from tbpr_models.model import RetrievalModel
@@ -38,6 +39,26 @@ def resolve_checkpoint(
             "written by `tbpr train` (epoch_NNN/), a train run id or models:/tbpr-<variant>@champion"
         )
     return Tracker(tracking).resolve_model(str(ref))
+
+
+def best_champion(tracking: TrackingConfig | None = None) -> tuple[str, str]:
+    """(`models:/tbpr-<variant>@champion`, a line saying why it was chosen): of the registered models'
+    champions, the one with the best val R1 (the first name on ties); TbprError when there is none (a
+    SQLite store that does not exist is not created to find out)."""
+    config = tracking or TrackingConfig()
+    database = config.sqlite_file()
+    champions = [] if database is not None and not database.is_file() else Tracker(config).champions()
+    if not champions:
+        raise TbprError(
+            f"no champion model is registered in {config.resolved_tracking_uri()}; train one (`tbpr train`, "
+            "`tbpr run`) or pass --run RUN_ID|models:/tbpr-<variant>@champion|CHECKPOINT_FOLDER"
+        )
+    name, version, r1 = max(sorted(champions), key=lambda c: c[2])
+    others = ", ".join(f"{n} v{v} {s:.2f}" for n, v, s in sorted(champions) if n != name)
+    reason = f"{name} v{version} (val R1 {r1:.2f}): the best champion" + (
+        f" (others: {others})" if others else ""
+    )
+    return f"models:/{name}@{CHAMPION}", reason
 
 
 def open_checkpoint(folder: Path, device: str | torch.device = "cpu") -> RetrievalModel:

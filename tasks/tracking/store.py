@@ -31,6 +31,7 @@ from tasks.tracking.names import (
     TAG_GIT_SHA,
     TAG_VARIANT,
     VERSION_VAL_R1,
+    model_name,
 )
 from tbpr_models.checkpoint import is_checkpoint
 
@@ -181,6 +182,15 @@ class Tracker:
         except MlflowException:
             return None
         return str(version.version), float(version.tags.get(VERSION_VAL_R1, "-inf"))
+
+    def champions(self) -> list[tuple[str, str, float]]:
+        """(model name, version, val R1) of the champion of every registered `tbpr-<variant>` model."""
+        found = []
+        for model in self.client.search_registered_models(filter_string=f"name LIKE '{model_name('')}%'"):
+            champion = self.champion(model.name)
+            if champion is not None:
+                found.append((str(model.name), *champion))
+        return found
 
     def promote_if_better(self, name: str, version: str) -> bool:
         """Move the `champion` alias to `version` when its val R1 beats the champion's (ties keep it)."""

@@ -91,19 +91,27 @@ def search(
     sheet: Annotated[Path | None, typer.Option(help="Contact sheet PNG [default: EMB/search.png].")] = None,
     device: Annotated[DeviceName, typer.Option()] = "auto",
 ) -> None:
-    """One free-text query: ranked image ids with scores, and a contact sheet of the results."""
+    """One free-text query: ranked image ids (an image folder's: paths) with scores, and a contact sheet."""
     quiet_faiss()
-    from tasks.embed.layout import EmbedInfo
-    from tasks.score.search import SHEET, contact_sheet, search_text
+    from tasks.embed.layout import SOURCE_FOLDER, EmbedInfo
+    from tasks.score.search import SHEET, contact_sheet, hit_images, search_text
 
     hits = search_text(emb, text, top_k=top_k, candidates=candidates, index=index, device=device)
+    info = EmbedInfo.read(emb)
+    folder = info.source == SOURCE_FOLDER
     table = Table(title=f"{text!r}")
-    for column in ("rank", "image_id", "person_id", "score", "file_path"):
-        table.add_column(column, justify="left" if column == "file_path" else "right")
+    columns = ("rank", "path", "score") if folder else ("rank", "image_id", "person_id", "score", "file_path")
+    for column in columns:
+        table.add_column(column, justify="left" if "path" in column else "right")
     for hit in hits:
-        table.add_row(str(hit.rank), str(hit.image_id), str(hit.person_id), f"{hit.score:.4f}", hit.file_path)
+        if folder:
+            table.add_row(str(hit.rank), hit.file_path, f"{hit.score:.4f}")
+        else:
+            table.add_row(
+                str(hit.rank), str(hit.image_id), str(hit.person_id), f"{hit.score:.4f}", hit.file_path
+            )
     console = plain_console()
     console.print(table)
     target = sheet if sheet is not None else emb / SHEET
-    contact_sheet(hits, EmbedInfo.read(emb).data_folder(), target)
+    contact_sheet(hits, info.data_folder(), target, images=hit_images(emb, hits))
     console.print(f"contact sheet: {target}")

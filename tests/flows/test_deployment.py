@@ -1,5 +1,7 @@
 """prefect.yaml end to end: a real Prefect server, a process work pool, `prefect deploy --all`, a
-worker, and `prefect deployment run 'tbpr-pipeline/nightly-retrain' --watch` on the tiny config."""
+worker, and `prefect deployment run 'tbpr-pipeline/nightly-retrain' --watch` on the tiny config with a
+gallery (its new champions re-embed the gallery), then `refresh-gallery/refresh-gallery` after a file
+was added (only that file is encoded)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ import httpx
 import pytest
 
 from flows.config import PipelineConfig, load_config
+from tasks.embed.layout import FOLDER_JSON
+from tests.embed.folder_images import GOOD, save, write_image_folder
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,22 +104,29 @@ def test_nightly_retrain_deployment_completes(server: dict[str, str], tmp_path: 
         stdout=worker_log,
         stderr=subprocess.STDOUT,
     )
+    images, emb = write_image_folder(tmp_path / "images"), tmp_path / "gallery"
     try:
-        params = json.dumps({"config": load_config(PipelineConfig, TINY).model_dump(mode="json")})
-        run = _prefect(
+        gallery = [f"gallery.folder={images}", f"gallery.emb={emb}"]
+        params = {"config": load_config(PipelineConfig, TINY, gallery).model_dump(mode="json")}
+        _run_deployment(server, "tbpr-pipeline/nightly-retrain", params, tmp_path)
+        assert json.loads((emb / FOLDER_JSON).read_text())["counts"]["encoded"] == len(GOOD)
+        save(images, "cam9/new.png", "PNG", (60, 120), "pink")
+        _run_deployment(
             server,
-            "deployment",
-            "run",
-            "tbpr-pipeline/nightly-retrain",
-            "--params",
-            params,
-            "--watch",
-            timeout=540,
-        )
-        output = run.stdout + run.stderr
-        assert run.returncode == 0 and "Completed" in output, (
-            output[-3000:] + (tmp_path / "worker.log").read_text()[-3000:]
+            "refresh-gallery/refresh-gallery",
+            {"config": {"folder": str(images), "emb": str(emb)}},
+            tmp_path,
         )
     finally:
         _stop(worker, signal.SIGINT)
     assert (Path(server["TBPR_HOME"]) / "warehouse.duckdb").is_file()
+    counts = json.loads((emb / FOLDER_JSON).read_text())["counts"]
+    assert (counts["added"], counts["encoded"], counts["removed"]) == (1, 1, 0)
+
+
+def _run_deployment(env: dict[str, str], name: str, params: dict[str, object], logs: Path) -> None:
+    run = _prefect(env, "deployment", "run", name, "--params", json.dumps(params), "--watch", timeout=540)
+    output = run.stdout + run.stderr
+    assert run.returncode == 0 and "Completed" in output, (
+        output[-3000:] + (logs / "worker.log").read_text()[-3000:]
+    )

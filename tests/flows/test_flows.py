@@ -16,10 +16,22 @@ TINY = Path(__file__).with_name("tiny.toml")
 
 
 @pytest.fixture(scope="module")
-def pipeline(prefect_harness: None, tbpr_home: Path) -> object:
+def gallery(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(image folder, its EMB) configured as the pipeline's gallery."""
+    from tests.embed.folder_images import write_image_folder
+
+    root = tmp_path_factory.mktemp("gallery")
+    return write_image_folder(root / "images"), root / "emb"
+
+
+@pytest.fixture(scope="module")
+def pipeline(prefect_harness: None, tbpr_home: Path, gallery: tuple[Path, Path]) -> object:
     from flows.pipeline import tbpr_pipeline
 
-    return tbpr_pipeline(load_config(PipelineConfig, TINY))
+    images, emb = gallery
+    return tbpr_pipeline(
+        load_config(PipelineConfig, TINY, [f"gallery.folder={images}", f"gallery.emb={emb}"])
+    )
 
 
 def test_pipeline_outputs_tracking_and_warehouse(pipeline: object, tbpr_home: Path) -> None:
@@ -29,8 +41,9 @@ def test_pipeline_outputs_tracking_and_warehouse(pipeline: object, tbpr_home: Pa
 
     assert isinstance(pipeline, PipelineResult) and not pipeline.failed
     run_dir = pipeline.run_dir
-    config = json.loads((run_dir / RUN_CONFIG).read_text())
-    assert PipelineConfig.model_validate(config) == load_config(PipelineConfig, TINY)
+    config = PipelineConfig.model_validate(json.loads((run_dir / RUN_CONFIG).read_text()))
+    assert config.gallery is not None
+    assert config.model_copy(update={"gallery": None}) == load_config(PipelineConfig, TINY)
     models = [f"{v}-seed{s}" for v in ("global", "cross_scan") for s in (0, 1)]
     for name in models:
         assert (run_dir / "emb" / name / RUN_CONFIG).is_file()
@@ -85,6 +98,29 @@ def test_pipeline_outputs_tracking_and_warehouse(pipeline: object, tbpr_home: Pa
     con = duckdb.connect(str(pipeline.warehouse), read_only=True)
     assert con.sql("SELECT count(*) FROM attributes").fetchall()[0][0] > 0
     con.close()
+
+
+def test_a_new_champion_refreshes_the_configured_gallery(
+    pipeline: object, tbpr_home: Path, gallery: tuple[Path, Path]
+) -> None:
+    """The first run promotes champions, so the gallery is embedded with the best of them; the
+    `refresh-gallery` flow run again finds nothing to encode."""
+    from flows.config import GalleryRunConfig
+    from flows.gallery import refresh_gallery_flow
+    from flows.pipeline import PipelineResult
+    from tasks.embed.layout import FOLDER_JSON, EmbedInfo
+    from tasks.tracking.models import best_champion, resolve_checkpoint
+    from tests.embed.folder_images import GOOD
+
+    images, emb = gallery
+    assert isinstance(pipeline, PipelineResult) and pipeline.gallery == emb
+    record = json.loads((emb / FOLDER_JSON).read_text())
+    assert record["counts"]["encoded"] == len(GOOD) and record["folder"] == str(images.resolve())
+    ref, _ = best_champion()
+    info = EmbedInfo.read(emb)
+    assert info.model_ref == ref and info.train_run_id == resolve_checkpoint(ref)[1]["run_id"]
+    again = refresh_gallery_flow(GalleryRunConfig(folder=images, emb=emb))
+    assert again.counts["encoded"] == 0 and again.counts["unchanged"] == record["counts"]["added"]
 
 
 def test_prepare_is_cached_by_its_inputs(pipeline: object, tbpr_home: Path) -> None:

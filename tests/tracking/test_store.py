@@ -114,3 +114,22 @@ def test_a_tbpr_home_with_uri_characters_keeps_the_store_inside_it(
     runs = read_mlflow_tables(home / "mlflow.db")["runs_raw"]
     assert runs["run_id"].to_pylist() == [run_id]
     assert Tracker().client.get_run(run_id).info.status == "FINISHED"  # a new client finds the same store
+
+
+def test_best_champion_is_the_registered_champion_of_best_val_r1(tmp_path: Path) -> None:
+    from tasks.core.errors import TbprError
+    from tasks.tracking.models import best_champion
+
+    missing = TrackingConfig(tracking_uri=f"sqlite:///{tmp_path / 'none' / 'mlflow.db'}")
+    with pytest.raises(TbprError, match=r"no champion model is registered.*pass --run"):
+        best_champion(missing)
+    assert not (tmp_path / "none" / "mlflow.db").exists()  # not created to find out
+    tracker = Tracker(TrackingConfig(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}"))
+    with pytest.raises(TbprError, match="no champion model is registered"):
+        best_champion(tracker.config)
+    for name, r1 in (("tbpr-global", 30.0), ("tbpr-cross_scan", 42.5), ("tbpr-spatial", 12.0)):
+        assert promote_if_better(tracker.config, name, registered_version(tracker, name, r1, tmp_path))
+    registered_version(tracker, "tbpr-channel", 99.0, tmp_path)  # registered, never champion
+    ref, reason = best_champion(tracker.config)
+    assert ref == "models:/tbpr-cross_scan@champion"
+    assert reason.startswith("tbpr-cross_scan v1 (val R1 42.50): the best champion (others: tbpr-global")

@@ -1,0 +1,388 @@
+"""Embed a user's image folder (no captions, no person ids) into an EMB folder, incrementally.
+
+A re-embed into the same EMB with the same model (the same weights digest) encodes only the files
+added or changed since (keyed by relative path and content hash), copies the others' features from
+the previous EMB, drops removed files and rebuilds the FAISS indexes over the result: the same rows
+and features as a fresh embed. Another model re-embeds everything. Layout: `tasks.embed.layout`.
+Dimension letters: G gallery, N regions, D dim.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from rich.progress import Progress
+
+from tasks.core.device import autocast, resolve_device
+from tasks.core.errors import TbprError
+from tasks.core.files import (
+    remove_stale_temps,
+    replace_dir,
+    temp_path,
+    write_json_atomic,
+    write_parquet_atomic,
+)
+from tasks.core.outputs import check_out_folder
+from tasks.embed import layout
+from tasks.embed.encode import EmbedSummary, embedding_column
+from tasks.embed.files import MAX_PIXELS, FolderFile, open_image, read_file, scan_folder
+from tasks.embed.index import build_index, check_index_kind, save_index
+from tasks.embed.store import read_embeddings
+from tasks.tracking.models import open_checkpoint
+from tbpr_models import image_transform
+from tbpr_models.checkpoint import CONFIG_FILE, is_checkpoint, weights_digest
+
+log = logging.getLogger(__name__)
+COUNTS = ("added", "changed", "removed", "unchanged", "quarantined", "encoded")
+
+
+@dataclass(frozen=True)
+class FolderRecord:
+    """`folder.json`: what the last embed of the folder did. The model is the same when its weights
+    digest and its settings (embed.json's `config`, less the trainer's `extra`) are."""
+
+    folder: str
+    weights_digest: str
+    max_pixels: int
+    counts: dict[str, int]  # COUNTS: files added/changed/removed/unchanged since the previous EMB,
+    # quarantined now, and encoded by this embed
+    reused: bool  # features of unchanged files copied from the previous EMB (same model)
+
+
+@dataclass
+class _Previous:
+    """The EMB being replaced: path -> sha256 of its embedded and quarantined files, and, when its
+    model is this one, the features of its embedded files to copy."""
+
+    hashes: dict[str, str] = field(default_factory=dict)
+    rows: dict[str, int] = field(default_factory=dict)  # embedded path -> its row, when reusable
+    global_: np.ndarray | None = None  # (G', D)
+    local: np.ndarray | None = None  # (G', N, D) float16, memory-mapped
+
+
+def _model_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's config.json without what its trainer added (`extra`: epoch, metrics)."""
+    from tbpr_models.checkpoint import EXTRA_KEY
+
+    return {key: value for key, value in config.items() if key != EXTRA_KEY}
+
+
+def _previous(out: Path, digest: str, config: dict[str, Any], max_pixels: int) -> _Previous:
+    try:
+        info = layout.EmbedInfo.read(out)
+        record = json.loads((out / layout.FOLDER_JSON).read_text())
+        files = pq.read_table(out / layout.FILES).to_pylist()
+        quarantined = pq.read_table(out / layout.FOLDER_QUARANTINE).to_pylist()
+    except (TbprError, OSError, ValueError, pa.ArrowException):
+        return _Previous()  # none, or not an image-folder EMB: everything is new
+    previous = _Previous(hashes={row["path"]: row["sha256"] for row in files + quarantined})
+    same_model = record.get("weights_digest") == digest and _model_settings(info.config) == _model_settings(
+        config
+    )
+    if info.source == layout.SOURCE_FOLDER and same_model and record.get("max_pixels") == max_pixels:
+        previous.rows = {row["path"]: i for i, row in enumerate(files)}
+        previous.global_ = read_embeddings(out / layout.GALLERY)
+        previous.local = np.load(out / layout.IMAGE_LOCAL, mmap_mode="r")
+    return previous
+
+
+def check_folder_out(folder: Path, out: Path, checkpoint: Path | None = None) -> None:
+    """TbprError unless `folder` is a folder and `out` may hold its EMB (`check_out_folder`: not inside
+    the folder, nor holding it, nor a folder of other files)."""
+    if not Path(folder).is_dir():
+        raise TbprError(f"no image folder at {folder}; pass a folder of jpg/png/webp/bmp files to --images")
+    check_out_folder(
+        out,
+        command="embed",
+        marker=layout.EMBED_JSON,
+        inputs={"image folder": folder, "checkpoint": checkpoint},
+    )
+
+
+def embed_folder(
+    folder: Path,
+    checkpoint: Path,
+    out: Path,
+    *,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+    indexes: Sequence[str] = ("flat", "hnsw", "ivf"),
+    max_pixels: int = MAX_PIXELS,
+    model_ref: str | None = None,
+    train_run_id: str | None = None,
+) -> EmbedSummary:
+    """Embed every image under `folder` into `out` (embed.json last), reusing an earlier EMB in `out`
+    of the same model for the files it already holds unchanged."""
+    folder, out = Path(folder), Path(out)
+    kinds = [check_index_kind(kind) for kind in indexes]
+    check_folder_out(folder, out, checkpoint)
+    if not is_checkpoint(checkpoint):
+        raise TbprError(
+            f"no checkpoint at {checkpoint} (weights or config missing); pass a trained run or model"
+        )
+    start = time.perf_counter()
+    digest = weights_digest(checkpoint)
+    config = json.loads((Path(checkpoint) / CONFIG_FILE).read_text())
+    previous = _previous(out, digest, config, max_pixels)
+    torch_device = resolve_device(device)
+    model = open_checkpoint(checkpoint, device=torch_device).eval()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out)
+    work = temp_path(out)
+    work.mkdir()
+    try:
+        kept, quarantine, fresh = _encode_changes(
+            folder, previous, model, work, batch_size, torch_device, precision, max_pixels
+        )
+        if not kept:
+            reasons = "; ".join(f"{q.path}: {reason}" for q, reason in quarantine[:3])
+            raise TbprError(
+                f"no image under {folder} could be embedded ({len(quarantine)} quarantined"
+                + (f": {reasons}" if reasons else "")
+                + "); add jpg/png/webp/bmp files"
+            )
+        image_global = _assemble(kept, previous, fresh, work)
+        files = sorted(kept)
+        _write_tables(files, quarantine, image_global, work)
+        for kind in kinds:
+            save_index(build_index(image_global, kind), layout.index_file(work, kind))
+        now = {f.path for f in files} | {q.path for q, _ in quarantine}
+        hashes = {f.path: f.sha256 for f in files} | {q.path: q.sha256 for q, _ in quarantine}
+        counts = {
+            "added": len(now - previous.hashes.keys()),
+            "changed": sum(p in previous.hashes and previous.hashes[p] != h for p, h in hashes.items()),
+            "removed": len(previous.hashes.keys() - now),
+            "unchanged": sum(previous.hashes.get(p) == h for p, h in hashes.items()),
+            "quarantined": len(quarantine),
+            "encoded": len(fresh.rows),
+        }
+        record = FolderRecord(str(folder.resolve()), digest, max_pixels, counts, previous.global_ is not None)
+        write_json_atomic(work / layout.FOLDER_JSON, dataclasses.asdict(record), indent=2, sort_keys=True)
+        info = _info(
+            folder, checkpoint, model, torch_device, image_global, work, kinds, (model_ref, train_run_id)
+        )
+        previous.local = None  # the old EMB's memory map is closed before it is replaced
+        info.write(work)
+        replace_dir(work, out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    seconds = time.perf_counter() - start
+    log.info("embedded %s into %s in %.1f s: %s", folder, out, seconds, counts)
+    return EmbedSummary(out=out, info=info, seconds=seconds, stage_seconds={}, counts=counts)
+
+
+@dataclass
+class _Fresh:
+    """Features of the files this embed encodes: path -> row of `global_` and of `local`."""
+
+    rows: dict[str, int] = field(default_factory=dict)
+    global_: list[np.ndarray] = field(default_factory=list)  # (B, D) blocks
+    local: np.memmap | None = None  # (files to encode, N, D) float16, in the work folder
+
+
+def _encode_changes(
+    folder: Path,
+    previous: _Previous,
+    model: Any,
+    work: Path,
+    batch_size: int,
+    device: torch.device,
+    precision: str,
+    max_pixels: int,
+) -> tuple[dict[FolderFile, str], list[tuple[FolderFile, str]], _Fresh]:
+    """Read and hash every file; encode those the previous EMB cannot give (in batches).
+    Returns (embedded file -> where its features are: "previous" or "fresh"), quarantine, fresh features."""
+    paths = scan_folder(folder)
+    transform = image_transform(model.config.image)
+    kept: dict[FolderFile, str] = {}
+    quarantine: list[tuple[FolderFile, str]] = []
+    fresh = _Fresh()
+    batch: list[tuple[FolderFile, torch.Tensor]] = []
+    with Progress(transient=True) as progress:
+        task = progress.add_task(f"reading {folder}", total=len(paths))
+        for record, image in _images(folder, paths, previous, max_pixels):
+            progress.advance(task)
+            if isinstance(image, str):
+                quarantine.append((record, image))
+            elif image is None:
+                kept[record] = "previous"
+            else:
+                kept[record] = "fresh"
+                batch.append((record, transform(image)))
+                if len(batch) == batch_size:
+                    _encode(model, batch, fresh, work, len(paths), device, precision)
+                    batch = []
+        if batch:
+            _encode(model, batch, fresh, work, len(paths), device, precision)
+    return kept, quarantine, fresh
+
+
+def _images(
+    folder: Path, paths: list[Path], previous: _Previous, max_pixels: int
+) -> Iterator[tuple[FolderFile, Any]]:
+    """(record, RGB image | None when the previous EMB holds its features | quarantine reason)."""
+    for path in paths:
+        try:
+            record, data = read_file(folder, path)
+        except OSError as exc:
+            stat = path.lstat()
+            record = FolderFile(path.relative_to(folder).as_posix(), "", stat.st_size, stat.st_mtime_ns)
+            yield record, f"unreadable file ({exc.strerror or exc})"
+            continue
+        if path.is_symlink():
+            yield record, "symbolic link (not followed: only files inside the folder are embedded)"
+        elif record.path in previous.rows and previous.hashes.get(record.path) == record.sha256:
+            yield record, None
+        else:
+            yield record, open_image(record.path, data, max_pixels)
+
+
+@torch.inference_mode()
+def _encode(
+    model: Any,
+    batch: list[tuple[FolderFile, torch.Tensor]],
+    fresh: _Fresh,
+    work: Path,
+    capacity: int,
+    device: torch.device,
+    precision: str,
+) -> None:
+    pixels = torch.stack([pixels for _, pixels in batch]).to(device)  # (B, 3, H, W)
+    with autocast(device, precision):
+        feats = model.head.compact_images(model.encode_images(pixels))
+    block = feats.local.float().cpu().numpy()  # (B, N, D)
+    if fresh.local is None:
+        shape = (capacity, *block.shape[1:])  # (files, N, D): at most every file is encoded
+        fresh.local = np.lib.format.open_memmap(work / "fresh_local.npy", "w+", np.float16, shape)
+    row = len(fresh.rows)
+    fresh.local[row : row + len(block)] = block
+    fresh.global_.append(feats.global_.float().cpu().numpy())
+    for offset, (record, _) in enumerate(batch):
+        fresh.rows[record.path] = row + offset
+
+
+def _assemble(kept: dict[FolderFile, str], previous: _Previous, fresh: _Fresh, work: Path) -> np.ndarray:
+    """Gallery globals (G, D) in path order, and EMB/image_local.npy (G, N, D) written from the
+    previous EMB's rows and the fresh ones."""
+    fresh_global = np.concatenate(fresh.global_) if fresh.global_ else None  # (F, D)
+    sources: list[tuple[np.ndarray, np.ndarray, int]] = []  # (globals, locals, row) of each gallery row
+    for record in sorted(kept):
+        if kept[record] == "fresh":
+            assert fresh.local is not None and fresh_global is not None
+            sources.append((fresh_global, fresh.local, fresh.rows[record.path]))
+        else:
+            assert previous.local is not None and previous.global_ is not None
+            sources.append((previous.global_, previous.local, previous.rows[record.path]))
+    first_global, first_local, _ = sources[0]
+    shape = (len(sources), *first_local.shape[1:])  # (G, N, D)
+    local = np.lib.format.open_memmap(work / layout.IMAGE_LOCAL, "w+", np.float16, shape)
+    image_global = np.empty((len(sources), first_global.shape[1]), np.float32)  # (G, D)
+    for row, (globals_, locals_, source_row) in enumerate(sources):
+        image_global[row] = globals_[source_row]
+        local[row] = locals_[source_row]
+    local.flush()
+    del local
+    fresh.local = None
+    (work / "fresh_local.npy").unlink(missing_ok=True)
+    return image_global
+
+
+def _write_tables(
+    files: list[FolderFile], quarantine: list[tuple[FolderFile, str]], image_global: np.ndarray, work: Path
+) -> None:
+    """gallery.parquet, files.parquet, quarantine.parquet, and the empty queries (Q = 0)."""
+    dim = image_global.shape[1]
+    gallery = pa.table(
+        {
+            "image_id": pa.array(range(len(files)), pa.int64()),
+            "person_id": pa.array([-1] * len(files), pa.int64()),
+            "file_path": pa.array([f.path for f in files], pa.string()),
+            "embedding": embedding_column(image_global),
+        }
+    )
+    write_parquet_atomic(gallery, work / layout.GALLERY)
+    write_parquet_atomic(_file_table(files), work / layout.FILES)
+    table = _file_table([q for q, _ in quarantine]).append_column(
+        "reason", pa.array([reason for _, reason in quarantine], pa.string())
+    )
+    write_parquet_atomic(table, work / layout.FOLDER_QUARANTINE)
+    queries = pa.table(
+        {
+            "caption_id": pa.array([], pa.int64()),
+            "image_id": pa.array([], pa.int64()),
+            "person_id": pa.array([], pa.int64()),
+            "text": pa.array([], pa.string()),
+            "embedding": embedding_column(np.empty((0, dim), np.float32)),
+        }
+    )
+    write_parquet_atomic(queries, work / layout.QUERIES)
+    np.save(work / layout.TEXT_LOCAL, np.empty((0, 1, dim), np.float16))  # (Q=0, L=1, D)
+    np.save(work / layout.TEXT_MASK, np.empty((0, 1), np.bool_))
+
+
+def _file_table(files: list[FolderFile]) -> pa.Table:
+    return pa.table(
+        {
+            "path": pa.array([f.path for f in files], pa.string()),
+            "sha256": pa.array([f.sha256 for f in files], pa.string()),
+            "size": pa.array([f.size for f in files], pa.int64()),
+            "mtime_ns": pa.array([f.mtime_ns for f in files], pa.int64()),
+        }
+    )
+
+
+def _info(
+    folder: Path,
+    checkpoint: Path,
+    model: Any,
+    device: torch.device,
+    image_global: np.ndarray,
+    work: Path,
+    kinds: list[Any],
+    refs: tuple[str | None, str | None],
+) -> layout.EmbedInfo:
+    model_ref, train_run_id = refs
+    local = np.load(work / layout.IMAGE_LOCAL, mmap_mode="r")
+    regions = local.shape[1]
+    del local
+    with torch.inference_mode():  # whether the head stores unit local tokens: a property of the head
+        probe = model.head.compact_images(
+            model.encode_images(
+                torch.zeros(1, 3, model.config.image.height, model.config.image.width, device=device)
+            )
+        )
+    return layout.EmbedInfo(
+        model_ref=model_ref or str(checkpoint),
+        checkpoint=str(Path(checkpoint).resolve()),
+        data=str(folder.resolve()),
+        split="",
+        variant=str(model.config.variant.kind),
+        pairwise=bool(model.pairwise),
+        num_images=len(image_global),
+        num_queries=0,
+        embed_dim=image_global.shape[1],
+        num_regions=regions,
+        max_length=1,
+        indexes=tuple(kinds),
+        image_local_unit=bool(probe.unit_local),
+        text_local_unit=False,
+        embed_id=uuid.uuid4().hex,
+        train_run_id=train_run_id,
+        source=layout.SOURCE_FOLDER,
+        config=json.loads((Path(checkpoint) / CONFIG_FILE).read_text()),
+        weights_digest=weights_digest(Path(checkpoint)),
+    )

@@ -1,0 +1,73 @@
+"""The web service over a `Gallery`: `create_app(gallery)` -> a FastAPI app (`tbpr serve` runs it with
+uvicorn).
+
+    GET /                          the search page (plain HTML and JavaScript, nothing downloaded)
+    GET /api/info                  {variant, images, attention, max_k, max_words, max_chars}
+    GET /api/search?q=TEXT&k=K     [{"rank", "path", "score"}, ...], best first
+    GET /api/words?q=TEXT          {"words": [...]}: the query's words a heat map can be drawn for
+    GET /api/image?path=PATH       the image file of a gallery path (only paths the EMB lists: 404 else)
+    GET /api/heatmap?q=&path=&word=  PNG: the word's attention over that image (heads that attend)
+
+Bad requests (empty or over-long text, k out of range, a missing or malformed parameter, a word not in
+the query, a head without attention) get HTTP 400 and {"error": message}.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from tasks.core.errors import TbprError
+from tasks.serve.gallery import Gallery
+
+PAGE = Path(__file__).with_name("page.html")
+
+
+def create_app(gallery: Gallery) -> FastAPI:
+    app = FastAPI(title="tbpr gallery search", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.exception_handler(TbprError)
+    async def bad_request(request: Request, exc: TbprError) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=400)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_parameters(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'][1:]))}: {e['msg']}" for e in exc.errors())
+        return JSONResponse({"error": f"bad request parameters ({problems})"}, status_code=400)
+
+    @app.get("/", response_class=HTMLResponse)
+    def page() -> str:
+        return PAGE.read_text(encoding="utf-8")
+
+    @app.get("/api/info")
+    def info() -> dict[str, Any]:
+        return gallery.describe()
+
+    @app.get("/api/search")
+    def search(q: str, k: int = 10) -> list[dict[str, Any]]:
+        return gallery.search(q, k)
+
+    @app.get("/api/words")
+    def words(q: str) -> dict[str, list[str]]:
+        return {"words": gallery.words(q)}
+
+    @app.get("/api/image")
+    def image(path: str) -> Response:
+        try:
+            data, mime = gallery.image_bytes(path)
+        except KeyError:
+            return JSONResponse({"error": f"{path!r} is not an image of this gallery"}, status_code=404)
+        return Response(data, media_type=mime, headers={"Cache-Control": "max-age=3600"})
+
+    @app.get("/api/heatmap")
+    def heatmap(q: str, path: str, word: str) -> Response:
+        try:
+            return Response(gallery.heatmap(q, path, word), media_type="image/png")
+        except KeyError:
+            return JSONResponse({"error": f"{path!r} is not an image of this gallery"}, status_code=404)
+
+    return app

@@ -1,0 +1,152 @@
+"""An EMB opened once for a web service: search with request limits, the gallery's images by path
+(only files the EMB lists), and heat maps of a query word over a result image.
+Dimension letters: L words, N regions, D dim.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+from matplotlib import colormaps
+from PIL import Image
+
+from tasks.core.errors import TbprError
+from tasks.data.layout import IMAGES
+from tasks.embed.layout import SOURCE_FOLDER
+from tasks.report.plots import region_grid
+from tasks.score.search import Searcher
+from tbpr_models import image_transform
+from tbpr_models.variant import VariantHead
+
+# Request limits (a 400 beyond them): the text encoders read at most max_length tokens (16 to 77 here),
+# so longer text only costs tokenizing; a 1,000-word / 10,000-character cap keeps that bounded.
+MAX_WORDS = 1_000
+MAX_CHARS = 10_000
+MAX_K = 100
+HEAT_HEIGHT = 256  # heat map PNGs are drawn at this height
+
+
+def check_query(text: str, k: int | None = None) -> str:
+    """`text` stripped, or TbprError (HTTP 400) for empty or over-long text and k out of [1, MAX_K]."""
+    stripped = text.strip()
+    if not stripped:
+        raise TbprError("the query text is empty; describe the person, e.g. 'a man in a red jacket'")
+    words = len(stripped.split())
+    if words > MAX_WORDS or len(stripped) > MAX_CHARS:
+        raise TbprError(
+            f"the query text is too long ({words:,} words, {len(stripped):,} characters); the limit is "
+            f"{MAX_WORDS:,} words and {MAX_CHARS:,} characters (the model reads only its first tokens)"
+        )
+    if k is not None and not 1 <= k <= MAX_K:
+        raise TbprError(f"k must be between 1 and {MAX_K} (got {k})")
+    return stripped
+
+
+class Gallery:
+    """The service's state: one `Searcher` (model, index, store) and the gallery's paths."""
+
+    def __init__(self, emb: Path, *, device: str | torch.device = "cpu", index: str = "flat") -> None:
+        self.searcher = Searcher(emb, index=index, device=device)
+        self.info = self.searcher.store.info
+        self.rows: dict[str, int] = {}
+        for row, path in enumerate(self.searcher.paths):
+            self.rows.setdefault(path, row)
+        self.attention = (
+            type(self.searcher.model.head).word_region_attention is not VariantHead.word_region_attention
+        )
+        self._lock = threading.Lock()  # one request at a time uses the model
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "variant": self.info.variant,
+            "images": self.info.num_images,
+            "attention": self.attention,
+            "max_k": MAX_K,
+            "max_words": MAX_WORDS,
+            "max_chars": MAX_CHARS,
+        }
+
+    def search(self, text: str, k: int) -> list[dict[str, Any]]:
+        """[{rank, path, score}] of the top k (at most the gallery's size)."""
+        query = check_query(text, k)
+        with self._lock:
+            hits = self.searcher.search(query, top_k=k, candidates=max(64, k))
+        return [{"rank": h.rank, "path": h.file_path, "score": round(h.score, 6)} for h in hits]
+
+    def image_bytes(self, path: str) -> tuple[bytes, str]:
+        """(encoded bytes, MIME type) of a gallery image named by its path in the EMB; KeyError for a
+        path the EMB does not list (nothing else is ever read)."""
+        row = self.rows[path]
+        if self.info.source == SOURCE_FOLDER:
+            data = (Path(self.info.data) / self.searcher.paths[row]).read_bytes()
+        else:
+            image_id = int(self.searcher.image_ids[row])
+            table = pq.read_table(
+                Path(self.info.data) / IMAGES, columns=["image"], filters=[("image_id", "==", image_id)]
+            )
+            data = table.column("image")[0].as_py()
+        with Image.open(io.BytesIO(data)) as image:
+            mime = Image.MIME.get(image.format or "", "application/octet-stream")
+        return data, mime
+
+    def words(self, text: str) -> list[str]:
+        """The query's words as the text encoder reads them (the tokens a heat map can be drawn for)."""
+        tokens, _ = self._tokens(check_query(text))
+        return [token for token in tokens if token]
+
+    def _tokens(self, text: str) -> tuple[list[str], int]:
+        """(token text per position, '' for special tokens and word pieces; the number of positions)."""
+        tokenizer = self.searcher.tokenizer
+        input_ids, mask = tokenizer([text])  # (1, L)
+        length = max(int(mask.sum()), 1)
+        special = set(tokenizer.backend.all_special_tokens)
+        raw = tokenizer.backend.convert_ids_to_tokens(input_ids[0, :length].tolist())
+        return ["" if t in special or t.startswith("##") else t.removesuffix("</w>") for t in raw], length
+
+    def heatmap(self, text: str, path: str, word: str) -> bytes:
+        """A PNG of the image at `path` under the attention of `word` (a word of `text`) over its regions."""
+        query = check_query(text)
+        if not self.attention:
+            raise TbprError(f"the {self.info.variant} head has no word-to-region attention: no heat maps")
+        tokens, _ = self._tokens(query)
+        if word not in tokens:
+            raise TbprError(
+                f"{word!r} is not a word of the query as the model reads it: {[t for t in tokens if t]}"
+            )
+        data, _ = self.image_bytes(path)
+        with Image.open(io.BytesIO(data)) as opened:
+            image = opened.convert("RGB")
+        model = self.searcher.model
+        pixels = (
+            image_transform(model.config.image)(image).unsqueeze(0).to(self.searcher.device)
+        )  # (1, 3, H, W)
+        with self._lock, torch.inference_mode():
+            texts = self.searcher.encode_text(query)
+            images = model.encode_images(pixels).to(self.searcher.device, torch.float32)
+            attention = model.head.word_region_attention(texts, images)  # (L, N)
+        assert attention is not None  # self.attention: the head overrides it
+        heat = attention[tokens.index(word)].float().cpu().numpy()  # (N,)
+        return draw_heatmap(image, heat, (model.config.image.height, model.config.image.width))
+
+
+def draw_heatmap(image: Image.Image, heat: np.ndarray, input_size: tuple[int, int]) -> bytes:
+    """PNG bytes: `image` (scaled to HEAT_HEIGHT high) with `heat` (N,) over its region grid, in jet."""
+    rows, cols = region_grid(len(heat), *input_size)
+    grid = heat.reshape(rows, cols)  # (N,) -> (rows, cols)
+    grid = (grid - grid.min()) / max(float(np.ptp(grid)), 1e-12)
+    width = max(1, round(image.width * HEAT_HEIGHT / image.height))
+    base = image.resize((width, HEAT_HEIGHT))
+    smooth = Image.fromarray((grid * 255).astype(np.uint8)).resize(
+        (width, HEAT_HEIGHT), Image.Resampling.BILINEAR
+    )
+    coloured = colormaps["jet"](np.asarray(smooth) / 255.0)[..., :3]  # (H, W, 3) in [0, 1]
+    overlay = Image.fromarray((coloured * 255).astype(np.uint8))
+    buffer = io.BytesIO()
+    Image.blend(base, overlay, 0.45).save(buffer, format="PNG")
+    return buffer.getvalue()

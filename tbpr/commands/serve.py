@@ -1,0 +1,41 @@
+"""`tbpr serve EMB [--port P] [--host H]`: the search page and JSON API of an EMB (`tasks.serve.app`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tbpr.app import app
+from tbpr.options import DeviceName, IndexName, plain_console, quiet_faiss
+
+
+@app.command()
+def serve(
+    emb: Annotated[
+        Path, typer.Argument(help="EMB folder written by `tbpr embed` (an image folder's or a split's).")
+    ],
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port (0: any free port).")] = 8000,
+    host: Annotated[
+        str, typer.Option(help="Address to listen on; 0.0.0.0 serves other machines too.")
+    ] = "127.0.0.1",
+    index: Annotated[IndexName, typer.Option(help="FAISS index of the first stage.")] = "flat",
+    device: Annotated[DeviceName, typer.Option()] = "auto",
+    threads: Annotated[int | None, typer.Option(min=1, help="torch and FAISS threads.")] = None,
+) -> None:
+    """Serve a web page and an HTTP API to search EMB by description (GET /, GET /api/search?q=&k=)."""
+    quiet_faiss()
+    import uvicorn
+
+    from tasks.core.device import set_threads
+    from tasks.serve.app import create_app
+    from tasks.serve.gallery import Gallery
+
+    set_threads(threads)
+    gallery = Gallery(emb, device=device, index=index)
+    plain_console().print(
+        f"serving {gallery.info.num_images:,} images of {emb} ({gallery.info.variant}) at http://{host}:{port}/ "
+        "(Ctrl+C stops)"
+    )
+    uvicorn.run(create_app(gallery), host=host, port=port, log_level="warning")

@@ -1,0 +1,149 @@
+"""The search page in a real headless browser (Debian's chromium driven by Selenium, nothing
+downloaded) against `tbpr serve` started as a process on a free loopback port: type a query, wait
+for the grid, compare its ranked paths with the API's answer, pick a word for the heat maps, and
+save a screenshot.
+
+Without chromium and chromedriver (`apt-get install chromium chromium-driver`; `make test` installs
+them when it runs as root) the test is skipped, except in CI (CI=true), where it fails."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+
+
+def _missing() -> str | None:
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed (pip install -e '.[dev]')"
+    absent = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.is_file()]
+    if absent:
+        return f"{' and '.join(absent)} not installed: apt-get install chromium chromium-driver"
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(served_emb: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("serve") / "serve.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tbpr", "serve", str(served_emb), "--port", str(port), "--device", "cpu"],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/api/info", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"tbpr serve did not start: {log_path.read_text()[-2000:]}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    missing = _missing()
+    if missing:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"the browser test must run in CI: {missing}")
+        pytest.skip(missing)
+    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager downloads nothing
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1100,900",
+    ):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def test_the_page_shows_the_apis_ranking_and_heat_maps(server: str, browser: object, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = browser
+    query = "a person in a red coat"
+    expected = httpx.get(f"{server}/api/search", params={"q": query, "k": 5}).json()
+    driver.get(server)  # type: ignore[attr-defined]
+    wait = WebDriverWait(driver, 30)
+    wait.until(lambda d: "images" in d.find_element(By.ID, "status").text)
+    box = driver.find_element(By.ID, "k")  # type: ignore[attr-defined]
+    box.clear()
+    box.send_keys("5")
+    driver.find_element(By.ID, "q").send_keys(query, Keys.ENTER)  # type: ignore[attr-defined]
+    wait.until(lambda d: d.find_element(By.ID, "grid").get_attribute("data-query") == query)
+    figures = driver.find_elements(By.CSS_SELECTOR, "#grid figure")  # type: ignore[attr-defined]
+    assert [(f.get_attribute("data-rank"), f.get_attribute("data-path")) for f in figures] == [
+        (str(hit["rank"]), hit["path"]) for hit in expected
+    ]
+    assert f"{expected[0]['score']:.3f}" in figures[0].text
+    wait.until(
+        lambda d: all(
+            d.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", i)
+            for i in d.find_elements(By.CSS_SELECTOR, "#grid img")
+        )
+    )
+    # a word's heat map over every result
+    driver.find_element(By.CSS_SELECTOR, "#words button[data-word='red']").click()  # type: ignore[attr-defined]
+    wait.until(
+        lambda d: all(
+            "/api/heatmap?" in i.get_attribute("src")
+            and d.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", i)
+            for i in d.find_elements(By.CSS_SELECTOR, "#grid img")
+        )
+    )
+    shot = tmp_path / "serve.png"
+    driver.save_screenshot(str(shot))  # type: ignore[attr-defined]
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("TBPR_SCREENSHOT"):
+        shutil.copy(shot, os.environ["TBPR_SCREENSHOT"])
+    # a bad request shows its message
+    field = driver.find_element(By.ID, "q")  # type: ignore[attr-defined]
+    field.clear()
+    field.send_keys("   ", Keys.ENTER)
+    wait.until(lambda d: "the query text is empty" in d.find_element(By.ID, "status").text)
+    assert driver.find_elements(By.CSS_SELECTOR, "#grid figure") == []  # type: ignore[attr-defined]
