@@ -27,6 +27,7 @@ from flows.prefect_tasks import (
     close_run_task,
     cmc_plot_task,
     cost_plot_task,
+    frontier_plot_task,
     grounding_plot_task,
     leaderboard_task,
     load_attributes_task,
@@ -40,6 +41,7 @@ from flows.runners import task_runner
 from flows.score import score_queries_flow
 from flows.train import VariantsFailed, failure_message, train_variants_flow
 from tasks.core.env import Home, home
+from tasks.report.frontier import FRONTIER_PNG
 from tasks.report.plots import CMC_PNG, COST_PNG, GROUNDING_PNG, VAL_CURVES_PNG, CostPoint
 from tasks.report.queries import QueryResult
 from tasks.score.layout import rankings_glob
@@ -86,29 +88,33 @@ def tbpr_pipeline(config: PipelineConfig = PipelineConfig()) -> PipelineResult:
         )
     )
     indexes = sorted({job.index for job in config.jobs if job.mode == "pruned"}) or ["flat"]
-    scored: dict[str, tuple[Path, list[ScoreResult]]] = {}
-    for variant, result in trained.results.items():
-        emb = run_dir / "emb" / variant
+    embs: dict[str, Path] = {}
+    for variant, result in trained.results.items():  # every model first: cascades read each other's
+        embs[variant] = run_dir / "emb" / variant
         embed_gallery_flow(
             EmbedRunConfig(
                 data=prepared.out,
                 model=result.run_id,
-                out=emb,
+                out=embs[variant],
                 embed=config.embed,
                 indexes=indexes,  # type: ignore[arg-type]
                 tracking=config.tracking,
             )
         )
+    scored: dict[str, tuple[Path, list[ScoreResult]]] = {}
+    for variant, emb in embs.items():
+        sources = candidate_sources(config, variant, embs)
         scored[variant] = (
             emb,
             score_queries_flow.with_options(task_runner=runner)(
                 ScoreRunConfig(
                     emb=emb,
                     out=run_dir / "score" / variant,
-                    jobs=config.jobs,
+                    jobs=[j for j in config.jobs if j.candidates is None or j.candidates in sources],
                     tracking=config.tracking,
                     runner=config.runner,
                     parent_run_id=parent,
+                    candidates=sources,
                 )
             ),
         )
@@ -130,10 +136,23 @@ def tbpr_pipeline(config: PipelineConfig = PipelineConfig()) -> PipelineResult:
         pictures.append(grounding_plot_task(by_variant, run_dir / "plots" / GROUNDING_PNG))
     log_files_task(config.tracking, parent, pictures, "plots")
     warehouse, board = refresh_warehouse(tbpr, prepared.out, source_dir(prepare), config)
+    if warehouse is not None and scored:  # every job of this run, single models and cascades
+        frontier = frontier_plot_task(warehouse, run_dir / "plots" / FRONTIER_PNG)
+        log_files_task(config.tracking, parent, [frontier], "plots")
     close_run_task(config.tracking, parent, failed=bool(trained.failed))
     if trained.failed:
         raise VariantsFailed(failure_message(trained) + f"; the others are in {run_dir}")
     return PipelineResult(run_dir, parent, warehouse, board, trained.failed)
+
+
+def candidate_sources(config: PipelineConfig, name: str, embs: dict[str, Path]) -> dict[str, Path]:
+    """The EMB folder of each variant trained with the same seed as model `name` (a cascade's
+    candidates come from the same seed's model); variants that failed to train are absent."""
+    models = {model: (variant, seed) for model, variant, seed in config.train.models()}
+    if name not in models:
+        return {}
+    seed = models[name][1]
+    return {v: embs[model] for model, (v, s) in models.items() if s == seed and model in embs}
 
 
 def draw_pictures(

@@ -118,3 +118,13 @@ def test_each_variant_trains_once_per_seed_and_one_seed_keeps_the_plain_names() 
     assert [three.for_variant("global", seed).seed for _, _, seed in three.models()] == [0, 1, 2]
     assert PipelineConfig().train.seeds == [0, 1, 2]  # the main job: 3 seeds per variant
     assert load_config(PipelineConfig, profile_path("full")).train.seeds == [0, 1, 2, 3, 4]
+
+
+def test_cascade_jobs_are_pruned_and_take_candidates_from_a_trained_variant() -> None:
+    main = PipelineConfig()
+    cascade = next(job for job in main.jobs if job.candidates)
+    assert cascade.name == "pruned-k20-flat-from-global"
+    with pytest.raises(ValueError, match="pruned job of one process"):
+        ScoreJob(mode="exhaustive", candidates="global")
+    with pytest.raises(TbprError, match="not a trained variant"):
+        load_config(PipelineConfig, profile_path("main"), ['train.variants=["cross_scan"]'])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
@@ -34,10 +35,10 @@ def test_pipeline_outputs_tracking_and_warehouse(pipeline: object, tbpr_home: Pa
     models = [f"{v}-seed{s}" for v in ("global", "cross_scan") for s in (0, 1)]
     for name in models:
         assert (run_dir / "emb" / name / RUN_CONFIG).is_file()
-        for job in ("exhaustive", "pruned-k5-flat"):
+        for job in ("exhaustive", "pruned-k5-flat", "pruned-k5-flat-from-global"):
             assert (run_dir / "score" / name / job / "rankings.parquet").is_file()
     plots = {p.name for p in (run_dir / "plots").iterdir()}
-    assert {"cmc.png", "r1_vs_cost.png", "grounding.png", "val_curves.png"} <= plots
+    assert {"cmc.png", "r1_vs_cost.png", "grounding.png", "val_curves.png", "cost_frontier.png"} <= plots
     assert any(p.startswith("attention_cross_scan") for p in plots)
     # every head started from the backbone fine-tuned once, and trained on the shared feature cache
     backbone = run_dir / "train" / "backbone"
@@ -52,7 +53,7 @@ def test_pipeline_outputs_tracking_and_warehouse(pipeline: object, tbpr_home: Pa
         [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{pipeline.parent_run_id}'"
     )
     stages = sorted((c.data.tags["stage"], c.data.tags["variant"]) for c in children)
-    per_model = ("train", "score", "score")
+    per_model = ("train", "score", "score", "score")
     expected = [(s, v) for v in ("global", "cross_scan") for _ in (0, 1) for s in per_model] + [
         ("train", "global")
     ]
@@ -85,6 +86,51 @@ def test_pipeline_outputs_tracking_and_warehouse(pipeline: object, tbpr_home: Pa
     con = duckdb.connect(str(pipeline.warehouse), read_only=True)
     assert con.sql("SELECT count(*) FROM attributes").fetchall()[0][0] > 0
     con.close()
+    _check_cascades(pipeline, scoring, children)
+
+
+def _check_cascades(pipeline: object, scoring: list[Any], children: list[Any]) -> None:
+    """Each model's cascade job took its candidates from the same seed's `global`; `cost_frontier`
+    lists every job with MLflow's numbers and marks the Pareto set an independent loop finds."""
+    from flows.pipeline import PipelineResult
+    from tasks.report.frontier import cost_frontier
+    from tests.report.test_warehouse_sql import pareto_set
+
+    assert isinstance(pipeline, PipelineResult) and pipeline.warehouse is not None
+    train = {c.info.run_id: c for c in children if c.data.tags["stage"] == "train"}
+    cascades = [c for c in scoring if c.data.tags.get("cascade") == "true"]
+    assert len(cascades) == 4 and {c.data.tags["candidates_variant"] for c in cascades} == {"global"}
+    for run in cascades:
+        model = train[run.data.tags["train_run_id"]]
+        proposer = train[run.data.params["candidates_run_id"]]
+        assert proposer.data.tags["variant"] == "global"
+        assert proposer.data.params["train.seed"] == model.data.params["train.seed"]
+        assert run.data.params["candidates"] == "global" and run.data.params["top_k"] == "5"
+        assert run.data.metrics["score/pairs_rerank"] == run.data.metrics["score/pairs_scored"]
+    result = cost_frontier(pipeline.warehouse)
+    rows = [dict(zip(result.columns, row, strict=True)) for row in result.rows]
+    assert {(r["variant"], r["mode"], r["candidates"]) for r in rows} == {
+        (v, m, c)
+        for v in ("global", "cross_scan")
+        for m, c in (("exhaustive", None), ("pruned", None), ("pruned", "global"))
+    }
+    means: dict[tuple[str, str, str | None], list[float]] = {}
+    for run in scoring:
+        key = (run.data.tags["variant"], run.data.params["mode"], run.data.params.get("candidates"))
+        means.setdefault(key, []).append(run.data.metrics["score/seconds"])
+    metrics = json.loads(
+        (pipeline.run_dir / "score" / "global-seed0" / "exhaustive" / "metrics.json").read_text()
+    )
+    queries = metrics["num_queries"]
+    points = {}
+    for r in rows:
+        seconds = means[(r["variant"], r["mode"], r["candidates"])]
+        assert r["seeds"] == 2 and r["seconds_per_1k"] == pytest.approx(
+            1000 * sum(seconds) / 2 / queries, rel=1e-6
+        )
+        assert r["R1_low"] <= r["R1"] <= r["R1_high"]
+        points[f"{r['job']} {r['mode']}"] = (r["R1"], r["seconds_per_1k"])
+    assert {f"{r['job']} {r['mode']}" for r in rows if r["pareto"]} == pareto_set(points)
 
 
 def test_prepare_is_cached_by_its_inputs(pipeline: object, tbpr_home: Path) -> None:
