@@ -32,6 +32,7 @@ from tasks.embed.layout import EmbedInfo
 from tasks.embed.store import EmbeddingStore
 from tasks.score.cascade import Alignment, align, propose, stage1_similarity
 from tasks.score.exhaustive import exhaustive_similarity
+from tasks.score.external import gallery_images, open_reranker, query_texts, rerank_external
 from tasks.score.layout import METRICS, PER_QUERY, PER_QUERY_SCHEMA, RANKINGS
 from tasks.score.pruned import Candidates, batched_chunk_size, first_stage, rerank, rerank_adaptive
 from tasks.score.ranking import (
@@ -95,6 +96,7 @@ def score(
     scheduler: str | None = None,
     adaptive: bool = False,
     candidates_from: Path | None = None,
+    reranker: Path | None = None,
 ) -> ScoreResult:
     """Rank every query of `emb`, write rankings and metrics to `out`, and log a scoring run.
 
@@ -104,7 +106,10 @@ def score(
     `adaptive` (pruned) gives each query its own k <= top_k: re-ranking stops once the model's score
     bound says no further candidate can enter the query's top 10 (`tasks.score.pruned.rerank_adaptive`).
     `candidates_from` (pruned) is another model's EMB of the same queries and gallery whose index
-    proposes the candidates that `emb`'s model re-ranks (a cascade, `tasks.score.cascade`)."""
+    proposes the candidates that `emb`'s model re-ranks (a cascade, `tasks.score.cascade`).
+    `reranker` (pruned) is a local Hugging Face cross-encoder folder (BLIP ITM) that re-ranks the top k
+    of `emb`'s index in place of `emb`'s model, from the caption texts and the images of its DATA
+    (`tasks.score.external`)."""
     if mode not in SCORE_MODES:
         raise TbprError(f"unknown mode {mode!r}; use one of {', '.join(SCORE_MODES)}")
     kind = check_index_kind(index)
@@ -135,6 +140,11 @@ def score(
             "--candidates-from is a pruned-scoring option of one process (not with exhaustive, "
             "--shards or --adaptive, whose bound needs the re-ranking model's own first stage)"
         )
+    if reranker is not None and (mode != "pruned" or shards > 1 or adaptive or candidates_from is not None):
+        raise TbprError(
+            "--reranker re-ranks the top k of EMB's own index: a pruned-scoring option of one process "
+            "(not with exhaustive, --shards, --adaptive or --candidates-from)"
+        )
     cascade = _cascade(emb, candidates_from) if candidates_from is not None else None
     if track and parent_run_id:
         from tasks.tracking.store import require_run  # mlflow loads only when a run is logged
@@ -149,11 +159,14 @@ def score(
         image_ids = ids_of(emb, GALLERY_FILE, "image_id")
     else:
         store = EmbeddingStore(emb)
-        model = store.info.load_model(torch_device)
         keep_freed_memory(math.ceil(memory_budget_mb))  # reuse freed blocks, within the budget
-        if mode == "exhaustive":
+        if reranker is not None:
+            scored = _external(reranker, store, kind, top_k, torch_device)
+        elif mode == "exhaustive":
+            model = store.info.load_model(torch_device)
             scored = _exhaustive(model, store, memory_budget_mb, torch_device, dtype)
         else:
+            model = store.info.load_model(torch_device)
             scored = _pruned(
                 model, store, kind, top_k, memory_budget_mb, torch_device, dtype, adaptive, cascade
             )
@@ -161,6 +174,9 @@ def score(
         image_ids, gallery_pids = store.gallery_ids()
         per_query = per_query_metrics(scored.similarity, query_pids, gallery_pids)  # ranks once
         store_details = _model_details(store)
+        if reranker is not None:  # the re-ranker is the scored model, EMB's model the candidates one
+            store_details |= {"model_ref": str(reranker.resolve()), "train_run_id": None}
+            store_details |= {"variant": scored.details["reranker"]} | _candidates_details(store)
     metrics = per_query.metrics()
     result = ScoreResult(
         out=out,
@@ -281,6 +297,29 @@ def _pruned(
     return _Scored(ranking, ranking_similarity(ranking), reranked.pairs_scored, seconds, details)
 
 
+def _external(reranker: Path, store: EmbeddingStore, kind: Any, top_k: int, device: torch.device) -> _Scored:
+    """EMB's index proposes, the re-ranker of a local folder scores the candidates (`tasks.score.external`)."""
+    scorer = open_reranker(reranker, device)
+    texts, images = query_texts(store.emb), gallery_images(store.emb, Path(store.info.data))
+    start = time.perf_counter()
+    candidates = first_stage(store.index(kind), store.text_globals(), top_k, IndexParams())
+    stage1_seconds = time.perf_counter() - start
+    reranked = rerank_external(scorer, texts, images, candidates, show_progress=True)
+    seconds = time.perf_counter() - start
+    stage1 = global_similarity(store.text_globals(), store.image_globals())
+    ranking = rank_pruned(candidates, reranked, stage1)
+    details = {
+        "reranker": scorer.kind,
+        "seconds_stage1": stage1_seconds,
+        "seconds_rerank": seconds - stage1_seconds,
+        "rerank_calls": reranked.calls,
+        "candidates_found": int((candidates.ids >= 0).sum()),
+        "pairs_stage1": len(candidates.ids) * store.num_images if kind == "flat" else None,
+        "pairs_rerank": reranked.pairs_scored,
+    }
+    return _Scored(ranking, ranking_similarity(ranking), reranked.pairs_scored, seconds, details)
+
+
 def _sharded(
     emb: Path,
     mode: str,
@@ -381,7 +420,7 @@ def log_scoring_run(
         }
         params |= {
             key: details[key]
-            for key in ("precision", "rerank_group", "query_block", "gallery_block")
+            for key in ("precision", "rerank_group", "query_block", "gallery_block", "reranker")
             if key in details
         }
         params |= {

@@ -45,6 +45,13 @@ def score(
             "the top k that EMB's model re-ranks (a cascade, e.g. a `global` EMB)."
         ),
     ] = None,
+    reranker: Annotated[
+        Path | None,
+        typer.Option(
+            help="Pruned: a local Hugging Face cross-encoder folder (BLIP ITM, `save_pretrained`) that "
+            "re-ranks the top k of EMB's index from the captions and the images of EMB's DATA."
+        ),
+    ] = None,
     shards: Shards = 1,
     scheduler: Scheduler = None,
     track: Annotated[bool, typer.Option(help="Log an MLflow scoring run.")] = True,
@@ -73,10 +80,11 @@ def score(
         scheduler=scheduler,
         adaptive=adaptive,
         candidates_from=candidates_from,
+        reranker=reranker,
     )
     title = f"{result.mode}" + (f" ({result.index}, k={result.top_k})" if result.top_k else "")
     if result.details.get("candidates"):
-        title += f", candidates from {result.details['candidates']}"
+        title += f", {result.details['candidates']} -> {result.details['variant']}"
     table = Table(title=f"{title}: {out}")
     for column in ("R1", "R5", "R10", "mAP", "mINP", "pairs scored", "seconds"):
         table.add_column(column, justify="right")
