@@ -16,10 +16,10 @@ import torch
 from tasks.data.reader import decode_image
 from tasks.embed.layout import EmbedInfo
 from tasks.embed.store import read_embeddings
+from tbpr_models.rerankers import save_random_blip
 from tests.cli.conftest import TbprIO
 from tests.cli.test_error_paths import clear_error
 from tests.score.test_run import _rankings
-from tbpr_models.rerankers import save_random_blip
 
 
 def test_a_tiny_local_blip_reranks_the_top_k_of_an_emb_end_to_end(
