@@ -3,7 +3,8 @@
 -- that `variant` re-ranked), with R1 and mAP (means over seeds, 95% bootstrap intervals over queries and
 -- seeds, as in leaderboard.sql), the scoring cost in seconds per 1,000 queries (first stage + re-ranking,
 -- mean over seeds; query and gallery embedding not counted) and pairs scored per query, and `pareto`: no
--- other job has both a higher-or-equal R1 and a lower-or-equal cost, one of them strictly.
+-- other job has both a higher-or-equal R1 and a lower-or-equal cost, one of them strictly. `job` reads
+-- `<candidates> -> <variant> k<k>` for a cascade, `<variant> k<k>` or `<variant> exhaustive` for one model.
 WITH latest AS (
   SELECT parent_run_id FROM scoring_jobs ORDER BY parent_run_id IS NULL, start_time DESC LIMIT 1
 ), queries AS (
@@ -26,15 +27,17 @@ WITH latest AS (
    AND s.top_k IS NOT DISTINCT FROM j.top_k AND s."index" IS NOT DISTINCT FROM j."index"
    AND s.candidates IS NOT DISTINCT FROM j.candidates
 )
-SELECT CASE WHEN candidates IS NOT NULL THEN candidates || ' -> ' || variant ELSE variant END AS job,
-       variant, candidates, mode, top_k, "index", seeds,
-       R1, round(R1_low, 2) AS R1_low, round(R1_high, 2) AS R1_high,
-       mAP, round(mAP_low, 2) AS mAP_low, round(mAP_high, 2) AS mAP_high,
-       seconds_per_1k, pairs_per_query,
+SELECT coalesce(candidates || ' -> ', '') || variant
+       || CASE WHEN mode = 'exhaustive' THEN ' exhaustive' ELSE ' k' || top_k END
+       || CASE WHEN mode = 'pruned' AND "index" <> 'flat' THEN ' ' || "index" ELSE '' END AS job,
+       R1, CASE WHEN R1_low IS NOT NULL THEN printf('%.1f..%.1f', R1_low, R1_high) END AS R1_95,
+       mAP, CASE WHEN mAP_low IS NOT NULL THEN printf('%.1f..%.1f', mAP_low, mAP_high) END AS mAP_95,
+       round(seconds_per_1k, 3) AS s_per_1k_queries, round(pairs_per_query, 1) AS pairs_per_query,
        NOT EXISTS (
          SELECT 1 FROM scored o
          WHERE o.R1 >= s.R1 AND o.seconds_per_1k <= s.seconds_per_1k
            AND (o.R1 > s.R1 OR o.seconds_per_1k < s.seconds_per_1k)
-       ) AS pareto
+       ) AS pareto,
+       seeds
 FROM scored s
 ORDER BY seconds_per_1k, R1 DESC, job;

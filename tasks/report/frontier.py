@@ -17,7 +17,7 @@ FRONTIER_SQL = SQL_DIR / "cost_frontier.sql"
 
 @dataclass(frozen=True)
 class FrontierPoint:
-    label: str  # e.g. "cross_scan exhaustive", "global -> cross_scan k20"
+    label: str  # the job, e.g. "cross_scan exhaustive", "global -> cross_scan k20"
     R1: float
     low: float | None  # 95% interval of R1 (None without per-query results)
     high: float | None
@@ -31,18 +31,18 @@ def cost_frontier(warehouse: Path) -> QueryResult:
 
 
 def frontier_points(result: QueryResult) -> list[FrontierPoint]:
-    """One point per row of `cost_frontier`, labelled with its job and k."""
+    """One point per row of `cost_frontier` (its `R1_95` reads "low..high")."""
     points = []
     for values in result.rows:
         row = dict(zip(result.columns, values, strict=True))
-        how = "exhaustive" if row["mode"] == "exhaustive" else f"k{row['top_k']}"
+        interval = [float(x) for x in str(row["R1_95"]).split("..")] if row["R1_95"] else [None, None]
         points.append(
             FrontierPoint(
-                label=f"{row['job']} {how}",
+                label=str(row["job"]),
                 R1=float(row["R1"]),  # type: ignore[arg-type]
-                low=None if row["R1_low"] is None else float(row["R1_low"]),  # type: ignore[arg-type]
-                high=None if row["R1_high"] is None else float(row["R1_high"]),  # type: ignore[arg-type]
-                seconds_per_1k=float(row["seconds_per_1k"]),  # type: ignore[arg-type]
+                low=interval[0],
+                high=interval[1],
+                seconds_per_1k=float(row["s_per_1k_queries"]),  # type: ignore[arg-type]
                 pareto=bool(row["pareto"]),
             )
         )

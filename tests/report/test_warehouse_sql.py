@@ -332,17 +332,18 @@ def pareto_set(points: dict[str, tuple[float, float]]) -> set[str]:
 
 
 def test_cost_frontier_marks_the_pareto_jobs(store: Store) -> None:
-    rows = _query(store, "cost_frontier")
-    got = {(row["variant"], row["mode"]): row for row in rows}
-    assert set(got) == set(store.score_ids)
+    rows = {row["job"]: row for row in _query(store, "cost_frontier")}
+    label = {"exhaustive": "exhaustive", "pruned": "k2"}
+    assert set(rows) == {f"{v} {label[m]}" for v, m in store.score_ids}
     expected: dict[str, tuple[float, float]] = {}
     for (variant, mode), out in store.out_dirs.items():  # R1 from the per-query files, cost from MLflow
         first = pq.read_table(out / "per_query.parquet").column("first_match_rank").to_pylist()
         r1 = 100 * sum(rank == 1 for rank in first) / len(first)
         cost = 1000 * _metric(store, store.score_ids[(variant, mode)], "score/seconds") / len(first)
-        row = got[(variant, mode)]
-        assert row["R1"] == pytest.approx(r1) and row["seconds_per_1k"] == pytest.approx(cost)
-        assert row["candidates"] is None and row["job"] == variant
-        expected[f"{variant}/{mode}"] = (r1, cost)
-    assert {f"{v}/{m}" for (v, m), row in got.items() if row["pareto"]} == pareto_set(expected)
-    assert got[("global", "pruned")]["pareto"] and not got[("global", "exhaustive")]["pareto"]
+        job = f"{variant} {label[mode]}"
+        assert rows[job]["R1"] == pytest.approx(r1) and rows[job]["s_per_1k_queries"] == pytest.approx(cost)
+        low, high = map(float, rows[job]["R1_95"].split(".."))
+        assert low <= r1 <= high
+        expected[job] = (r1, cost)
+    assert {job for job, row in rows.items() if row["pareto"]} == pareto_set(expected)
+    assert rows["global k2"]["pareto"] and not rows["global exhaustive"]["pareto"]
