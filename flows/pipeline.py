@@ -16,6 +16,7 @@ from flows.config import (
     EmbedRunConfig,
     PipelineConfig,
     PrepareRunConfig,
+    ScoreJob,
     ScoreRunConfig,
     TrainRunConfig,
     flatten,
@@ -103,14 +104,14 @@ def tbpr_pipeline(config: PipelineConfig = PipelineConfig()) -> PipelineResult:
         )
     scored: dict[str, tuple[Path, list[ScoreResult]]] = {}
     for variant, emb in embs.items():
-        sources = candidate_sources(config, variant, embs)
+        jobs, sources = jobs_of(config, variant, trained.results[variant].variant, embs)
         scored[variant] = (
             emb,
             score_queries_flow.with_options(task_runner=runner)(
                 ScoreRunConfig(
                     emb=emb,
                     out=run_dir / "score" / variant,
-                    jobs=[j for j in config.jobs if j.candidates is None or j.candidates in sources],
+                    jobs=jobs,
                     tracking=config.tracking,
                     runner=config.runner,
                     parent_run_id=parent,
@@ -145,14 +146,23 @@ def tbpr_pipeline(config: PipelineConfig = PipelineConfig()) -> PipelineResult:
     return PipelineResult(run_dir, parent, warehouse, board, trained.failed)
 
 
-def candidate_sources(config: PipelineConfig, name: str, embs: dict[str, Path]) -> dict[str, Path]:
-    """The EMB folder of each variant trained with the same seed as model `name` (a cascade's
-    candidates come from the same seed's model); variants that failed to train are absent."""
-    models = {model: (variant, seed) for model, variant, seed in config.train.models()}
-    if name not in models:
-        return {}
-    seed = models[name][1]
-    return {v: embs[model] for model, (v, s) in models.items() if s == seed and model in embs}
+def jobs_of(
+    config: PipelineConfig, name: str, variant: str, embs: dict[str, Path]
+) -> tuple[list[ScoreJob], dict[str, Path]]:
+    """The jobs that model `name` (of `variant`) runs, and the EMB folder of each variant trained with
+    the same seed (a cascade's candidates come from the same seed's model; a variant that failed to
+    train is absent, and its cascades are skipped). A job's `variants` limits the models that run it;
+    a cascade from the model's own variant is its plain pruned job, so it is skipped too."""
+    models = {model: (v, seed) for model, v, seed in config.train.models()}
+    seed = models[name][1] if name in models else None
+    sources = {v: embs[model] for model, (v, s) in models.items() if s == seed and model in embs}
+    jobs = [
+        job
+        for job in config.jobs
+        if (job.variants is None or variant in job.variants)
+        and (job.candidates is None or (job.candidates in sources and job.candidates != variant))
+    ]
+    return jobs, sources
 
 
 def draw_pictures(

@@ -133,6 +133,10 @@ def save_random_blip(
     config = BlipConfig(
         text_config={
             **tower,
+            "bos_token_id": tokenizer.cls_token_id,
+            "sep_token_id": tokenizer.sep_token_id,
+            "eos_token_id": tokenizer.sep_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
             "vocab_size": len(tokenizer),
             "max_position_embeddings": 64,
             "encoder_hidden_size": width,

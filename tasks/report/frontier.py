@@ -59,7 +59,7 @@ def frontier_plot(points: list[FrontierPoint], out: Path) -> Path:
         error = None
         if point.low is not None and point.high is not None:
             error = [[max(0.0, point.R1 - point.low)], [max(0.0, point.high - point.R1)]]
-        ax.errorbar(point.seconds_per_1k, point.R1, yerr=error, fmt="o", color=color, ms=4, lw=0.8)
+        ax.errorbar(point.seconds_per_1k, point.R1, yerr=error, fmt="o", color=color, ms=4, lw=0.8, alpha=0.6)
         ax.annotate(
             point.label,
             (point.seconds_per_1k, point.R1),

@@ -126,5 +126,21 @@ def test_cascade_jobs_are_pruned_and_take_candidates_from_a_trained_variant() ->
     assert cascade.name == "pruned-k20-flat-from-global"
     with pytest.raises(ValueError, match="pruned job of one process"):
         ScoreJob(mode="exhaustive", candidates="global")
-    with pytest.raises(TbprError, match="not a trained variant"):
-        load_config(PipelineConfig, profile_path("main"), ['train.variants=["cross_scan"]'])
+    with pytest.raises(ValueError, match="unknown variant"):
+        ScoreJob(mode="pruned", candidates="globl")
+    # a candidates variant left untrained is no error: its cascades are skipped (`jobs_of`)
+    load_config(PipelineConfig, profile_path("main"), ['train.variants=["cross_scan"]'])
+
+
+def test_each_model_runs_its_jobs_with_the_same_seeds_candidates() -> None:
+    from flows.pipeline import jobs_of
+
+    main = PipelineConfig()
+    embs = {name: Path(f"/emb/{name}") for name, _, _ in main.train.models()}
+    cascade = next(job for job in main.jobs if job.candidates)
+    jobs, sources = jobs_of(main, "cross_scan-seed1", "cross_scan", embs)
+    assert cascade in jobs and sources["global"] == Path("/emb/global-seed1")
+    assert cascade not in jobs_of(main, "global-seed1", "global", embs)[0]  # its own pruned job
+    assert cascade not in jobs_of(main, "mixed-seed0", "mixed", embs)[0]  # not in the job's variants
+    del embs["global-seed2"]  # failed to train: the cascades of seed 2 are skipped
+    assert cascade not in jobs_of(main, "cross_scan-seed2", "cross_scan", embs)[0]

@@ -36,7 +36,9 @@ def test_pipeline_outputs_tracking_and_warehouse(pipeline: object, tbpr_home: Pa
     for name in models:
         assert (run_dir / "emb" / name / RUN_CONFIG).is_file()
         for job in ("exhaustive", "pruned-k5-flat", "pruned-k5-flat-from-global"):
-            assert (run_dir / "score" / name / job / "rankings.parquet").is_file()
+            cascade = job.endswith("global")
+            skipped = cascade and name.startswith("global")
+            assert (run_dir / "score" / name / job / "rankings.parquet").is_file() != skipped
     plots = {p.name for p in (run_dir / "plots").iterdir()}
     assert {"cmc.png", "r1_vs_cost.png", "grounding.png", "val_curves.png", "cost_frontier.png"} <= plots
     assert any(p.startswith("attention_cross_scan") for p in plots)
@@ -53,9 +55,10 @@ def test_pipeline_outputs_tracking_and_warehouse(pipeline: object, tbpr_home: Pa
         [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{pipeline.parent_run_id}'"
     )
     stages = sorted((c.data.tags["stage"], c.data.tags["variant"]) for c in children)
-    per_model = ("train", "score", "score", "score")
+    per_model = ("train", "score", "score")  # and cross_scan's cascade
     expected = [(s, v) for v in ("global", "cross_scan") for _ in (0, 1) for s in per_model] + [
-        ("train", "global")
+        ("train", "global"),
+        *[("score", "cross_scan")] * 2,
     ]
     assert stages == sorted(expected)  # 2 variants x 2 seeds, and the backbone
     artifacts = {a.path for a in client.list_artifacts(pipeline.parent_run_id, "plots")}
@@ -99,7 +102,8 @@ def _check_cascades(pipeline: object, scoring: list[Any], children: list[Any]) -
     assert isinstance(pipeline, PipelineResult) and pipeline.warehouse is not None
     train = {c.info.run_id: c for c in children if c.data.tags["stage"] == "train"}
     cascades = [c for c in scoring if c.data.tags.get("cascade") == "true"]
-    assert len(cascades) == 4 and {c.data.tags["candidates_variant"] for c in cascades} == {"global"}
+    assert len(cascades) == 2 and {c.data.tags["candidates_variant"] for c in cascades} == {"global"}
+    assert {c.data.tags["variant"] for c in cascades} == {"cross_scan"}
     for run in cascades:
         model = train[run.data.tags["train_run_id"]]
         proposer = train[run.data.params["candidates_run_id"]]
@@ -114,6 +118,7 @@ def _check_cascades(pipeline: object, scoring: list[Any], children: list[Any]) -
         f"global -> {v} k5" if c else f"{v} {how.split()[0]}": (v, m, c)
         for v in ("global", "cross_scan")
         for how, (m, c) in jobs.items()
+        if v != c  # global's cascade from itself would be its pruned job: skipped
     }
     assert set(rows) == set(labels)
     seconds: dict[tuple[str, str, str | None], list[float]] = {}
