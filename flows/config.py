@@ -172,16 +172,44 @@ class ScoreJob(Settings):
     adaptive: bool = False  # pruned: a per-query k <= top_k (re-ranking stops when the top 10 are settled)
     shards: int = Field(default=1, ge=1)  # > 1: the gallery scored in shards on Dask workers, merged exactly
     scheduler: str | None = None  # with shards: a Dask scheduler address (default: a local cluster)
+    # pruned, a cascade: the same seed's model of this variant (e.g. "global") proposes the top_k
+    # candidates from its FAISS index, each model's pair scorer re-ranks them (`score --candidates-from`)
+    candidates: str | None = None
+    # in a pipeline, only the models of these variants run this job (default: every model)
+    variants: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _cascade(self) -> ScoreJob:
+        """A cascade is a pruned job of one process; the variants it names are registered (a model
+        whose candidates variant was not trained skips it)."""
+        if self.candidates is not None and (self.mode != "pruned" or self.adaptive or self.shards > 1):
+            raise ValueError("candidates (a cascade) is a pruned job of one process, without adaptive")
+        known = registered_variants() + control_variants()
+        unknown = sorted(
+            {*(self.variants or []), *([self.candidates] if self.candidates else [])} - set(known)
+        )
+        if unknown:
+            raise ValueError(f"unknown variant(s) {unknown} in a job; registered: {known}")
+        return self
 
     @property
     def name(self) -> str:
-        """Folder name of this job's outputs, e.g. `pruned-k50-flat`."""
+        """Folder name of this job's outputs, e.g. `pruned-k50-flat`, `pruned-k20-flat-from-global`."""
         name = self.mode if self.mode == "exhaustive" else f"pruned-k{self.top_k}-{self.index}"
         name += "-adaptive" if self.adaptive else ""
+        name += f"-from-{self.candidates}" if self.candidates else ""
         return name if self.shards == 1 else f"{name}-shards{self.shards}"
 
 
 DEFAULT_JOBS = [ScoreJob(), ScoreJob(mode="pruned", top_k=20)]
+# the main job's: also a cascade, each pairwise model re-ranking the top 20 of the same seed's `global`
+# (9 more scoring jobs: seconds of scoring, about one of model loading and MLflow logging each)
+MAIN_JOBS = [
+    *DEFAULT_JOBS,
+    ScoreJob(
+        mode="pruned", top_k=20, candidates="global", variants=["cross_scan", "cross_fusion", "hard_topk"]
+    ),
+]
 
 
 class PlotSettings(Settings):
@@ -248,6 +276,16 @@ class ScoreRunConfig(Settings):
     tracking: TrackingConfig = TrackingConfig()
     runner: RunnerConfig = RunnerConfig()
     parent_run_id: str | None = None  # MLflow parent run of the scoring runs (set by the pipeline)
+    # the EMB folder of each variant a cascade job names in `candidates` (set by the pipeline: the
+    # same seed's models)
+    candidates: dict[str, Path] = {}
+
+    @model_validator(mode="after")
+    def _candidates_known(self) -> ScoreRunConfig:
+        missing = sorted({j.candidates for j in self.jobs if j.candidates} - set(self.candidates))
+        if missing:
+            raise ValueError(f"jobs take candidates from {missing}: give their EMB folders in `candidates`")
+        return self
 
 
 class PipelineConfig(Settings):
@@ -257,7 +295,7 @@ class PipelineConfig(Settings):
     data: SourceSettings = SourceSettings(synth=SynthSettings(identities=500, held_out=100))
     train: TrainSettings = TrainSettings(seeds=[0, 1, 2], config=MAIN_HEADS, per_variant=MAIN_PER_VARIANT)
     embed: EmbedSettings = EmbedSettings(precision="bf16")
-    jobs: list[ScoreJob] = DEFAULT_JOBS
+    jobs: list[ScoreJob] = MAIN_JOBS
     tracking: TrackingConfig = TrackingConfig()
     runner: RunnerConfig = RunnerConfig()
     plots: PlotSettings = PlotSettings()

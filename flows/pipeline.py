@@ -18,6 +18,7 @@ from flows.config import (
     GalleryRunConfig,
     PipelineConfig,
     PrepareRunConfig,
+    ScoreJob,
     ScoreRunConfig,
     TrainRunConfig,
     flatten,
@@ -30,6 +31,7 @@ from flows.prefect_tasks import (
     close_run_task,
     cmc_plot_task,
     cost_plot_task,
+    frontier_plot_task,
     grounding_plot_task,
     leaderboard_task,
     load_attributes_task,
@@ -43,6 +45,7 @@ from flows.runners import task_runner
 from flows.score import score_queries_flow
 from flows.train import VariantsFailed, failure_message, train_variants_flow
 from tasks.core.env import Home, home
+from tasks.report.frontier import FRONTIER_PNG
 from tasks.report.plots import CMC_PNG, COST_PNG, GROUNDING_PNG, VAL_CURVES_PNG, CostPoint
 from tasks.report.queries import QueryResult
 from tasks.score.layout import rankings_glob
@@ -90,29 +93,33 @@ def tbpr_pipeline(config: PipelineConfig = PipelineConfig()) -> PipelineResult:
         )
     )
     indexes = sorted({job.index for job in config.jobs if job.mode == "pruned"}) or ["flat"]
-    scored: dict[str, tuple[Path, list[ScoreResult]]] = {}
-    for variant, result in trained.results.items():
-        emb = run_dir / "emb" / variant
+    embs: dict[str, Path] = {}
+    for variant, result in trained.results.items():  # every model first: cascades read each other's
+        embs[variant] = run_dir / "emb" / variant
         embed_gallery_flow(
             EmbedRunConfig(
                 data=prepared.out,
                 model=result.run_id,
-                out=emb,
+                out=embs[variant],
                 embed=config.embed,
                 indexes=indexes,  # type: ignore[arg-type]
                 tracking=config.tracking,
             )
         )
+    scored: dict[str, tuple[Path, list[ScoreResult]]] = {}
+    for variant, emb in embs.items():
+        jobs, sources = jobs_of(config, variant, trained.results[variant].variant, embs)
         scored[variant] = (
             emb,
             score_queries_flow.with_options(task_runner=runner)(
                 ScoreRunConfig(
                     emb=emb,
                     out=run_dir / "score" / variant,
-                    jobs=config.jobs,
+                    jobs=jobs,
                     tracking=config.tracking,
                     runner=config.runner,
                     parent_run_id=parent,
+                    candidates=sources,
                 )
             ),
         )
@@ -134,6 +141,9 @@ def tbpr_pipeline(config: PipelineConfig = PipelineConfig()) -> PipelineResult:
         pictures.append(grounding_plot_task(by_variant, run_dir / "plots" / GROUNDING_PNG))
     log_files_task(config.tracking, parent, pictures, "plots")
     warehouse, board = refresh_warehouse(tbpr, prepared.out, source_dir(prepare), config)
+    if warehouse is not None and scored:  # every job of this run, single models and cascades
+        frontier = frontier_plot_task(warehouse, run_dir / "plots" / FRONTIER_PNG)
+        log_files_task(config.tracking, parent, [frontier], "plots")
     close_run_task(config.tracking, parent, failed=bool(trained.failed))
     gallery = None
     if config.gallery is not None and any(r.promoted for r in trained.results.values()):
@@ -149,6 +159,25 @@ def tbpr_pipeline(config: PipelineConfig = PipelineConfig()) -> PipelineResult:
     if trained.failed:
         raise VariantsFailed(failure_message(trained) + f"; the others are in {run_dir}")
     return PipelineResult(run_dir, parent, warehouse, board, trained.failed, gallery)
+
+
+def jobs_of(
+    config: PipelineConfig, name: str, variant: str, embs: dict[str, Path]
+) -> tuple[list[ScoreJob], dict[str, Path]]:
+    """The jobs that model `name` (of `variant`) runs, and the EMB folder of each variant trained with
+    the same seed (a cascade's candidates come from the same seed's model; a variant that failed to
+    train is absent, and its cascades are skipped). A job's `variants` limits the models that run it;
+    a cascade from the model's own variant is its plain pruned job, so it is skipped too."""
+    models = {model: (v, seed) for model, v, seed in config.train.models()}
+    seed = models[name][1] if name in models else None
+    sources = {v: embs[model] for model, (v, s) in models.items() if s == seed and model in embs}
+    jobs = [
+        job
+        for job in config.jobs
+        if (job.variants is None or variant in job.variants)
+        and (job.candidates is None or (job.candidates in sources and job.candidates != variant))
+    ]
+    return jobs, sources
 
 
 def draw_pictures(

@@ -25,6 +25,7 @@ from tasks.data.synth.layout import ANNOTATIONS
 from tasks.embed.encode import embed_split
 from tasks.embed.folder import embed_folder
 from tasks.embed.layout import EMBED_JSON
+from tasks.report.frontier import draw_frontier
 from tasks.report.plots import attention_maps, cmc_plot, cost_plot, grounding_plot, val_curves_plot
 from tasks.report.queries import leaderboard
 from tasks.report.warehouse import load_attributes, sync
@@ -101,6 +102,7 @@ close_run_task = task(name="close-run", **IO_RETRIES)(close_run)
 log_files_task = task(name="log-artifacts", **IO_RETRIES)(log_files)
 cmc_plot_task = task(name="plot-cmc")(cmc_plot)
 cost_plot_task = task(name="plot-cost")(cost_plot)
+frontier_plot_task = task(name="plot-cost-frontier")(draw_frontier)
 grounding_plot_task = task(name="plot-grounding")(grounding_plot)
 val_curves_plot_task = task(name="plot-val-curves")(val_curves_plot)
 attention_maps_task = task(name="plot-attention")(attention_maps)

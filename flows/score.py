@@ -22,6 +22,7 @@ def score_queries_flow(config: ScoreRunConfig) -> list[ScoreResult]:
             adaptive=job.adaptive,
             shards=job.shards,
             scheduler=job.scheduler,
+            candidates_from=config.candidates[job.candidates] if job.candidates else None,
             tracking=config.tracking,
             parent_run_id=config.parent_run_id,
         )

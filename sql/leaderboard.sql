@@ -13,7 +13,7 @@ WITH latest AS (
   SELECT parent_run_id FROM scoring_jobs ORDER BY parent_run_id IS NULL, start_time DESC LIMIT 1
 ), reference AS (
   SELECT s.* FROM variant_stats s JOIN latest l ON s.parent_run_id IS NOT DISTINCT FROM l.parent_run_id
-  QUALIFY dense_rank() OVER (ORDER BY s.mode = 'exhaustive' DESC, s.top_k DESC NULLS FIRST, s."index", s.dataset) = 1
+  QUALIFY dense_rank() OVER (ORDER BY s.mode = 'exhaustive' DESC, s.candidates NULLS FIRST, s.top_k DESC NULLS FIRST, s."index", s.dataset) = 1
 ), cost AS (
   SELECT j.variant, avg(j.seconds) AS seconds, avg(g.value) AS grounding,
          min(t.epochs) AS epochs_min, max(t.epochs) AS epochs_max,
@@ -22,6 +22,7 @@ WITH latest AS (
   FROM scoring_jobs j JOIN reference r
     ON j.variant = r.variant AND j.mode = r.mode AND j.parent_run_id IS NOT DISTINCT FROM r.parent_run_id
    AND j.top_k IS NOT DISTINCT FROM r.top_k AND j."index" IS NOT DISTINCT FROM r."index"
+   AND j.candidates IS NOT DISTINCT FROM r.candidates
   LEFT JOIN metrics g ON g.run_id = j.model_run_id AND g.key = 'test/grounding'
   LEFT JOIN runs t ON t.run_id = j.model_run_id
   GROUP BY j.variant

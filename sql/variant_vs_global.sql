@@ -8,7 +8,7 @@ WITH latest AS (
   SELECT parent_run_id FROM scoring_jobs ORDER BY parent_run_id IS NULL, start_time DESC LIMIT 1
 ), reference AS (
   SELECT s.* FROM variant_stats s JOIN latest l ON s.parent_run_id IS NOT DISTINCT FROM l.parent_run_id
-  QUALIFY dense_rank() OVER (ORDER BY s.mode = 'exhaustive' DESC, s.top_k DESC NULLS FIRST, s."index", s.dataset) = 1
+  QUALIFY dense_rank() OVER (ORDER BY s.mode = 'exhaustive' DESC, s.candidates NULLS FIRST, s.top_k DESC NULLS FIRST, s."index", s.dataset) = 1
 )
 SELECT variant, seeds, queries, R1_mean, delta_R1, delta_R1_low, delta_R1_high,
        round(delta_R1_mde, 2) AS mde_R1,

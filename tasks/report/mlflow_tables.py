@@ -96,6 +96,8 @@ SCORE_OUTPUTS_SCHEMA = pa.schema(
         ("mode", pa.string()),
         ("top_k", pa.int64()),
         ("index", pa.string()),
+        ("candidates", pa.string()),
+        ("num_queries", pa.int64()),
         ("R1", pa.float64()),
         ("R5", pa.float64()),
         ("R10", pa.float64()),
@@ -116,6 +118,7 @@ WITH p AS (
          try_cast(max(value) FILTER (WHERE key = '{names.PARAM_TOP_K}') AS BIGINT) AS top_k,
          max(value) FILTER (WHERE key = '{names.PARAM_INDEX}') AS "index",
          max(value) FILTER (WHERE key = '{names.PARAM_OUT_DIR}') AS out_dir,
+         max(value) FILTER (WHERE key = '{names.PARAM_CANDIDATES}') AS candidates,
          max(value) FILTER (WHERE key IN ('{names.PARAM_MODEL_RUN}', '{names.TAG_TRAIN_RUN}')) AS model_run_id
   FROM (SELECT run_id, key, nullif(value, 'None') AS value FROM params)
   GROUP BY run_id
@@ -134,7 +137,8 @@ WITH p AS (
 )
 SELECT r.run_id, r.parent_run_id, coalesce(r.variant, f.variant) AS variant, r.dataset, r.start_time,
        r.status, coalesce(p.mode, f.mode) AS mode, coalesce(p.top_k, f.top_k) AS top_k,
-       coalesce(p."index", f."index") AS "index", coalesce(p.out_dir, f.out_dir) AS out_dir,
+       coalesce(p."index", f."index") AS "index", coalesce(p.candidates, f.candidates) AS candidates,
+       coalesce(p.out_dir, f.out_dir) AS out_dir, f.num_queries,
        coalesce(p.model_run_id, t.train_run_id, f.train_run_id) AS model_run_id,
        coalesce(m.R1, f.R1) AS R1, coalesce(m.R5, f.R5) AS R5, coalesce(m.R10, f.R10) AS R10,
        coalesce(m.mAP, f.mAP) AS mAP, coalesce(m.mINP, f.mINP) AS mINP,

@@ -84,7 +84,7 @@ def cmc_plot(jobs: Mapping[str, tuple[Path, Path]], out: Path, max_rank: int = 2
     ax.set(xlabel="rank", ylabel="matches within rank (%)", title="CMC (test)", ylim=(0, 100))
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def cost_plot(points: Sequence[CostPoint], out: Path) -> Path:
@@ -99,7 +99,7 @@ def cost_plot(points: Sequence[CostPoint], out: Path) -> Path:
     ax.set(xscale="log", xlabel="scoring time (s)", ylabel="R1 (%)", title="R1 against scoring cost")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def grounding_plot(points: Mapping[str, Sequence[tuple[float, float]]], out: Path) -> Path:
@@ -125,7 +125,7 @@ def grounding_plot(points: Mapping[str, Sequence[tuple[float, float]]], out: Pat
     ax.grid(alpha=0.3, axis="y")
     if variants:
         ax.legend(fontsize="small")
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def val_curves_plot(curves: Mapping[str, Sequence[Sequence[float]]], out: Path) -> Path:
@@ -151,7 +151,7 @@ def val_curves_plot(curves: Mapping[str, Sequence[Sequence[float]]], out: Path) 
     fig.supxlabel("epoch", fontsize=9)
     fig.supylabel("val R1 (%)", fontsize=9)
     fig.suptitle("Val R1 per epoch (thin: each seed; thick: their mean)", fontsize=10)
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def region_grid(regions: int, height: int, width: int) -> tuple[int, int]:
@@ -237,10 +237,10 @@ def _draw_attention(
     for ax in axes:
         ax.axis("off")
     fig.suptitle(text if len(text) < 90 else text[:87] + "...", fontsize=7)
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
-def _save(fig: Figure, out: Path) -> Path:
+def save_figure(fig: Figure, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
     log.info("wrote %s", out)

@@ -116,7 +116,9 @@ def compare(
 class ScoredModel:
     """One scoring job of the warehouse's `scoring_jobs`, with where its per-query results are."""
 
-    comparison: tuple[object, ...]  # (dataset, parent_run_id, mode, top_k, index): compared together
+    # (dataset, parent_run_id, mode, top_k, index, candidates): compared together (candidates: the
+    # variant that proposed a cascade's candidates, None for a single model's job)
+    comparison: tuple[object, ...]
     variant: str
     model: str  # the training run (one seed of the variant), or the job itself when unknown
     out_dir: Path
@@ -128,6 +130,7 @@ GROUP_COLUMNS = (
     ("mode", pa.string()),
     ("top_k", pa.int64()),
     ("index", pa.string()),
+    ("candidates", pa.string()),
 )
 STAT_COLUMNS = [("variant", pa.string()), ("seeds", pa.int64()), ("queries", pa.int64())] + [
     (f"{prefix}{metric}{suffix}", pa.float64())

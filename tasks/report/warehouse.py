@@ -108,14 +108,15 @@ def _variant_stats(con: duckdb.DuckDBPyConnection) -> None:
     each model's latest job counts. Datasets are never mixed: query ids restart in each."""
     jobs = con.sql(
         """
-        SELECT dataset, parent_run_id, mode, top_k, "index", variant, coalesce(model_run_id, run_id), out_dir
+        SELECT dataset, parent_run_id, mode, top_k, "index", candidates, variant,
+               coalesce(model_run_id, run_id), out_dir
         FROM scoring_jobs WHERE out_dir IS NOT NULL AND variant IS NOT NULL
         ORDER BY start_time
         """
     ).fetchall()
     models = [
-        ScoredModel((dataset, parent, mode, top_k, index), variant, model, Path(out))
-        for dataset, parent, mode, top_k, index, variant, model, out in jobs
+        ScoredModel((dataset, parent, mode, top_k, index, candidates), variant, model, Path(out))
+        for dataset, parent, mode, top_k, index, candidates, variant, model, out in jobs
     ]
     con.register("arrow_variant_stats", variant_stats_table(models))
     con.sql("CREATE TABLE variant_stats AS SELECT * FROM arrow_variant_stats")

@@ -30,7 +30,9 @@ from tasks.embed.layout import GALLERY as GALLERY_FILE
 from tasks.embed.layout import QUERIES as QUERIES_FILE
 from tasks.embed.layout import EmbedInfo
 from tasks.embed.store import EmbeddingStore
+from tasks.score.cascade import Alignment, align, propose, stage1_similarity
 from tasks.score.exhaustive import exhaustive_similarity
+from tasks.score.external import gallery_images, open_reranker, query_texts, rerank_external
 from tasks.score.layout import METRICS, PER_QUERY, PER_QUERY_SCHEMA, RANKINGS
 from tasks.score.pruned import Candidates, batched_chunk_size, first_stage, rerank, rerank_adaptive
 from tasks.score.ranking import (
@@ -93,6 +95,8 @@ def score(
     shards: int = 1,
     scheduler: str | None = None,
     adaptive: bool = False,
+    candidates_from: Path | None = None,
+    reranker: Path | None = None,
 ) -> ScoreResult:
     """Rank every query of `emb`, write rankings and metrics to `out`, and log a scoring run.
 
@@ -100,14 +104,23 @@ def score(
     a local cluster, or the one at `scheduler`); the rankings and metrics are those of one process
     (exactly with the flat index; each shard's own hnsw/ivf/ivfpq/fastscan index is approximate as one is).
     `adaptive` (pruned) gives each query its own k <= top_k: re-ranking stops once the model's score
-    bound says no further candidate can enter the query's top 10 (`tasks.score.pruned.rerank_adaptive`)."""
+    bound says no further candidate can enter the query's top 10 (`tasks.score.pruned.rerank_adaptive`).
+    `candidates_from` (pruned) is another model's EMB of the same queries and gallery whose index
+    proposes the candidates that `emb`'s model re-ranks (a cascade, `tasks.score.cascade`).
+    `reranker` (pruned) is a local Hugging Face cross-encoder folder (BLIP ITM) that re-ranks the top k
+    of `emb`'s index in place of `emb`'s model, from the caption texts and the images of its DATA
+    (`tasks.score.external`)."""
     if mode not in SCORE_MODES:
         raise TbprError(f"unknown mode {mode!r}; use one of {', '.join(SCORE_MODES)}")
     kind = check_index_kind(index)
     if top_k < 1:
         raise TbprError(f"--top-k must be at least 1 (got {top_k})")
     check_out_folder(
-        out, command="score", marker=METRICS, names=(RANKINGS, PER_QUERY), inputs={"EMB folder": emb}
+        out,
+        command="score",
+        marker=METRICS,
+        names=(RANKINGS, PER_QUERY),
+        inputs={"EMB folder": emb, "--candidates-from folder": candidates_from},
     )
     dtype = precision_dtype(precision)
     torch_device = resolve_device(device)
@@ -127,6 +140,17 @@ def score(
             f"{emb} has no queries (an image folder's EMB: no captions, no person ids) to score; "
             f'search it instead: tbpr search {emb} "a man in a red jacket"'
         )
+    if candidates_from is not None and (mode != "pruned" or shards > 1 or adaptive):
+        raise TbprError(
+            "--candidates-from is a pruned-scoring option of one process (not with exhaustive, "
+            "--shards or --adaptive, whose bound needs the re-ranking model's own first stage)"
+        )
+    if reranker is not None and (mode != "pruned" or shards > 1 or adaptive or candidates_from is not None):
+        raise TbprError(
+            "--reranker re-ranks the top k of EMB's own index: a pruned-scoring option of one process "
+            "(not with exhaustive, --shards, --adaptive or --candidates-from)"
+        )
+    cascade = _cascade(emb, candidates_from) if candidates_from is not None else None
     if track and parent_run_id:
         from tasks.tracking.store import require_run  # mlflow loads only when a run is logged
 
@@ -140,16 +164,24 @@ def score(
         image_ids = ids_of(emb, GALLERY_FILE, "image_id")
     else:
         store = EmbeddingStore(emb)
-        model = store.info.load_model(torch_device)
         keep_freed_memory(math.ceil(memory_budget_mb))  # reuse freed blocks, within the budget
-        if mode == "exhaustive":
+        if reranker is not None:
+            scored = _external(reranker, store, kind, top_k, torch_device)
+        elif mode == "exhaustive":
+            model = store.info.load_model(torch_device)
             scored = _exhaustive(model, store, memory_budget_mb, torch_device, dtype)
         else:
-            scored = _pruned(model, store, emb, kind, top_k, memory_budget_mb, torch_device, dtype, adaptive)
+            model = store.info.load_model(torch_device)
+            scored = _pruned(
+                model, store, kind, top_k, memory_budget_mb, torch_device, dtype, adaptive, cascade
+            )
         query_ids, query_pids = store.query_ids()
         image_ids, gallery_pids = store.gallery_ids()
         per_query = per_query_metrics(scored.similarity, query_pids, gallery_pids)  # ranks once
         store_details = _model_details(store)
+        if reranker is not None:  # the re-ranker is the scored model, EMB's model the candidates one
+            store_details |= {"model_ref": str(reranker.resolve()), "train_run_id": None}
+            store_details |= {"variant": scored.details["reranker"]} | _candidates_details(store)
     metrics = per_query.metrics()
     result = ScoreResult(
         out=out,
@@ -204,20 +236,23 @@ def _exhaustive(
 def _pruned(
     model: RetrievalModel,
     store: EmbeddingStore,
-    emb: Path,
     kind: Any,
     top_k: int,
     memory_budget_mb: float,
     device: torch.device,
     dtype: torch.dtype,
     adaptive: bool = False,
+    cascade: tuple[EmbeddingStore, Alignment] | None = None,
 ) -> _Scored:
-    faiss_index = store.index(kind)
+    faiss_index = store.index(kind) if cascade is None else cascade[0].index(kind)
     shapes = store.shapes()
     image_floats = model.head.candidate_image_floats(shapes.regions, shapes.dim)
     chunk = batched_chunk_size(top_k, shapes, memory_budget_mb, image_floats, dtype.itemsize)
     start = time.perf_counter()
-    candidates = first_stage(faiss_index, store.text_globals(), top_k, IndexParams())
+    if cascade is None:
+        candidates = first_stage(faiss_index, store.text_globals(), top_k, IndexParams())
+    else:
+        candidates = propose(cascade[0], cascade[1], top_k, kind)
     stage1_seconds = time.perf_counter() - start
     options: dict[str, Any] = {
         "device": device,
@@ -243,9 +278,12 @@ def _pruned(
         reranked = rerank(model, store, candidates, **options)
     seconds = time.perf_counter() - start
     # evaluation only: images outside the top-k keep their first-stage (global cosine) order
-    ranking = rank_pruned(
-        candidates, reranked, global_similarity(store.text_globals(), store.image_globals())
+    stage1 = (
+        global_similarity(store.text_globals(), store.image_globals())
+        if cascade is None
+        else stage1_similarity(*cascade)
     )
+    ranking = rank_pruned(candidates, reranked, stage1)
     details = {
         "seconds_stage1": stage1_seconds,
         "seconds_rerank": seconds - stage1_seconds,
@@ -255,6 +293,34 @@ def _pruned(
         "candidates_found": int((candidates.ids >= 0).sum()),
         "adaptive": adaptive,
         "mean_k": reranked.pairs_scored / max(1, len(candidates.ids)),
+        # the cosines a flat first stage computes (hnsw and ivf compute fewer, not counted)
+        "pairs_stage1": len(candidates.ids) * store.num_images if kind == "flat" else None,
+        "pairs_rerank": reranked.pairs_scored,
+    }
+    if cascade is not None:
+        details |= _candidates_details(cascade[0])
+    return _Scored(ranking, ranking_similarity(ranking), reranked.pairs_scored, seconds, details)
+
+
+def _external(reranker: Path, store: EmbeddingStore, kind: Any, top_k: int, device: torch.device) -> _Scored:
+    """EMB's index proposes, the re-ranker of a local folder scores the candidates (`tasks.score.external`)."""
+    scorer = open_reranker(reranker, device)
+    texts, images = query_texts(store.emb), gallery_images(store.emb, Path(store.info.data))
+    start = time.perf_counter()
+    candidates = first_stage(store.index(kind), store.text_globals(), top_k, IndexParams())
+    stage1_seconds = time.perf_counter() - start
+    reranked = rerank_external(scorer, texts, images, candidates, show_progress=True)
+    seconds = time.perf_counter() - start
+    stage1 = global_similarity(store.text_globals(), store.image_globals())
+    ranking = rank_pruned(candidates, reranked, stage1)
+    details = {
+        "reranker": scorer.kind,
+        "seconds_stage1": stage1_seconds,
+        "seconds_rerank": seconds - stage1_seconds,
+        "rerank_calls": reranked.calls,
+        "candidates_found": int((candidates.ids >= 0).sum()),
+        "pairs_stage1": len(candidates.ids) * store.num_images if kind == "flat" else None,
+        "pairs_rerank": reranked.pairs_scored,
     }
     return _Scored(ranking, ranking_similarity(ranking), reranked.pairs_scored, seconds, details)
 
@@ -295,6 +361,23 @@ def _sharded(
     return scored, result.per_query
 
 
+def _cascade(emb: Path, candidates_from: Path) -> tuple[EmbeddingStore, Alignment]:
+    """The candidates EMB opened and aligned with `emb` (a TbprError naming both when they differ)."""
+    EmbedInfo.read(emb)  # the scored folder first: its own errors name it
+    source = EmbeddingStore(candidates_from)
+    return source, align(emb, candidates_from)
+
+
+def _candidates_details(source: EmbeddingStore) -> dict[str, Any]:
+    """What metrics.json and MLflow record of a cascade's first stage: the candidates model."""
+    return {
+        "candidates": source.info.variant,
+        "candidates_emb": str(source.emb.resolve()),
+        "candidates_model_ref": source.info.model_ref,
+        "candidates_train_run_id": source.info.train_run_id,
+    }
+
+
 def _model_details(store: EmbeddingStore) -> dict[str, Any]:
     return _model_details_of(store.info)
 
@@ -327,9 +410,12 @@ def log_scoring_run(
     }
     if details.get("train_run_id"):
         tags[names.TAG_TRAIN_RUN] = str(details["train_run_id"])
+    if details.get("candidates"):
+        tags |= {names.TAG_CASCADE: "true", names.TAG_CANDIDATES: str(details["candidates"])}
     name = f"score-{details.get('variant')}-{result.mode}" + (
         f"-{result.index}-k{result.top_k}" if result.top_k else ""
     )
+    name += f"-from-{details['candidates']}" if details.get("candidates") else ""
     run_id = tracker.start_run(tracker.experiment_id(dataset), name, tags, parent_run_id=parent_run_id)
     try:
         params = {
@@ -340,12 +426,26 @@ def log_scoring_run(
         }
         params |= {
             key: details[key]
-            for key in ("precision", "rerank_group", "query_block", "gallery_block")
+            for key in ("precision", "rerank_group", "query_block", "gallery_block", "reranker")
             if key in details
+        }
+        params |= {
+            param: details[key]
+            for param, key in (
+                (names.PARAM_CANDIDATES, "candidates"),
+                (names.PARAM_CANDIDATES_EMB, "candidates_emb"),
+                (names.PARAM_CANDIDATES_RUN, "candidates_train_run_id"),
+            )
+            if details.get(key)
         }
         tracker.log_params(run_id, {key: str(value) for key, value in params.items()})
         metrics = {names.metric_key("test", name): value for name, value in result.metrics.items()}
         metrics |= {names.SCORE_SECONDS: result.seconds, names.SCORE_PAIRS: float(result.pairs_scored)}
+        metrics |= {
+            f"score/{key}": float(details[key])
+            for key in ("seconds_stage1", "seconds_rerank", "pairs_stage1", "pairs_rerank")
+            if details.get(key) is not None
+        }
         tracker.log_metrics(run_id, metrics, step=0)
         tracker.log_artifacts(run_id, result.out / METRICS)
     except BaseException:

@@ -18,6 +18,8 @@ TAG_EPOCHS_RUN = "epochs_run"
 # Tags of scoring runs
 TAG_TRAIN_RUN = "train_run_id"
 TAG_MODE = "mode"
+TAG_CASCADE = "cascade"  # "true" when another model proposed the candidates
+TAG_CANDIDATES = "candidates_variant"  # that model's variant
 
 STAGE_TRAIN = "train"
 STAGE_SCORE = "score"
@@ -28,6 +30,10 @@ PARAM_MODE = "mode"
 PARAM_TOP_K = "top_k"
 PARAM_INDEX = "index"
 PARAM_MODEL_REF = "model_ref"
+# a cascade's first stage (`tbpr score --candidates-from EMB2`): EMB2's variant, folder, training run
+PARAM_CANDIDATES = "candidates"
+PARAM_CANDIDATES_EMB = "candidates_emb"
+PARAM_CANDIDATES_RUN = "candidates_run_id"
 # read by the warehouse for scoring runs logged by older tbpr versions or other tools
 PARAM_OUT_DIR = "out_dir"
 PARAM_MODEL_RUN = "model_run_id"

@@ -38,6 +38,20 @@ def score(
             help="Pruned: each query its own k <= --top-k (stop when no candidate can enter its top 10)."
         ),
     ] = False,
+    candidates_from: Annotated[
+        Path | None,
+        typer.Option(
+            help="Pruned: another model's EMB of the same queries and gallery whose FAISS index proposes "
+            "the top k that EMB's model re-ranks (a cascade, e.g. a `global` EMB)."
+        ),
+    ] = None,
+    reranker: Annotated[
+        Path | None,
+        typer.Option(
+            help="Pruned: a local Hugging Face cross-encoder folder (BLIP ITM, `save_pretrained`) that "
+            "re-ranks the top k of EMB's index from the captions and the images of EMB's DATA."
+        ),
+    ] = None,
     shards: Shards = 1,
     scheduler: Scheduler = None,
     track: Annotated[bool, typer.Option(help="Log an MLflow scoring run.")] = True,
@@ -65,8 +79,12 @@ def score(
         shards=shards,
         scheduler=scheduler,
         adaptive=adaptive,
+        candidates_from=candidates_from,
+        reranker=reranker,
     )
     title = f"{result.mode}" + (f" ({result.index}, k={result.top_k})" if result.top_k else "")
+    if result.details.get("candidates"):
+        title += f", {result.details['candidates']} -> {result.details['variant']}"
     table = Table(title=f"{title}: {out}")
     for column in ("R1", "R5", "R10", "mAP", "mINP", "pairs scored", "seconds"):
         table.add_column(column, justify="right")

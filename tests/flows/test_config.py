@@ -159,3 +159,29 @@ def test_an_unknown_key_in_any_table_of_a_run_config_is_an_error(section: str, t
     config.write_text(header + "no_such_setting = 1\n")
     with pytest.raises(TbprError, match="no_such_setting"):
         load_config(PipelineConfig, config)
+
+
+def test_cascade_jobs_are_pruned_and_take_candidates_from_a_trained_variant() -> None:
+    main = PipelineConfig()
+    cascade = next(job for job in main.jobs if job.candidates)
+    assert cascade.name == "pruned-k20-flat-from-global"
+    with pytest.raises(ValueError, match="pruned job of one process"):
+        ScoreJob(mode="exhaustive", candidates="global")
+    with pytest.raises(ValueError, match="unknown variant"):
+        ScoreJob(mode="pruned", candidates="globl")
+    # a candidates variant left untrained is no error: its cascades are skipped (`jobs_of`)
+    load_config(PipelineConfig, profile_path("main"), ['train.variants=["cross_scan"]'])
+
+
+def test_each_model_runs_its_jobs_with_the_same_seeds_candidates() -> None:
+    from flows.pipeline import jobs_of
+
+    main = PipelineConfig()
+    embs = {name: Path(f"/emb/{name}") for name, _, _ in main.train.models()}
+    cascade = next(job for job in main.jobs if job.candidates)
+    jobs, sources = jobs_of(main, "cross_scan-seed1", "cross_scan", embs)
+    assert cascade in jobs and sources["global"] == Path("/emb/global-seed1")
+    assert cascade not in jobs_of(main, "global-seed1", "global", embs)[0]  # its own pruned job
+    assert cascade not in jobs_of(main, "mixed-seed0", "mixed", embs)[0]  # not in the job's variants
+    del embs["global-seed2"]  # failed to train: the cascades of seed 2 are skipped
+    assert cascade not in jobs_of(main, "cross_scan-seed2", "cross_scan", embs)[0]

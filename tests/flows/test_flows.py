@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
@@ -47,10 +48,12 @@ def test_pipeline_outputs_tracking_and_warehouse(pipeline: object, tbpr_home: Pa
     models = [f"{v}-seed{s}" for v in ("global", "cross_scan") for s in (0, 1)]
     for name in models:
         assert (run_dir / "emb" / name / RUN_CONFIG).is_file()
-        for job in ("exhaustive", "pruned-k5-flat"):
-            assert (run_dir / "score" / name / job / "rankings.parquet").is_file()
+        for job in ("exhaustive", "pruned-k5-flat", "pruned-k5-flat-from-global"):
+            cascade = job.endswith("global")
+            skipped = cascade and name.startswith("global")
+            assert (run_dir / "score" / name / job / "rankings.parquet").is_file() != skipped
     plots = {p.name for p in (run_dir / "plots").iterdir()}
-    assert {"cmc.png", "r1_vs_cost.png", "grounding.png", "val_curves.png"} <= plots
+    assert {"cmc.png", "r1_vs_cost.png", "grounding.png", "val_curves.png", "cost_frontier.png"} <= plots
     assert any(p.startswith("attention_cross_scan") for p in plots)
     # every head started from the backbone fine-tuned once, and trained on the shared feature cache
     backbone = run_dir / "train" / "backbone"
@@ -65,9 +68,10 @@ def test_pipeline_outputs_tracking_and_warehouse(pipeline: object, tbpr_home: Pa
         [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{pipeline.parent_run_id}'"
     )
     stages = sorted((c.data.tags["stage"], c.data.tags["variant"]) for c in children)
-    per_model = ("train", "score", "score")
+    per_model = ("train", "score", "score")  # and cross_scan's cascade
     expected = [(s, v) for v in ("global", "cross_scan") for _ in (0, 1) for s in per_model] + [
-        ("train", "global")
+        ("train", "global"),
+        *[("score", "cross_scan")] * 2,
     ]
     assert stages == sorted(expected)  # 2 variants x 2 seeds, and the backbone
     artifacts = {a.path for a in client.list_artifacts(pipeline.parent_run_id, "plots")}
@@ -98,6 +102,54 @@ def test_pipeline_outputs_tracking_and_warehouse(pipeline: object, tbpr_home: Pa
     con = duckdb.connect(str(pipeline.warehouse), read_only=True)
     assert con.sql("SELECT count(*) FROM attributes").fetchall()[0][0] > 0
     con.close()
+    _check_cascades(pipeline, scoring, children)
+
+
+def _check_cascades(pipeline: object, scoring: list[Any], children: list[Any]) -> None:
+    """Each model's cascade job took its candidates from the same seed's `global`; `cost_frontier`
+    lists every job with MLflow's numbers and marks the Pareto set an independent loop finds."""
+    from flows.pipeline import PipelineResult
+    from tasks.report.frontier import cost_frontier
+    from tests.report.test_warehouse_sql import pareto_set
+
+    assert isinstance(pipeline, PipelineResult) and pipeline.warehouse is not None
+    train = {c.info.run_id: c for c in children if c.data.tags["stage"] == "train"}
+    cascades = [c for c in scoring if c.data.tags.get("cascade") == "true"]
+    assert len(cascades) == 2 and {c.data.tags["candidates_variant"] for c in cascades} == {"global"}
+    assert {c.data.tags["variant"] for c in cascades} == {"cross_scan"}
+    for run in cascades:
+        model = train[run.data.tags["train_run_id"]]
+        proposer = train[run.data.params["candidates_run_id"]]
+        assert proposer.data.tags["variant"] == "global"
+        assert proposer.data.params["train.seed"] == model.data.params["train.seed"]
+        assert run.data.params["candidates"] == "global" and run.data.params["top_k"] == "5"
+        assert run.data.metrics["score/pairs_rerank"] == run.data.metrics["score/pairs_scored"]
+    result = cost_frontier(pipeline.warehouse)
+    rows = {row[0]: dict(zip(result.columns, row, strict=True)) for row in result.rows}
+    jobs = {"exhaustive": ("exhaustive", None), "k5": ("pruned", None), "k5 from": ("pruned", "global")}
+    labels = {
+        f"global -> {v} k5" if c else f"{v} {how.split()[0]}": (v, m, c)
+        for v in ("global", "cross_scan")
+        for how, (m, c) in jobs.items()
+        if v != c  # global's cascade from itself would be its pruned job: skipped
+    }
+    assert set(rows) == set(labels)
+    seconds: dict[tuple[str, str, str | None], list[float]] = {}
+    for run in scoring:
+        key = (run.data.tags["variant"], run.data.params["mode"], run.data.params.get("candidates"))
+        seconds.setdefault(key, []).append(run.data.metrics["score/seconds"])
+    metrics = json.loads(
+        (pipeline.run_dir / "score" / "global-seed0" / "exhaustive" / "metrics.json").read_text()
+    )
+    points = {}
+    for job, row in rows.items():
+        mean = sum(seconds[labels[job]]) / 2
+        assert row["seeds"] == 2
+        assert row["s_per_1k_queries"] == pytest.approx(1000 * mean / metrics["num_queries"], abs=1e-3)
+        low, high = map(float, row["R1_95"].split(".."))
+        assert low - 0.05 <= row["R1"] <= high + 0.05
+        points[job] = (row["R1"], 1000 * mean / metrics["num_queries"])
+    assert {job for job, row in rows.items() if row["pareto"]} == pareto_set(points)
 
 
 def test_a_new_champion_refreshes_the_configured_gallery(

@@ -68,7 +68,7 @@ def test_table_aligns_queries_by_id_across_files(tmp_path: Path) -> None:
             pa.table({"query_id": ids, "first_match_rank": r, "ap": 1.0 / r, "inp": 1.0 / r}),
             out / "per_query.parquet",
         )
-        return ScoredModel(("synth", "p", "exhaustive", None, None), name.split("-")[0], name, out)
+        return ScoredModel(("synth", "p", "exhaustive", None, None, None), name.split("-")[0], name, out)
 
     table = variant_stats_table(
         [
@@ -111,7 +111,9 @@ def test_intervals_do_not_depend_on_the_run_ids_of_the_seeds(tmp_path: Path) -> 
                 out / "per_query.parquet",
             )
             models.append(
-                ScoredModel(("synth", "p", "exhaustive", None, None), name.split("-")[0], ids[name], out)
+                ScoredModel(
+                    ("synth", "p", "exhaustive", None, None, None), name.split("-")[0], ids[name], out
+                )
             )
         return variant_stats_table(models).to_pylist()
 

@@ -329,3 +329,34 @@ def test_a_warehouse_from_an_older_tbpr_gives_a_clear_error(tmp_path: Path) -> N
     con.close()
     with pytest.raises(TbprError, match="tbpr run"):
         leaderboard(old)
+
+
+def pareto_set(points: dict[str, tuple[float, float]]) -> set[str]:
+    """Names of the (R1, cost) points no other point dominates (R1 >= and cost <=, one strictly)."""
+    return {
+        name
+        for name, (r1, cost) in points.items()
+        if not any(
+            o_r1 >= r1 and o_cost <= cost and (o_r1 > r1 or o_cost < cost)
+            for other, (o_r1, o_cost) in points.items()
+            if other != name
+        )
+    }
+
+
+def test_cost_frontier_marks_the_pareto_jobs(store: Store) -> None:
+    rows = {row["job"]: row for row in _query(store, "cost_frontier")}
+    label = {"exhaustive": "exhaustive", "pruned": "k2"}
+    assert set(rows) == {f"{v} {label[m]}" for v, m in store.score_ids}
+    expected: dict[str, tuple[float, float]] = {}
+    for (variant, mode), out in store.out_dirs.items():  # R1 from the per-query files, cost from MLflow
+        first = pq.read_table(out / "per_query.parquet").column("first_match_rank").to_pylist()
+        r1 = 100 * sum(rank == 1 for rank in first) / len(first)
+        cost = 1000 * _metric(store, store.score_ids[(variant, mode)], "score/seconds") / len(first)
+        job = f"{variant} {label[mode]}"
+        assert rows[job]["R1"] == pytest.approx(r1) and rows[job]["s_per_1k_queries"] == pytest.approx(cost)
+        low, high = map(float, rows[job]["R1_95"].split(".."))
+        assert low <= r1 <= high
+        expected[job] = (r1, cost)
+    assert {job for job, row in rows.items() if row["pareto"]} == pareto_set(expected)
+    assert rows["global k2"]["pareto"] and not rows["global exhaustive"]["pareto"]
