@@ -268,7 +268,9 @@ def test_settings_that_do_not_fit_the_data_raise_tbpr_error(
 
 def test_missing_data_raises(tiny_config: TinyConfig, tmp_path: Path, trained: Trained) -> None:
     with pytest.raises(TbprError, match=r"images\.parquet"):
-        train_variant(tmp_path, tiny_config(tmp_path), tracking=trained.tracking, progress=False)
+        train_variant(
+            tmp_path / "no_data", tiny_config(tmp_path / "out"), tracking=trained.tracking, progress=False
+        )
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
