@@ -267,6 +267,7 @@ def test_settings_that_do_not_fit_the_data_raise_tbpr_error(
 
 
 def test_missing_data_raises(tiny_config: TinyConfig, tmp_path: Path, trained: Trained) -> None:
+    (tmp_path / "no_data").mkdir()  # a folder without DATA's files
     with pytest.raises(TbprError, match=r"images\.parquet"):
         train_variant(
             tmp_path / "no_data", tiny_config(tmp_path / "out"), tracking=trained.tracking, progress=False
