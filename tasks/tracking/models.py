@@ -13,7 +13,7 @@ from tasks.core.errors import TbprError
 from tasks.tracking.config import TrackingConfig
 from tasks.tracking.names import CHAMPION
 from tasks.tracking.store import Tracker
-from tbpr_models.checkpoint import is_checkpoint, load_checkpoint
+from tbpr_models.checkpoint import BaseMismatchError, is_checkpoint, load_checkpoint
 from tbpr_models.model import RetrievalModel
 
 
@@ -71,6 +71,8 @@ def open_checkpoint(folder: Path, device: str | torch.device = "cpu") -> Retriev
         )
     try:
         return load_checkpoint(folder, device=device)
+    except BaseMismatchError as exc:
+        raise TbprError(str(exc)) from exc
     except (ValueError, TypeError, KeyError, RuntimeError, OSError, SafetensorError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TbprError(

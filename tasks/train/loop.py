@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_model
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -104,7 +103,7 @@ from tbpr_models import (
     image_transform,
     save_checkpoint,
 )
-from tbpr_models.checkpoint import CONFIG_FILE, ENCODERS_DIR, WEIGHTS_FILE
+from tbpr_models.checkpoint import CONFIG_FILE, ENCODERS_DIR, WEIGHTS_FILE, frozen_base, load_weights
 from tbpr_models.encoders import ImageEncoder, TextEncoder
 from tbpr_models.variant import VariantHead
 
@@ -313,6 +312,7 @@ class _Trainer:
         self.stop_reason = STOP_EPOCHS
         self.run_id = ""
         self.out = Path()
+        self.base: tuple[set[str], dict[str, Any]] = (set(), {})
 
     def _sampler(self, classes: Any) -> RandomBatchSampler | IdentityBatchSampler:
         c = self.config
@@ -382,10 +382,13 @@ class _Trainer:
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lr_lambda(warmup, c.epochs * steps_per_epoch)
         )
+        # what a checkpoint leaves out: the frozen base the config rebuilds (not after init_from: those
+        # encoders come from another run, so the whole model is saved)
+        self.base = frozen_base(model) if not c.init_from else (set(), {})
         done = last_complete_epoch(self.out)
         if done:
             last = epoch_dir(self.out, done)
-            load_model(model, str(last / WEIGHTS_FILE), strict=True, device=str(self.device))
+            load_weights(model, last, self.device)
             self.state = load_train_state(last, optimizer, scheduler, self.device, self.scaler)
         step_model = self._step_model(model)
         for epoch in range(self.state.epoch + 1, c.epochs + 1):
@@ -630,11 +633,11 @@ class _Trainer:
             "dataset": self.data.dataset,
             "epoch": record.epoch,
             "val": record.val,
-            "features": self.config.features,  # the full model is saved: embed/score run on raw inputs
+            "features": self.config.features,  # loads to the full model: embed/score run on raw inputs
             "feature_cache": self.cache.key if self.cache else None,
             "init_from": self.config.init_from,
         }
-        save_checkpoint(model, staging, extra=extra)
+        save_checkpoint(model, staging, extra=extra, trained_only=bool(self.base[1]), base=self.base)
         save_train_state(staging, optimizer, scheduler, s, self.scaler)
         commit_epoch_dir(staging, epoch_dir(self.out, record.epoch))
         prune_epoch_dirs(self.out, keep={record.epoch, s.best.epoch})
