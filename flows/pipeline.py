@@ -50,6 +50,7 @@ from tasks.report.plots import CMC_PNG, COST_PNG, GROUNDING_PNG, VAL_CURVES_PNG,
 from tasks.report.queries import QueryResult
 from tasks.score.layout import rankings_glob
 from tasks.score.run import ScoreResult
+from tasks.train.loop import PHASES
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,8 @@ class PipelineResult:
     leaderboard: QueryResult | None
     failed: dict[str, str] = field(default_factory=dict)
     gallery: Path | None = None  # the configured gallery's EMB, when a new champion re-embedded it
+    phases: dict[str, float] = field(default_factory=dict)  # wall seconds of each stage of the flow
+    training: dict[str, float] = field(default_factory=dict)  # training runs' phases, summed (PHASES)
 
 
 def data_dir(tbpr: Home, config: PipelineConfig) -> Path:
@@ -75,8 +78,10 @@ def tbpr_pipeline(config: PipelineConfig = PipelineConfig()) -> PipelineResult:
     run_dir = tbpr.runs / f"{time.strftime('%Y%m%d-%H%M%S')}-{config.name}"
     run_config = write_config(config, run_dir)
     runner = task_runner(config.runner)
+    clock = PhaseClock()
     prepare = PrepareRunConfig(data=config.data, out=data_dir(tbpr, config))
     prepared = prepare_dataset_flow(prepare)
+    clock.lap("prepare")
     parent = open_parent_run_task(
         config.tracking, prepared.dataset, f"pipeline-{config.name}", flatten(config)
     )
@@ -92,6 +97,7 @@ def tbpr_pipeline(config: PipelineConfig = PipelineConfig()) -> PipelineResult:
             fail_on_error=False,
         )
     )
+    clock.lap("train")
     indexes = sorted({job.index for job in config.jobs if job.mode == "pruned"}) or ["flat"]
     embs: dict[str, Path] = {}
     for variant, result in trained.results.items():  # every model first: cascades read each other's
@@ -106,6 +112,7 @@ def tbpr_pipeline(config: PipelineConfig = PipelineConfig()) -> PipelineResult:
                 tracking=config.tracking,
             )
         )
+    clock.lap("embed")
     scored: dict[str, tuple[Path, list[ScoreResult]]] = {}
     for variant, emb in embs.items():
         jobs, sources = jobs_of(config, variant, trained.results[variant].variant, embs)
@@ -123,6 +130,7 @@ def tbpr_pipeline(config: PipelineConfig = PipelineConfig()) -> PipelineResult:
                 )
             ),
         )
+    clock.lap("score")
     pictures = draw_pictures(run_dir / "plots", scored, config)
     curves: dict[str, list[tuple[float, ...]]] = {}
     for r in trained.results.values():
@@ -140,10 +148,12 @@ def tbpr_pipeline(config: PipelineConfig = PipelineConfig()) -> PipelineResult:
             by_variant.setdefault(variant, []).append((accuracy, chance))
         pictures.append(grounding_plot_task(by_variant, run_dir / "plots" / GROUNDING_PNG))
     log_files_task(config.tracking, parent, pictures, "plots")
+    clock.lap("plots")
     warehouse, board = refresh_warehouse(tbpr, prepared.out, source_dir(prepare), config)
     if warehouse is not None and scored:  # every job of this run, single models and cascades
         frontier = frontier_plot_task(warehouse, run_dir / "plots" / FRONTIER_PNG)
         log_files_task(config.tracking, parent, [frontier], "plots")
+    clock.lap("warehouse")
     close_run_task(config.tracking, parent, failed=bool(trained.failed))
     gallery = None
     if config.gallery is not None and any(r.promoted for r in trained.results.values()):
@@ -158,7 +168,21 @@ def tbpr_pipeline(config: PipelineConfig = PipelineConfig()) -> PipelineResult:
         gallery = refresh_gallery_flow(refresh).out  # a champion changed: what users search follows it
     if trained.failed:
         raise VariantsFailed(failure_message(trained) + f"; the others are in {run_dir}")
-    return PipelineResult(run_dir, parent, warehouse, board, trained.failed, gallery)
+    training = {phase: sum(r.phases.get(phase, 0.0) for r in trained.results.values()) for phase in PHASES}
+    return PipelineResult(run_dir, parent, warehouse, board, trained.failed, gallery, clock.phases, training)
+
+
+class PhaseClock:
+    """Wall seconds between laps, by name: where a pipeline run's time went."""
+
+    def __init__(self) -> None:
+        self.phases: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.phases[name] = self.phases.get(name, 0.0) + now - self._last
+        self._last = now
 
 
 def jobs_of(

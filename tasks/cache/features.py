@@ -162,6 +162,20 @@ def open_cache(path: Path) -> FeatureCache:
     return FeatureCache(path, key, point, splits)
 
 
+def find_cache(data: PreparedData, model: RetrievalModel, split: str) -> FeatureCache | None:
+    """The finished cache of `model`'s frozen stages on DATA that holds `split`, when there is one: a
+    model trained on the cache (its frozen weights unchanged) is embedded from it instead of from pixels."""
+    try:
+        point = split_point(model)
+    except TbprError:  # an encoder with nothing frozen: no cache can stand in for it
+        return None
+    target = home().feature_cache / cache_key(data, model, point)
+    if not (target / CACHE_MANIFEST).is_file():
+        return None
+    cache = open_cache(target)
+    return cache if split in cache.splits else None
+
+
 def build_cache(
     data: PreparedData,
     model: RetrievalModel,

@@ -16,7 +16,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ import torch
 from rich.progress import Progress
 from torch.utils.data import DataLoader
 
+from tasks.cache.features import CachedSplit, find_cache
 from tasks.core.device import autocast, resolve_device
 from tasks.core.errors import TbprError
 from tasks.core.files import remove_stale_temps, replace_dir, temp_path, write_parquet_atomic
@@ -40,7 +41,7 @@ from tasks.data.reader import ImageDataset, SplitData, load_prepared
 from tasks.embed import layout
 from tasks.embed.index import build_index, check_index_kind, save_index
 from tasks.tracking.models import open_checkpoint
-from tbpr_models import build_tokenizer, image_transform
+from tbpr_models import ImageFeatures, build_tokenizer, image_transform
 from tbpr_models.checkpoint import CONFIG_FILE, is_checkpoint, weights_digest
 
 log = logging.getLogger(__name__)
@@ -81,11 +82,15 @@ def embed_split(
     train_run_id: str | None = None,
     shards: int = 1,
     scheduler: str | None = None,
+    from_cache: bool = True,
 ) -> EmbedSummary:
     """Encode `split` of `data` with the checkpoint and write the EMB folder `out` (embed.json last).
 
     `shards` > 1 embeds the gallery in that many contiguous shards on Dask workers (a local cluster,
-    or the one at `scheduler`), each writing its rows of image_local.npy; the EMB is the same."""
+    or the one at `scheduler`), each writing its rows of image_local.npy; the EMB is the same.
+    `from_cache`: when the feature cache of the model's frozen stages on DATA exists (the model was
+    trained on it), only the stages above run, on its activations: the features the trainer evaluated,
+    within float16 rounding of the activations, at the cost of the head instead of the encoders."""
     kinds = [check_index_kind(kind) for kind in indexes]
     out = Path(out)
     # the new EMB replaces `out` whole: refuse anything but an earlier EMB or an empty folder
@@ -110,21 +115,36 @@ def embed_split(
     work = temp_path(out)
     work.mkdir()
     stages: dict[str, float] = {}
+    cache = find_cache(prepared, model, split) if from_cache else None
+    if cache is not None:
+        log.info("embedding %s from the feature cache %s (frozen stages not re-run)", split, cache.path.name)
     try:
         transform = image_transform(config.image)
         clock = time.perf_counter()
-        if shards > 1:
+        if cache is not None:
+            image_global, image_unit = _embed_images(
+                model,
+                _cached_images(model, cache.splits[split], cache.point.image, batch_size),
+                len(part.image_ids),
+                work,
+                torch_device,
+                precision,
+            )
+        elif shards > 1:
             image_global, image_unit = _embed_images_sharded(
                 model, data, split, checkpoint, work, batch_size, torch_device, precision, shards, scheduler
             )
         else:
+            loader = DataLoader(ImageDataset(part, transform), batch_size=batch_size)
+            pixels = ((batch, model.encode_images) for batch in loader)
             image_global, image_unit = _embed_images(
-                model, part, transform, work, batch_size, torch_device, precision
+                model, pixels, len(part.image_ids), work, torch_device, precision
             )
         stages["images"], clock = time.perf_counter() - clock, time.perf_counter()
         input_ids, attention_mask = build_tokenizer(config.text)(part.texts)  # (Q, L) each
+        hidden = None if cache is None else (cache.splits[split].texts, cache.point.text)
         text_global, text_unit = _embed_texts(
-            model, input_ids, attention_mask, work, batch_size, torch_device, precision
+            model, input_ids, attention_mask, work, batch_size, torch_device, precision, hidden
         )
         stages["captions"] = time.perf_counter() - clock
         _write_gallery(data, part, image_global, work)
@@ -176,29 +196,39 @@ def embed_split(
     return summary
 
 
+def _cached_images(
+    model: Any, cached: CachedSplit, stage: int, batch_size: int
+) -> Iterator[tuple[torch.Tensor, Callable[[torch.Tensor], ImageFeatures]]]:
+    """Batches of cached activations (B, C, h, w), each with what encodes it: the stages above `stage`."""
+
+    def encode(acts: torch.Tensor) -> ImageFeatures:
+        return model.head.images(model.image_tokens(acts, stage))  # type: ignore[no-any-return]
+
+    for start in range(0, len(cached.images), batch_size):
+        yield torch.from_numpy(np.array(cached.images[start : start + batch_size])).float(), encode
+
+
 @torch.inference_mode()
 def _embed_images(
     model: Any,
-    part: SplitData,
-    transform: Any,
+    batches: Iterable[tuple[torch.Tensor, Callable[[torch.Tensor], ImageFeatures]]],
+    total: int,
     out: Path,
-    batch_size: int,
     device: torch.device,
     precision: str,
 ) -> tuple[np.ndarray, bool]:
     """Gallery globals (G, D) float32, and whether the locals are unit (`ImageFeatures.unit_local`);
     locals streamed into EMB/image_local.npy (G, N, D) float16, as the head's `compact_images` keeps
-    them (`hard_topk`: its k selected regions, unit)."""
-    loader = DataLoader(ImageDataset(part, transform), batch_size=batch_size)
-    total = len(part.image_ids)
+    them (`hard_topk`: its k selected regions, unit). `batches`: inputs (pixels, or cached activations)
+    with the function that encodes them."""
     globals_: list[np.ndarray] = []
     local: np.memmap | None = None
     row, unit = 0, True
     with Progress(transient=True) as progress:
         task = progress.add_task("embedding images", total=total)
-        for pixels in loader:
+        for pixels, encode in batches:
             with autocast(device, precision):
-                feats = model.head.compact_images(model.encode_images(pixels.to(device)))
+                feats = model.head.compact_images(encode(pixels.to(device)))
             unit &= feats.unit_local
             block = feats.local.float().cpu().numpy()  # (B, N, D)
             if local is None:
@@ -309,9 +339,11 @@ def _embed_texts(
     batch_size: int,
     device: torch.device,
     precision: str,
+    cached: tuple[np.ndarray, int] | None = None,
 ) -> tuple[np.ndarray, bool]:
     """Caption globals (Q, D) float32 and whether the locals are unit (`TextFeatures.unit_local`); locals
-    into text_local.npy (Q, L, D) f16 and text_mask.npy (Q, L)."""
+    into text_local.npy (Q, L, D) f16 and text_mask.npy (Q, L). With `cached` (the feature cache's
+    (Q, L', C) hidden states, the stage they are the output of), only the stages above run."""
     lengths = attention_mask.sum(dim=1)  # (Q,)
     width = max(int(lengths.max()), 1)
     mask = np.lib.format.open_memmap(out / layout.TEXT_MASK, "w+", np.bool_, (len(input_ids), width))
@@ -326,7 +358,13 @@ def _embed_texts(
             ids = input_ids[start:stop, :length].to(device)  # (B, L')
             valid = attention_mask[start:stop, :length].to(device)  # (B, L')
             with autocast(device, precision):
-                feats = model.head.compact_texts(model.encode_texts(ids, valid))
+                if cached is None:
+                    feats = model.head.compact_texts(model.encode_texts(ids, valid))
+                else:
+                    hidden = torch.from_numpy(np.array(cached[0][start:stop, :length])).float().to(device)
+                    width_ = hidden.shape[1]  # the cache holds the split's longest caption
+                    tokens = model.text_tokens(ids[:, :width_], valid[:, :width_], hidden, cached[1])
+                    feats = model.head.compact_texts(model.head.texts(tokens, valid[:, :width_].bool()))
             unit &= feats.unit_local
             block = feats.local.float().cpu().numpy()  # (B, L'', D); L'' <= L' when the head compacts
             if local is None:

@@ -242,12 +242,12 @@ class CachedBatches:
             length = max(int(mask.sum(dim=1).max()), 1)
             hidden = self.cached.texts[rows_array][:, :length]  # (B, L', C')
             yield Batch(
-                pixels=torch.from_numpy(acts.astype(np.float32)),
+                pixels=torch.from_numpy(acts).float(),  # torch's vectorised fp16 -> fp32, not numpy's loop
                 input_ids=self.input_ids[rows_array][:, :length].contiguous(),
                 attention_mask=mask[:, :length].contiguous(),
                 person_ids=torch.from_numpy(self.classes[rows_array]).long(),
                 image_stage=self.point.image,
-                text_hidden=torch.from_numpy(_padded(hidden, length).astype(np.float32)),
+                text_hidden=torch.from_numpy(_padded(hidden, length)).float(),
                 text_stage=self.point.text,
             )
 

@@ -14,6 +14,7 @@ and rank 0 alone evaluates, logs, writes checkpoints and registers the model.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -24,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,7 @@ from tasks.train.state import (
     EpochRecord,
     TrainState,
     commit_epoch_dir,
+    drop_optimizer_state,
     epoch_dir,
     last_complete_epoch,
     load_train_state,
@@ -127,6 +129,29 @@ class TrainResult:
     train_seconds: float = 0.0  # of those epochs, with their val evaluation
     stop_reason: str = STOP_EPOCHS  # epochs | plateau | budget (tag `stop_reason`)
     val_curve: tuple[float, ...] = ()  # val R1 of every epoch run
+    # wall seconds of this call by phase (PHASES); `overhead` is the share not spent in training steps
+    phases: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def wall_seconds(self) -> float:
+        return sum(self.phases.values())
+
+    @property
+    def overhead(self) -> float:
+        """Fraction of the call's wall time not spent in training steps (0..1)."""
+        wall = self.wall_seconds
+        return 1.0 - self.phases.get("steps", 0.0) / wall if wall else 0.0
+
+    def phase_summary(self) -> str:
+        """One line: total, then each phase's seconds, e.g. `14.2 s: steps 8.1, val 3.0, ... (overhead 43%)`."""
+        parts = ", ".join(f"{k} {v:.1f}" for k, v in self.phases.items() if v >= 0.05)
+        return f"{self.wall_seconds:.1f} s: {parts} (overhead {100 * self.overhead:.0f}%)"
+
+
+# Where a training call's wall time goes: `build` (model, pretrained weights, feature cache, MLflow run),
+# `steps` (forward, backward, optimizer), `val` (per-epoch evaluation), `checkpoint` (epoch folders and
+# their metrics), `finish` (test evaluation, grounding, artifacts, registration and promotion)
+PHASES = ("build", "steps", "val", "checkpoint", "finish")
 
 
 def config_hash(config: TrainConfig, data: PreparedData) -> str:
@@ -214,7 +239,8 @@ def train_variant(
         trainer = _Trainer(prepared, config, tracker, progress and ranks.main, ranks)
         with terminate_as_interrupt():
             try:
-                run_id = trainer.open_run(resume, parent_run_id)
+                with trainer.timed("build"):
+                    run_id = trainer.open_run(resume, parent_run_id)
                 trainer.fit(on_epoch_end)
                 result = trainer.finish(run_id)
             except BaseException as exc:
@@ -313,6 +339,16 @@ class _Trainer:
         self.run_id = ""
         self.out = Path()
         self.base: tuple[set[str], dict[str, Any]] = (set(), {})
+        self.phases = dict.fromkeys(PHASES, 0.0)
+
+    @contextmanager
+    def timed(self, phase: str) -> Iterator[None]:
+        """Add the wall time of the block to `phase`."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phases[phase] += time.perf_counter() - start
 
     def _sampler(self, classes: Any) -> RandomBatchSampler | IdentityBatchSampler:
         c = self.config
@@ -372,7 +408,8 @@ class _Trainer:
     def fit(self, on_epoch_end: EpochCallback | None) -> None:
         """Train from the last complete epoch to `epochs`, or until the time budget is spent."""
         c = self.config
-        model = self.initial_model()
+        with self.timed("build"):
+            model = self.initial_model()
         # fused: one kernel per step instead of ~10 passes per tensor (AdamW's CPU loop cost cross_fusion's
         # 7.8M-parameter vocabulary head more than its forward pass); the same update in exact arithmetic
         fused = self.device.type in ("cpu", "cuda")
@@ -398,7 +435,8 @@ class _Trainer:
                 break
             record = share(self._epoch(model, step_model, optimizer, scheduler, epoch), self.ranks)
             if self.ranks.main:
-                self._save(model, optimizer, scheduler, record)
+                with self.timed("checkpoint"):
+                    self._save(model, optimizer, scheduler, record)
             else:
                 self._remember(record)
             if on_epoch_end is not None and self.ranks.main:
@@ -575,8 +613,10 @@ class _Trainer:
                 samples += len(batch.person_ids) * self.ranks.world
                 bar.advance(len(batch.person_ids) * self.ranks.world, total)
         train_seconds = time.perf_counter() - start
+        self.phases["steps"] += train_seconds
         peak = peak_memory_mb(self.device)
-        val = self._evaluate(model, "val") if self.ranks.main else {}
+        with self.timed("val"):
+            val = self._evaluate(model, "val") if self.ranks.main else {}
         means = mean_over_processes({k: float(v) / steps for k, v in sums.items()}, self.ranks, self.device)
         seconds = time.perf_counter() - start
         return EpochRecord(
@@ -671,7 +711,15 @@ class _Trainer:
     def finish(self, run_id: str) -> TrainResult:
         """Test the best epoch, log it as the run's checkpoint artifact, register it, maybe promote it
         (rank 0; every process returns its result)."""
+        start = time.perf_counter()
         result = self._finish(run_id) if self.ranks.main else None
+        if result is not None:
+            phases = self.phases | {"finish": self.phases["finish"] + time.perf_counter() - start}
+            result = dataclasses.replace(result, phases=phases)
+            log.info("%s run %s: %s", result.variant, run_id, result.phase_summary())
+            self.tracker.log_metrics(
+                run_id, {names.metric_key("time", k): v for k, v in phases.items()}, step=result.best_epoch
+            )
         return share(result, self.ranks)  # type: ignore[return-value]
 
     def _finish(self, run_id: str) -> TrainResult:
@@ -713,6 +761,7 @@ class _Trainer:
             },
         )
         promoted = self.tracker.promote_if_better(name, version)
+        drop_optimizer_state(self.out)
         speeds = [r.samples_per_s for r in self.state.history]
         return TrainResult(
             run_id,

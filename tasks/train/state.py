@@ -195,7 +195,18 @@ def commit_epoch_dir(staging: Path, final: Path) -> None:
 
 
 def prune_epoch_dirs(root: Path, keep: set[int]) -> None:
-    """Delete the epoch directories whose epoch is not in `keep` (the last and the best stay)."""
+    """Delete the epoch directories whose epoch is not in `keep` (the last and the best stay), and the
+    optimizer state of every kept one but the last: only the last is resumed from."""
+    last = max(keep)
     for path in root.glob("epoch_[0-9][0-9][0-9]"):
-        if int(path.name.removeprefix("epoch_")) not in keep:
+        epoch = int(path.name.removeprefix("epoch_"))
+        if epoch not in keep:
             shutil.rmtree(path)
+        elif epoch != last:
+            (path / STATE_TENSORS).unlink(missing_ok=True)
+
+
+def drop_optimizer_state(root: Path) -> None:
+    """A finished run is never resumed: its optimizer state (twice the trained weights) goes."""
+    for path in root.glob(f"epoch_[0-9][0-9][0-9]/{STATE_TENSORS}"):
+        path.unlink()

@@ -60,6 +60,8 @@ def run(
             raise failure  # bad input found by a stage: one `error:` line, exit 2 (tbpr.cli)
     tbpr = home()
     show_leaderboard(console, tbpr.warehouse)
+    if state.is_completed():
+        show_phases(console, state.result())
     console.print(
         styled(
             "\nLook closer",
@@ -75,6 +77,22 @@ def run(
     if not state.is_completed():
         plain_console(stderr=True).print(styled(f"pipeline {state.name}:", "bold red", f" {state.message}"))
         raise typer.Exit(1)
+
+
+def show_phases(console: Console, result: object) -> None:
+    """Where the run's time went: each stage of the flow, and the training runs' phases summed."""
+    phases: dict[str, float] = getattr(result, "phases", {})
+    training: dict[str, float] = getattr(result, "training", {})
+    if not phases:
+        return
+    total = sum(phases.values())
+    stages = ", ".join(f"{k} {v:.0f}" for k, v in phases.items())
+    console.print(styled("\nTime", "bold", f" {total:.0f} s: {stages}"))
+    wall = sum(training.values())
+    if wall:
+        runs = ", ".join(f"{k} {v:.0f}" for k, v in training.items())
+        overhead = 100.0 * (1.0 - training.get("steps", 0.0) / wall)
+        console.print(f"  training runs {wall:.0f} s: {runs} (overhead {overhead:.0f}% of the runs' time)")
 
 
 def show_leaderboard(console: Console, warehouse: Path) -> None:

@@ -100,6 +100,7 @@ def train(
     console.print(
         f"{result.epochs} epochs, best {result.best_epoch}; stop_reason {result.stop_reason}: {stopped}"
     )
+    console.print(f"time {result.phase_summary()}")
     console.print(
         f"registered tbpr-{result.variant} v{result.model_version} ({verdict}); checkpoint {result.checkpoint_dir}"
     )

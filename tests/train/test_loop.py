@@ -313,3 +313,28 @@ def test_cli_trains_and_prints_the_run_id_last(
         run_id, TrackingConfig(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     )
     assert info["variant"] == "global" and checkpoint.is_relative_to(tmp_path / "mlartifacts")
+
+
+def test_a_finished_run_keeps_no_optimizer_state_and_accounts_for_its_time(trained: Trained) -> None:
+    folder = trained.result.checkpoint_dir.parent
+    epochs = sorted(folder.glob("epoch_[0-9][0-9][0-9]"))
+    assert epochs and all((e / "model.safetensors").is_file() for e in epochs)
+    assert not list(folder.glob("epoch_*/train_state.safetensors"))  # never resumed: dropped at the end
+    phases = trained.result.phases
+    assert set(phases) == {"build", "steps", "val", "checkpoint", "finish"} and min(phases.values()) > 0
+    metrics = client(trained.tracking).get_run(trained.result.run_id).data.metrics
+    assert metrics["time/steps"] == pytest.approx(phases["steps"])
+    assert 0.0 < trained.result.overhead < 1.0
+    assert trained.result.phase_summary().startswith(f"{trained.result.wall_seconds:.1f} s: build ")
+
+
+def test_only_the_last_kept_epoch_keeps_its_optimizer_state(tmp_path: Path) -> None:
+    from tasks.train.state import STATE_TENSORS, prune_epoch_dirs
+
+    for epoch in (1, 2, 3):
+        (tmp_path / f"epoch_{epoch:03d}").mkdir()
+        (tmp_path / f"epoch_{epoch:03d}" / STATE_TENSORS).write_bytes(b"x")
+    prune_epoch_dirs(tmp_path, keep={1, 3})  # best 1, last 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_001", "epoch_003"]
+    assert not (tmp_path / "epoch_001" / STATE_TENSORS).exists()
+    assert (tmp_path / "epoch_003" / STATE_TENSORS).exists()
