@@ -274,13 +274,19 @@ def terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def offline_trainer(data: Path, config: TrainConfig, *, progress: bool = False) -> _Trainer:
+    """A trainer of `config` on DATA that tracks nothing (benchmarks, the feature cache): its
+    `initial_model`, `new_optimizer`, `step_model`, `batches(epoch)` and `train_step` are the loop's own."""
+    return _Trainer(load_prepared(Path(data)), config, None, progress, Ranks())
+
+
 def prepare_feature_cache(data: Path, config: TrainConfig, *, progress: bool = True) -> Path:
     """Build (or find) the feature cache that training `config` on DATA reads; its folder."""
     if config.features != "cached":
         raise TbprError(
             f"{config.variant} trains with features = {config.features!r}: it reads no feature cache"
         )
-    trainer = _Trainer(load_prepared(Path(data)), config, None, progress, Ranks())
+    trainer = offline_trainer(data, config, progress=progress)
     trainer.initial_model()
     assert trainer.cache is not None
     return trainer.cache.path
@@ -410,10 +416,7 @@ class _Trainer:
         c = self.config
         with self.timed("build"):
             model = self.initial_model()
-        # fused: one kernel per step instead of ~10 passes per tensor (AdamW's CPU loop cost cross_fusion's
-        # 7.8M-parameter vocabulary head more than its forward pass); the same update in exact arithmetic
-        fused = self.device.type in ("cpu", "cuda")
-        optimizer = torch.optim.AdamW(param_groups(model, self.model_config, c), lr=c.lr, fused=fused)
+        optimizer = self.new_optimizer(model)
         steps_per_epoch = math.ceil(len(self.sampler) / c.grad_accumulation)
         warmup = c.warmup_steps if c.warmup_steps is not None else round(c.warmup_epochs * steps_per_epoch)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -427,7 +430,7 @@ class _Trainer:
             last = epoch_dir(self.out, done)
             load_weights(model, last, self.device)
             self.state = load_train_state(last, optimizer, scheduler, self.device, self.scaler)
-        step_model = self._step_model(model)
+        step_model = self.step_model(model)
         for epoch in range(self.state.epoch + 1, c.epochs + 1):
             reason = self._stop_reason()
             if reason is not None:
@@ -518,7 +521,7 @@ class _Trainer:
             self.cache.point,
         )
 
-    def _batches(self, epoch: int) -> Iterable[Batch]:
+    def batches(self, epoch: int) -> Iterable[Batch]:
         c = self.config
         if self.cached_batches is not None:
             return self.cached_batches.epoch(self.sampler, epoch=epoch, seed=c.seed, ranks=self.ranks)
@@ -578,11 +581,10 @@ class _Trainer:
         c = self.config
         seed_everything(c.seed, epoch, self.ranks.rank)
         self.sampler.set_epoch(epoch)  # before its length: the identity sampler's varies by epoch
-        loader = self._batches(epoch)
+        loader = self.batches(epoch)
         steps = len(self.sampler)
         accumulate = c.grad_accumulation
         trainable = [p for p in model.parameters() if p.requires_grad]
-        scaler = self.scaler
         sums: dict[str, Tensor] = {}
         samples = 0
         model.train()
@@ -592,20 +594,7 @@ class _Trainer:
             for index, batch in enumerate(loader):
                 batch = batch.to(self.device)
                 stepping = (index + 1) % accumulate == 0 or index + 1 == steps
-                sync: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
-                if isinstance(step_model, DistributedDataParallel) and not stepping:
-                    sync = step_model.no_sync()  # accumulate locally; average at the stepping batch
-                with sync:
-                    with autocast(self.device, c.precision):
-                        losses = step_model(batch)
-                    total = torch.stack(
-                        [self.model_config.weight(k) * v.float() for k, v in losses.items()]
-                    ).sum()
-                    if not torch.isfinite(total):
-                        raise TbprError(
-                            f"training loss is {total.item()} at epoch {epoch}; lower lr or use precision fp32"
-                        )
-                    scaler.scale(total / accumulate).backward()
+                total, losses = self.train_step(step_model, batch, stepping=stepping, epoch=epoch)
                 if stepping:
                     self._optimizer_step(optimizer, scheduler, trainable)
                 for name, value in {"loss": total, **{f"loss_{k}": v for k, v in losses.items()}}.items():
@@ -629,7 +618,36 @@ class _Trainer:
             peak,
         )
 
-    def _step_model(self, model: RetrievalModel) -> nn.Module:
+    def train_step(
+        self, step_model: nn.Module, batch: Batch, *, stepping: bool = True, epoch: int = 0
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Forward and backward of one batch (on the device): the weighted total loss and the named
+        losses. Under DDP a batch that does not step the optimizer accumulates its gradients locally."""
+        c = self.config
+        sync: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+        if isinstance(step_model, DistributedDataParallel) and not stepping:
+            sync = step_model.no_sync()  # accumulate locally; average at the stepping batch
+        with sync:
+            with autocast(self.device, c.precision):
+                losses = step_model(batch)
+            total = torch.stack([self.model_config.weight(k) * v.float() for k, v in losses.items()]).sum()
+            if not torch.isfinite(total):
+                raise TbprError(
+                    f"training loss is {total.item()} at epoch {epoch}; lower lr or use precision fp32"
+                )
+            self.scaler.scale(total / c.grad_accumulation).backward()
+        return total, losses
+
+    def new_optimizer(self, model: RetrievalModel) -> torch.optim.Optimizer:
+        """AdamW over `param_groups`, fused (one kernel per step instead of ~10 passes per tensor: AdamW's
+        CPU loop cost cross_fusion's 7.8M-parameter vocabulary head more than its forward pass; the same
+        update in exact arithmetic)."""
+        fused = self.device.type in ("cpu", "cuda")
+        return torch.optim.AdamW(
+            param_groups(model, self.model_config, self.config), lr=self.config.lr, fused=fused
+        )
+
+    def step_model(self, model: RetrievalModel) -> nn.Module:
         """The module a training step calls: the losses of `model`, wrapped for DistributedDataParallel
         (which averages the gradients) when several processes train."""
         losses = _Losses(model)
