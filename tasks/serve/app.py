@@ -5,11 +5,14 @@ uvicorn).
     GET /api/info                  {variant, images, attention, max_k, max_words, max_chars}
     GET /api/search?q=TEXT&k=K     [{"rank", "path", "score"}, ...], best first
     GET /api/words?q=TEXT          {"words": [...]}: the query's words a heat map can be drawn for
-    GET /api/image?path=PATH       the image file of a gallery path (only paths the EMB lists: 404 else)
+    GET /api/image?path=PATH       the image file of a gallery path: only paths the EMB lists, only regular
+                                   files inside the folder (404 else), the bytes embedded (409 else)
     GET /api/heatmap?q=&path=&word=  PNG: the word's attention over that image (heads that attend)
 
 Bad requests (empty or over-long text, k out of range, a missing or malformed parameter, a word not in
-the query, a head without attention) get HTTP 400 and {"error": message}.
+the query, a head without attention) get HTTP 400 and {"error": message}; an image that is gone 404, one
+changed since the embed (or a split EMB's DATA re-prepared) 409; a request line or headers over
+`tasks.serve.http`'s limit 413.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ def create_app(gallery: Gallery) -> FastAPI:
 
     @app.exception_handler(TbprError)
     async def bad_request(request: Request, exc: TbprError) -> JSONResponse:
-        return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse({"error": str(exc)}, status_code=getattr(exc, "status", 400))
 
     @app.exception_handler(RequestValidationError)
     async def bad_parameters(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -57,17 +60,11 @@ def create_app(gallery: Gallery) -> FastAPI:
 
     @app.get("/api/image")
     def image(path: str) -> Response:
-        try:
-            data, mime = gallery.image_bytes(path)
-        except KeyError:
-            return JSONResponse({"error": f"{path!r} is not an image of this gallery"}, status_code=404)
-        return Response(data, media_type=mime, headers={"Cache-Control": "max-age=3600"})
+        data, mime = gallery.image_bytes(path)
+        return Response(data, media_type=mime, headers={"Cache-Control": "no-cache"})
 
     @app.get("/api/heatmap")
     def heatmap(q: str, path: str, word: str) -> Response:
-        try:
-            return Response(gallery.heatmap(q, path, word), media_type="image/png")
-        except KeyError:
-            return JSONResponse({"error": f"{path!r} is not an image of this gallery"}, status_code=404)
+        return Response(gallery.heatmap(q, path, word), media_type="image/png")
 
     return app

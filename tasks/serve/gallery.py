@@ -1,11 +1,13 @@
 """An EMB opened once for a web service: search with request limits, the gallery's images by path
-(only files the EMB lists), and heat maps of a query word over a result image.
+(only files the EMB lists, read inside the folder by `tasks.serve.files`, or from DATA while its content
+hash is still the embedded one), and heat maps of a query word over a result image.
 Dimension letters: L words, N regions, D dim.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -17,10 +19,11 @@ from matplotlib import colormaps
 from PIL import Image
 
 from tasks.core.errors import TbprError
-from tasks.data.layout import IMAGES
-from tasks.embed.layout import SOURCE_FOLDER
+from tasks.data.layout import CAPTIONS, IMAGES, MANIFEST
+from tasks.embed.layout import EMBED_JSON, FILES, SOURCE_FOLDER, EmbedInfo
 from tasks.report.plots import region_grid
 from tasks.score.search import Searcher
+from tasks.serve.files import ServeError, gone, read_inside
 from tbpr_models import image_transform
 from tbpr_models.variant import VariantHead
 
@@ -52,11 +55,28 @@ class Gallery:
     """The service's state: one `Searcher` (model, index, store) and the gallery's paths."""
 
     def __init__(self, emb: Path, *, device: str | torch.device = "cpu", index: str = "flat") -> None:
+        self.emb = Path(emb)
+        self.embedded_at = (
+            (self.emb / EMBED_JSON).stat().st_mtime if (self.emb / EMBED_JSON).is_file() else 0.0
+        )
         self.searcher = Searcher(emb, index=index, device=device)
         self.info = self.searcher.store.info
         self.rows: dict[str, int] = {}
         for row, path in enumerate(self.searcher.paths):
             self.rows.setdefault(path, row)
+        self.files: dict[str, tuple[int, str]] = {}  # folder EMB: path -> (size, sha256) as embedded
+        if self.info.source == SOURCE_FOLDER:
+            table = pq.read_table(self.emb / FILES, columns=["path", "size", "sha256"])
+            self.files = dict(
+                zip(
+                    table.column("path").to_pylist(),
+                    zip(table.column("size").to_pylist(), table.column("sha256").to_pylist(), strict=True),
+                    strict=True,
+                )
+            )
+        else:
+            self._data = DataCheck(self.info)
+            self._data.check()  # a split EMB of DATA re-prepared since is refused at once
         self.attention = (
             type(self.searcher.model.head).word_region_attention is not VariantHead.word_region_attention
         )
@@ -80,19 +100,21 @@ class Gallery:
         return [{"rank": h.rank, "path": h.file_path, "score": round(h.score, 6)} for h in hits]
 
     def image_bytes(self, path: str) -> tuple[bytes, str]:
-        """(encoded bytes, MIME type) of a gallery image named by its path in the EMB; KeyError for a
-        path the EMB does not list (nothing else is ever read)."""
-        row = self.rows[path]
+        """(encoded bytes, MIME type) of a gallery image named by its path in the EMB; a ServeError for
+        a path the EMB does not list (nothing else is ever read: 404), a file gone or no longer a regular
+        file inside the folder (404), or bytes that changed since the embed (409)."""
+        if path not in self.rows:
+            raise ServeError(f"{path!r} is not an image of this gallery", 404)
         if self.info.source == SOURCE_FOLDER:
-            data = (Path(self.info.data) / self.searcher.paths[row]).read_bytes()
+            size, sha256 = self.files[path]
+            data = read_inside(self.info.data, path, size, sha256)
         else:
-            image_id = int(self.searcher.image_ids[row])
-            table = pq.read_table(
-                Path(self.info.data) / IMAGES, columns=["image"], filters=[("image_id", "==", image_id)]
-            )
-            data = table.column("image")[0].as_py()
-        with Image.open(io.BytesIO(data)) as image:
-            mime = Image.MIME.get(image.format or "", "application/octet-stream")
+            data = self._data.image(int(self.searcher.image_ids[self.rows[path]]), path)
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                mime = Image.MIME.get(image.format or "", "application/octet-stream")
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise ServeError(f"{path!r} is no longer a readable image ({exc})", 409) from exc
         return data, mime
 
     def words(self, text: str) -> list[str]:
@@ -133,6 +155,54 @@ class Gallery:
         assert attention is not None  # self.attention: the head overrides it
         heat = attention[tokens.index(word)].float().cpu().numpy()  # (N,)
         return draw_heatmap(image, heat, (model.config.image.height, model.config.image.width))
+
+
+class DataCheck:
+    """The DATA folder of a split EMB, its content hash checked against the one embedded (`EmbedInfo.
+    data_folder`) again whenever its files' status changes, so a DATA re-prepared while the service
+    runs is refused (409) instead of serving other pixels under the old ranking."""
+
+    def __init__(self, info: EmbedInfo) -> None:
+        self.info = info
+        self._seen: tuple[object, ...] | None = None
+        self._lock = threading.Lock()
+
+    def _stamp(self) -> tuple[object, ...]:
+        folder = Path(self.info.data)
+        stamps: list[object] = []
+        for name in (MANIFEST, IMAGES, CAPTIONS):
+            try:
+                st = os.stat(folder / name)
+                stamps.append((st.st_ino, st.st_size, st.st_mtime_ns))
+            except OSError:
+                stamps.append(None)
+        return tuple(stamps)
+
+    def check(self) -> Path:
+        """DATA's folder; a ServeError (409) when it changed since the embed, 404 when it is gone."""
+        with self._lock:
+            stamp = self._stamp()
+            if stamp != self._seen:
+                try:
+                    folder = self.info.data_folder()
+                except TbprError as exc:
+                    raise ServeError(str(exc), 409) from exc
+                if not (folder / IMAGES).is_file():
+                    raise ServeError(
+                        f"{folder / IMAGES} is gone; re-run `tbpr embed` on a prepared DATA", 404
+                    )
+                self._seen = stamp
+            return Path(self.info.data)
+
+    def image(self, image_id: int, path: str) -> bytes:
+        folder = self.check()
+        try:
+            table = pq.read_table(folder / IMAGES, columns=["image"], filters=[("image_id", "==", image_id)])
+        except (OSError, ValueError) as exc:
+            raise gone(path, f"DATA's images cannot be read ({exc})") from exc
+        if table.num_rows == 0:
+            raise gone(path, f"image {image_id} is no longer in {folder / IMAGES}")
+        return bytes(table.column("image")[0].as_py())
 
 
 def draw_heatmap(image: Image.Image, heat: np.ndarray, input_size: tuple[int, int]) -> bytes:

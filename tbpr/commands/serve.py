@@ -31,11 +31,14 @@ def serve(
     from tasks.core.device import set_threads
     from tasks.serve.app import create_app
     from tasks.serve.gallery import Gallery
+    from tasks.serve.server import LimitedH11Protocol, bind, url
 
     set_threads(threads)
     gallery = Gallery(emb, device=device, index=index)
+    sock = bind(host, port)  # a busy port is an error before anything is printed
     plain_console().print(
-        f"serving {gallery.info.num_images:,} images of {emb} ({gallery.info.variant}) at http://{host}:{port}/ "
+        f"serving {gallery.info.num_images:,} images of {emb} ({gallery.info.variant}) at {url(sock)} "
         "(Ctrl+C stops)"
     )
-    uvicorn.run(create_app(gallery), host=host, port=port, log_level="warning")
+    config = uvicorn.Config(create_app(gallery), http=LimitedH11Protocol, log_level="warning")
+    uvicorn.Server(config).run(sockets=[sock])
