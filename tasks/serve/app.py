@@ -1,5 +1,6 @@
 """The web service over a `Gallery`: `create_app(gallery)` -> a FastAPI app (`tbpr serve` runs it with
-uvicorn).
+uvicorn). Given a `LiveGallery`, every request answers from the gallery current when it started (a
+re-embedded EMB folder is picked up without a restart, `tasks.serve.live`).
 
     GET /                          the search page (plain HTML and JavaScript, nothing downloaded)
     GET /api/info                  {variant, images, attention, max_k, max_words, max_chars}
@@ -8,6 +9,8 @@ uvicorn).
     GET /api/image?path=PATH       the image file of a gallery path: only paths the EMB lists, only regular
                                    files inside the folder (404 else), the bytes embedded (409 else)
     GET /api/heatmap?q=&path=&word=  PNG: the word's attention over that image (heads that attend)
+    GET /healthz                   {status, model, model_ref, images, emb, embed_id, emb_age_seconds, ...}
+    GET /metrics                   Prometheus text format (`tasks.serve.metrics`)
 
 Bad requests (empty or over-long text, k out of range, a missing or malformed parameter, a word not in
 the query, a head without attention) get HTTP 400 and {"error": message}; an image that is gone 404, one
@@ -26,12 +29,17 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from tasks.core.errors import TbprError
 from tasks.serve.gallery import Gallery
+from tasks.serve.live import LiveGallery
+from tasks.serve.metrics import ServiceMetrics
 
 PAGE = Path(__file__).with_name("page.html")
 
 
-def create_app(gallery: Gallery) -> FastAPI:
+def create_app(gallery: Gallery | LiveGallery) -> FastAPI:
+    live = gallery if isinstance(gallery, LiveGallery) else LiveGallery.fixed(gallery)
     app = FastAPI(title="tbpr gallery search", docs_url=None, redoc_url=None, openapi_url=None)
+    metrics = ServiceMetrics(live)
+    app.middleware("http")(metrics.middleware)
 
     @app.exception_handler(TbprError)
     async def bad_request(request: Request, exc: TbprError) -> JSONResponse:
@@ -48,23 +56,43 @@ def create_app(gallery: Gallery) -> FastAPI:
 
     @app.get("/api/info")
     def info() -> dict[str, Any]:
-        return gallery.describe()
+        return live.current.describe()
 
     @app.get("/api/search")
     def search(q: str, k: int = 10) -> list[dict[str, Any]]:
-        return gallery.search(q, k)
+        return live.current.search(q, k)
 
     @app.get("/api/words")
     def words(q: str) -> dict[str, list[str]]:
-        return {"words": gallery.words(q)}
+        return {"words": live.current.words(q)}
 
     @app.get("/api/image")
     def image(path: str) -> Response:
-        data, mime = gallery.image_bytes(path)
+        data, mime = live.current.image_bytes(path)
         return Response(data, media_type=mime, headers={"Cache-Control": "no-cache"})
 
     @app.get("/api/heatmap")
     def heatmap(q: str, path: str, word: str) -> Response:
-        return Response(gallery.heatmap(q, path, word), media_type="image/png")
+        return Response(live.current.heatmap(q, path, word), media_type="image/png")
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, Any]:
+        current = live.current
+        return {
+            "status": "ok",
+            "model": current.info.variant,
+            "model_ref": current.info.model_ref,
+            "checkpoint": current.info.checkpoint,
+            "images": current.info.num_images,
+            "emb": str(current.emb),
+            "embed_id": current.info.embed_id,
+            "emb_age_seconds": round(live.age_seconds(), 3),
+            "reloads": live.reloads,
+            "last_reload_error": live.last_error,
+        }
+
+    @app.get("/metrics")
+    def prometheus() -> Response:
+        return metrics.exposition()
 
     return app

@@ -23,22 +23,35 @@ def serve(
     index: Annotated[IndexName, typer.Option(help="FAISS index of the first stage.")] = "flat",
     device: Annotated[DeviceName, typer.Option()] = "auto",
     threads: Annotated[int | None, typer.Option(min=1, help="torch and FAISS threads.")] = None,
+    watch: Annotated[
+        float,
+        typer.Option(
+            min=0, help="Seconds between checks for a re-embedded EMB, served without a restart (0: never)."
+        ),
+    ] = 2.0,
 ) -> None:
-    """Serve a web page and an HTTP API to search EMB by description (GET /, GET /api/search?q=&k=)."""
+    """Serve a web page and an HTTP API to search EMB by description (GET /, GET /api/search?q=&k=,
+    GET /healthz, GET /metrics); an EMB re-embedded in place is picked up without a restart."""
     quiet_faiss()
     import uvicorn
 
     from tasks.core.device import set_threads
     from tasks.serve.app import create_app
     from tasks.serve.gallery import Gallery
+    from tasks.serve.live import LiveGallery
     from tasks.serve.server import LimitedH11Protocol, bind, url
 
     set_threads(threads)
-    gallery = Gallery(emb, device=device, index=index)
+    live = LiveGallery(lambda: Gallery(emb, device=device, index=index), emb, check_every=watch or None)
+    gallery = live.current
     sock = bind(host, port)  # a busy port is an error before anything is printed
     plain_console().print(
         f"serving {gallery.info.num_images:,} images of {emb} ({gallery.info.variant}) at {url(sock)} "
         "(Ctrl+C stops)"
     )
-    config = uvicorn.Config(create_app(gallery), http=LimitedH11Protocol, log_level="warning")
-    uvicorn.Server(config).run(sockets=[sock])
+    config = uvicorn.Config(create_app(live), http=LimitedH11Protocol, log_level="warning")
+    live.start()  # a re-embedded EMB is served without a restart
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        live.stop()
