@@ -4,7 +4,9 @@ re-embedded EMB folder is picked up without a restart, `tasks.serve.live`).
 
     GET /                          the search page (plain HTML and JavaScript, nothing downloaded)
     GET /api/info                  {variant, images, attention, max_k, max_words, max_chars}
-    GET /api/search?q=TEXT&k=K     [{"rank", "path", "score"}, ...], best first
+    GET /api/search?q=TEXT&k=K&offset=O  [{"rank", "path", "score", "confidence", "match"}, ...], best
+                                   first, ranks O+1 to O+K; header X-Tbpr-Verdict: match, no confident
+                                   match (no result clears the model's open-set threshold) or uncalibrated
     GET /api/words?q=TEXT          {"words": [...]}: the query's words a heat map can be drawn for
     GET /api/image?path=PATH       the image file of a gallery path: only paths the EMB lists, only regular
                                    files inside the folder (404 else), the bytes embedded (409 else)
@@ -59,8 +61,12 @@ def create_app(gallery: Gallery | LiveGallery) -> FastAPI:
         return live.current.describe()
 
     @app.get("/api/search")
-    def search(q: str, k: int = 10) -> list[dict[str, Any]]:
-        return live.current.search(q, k)
+    def search(q: str, response: Response, k: int = 10, offset: int = 0) -> list[dict[str, Any]]:
+        current = live.current
+        hits, verdict = current.search_page(q, k, offset)
+        response.headers["X-Tbpr-Verdict"] = verdict
+        response.headers["X-Tbpr-Embed"] = current.info.embed_id
+        return hits
 
     @app.get("/api/words")
     def words(q: str) -> dict[str, list[str]]:

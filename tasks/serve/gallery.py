@@ -23,6 +23,7 @@ from tasks.data.layout import CAPTIONS, IMAGES, MANIFEST
 from tasks.embed.layout import EMBED_JSON, FILES, SOURCE_FOLDER, EmbedInfo
 from tasks.report.plots import region_grid
 from tasks.score.search import Searcher
+from tasks.serve import open_set
 from tasks.serve.files import ServeError, gone, read_inside
 from tbpr_models import image_transform
 from tbpr_models.variant import VariantHead
@@ -32,11 +33,13 @@ from tbpr_models.variant import VariantHead
 MAX_WORDS = 1_000
 MAX_CHARS = 10_000
 MAX_K = 100
+MAX_OFFSET = 900  # "load more" pages through the best MAX_OFFSET + MAX_K images
 HEAT_HEIGHT = 256  # heat map PNGs are drawn at this height
 
 
-def check_query(text: str, k: int | None = None) -> str:
-    """`text` stripped, or TbprError (HTTP 400) for empty or over-long text and k out of [1, MAX_K]."""
+def check_query(text: str, k: int | None = None, offset: int = 0) -> str:
+    """`text` stripped, or TbprError (HTTP 400) for empty or over-long text, k out of [1, MAX_K] or
+    offset out of [0, MAX_OFFSET]."""
     stripped = text.strip()
     if not stripped:
         raise TbprError("the query text is empty; describe the person, e.g. 'a man in a red jacket'")
@@ -48,6 +51,8 @@ def check_query(text: str, k: int | None = None) -> str:
         )
     if k is not None and not 1 <= k <= MAX_K:
         raise TbprError(f"k must be between 1 and {MAX_K} (got {k})")
+    if not 0 <= offset <= MAX_OFFSET:
+        raise TbprError(f"offset must be between 0 and {MAX_OFFSET} (got {offset})")
     return stripped
 
 
@@ -77,6 +82,7 @@ class Gallery:
         else:
             self._data = DataCheck(self.info)
             self._data.check()  # a split EMB of DATA re-prepared since is refused at once
+        self.open_set = open_set.read(Path(self.info.checkpoint))  # None: not calibrated
         self.attention = (
             type(self.searcher.model.head).word_region_attention is not VariantHead.word_region_attention
         )
@@ -90,14 +96,41 @@ class Gallery:
             "max_k": MAX_K,
             "max_words": MAX_WORDS,
             "max_chars": MAX_CHARS,
+            "max_offset": MAX_OFFSET,
+            "open_set": None
+            if self.open_set is None
+            else {
+                "threshold": self.open_set.threshold,
+                "false_alarm": self.open_set.false_alarm_target,
+                "miss_rate": self.open_set.miss_rate,
+            },
         }
 
-    def search(self, text: str, k: int) -> list[dict[str, Any]]:
-        """[{rank, path, score}] of the top k (at most the gallery's size)."""
-        query = check_query(text, k)
+    def search(self, text: str, k: int, offset: int = 0) -> list[dict[str, Any]]:
+        """[{rank, path, score, confidence, match}] of ranks offset+1 to offset+k (within the gallery);
+        confidence and match are None when the model has no open-set calibration (`open_set`)."""
+        return self.search_page(text, k, offset)[0]
+
+    def search_page(self, text: str, k: int, offset: int = 0) -> tuple[list[dict[str, Any]], str]:
+        """(`search`'s hits, the verdict of the best one: "match", "no confident match" or
+        "uncalibrated")."""
+        query = check_query(text, k, offset)
         with self._lock:
-            hits = self.searcher.search(query, top_k=k, candidates=max(64, k))
-        return [{"rank": h.rank, "path": h.file_path, "score": round(h.score, 6)} for h in hits]
+            hits = self.searcher.search(query, top_k=offset + k, candidates=max(64, offset + k))
+        calibrated = self.open_set
+        page = [
+            {
+                "rank": h.rank,
+                "path": h.file_path,
+                "score": round(h.score, 6),
+                "confidence": None if calibrated is None else round(calibrated.confidence(h.score), 4),
+                "match": None if calibrated is None else calibrated.is_match(h.score),
+            }
+            for h in hits[offset:]
+        ]
+        if calibrated is None:
+            return page, "uncalibrated"
+        return page, "match" if hits and calibrated.is_match(hits[0].score) else "no confident match"
 
     def image_bytes(self, path: str) -> tuple[bytes, str]:
         """(encoded bytes, MIME type) of a gallery image named by its path in the EMB; a ServeError for

@@ -55,3 +55,30 @@ def serve(
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         live.stop()
+
+
+@app.command()
+def calibrate(
+    val_emb: Annotated[
+        Path,
+        typer.Argument(help="EMB of a val split (`tbpr embed DATA --split val --run MODEL --out VAL_EMB`)."),
+    ],
+    false_alarm: Annotated[
+        float, typer.Option(min=0.001, max=0.5, help="Share of absent people allowed a match.")
+    ] = 0.05,
+    device: Annotated[DeviceName, typer.Option()] = "auto",
+) -> None:
+    """Calibrate the model of VAL_EMB for open-set answers: a decision threshold at that false-alarm
+    rate and a confidence curve, written beside its checkpoint (open_set.json) for `tbpr serve`."""
+    quiet_faiss()
+    from tasks.embed.layout import EmbedInfo
+    from tasks.serve.open_set import calibrate as run_calibration
+    from tasks.serve.open_set import write
+
+    result = run_calibration(val_emb, false_alarm, device=device)
+    path = write(result, Path(EmbedInfo.read(val_emb).checkpoint))
+    plain_console().print(
+        f"threshold {result.threshold:.4f}: on {result.queries:,} val queries, {100 * result.false_alarm:.1f}% "
+        f"of absent people matched (target {100 * false_alarm:.1f}%), {100 * result.miss_rate:.1f}% of present "
+        f"people missed; written to {path}"
+    )
