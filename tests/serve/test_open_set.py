@@ -104,3 +104,29 @@ def test_the_service_says_no_confident_match_below_the_threshold(checkpoint: Pat
         TestClient(create_app(Gallery(emb))).get("/api/search", params={"q": "red"}).headers["X-Tbpr-Verdict"]
         == "uncalibrated"
     )
+
+
+def test_tbpr_search_says_no_confident_match(checkpoint: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tasks.embed.folder import embed_folder
+
+    emb = embed_folder(
+        write_image_folder(tmp_path / "images"), checkpoint, tmp_path / "emb", batch_size=4
+    ).out
+    top = Gallery(emb).search("a man in a red coat", 1)[0]["score"]
+    quantiles = tuple(np.linspace(top - 2, top + 2, open_set.QUANTILES))  # top is the median: 50%
+    calibration = open_set.OpenSet(
+        top + 0.5, 0.05, 0.05, 0.3, 100, quantiles, weights_digest(checkpoint), "val"
+    )
+    open_set.write(calibration, checkpoint)
+    command = [sys.executable, "-m", "tbpr", "search", str(emb), "a man in a red coat", "--device", "cpu"]
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[2]
+    )
+    assert result.returncode == 0, result.stderr
+    assert (
+        "no confident match: the best result's confidence is 50% (threshold at 5% false alarms"
+        in result.stdout
+    )
