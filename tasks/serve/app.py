@@ -11,6 +11,11 @@ re-embedded EMB folder is picked up without a restart, `tasks.serve.live`).
     GET /api/image?path=PATH       the image file of a gallery path: only paths the EMB lists, only regular
                                    files inside the folder (404 else), the bytes embedded (409 else)
     GET /api/heatmap?q=&path=&word=  PNG: the word's attention over that image (heads that attend)
+    GET /api/search?...&dedupe=true  the same, near-duplicates hidden (same bytes, or global cosine >= 0.98;
+                                   each kept hit's "hidden" counts those it stands for)
+    GET /api/similar?path=P&k=&offset=   "more like this": the images most like gallery image P
+    POST /api/similar?k=&offset=   search by example: the body an image (Content-Type image/jpeg, png,
+                                   webp or bmp; 16 MiB at most, 413 beyond, 415 for another type)
     GET /healthz                   {status, model, model_ref, images, emb, embed_id, emb_age_seconds, ...}
     GET /metrics                   Prometheus text format (`tasks.serve.metrics`)
 
@@ -28,13 +33,30 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from tasks.core.errors import TbprError
-from tasks.serve.gallery import Gallery
+from tasks.serve.files import ServeError
+from tasks.serve.gallery import Gallery, check_query
 from tasks.serve.live import LiveGallery
 from tasks.serve.metrics import ServiceMetrics
+from tasks.serve.similar import MAX_UPLOAD, by_image, by_path, hide_duplicates
 
 PAGE = Path(__file__).with_name("page.html")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, or a ServeError (413) past `limit` bytes (announced or sent)."""
+    announced = request.headers.get("content-length", "")
+    if announced.isdigit() and int(announced) > limit:
+        raise ServeError(f"the upload is {int(announced):,} bytes; the limit is {limit:,}", 413)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ServeError(f"the upload is over {limit:,} bytes; send a smaller image", 413)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def create_app(gallery: Gallery | LiveGallery) -> FastAPI:
@@ -61,12 +83,29 @@ def create_app(gallery: Gallery | LiveGallery) -> FastAPI:
         return live.current.describe()
 
     @app.get("/api/search")
-    def search(q: str, response: Response, k: int = 10, offset: int = 0) -> list[dict[str, Any]]:
+    def search(
+        q: str, response: Response, k: int = 10, offset: int = 0, dedupe: bool = False
+    ) -> list[dict[str, Any]]:
         current = live.current
-        hits, verdict = current.search_page(q, k, offset)
+        if dedupe:  # near-duplicates hidden: ranked deeper, then paged
+            check_query(q, k, offset)
+            ranked, verdict = current.ranked(q, 3 * (offset + k))
+            hits = hide_duplicates(current, ranked)[offset : offset + k]
+        else:
+            hits, verdict = current.search_page(q, k, offset)
         response.headers["X-Tbpr-Verdict"] = verdict
         response.headers["X-Tbpr-Embed"] = current.info.embed_id
         return hits
+
+    @app.get("/api/similar")
+    def more_like_this(path: str, k: int = 10, offset: int = 0) -> list[dict[str, Any]]:
+        return by_path(live.current, path, k, offset)
+
+    @app.post("/api/similar")
+    async def search_by_example(request: Request, k: int = 10, offset: int = 0) -> list[dict[str, Any]]:
+        data = await read_body(request, MAX_UPLOAD)
+        content_type = request.headers.get("content-type", "")
+        return await run_in_threadpool(by_image, live.current, data, content_type, k, offset)
 
     @app.get("/api/words")
     def words(q: str) -> dict[str, list[str]]:

@@ -86,7 +86,7 @@ class Gallery:
         self.attention = (
             type(self.searcher.model.head).word_region_attention is not VariantHead.word_region_attention
         )
-        self._lock = threading.Lock()  # one request at a time uses the model
+        self.lock = threading.Lock()  # one request at a time uses the model
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -114,9 +114,16 @@ class Gallery:
     def search_page(self, text: str, k: int, offset: int = 0) -> tuple[list[dict[str, Any]], str]:
         """(`search`'s hits, the verdict of the best one: "match", "no confident match" or
         "uncalibrated")."""
-        query = check_query(text, k, offset)
-        with self._lock:
-            hits = self.searcher.search(query, top_k=offset + k, candidates=max(64, offset + k))
+        check_query(text, k, offset)
+        hits, verdict = self.ranked(text, offset + k)
+        return hits[offset:], verdict
+
+    def ranked(self, text: str, count: int) -> tuple[list[dict[str, Any]], str]:
+        """The best `count` hits (at most MAX_OFFSET + MAX_K) and the verdict of the best one."""
+        query = check_query(text)
+        count = min(count, MAX_OFFSET + MAX_K)
+        with self.lock:
+            hits = self.searcher.search(query, top_k=count, candidates=max(64, count))
         calibrated = self.open_set
         page = [
             {
@@ -126,7 +133,7 @@ class Gallery:
                 "confidence": None if calibrated is None else round(calibrated.confidence(h.score), 4),
                 "match": None if calibrated is None else calibrated.is_match(h.score),
             }
-            for h in hits[offset:]
+            for h in hits
         ]
         if calibrated is None:
             return page, "uncalibrated"
@@ -181,7 +188,7 @@ class Gallery:
         pixels = (
             image_transform(model.config.image)(image).unsqueeze(0).to(self.searcher.device)
         )  # (1, 3, H, W)
-        with self._lock, torch.inference_mode():
+        with self.lock, torch.inference_mode():
             texts = self.searcher.encode_text(query)
             images = model.encode_images(pixels).to(self.searcher.device, torch.float32)
             attention = model.head.word_region_attention(texts, images)  # (L, N)
@@ -198,7 +205,7 @@ class DataCheck:
     def __init__(self, info: EmbedInfo) -> None:
         self.info = info
         self._seen: tuple[object, ...] | None = None
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
 
     def _stamp(self) -> tuple[object, ...]:
         folder = Path(self.info.data)
@@ -213,7 +220,7 @@ class DataCheck:
 
     def check(self) -> Path:
         """DATA's folder; a ServeError (409) when it changed since the embed, 404 when it is gone."""
-        with self._lock:
+        with self.lock:
             stamp = self._stamp()
             if stamp != self._seen:
                 try:

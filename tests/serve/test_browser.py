@@ -222,3 +222,28 @@ def test_the_page_says_no_confident_match_and_loads_more(browser: object, calibr
     ranks = [f.get_attribute("data-rank") for f in driver.find_elements(By.CSS_SELECTOR, "#grid figure")]  # type: ignore[attr-defined]
     assert ranks == [str(r) for r in range(1, 7)]
     assert not driver.find_element(By.ID, "more").is_displayed()  # type: ignore[attr-defined]  # all shown
+
+
+def test_more_like_this_and_hidden_duplicates(browser: object, server: str) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = browser
+    driver.get(server)  # type: ignore[attr-defined]
+    wait = WebDriverWait(driver, 30)
+    wait.until(lambda d: "images" in d.find_element(By.ID, "status").text)
+    driver.find_element(By.ID, "dedupe").click()  # type: ignore[attr-defined]
+    query = "someone walking"
+    expected = httpx.get(f"{server}/api/search", params={"q": query, "k": 10, "dedupe": "true"}).json()
+    driver.find_element(By.ID, "q").send_keys(query, Keys.ENTER)  # type: ignore[attr-defined]
+    wait.until(lambda d: d.find_element(By.ID, "grid").get_attribute("data-query") == query)
+    figures = driver.find_elements(By.CSS_SELECTOR, "#grid figure")  # type: ignore[attr-defined]
+    assert [f.get_attribute("data-path") for f in figures] == [h["path"] for h in expected]
+    path = figures[0].get_attribute("data-path")
+    like = httpx.get(f"{server}/api/similar", params={"path": path, "k": 10}).json()
+    figures[0].find_element(By.CSS_SELECTOR, "button.like").click()
+    wait.until(lambda d: d.find_element(By.ID, "grid").get_attribute("data-mode") == "similar")
+    shown = driver.find_elements(By.CSS_SELECTOR, "#grid figure")  # type: ignore[attr-defined]
+    assert [f.get_attribute("data-path") for f in shown] == [h["path"] for h in like]
+    assert path not in [f.get_attribute("data-path") for f in shown]
