@@ -7,6 +7,7 @@ Dimension letters: L words, N regions, D dim.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import threading
 from pathlib import Path
@@ -27,6 +28,8 @@ from tasks.serve import open_set
 from tasks.serve.files import ServeError, gone, read_inside
 from tbpr_models import image_transform
 from tbpr_models.variant import VariantHead
+
+log = logging.getLogger(__name__)
 
 # Request limits (a 400 beyond them): the text encoders read at most max_length tokens (16 to 77 here),
 # so longer text only costs tokenizing; a 1,000-word / 10,000-character cap keeps that bounded.
@@ -81,7 +84,12 @@ class Gallery:
             )
         else:
             self._data = DataCheck(self.info)
-            self._data.check()  # a split EMB of DATA re-prepared since is refused at once
+            try:
+                self._data.check()  # a split EMB of DATA re-prepared since is refused at once
+            except ServeError as exc:
+                if exc.status == 409:
+                    raise
+                log.warning("%s; search works, its images are answered 404", exc)  # DATA moved away
         self.open_set = open_set.read(Path(self.info.checkpoint))  # None: not calibrated
         self.attention = (
             type(self.searcher.model.head).word_region_attention is not VariantHead.word_region_attention

@@ -207,3 +207,19 @@ def test_a_busy_port_is_one_error_line_before_anything_is_printed(
     err = (tmp_path / "busy.err").read_text().strip()
     assert err.startswith("error: cannot listen on 127.0.0.1:") and "pass another --port" in err
     assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_a_split_emb_whose_data_is_gone_still_searches(
+    tiny_checkpoint: Callable[[str], Path], tmp_path: Path
+) -> None:
+    from tasks.embed.encode import embed_split
+    from tests.conftest import write_tiny_data
+
+    data = write_tiny_data(tmp_path / "data")
+    emb = tmp_path / "emb"
+    embed_split(data, tiny_checkpoint("global"), emb, batch_size=5, model_ref="tiny")
+    shutil.rmtree(data)
+    gallery = Gallery(emb)
+    client = TestClient(create_app(gallery), raise_server_exceptions=False)
+    assert client.get("/api/search", params={"q": "a man in red", "k": 2}).status_code == 200
+    assert "is gone" in _error(client.get("/api/image", params={"path": gallery.searcher.paths[0]}), 404)
