@@ -33,7 +33,9 @@ def embed_id(emb: Path) -> str | None:
         raw = json.loads((emb / EMBED_JSON).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    value = raw.get("embed_id") if isinstance(raw, dict) else None
+    if not isinstance(raw, dict):
+        return None
+    value = raw.get("embed_id") or ""  # an older embed.json has none: "" (never swapped)
     return value if isinstance(value, str) else None
 
 

@@ -157,3 +157,16 @@ def test_a_damaged_re_embed_keeps_the_old_gallery_serving(
     assert client.get("/api/search", params={"q": "red", "k": 3}).json() == before
     health = client.get("/healthz").json()
     assert health["reloads"] == 0 and "cannot be served" in health["last_reload_error"]
+
+
+def test_an_older_emb_without_an_embed_id_is_served(served_emb: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    emb = Path(shutil.copytree(served_emb, tmp_path / "emb"))
+    raw = json.loads((emb / "embed.json").read_text())
+    del raw["embed_id"]
+    (emb / "embed.json").write_text(json.dumps(raw))
+    live = LiveGallery(lambda: Gallery(emb), emb, check_every=None)
+    assert live.current.info.embed_id == "" and not live.check()
+    assert TestClient(create_app(live)).get("/api/search", params={"q": "red", "k": 2}).status_code == 200
