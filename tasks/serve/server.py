@@ -12,7 +12,6 @@ LINGER_SECONDS, so the client reads the answer.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
 from typing import Any
@@ -101,4 +100,4 @@ class LimitedH11Protocol(H11Protocol):
         self._dropping = 0
         if self.transport.can_write_eof():
             self.transport.write_eof()
-        asyncio.get_event_loop().call_later(LINGER_SECONDS, self.transport.close)
+        self.loop.call_later(LINGER_SECONDS, self.transport.close)
