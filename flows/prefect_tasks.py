@@ -32,6 +32,7 @@ from tasks.report.warehouse import load_attributes, sync
 from tasks.score.run import score
 from tasks.tracking.models import best_champion, resolve_checkpoint
 from tasks.tracking.runs import close_run, log_files, open_parent_run
+from tasks.tracking.store import promote_if_better
 from tasks.train.loop import prepare_feature_cache, train_variant
 
 
@@ -92,6 +93,7 @@ embed_task = task(
 # incremental by itself (files keyed by path and content hash), so never skipped by a cache
 embed_folder_task = task(name="embed-folder")(embed_folder)
 best_champion_task = task(name="best-champion", **IO_RETRIES)(best_champion)
+promote_task = task(name="promote-if-better", **IO_RETRIES)(promote_if_better)
 score_task = task(name="score")(score)
 # I/O only: the MLflow store, the warehouse file, artifacts
 sync_task = task(name="warehouse-sync", **IO_RETRIES)(sync)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -9,8 +10,9 @@ from prefect import flow
 from prefect.futures import PrefectFuture, wait
 
 from flows.config import TrainRunConfig, write_config
-from flows.prefect_tasks import feature_cache_task, train_task
+from flows.prefect_tasks import feature_cache_task, promote_task, train_task
 from tasks.core.errors import TbprError
+from tasks.tracking.names import model_name
 from tasks.train.config import TrainConfig
 from tasks.train.loop import TrainResult
 from tasks.train.state import selection_score
@@ -74,9 +76,9 @@ def train_variants_flow(config: TrainRunConfig) -> TrainOutcome:
 
 
 def submit(
-    config: TrainRunConfig, name: str, train_config: TrainConfig, progress: bool
+    config: TrainRunConfig, name: str, train_config: TrainConfig, progress: bool, promote: bool = True
 ) -> PrefectFuture[Any]:
-    """One training task, its checkpoints under `config.out / name`."""
+    """One training task, its checkpoints under `config.out / name` (`promote=False`: never champion)."""
     if config.out is not None:
         train_config = train_config.model_copy(update={"output_dir": config.out / name})
     return train_task.with_options(task_run_name=f"train-{name}").submit(
@@ -85,6 +87,7 @@ def submit(
         tracking=config.tracking,
         progress=progress,
         parent_run_id=config.parent_run_id,
+        promote=promote,
     )
 
 
@@ -107,7 +110,8 @@ def search_lr(
     under the model's own name (the others under `<name>-lr<lr>`, in MLflow only); its lr."""
     name, base = first
     runs = {lr: (f"{name}-lr{lr:g}", base.model_copy(update={"lr": lr})) for lr in grid}
-    futures = {lr: submit(config, run_name, c, progress) for lr, (run_name, c) in runs.items()}
+    # no search run is promoted while they train; the chosen one may be, below
+    futures = {lr: submit(config, run_name, c, progress, promote=False) for lr, (run_name, c) in runs.items()}
     wait(list(futures.values()))
     done: dict[float, TrainResult] = {}
     for lr, future in futures.items():
@@ -117,7 +121,9 @@ def search_lr(
         outcome.failed[name] = f"every lr of {grid} failed"
         return None
     best = max(done, key=lambda lr: (selection_score(done[lr].val_curve, base.smooth), -lr))
-    outcome.results[name] = done.pop(best)
+    chosen = done.pop(best)
+    promoted = promote_task(config.tracking, model_name(chosen.variant), chosen.model_version)
+    outcome.results[name] = dataclasses.replace(chosen, promoted=promoted)
     outcome.searched.update({runs[lr][0]: result for lr, result in done.items()})
     return best
 

@@ -12,7 +12,7 @@ from safetensors import SafetensorError
 from tasks.core.errors import TbprError
 from tasks.tracking.config import TrackingConfig
 from tasks.tracking.names import CHAMPION
-from tasks.tracking.store import Tracker
+from tasks.tracking.store import Tracker, Version
 from tbpr_models.checkpoint import BaseMismatchError, is_checkpoint, load_checkpoint
 from tbpr_models.model import RetrievalModel
 
@@ -42,9 +42,11 @@ def resolve_checkpoint(
 
 
 def best_champion(tracking: TrackingConfig | None = None) -> tuple[str, str]:
-    """(`models:/tbpr-<variant>@champion`, a line saying why it was chosen): of the registered models'
-    champions, the one with the best val R1 (the first name on ties); TbprError when there is none (a
-    SQLite store that does not exist is not created to find out)."""
+    """(`models:/tbpr-<variant>@champion`, a line saying why it was chosen): the best val R1 among the
+    registered champions validated on the same data, of the data with the largest val split (val R1 of
+    other data does not compare: a quick-profile model's tiny val split never outranks the main job's);
+    the first name on ties. Controls are never champions. TbprError when there is none (a SQLite store
+    that does not exist is not created to find out)."""
     config = tracking or TrackingConfig()
     database = config.sqlite_file()
     champions = [] if database is not None and not database.is_file() else Tracker(config).champions()
@@ -53,12 +55,22 @@ def best_champion(tracking: TrackingConfig | None = None) -> tuple[str, str]:
             f"no champion model is registered in {config.resolved_tracking_uri()}; train one (`tbpr train`, "
             "`tbpr run`) or pass --run RUN_ID|models:/tbpr-<variant>@champion|CHECKPOINT_FOLDER"
         )
-    name, version, r1 = max(sorted(champions), key=lambda c: c[2])
-    others = ", ".join(f"{n} v{v} {s:.2f}" for n, v, s in sorted(champions) if n != name)
-    reason = f"{name} v{version} (val R1 {r1:.2f}): the best champion" + (
+    groups: dict[tuple[str, str], list[Version]] = {}
+    for champion in sorted(champions, key=lambda c: c.name):
+        groups.setdefault(champion.population, []).append(champion)
+    population = max(sorted(groups), key=lambda p: (max(c.val_queries for c in groups[p]), len(groups[p])))
+    group = groups[population]
+    best = max(group, key=lambda c: c.val_r1)
+    others = ", ".join(f"{c.name} v{c.version} {c.val_r1:.2f}" for c in group if c is not best)
+    reason = f"{best.describe()}: the best of {len(group)} champion(s) validated on that data" + (
         f" (others: {others})" if others else ""
     )
-    return f"models:/{name}@{CHAMPION}", reason
+    elsewhere = [c for p, g in sorted(groups.items()) if p != population for c in g]
+    if elsewhere:
+        reason += "; not compared, validated on other data with a smaller val split: " + ", ".join(
+            c.describe() for c in elsewhere
+        )
+    return f"models:/{best.name}@{CHAMPION}", reason
 
 
 def open_checkpoint(folder: Path, device: str | torch.device = "cpu") -> RetrievalModel:

@@ -56,6 +56,10 @@ def metric_key(split: str, name: str) -> str:
 CHECKPOINT_ARTIFACT = "checkpoint"  # artifact folder of a training run's selected checkpoint
 CHAMPION = "champion"  # alias that moves only when val R1 improves
 VERSION_VAL_R1 = "val_R1"  # model version tag: the val/R1 of the selected checkpoint
+# model version tags: what that val R1 was measured on (DATA's content hash, the val split's queries);
+# champions are compared only on the same DATA (`Tracker.promote_if_better`, `best_champion`)
+VERSION_DATA = "data_hash"
+VERSION_VAL_QUERIES = "val_queries"
 
 
 def model_name(variant: str) -> str:

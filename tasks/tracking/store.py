@@ -12,6 +12,7 @@ import logging
 import subprocess
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -30,10 +31,13 @@ from tasks.tracking.names import (
     TAG_DATASET,
     TAG_GIT_SHA,
     TAG_VARIANT,
+    VERSION_DATA,
+    VERSION_VAL_QUERIES,
     VERSION_VAL_R1,
     model_name,
 )
 from tbpr_models.checkpoint import is_checkpoint
+from tbpr_models.registry import VARIANTS
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +84,34 @@ def _missing_folders(folder: Path) -> list[Path]:
         missing.append(folder)
         folder = folder.parent
     return missing
+
+
+@dataclass(frozen=True)
+class Version:
+    """A registered model version and what its val R1 was measured on."""
+
+    name: str
+    version: str
+    val_r1: float
+    dataset: str  # "" when the version predates these tags
+    data: str  # DATA's content hash ("": unknown)
+    val_queries: int  # the val split's captions (0: unknown)
+
+    @property
+    def population(self) -> tuple[str, str]:
+        """What its val R1 can be compared with: versions of the same dataset and DATA."""
+        return self.dataset, self.data
+
+    def describe(self) -> str:
+        on = f"{self.dataset or 'unknown data'}" + (f" {self.data[:15]}" if self.data else "")
+        return f"{self.name} v{self.version} (val R1 {self.val_r1:.2f} on {on}, {self.val_queries:,} val queries)"
+
+
+def is_control(name: str) -> bool:
+    """Whether registered model `name` is a calibration control (`tbpr-control_top_half`): never a
+    champion, whatever its score."""
+    spec = VARIANTS.get(name.removeprefix(model_name("")))
+    return spec is not None and bool(spec.head_cls.control)
 
 
 class Tracker:
@@ -177,30 +209,42 @@ class Tracker:
 
     def champion(self, name: str) -> tuple[str, float] | None:
         """(version, val R1) of the current champion of `name`, or None when it has none."""
+        found = self.champion_version(name)
+        return None if found is None else (found.version, found.val_r1)
+
+    def champion_version(self, name: str) -> Version | None:
+        """The current champion of `name` with what it was measured on, or None when it has none."""
         try:
             version = self.client.get_model_version_by_alias(name, CHAMPION)
         except MlflowException:
             return None
-        return str(version.version), float(version.tags.get(VERSION_VAL_R1, "-inf"))
+        return _version(name, version)
 
-    def champions(self) -> list[tuple[str, str, float]]:
-        """(model name, version, val R1) of the champion of every registered `tbpr-<variant>` model."""
+    def champions(self) -> list[Version]:
+        """The champion of every registered `tbpr-<variant>` model (controls never are)."""
         found = []
         for model in self.client.search_registered_models(filter_string=f"name LIKE '{model_name('')}%'"):
-            champion = self.champion(model.name)
-            if champion is not None:
-                found.append((str(model.name), *champion))
+            champion = self.champion_version(model.name)
+            if champion is not None and not is_control(champion.name):
+                found.append(champion)
         return found
 
     def promote_if_better(self, name: str, version: str) -> bool:
-        """Move the `champion` alias to `version` when its val R1 beats the champion's (ties keep it)."""
-        score = float(self.client.get_model_version(name, version).tags[VERSION_VAL_R1])
-        current = self.champion(name)
-        if current is not None and (current[0] == version or score <= current[1]):
-            log.info("%s v%s (val/R1 %.2f) does not beat champion %s", name, version, score, current)
+        """Move the `champion` alias to `version` when it beats the champion on the same data: a higher
+        val R1 on the same dataset and DATA (ties keep the champion). Val R1 of other data does not
+        compare: a champion validated on other data is replaced only by a version validated on a larger
+        val split (a 2-epoch model on a small quick-profile split never displaces the main job's), and a
+        version without these tags (an older tbpr) is compared by val R1 alone. Controls never move it."""
+        candidate = _version(name, self.client.get_model_version(name, version))
+        if is_control(name):
+            log.info("%s is a calibration control: never a champion", candidate.describe())
+            return False
+        current = self.champion_version(name)
+        if current is not None and not _beats(candidate, current):
+            log.info("%s does not replace champion %s", candidate.describe(), current.describe())
             return False
         self.client.set_registered_model_alias(name, CHAMPION, version)
-        log.info("%s v%s (val/R1 %.2f) is the new champion", name, version, score)
+        log.info("%s is the new champion", candidate.describe())
         return True
 
     def resolve_model(self, ref: str) -> tuple[Path, dict[str, Any]]:
@@ -249,6 +293,32 @@ class Tracker:
         target.mkdir(parents=True, exist_ok=True)
         uri = self.config.resolved_tracking_uri()
         return Path(download_artifacts(artifact_uri=source, dst_path=str(target), tracking_uri=uri))
+
+
+def _version(name: str, version: Any) -> Version:
+    tags = version.tags
+    try:
+        queries = int(tags.get(VERSION_VAL_QUERIES, "0"))
+    except ValueError:
+        queries = 0
+    return Version(
+        name=name,
+        version=str(version.version),
+        val_r1=float(tags.get(VERSION_VAL_R1, "-inf")),
+        dataset=str(tags.get(TAG_DATASET, "")),
+        data=str(tags.get(VERSION_DATA, "")),
+        val_queries=queries,
+    )
+
+
+def _beats(candidate: Version, current: Version) -> bool:
+    """Whether `candidate` should replace champion `current` (README, "Champions")."""
+    if candidate.version == current.version:
+        return False
+    same_dataset = candidate.dataset == current.dataset or not (candidate.dataset and current.dataset)
+    if same_dataset and (candidate.data == current.data or not (candidate.data and current.data)):
+        return candidate.val_r1 > current.val_r1  # the same data, or nothing known to tell them apart
+    return candidate.val_queries > current.val_queries
 
 
 def require_run(tracking: TrackingConfig | None, run_id: str, option: str) -> None:

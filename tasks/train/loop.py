@@ -226,8 +226,10 @@ def train_variant(
     progress: bool = True,
     parent_run_id: str | None = None,
     on_epoch_end: EpochCallback | None = None,
+    promote: bool = True,
 ) -> TrainResult:
-    """Train `config.variant` on DATA; `resume` continues the latest unfinished run of the same config.
+    """Train `config.variant` on DATA; `resume` continues the latest unfinished run of the same config;
+    `promote=False` registers the model without ever making it champion (an lr search's runs).
 
     Started by torchrun with several processes, they train one model together (every process returns
     rank 0's result; only rank 0 touches MLflow)."""
@@ -237,6 +239,7 @@ def train_variant(
     with process_group(resolve_device(config.device)) as ranks:
         tracker = Tracker(tracking) if ranks.main else None
         trainer = _Trainer(prepared, config, tracker, progress and ranks.main, ranks)
+        trainer.promote = promote
         with terminate_as_interrupt():
             try:
                 with trainer.timed("build"):
@@ -305,6 +308,8 @@ class _Losses(nn.Module):
 
 class _Trainer:
     """The state of one training call; methods in the order `train_variant` calls them."""
+
+    promote = True  # whether the registered model may become champion
 
     def __init__(
         self,
@@ -775,10 +780,12 @@ class _Trainer:
             {
                 names.VERSION_VAL_R1: str(best.val["R1"]),
                 names.TAG_DATASET: self.data.dataset,
+                names.VERSION_DATA: data_hash(self.data),
+                names.VERSION_VAL_QUERIES: str(len(self.data.splits["val"].caption_ids)),
                 "epoch": str(best.epoch),
             },
         )
-        promoted = self.tracker.promote_if_better(name, version)
+        promoted = self.promote and self.tracker.promote_if_better(name, version)
         drop_optimizer_state(self.out)
         speeds = [r.samples_per_s for r in self.state.history]
         return TrainResult(

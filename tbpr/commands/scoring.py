@@ -113,6 +113,7 @@ def search(
     quiet_faiss()
     from tasks.embed.layout import SOURCE_FOLDER, EmbedInfo
     from tasks.score.search import SHEET, contact_sheet, hit_images, search_text
+    from tasks.serve.open_set import read as read_open_set
 
     hits = search_text(emb, text, top_k=top_k, candidates=candidates, index=index, device=device)
     info = EmbedInfo.read(emb)
@@ -130,6 +131,13 @@ def search(
             )
     console = plain_console()
     console.print(table)
+    calibrated = read_open_set(Path(info.checkpoint))  # `tbpr calibrate`: is the person there at all?
+    if calibrated is not None and hits:
+        verdict = "match" if calibrated.is_match(hits[0].score) else "no confident match"
+        console.print(
+            f"{verdict}: the best result's confidence is {100 * calibrated.confidence(hits[0].score):.0f}% "
+            f"(threshold at {100 * calibrated.false_alarm_target:.0f}% false alarms on val)"
+        )
     target = sheet if sheet is not None else emb / SHEET
     contact_sheet(hits, info.data_folder(), target, images=hit_images(emb, hits))
     console.print(f"contact sheet: {target}")

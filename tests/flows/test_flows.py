@@ -259,6 +259,7 @@ def test_lr_grid_chooses_each_variants_lr_on_val(pipeline: object, tbpr_home: Pa
         for name, r in outcome.results.items()
     }
     assert set(lrs.values()) == {outcome.chosen_lr["global"]}
+    assert not other.promoted  # the search's other run is registered, never champion
 
 
 def test_bad_input_found_inside_the_pipeline_is_one_error_line(

@@ -28,8 +28,19 @@ def test_search_answers_rank_path_score_as_the_cli_search(client: TestClient, se
     assert response.status_code == 200
     expected = search_text(served_emb, "a person in a red coat", top_k=4)
     assert response.json() == [
-        {"rank": h.rank, "path": h.file_path, "score": pytest.approx(h.score, abs=1e-5)} for h in expected
+        {
+            "rank": h.rank,
+            "path": h.file_path,
+            "score": pytest.approx(h.score, abs=1e-5),
+            "confidence": None,
+            "match": None,
+        }
+        for h in expected
     ]
+    assert response.headers["X-Tbpr-Verdict"] == "uncalibrated"  # no open_set.json beside the model
+    second = client.get("/api/search", params={"q": "a person in a red coat", "k": 2, "offset": 2}).json()
+    assert [hit["path"] for hit in second] == [h.file_path for h in expected[2:4]]  # "load more"
+    assert [hit["rank"] for hit in second] == [3, 4]
     everything = client.get("/api/search", params={"q": "someone", "k": MAX_K}).json()
     assert sorted(hit["path"] for hit in everything) == sorted(GOOD)  # k beyond the gallery: all of it
 
@@ -44,6 +55,8 @@ def test_search_answers_rank_path_score_as_the_cli_search(client: TestClient, se
         ({"q": "red", "k": 0}, "k must be between 1 and 100 (got 0)"),
         ({"q": "red", "k": MAX_K + 1}, "k must be between 1 and 100 (got 101)"),
         ({"q": "red", "k": "ten"}, "bad request parameters (k: "),
+        ({"q": "red", "offset": -1}, "offset must be between 0 and 900 (got -1)"),
+        ({"q": "red", "offset": 901}, "offset must be between 0 and 900 (got 901)"),
         ({"k": 3}, "bad request parameters (q: Field required)"),
     ],
 )
@@ -77,6 +90,7 @@ def test_page_and_info(client: TestClient) -> None:
     assert not any(f'src="{s}' in page.text for s in ("http", "//"))  # nothing loaded from elsewhere
     assert client.get("/api/info").json() == {
         "variant": "cross_scan", "images": len(GOOD), "attention": True, "max_k": 100, "max_words": 1000, "max_chars": 10000,
+        "max_offset": 900, "open_set": None,
     }  # fmt: skip
 
 

@@ -10,7 +10,13 @@ from tasks.core.errors import TbprError
 from tasks.core.settings import flatten_params
 from tasks.tracking.config import TrackingConfig
 from tasks.tracking.models import resolve_checkpoint
-from tasks.tracking.names import CHECKPOINT_ARTIFACT, VERSION_VAL_R1
+from tasks.tracking.names import (
+    CHECKPOINT_ARTIFACT,
+    TAG_DATASET,
+    VERSION_DATA,
+    VERSION_VAL_QUERIES,
+    VERSION_VAL_R1,
+)
 from tasks.tracking.store import Tracker, promote_if_better
 from tbpr_models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, is_checkpoint
 
@@ -21,14 +27,17 @@ def tracker(tracking_uri: tuple[str, str]) -> Tracker:
     return Tracker(TrackingConfig(tracking_uri=uri, artifact_root=artifacts, experiment="tracking-tests"))
 
 
-def registered_version(tracker: Tracker, name: str, val_r1: float, tmp_path: Path) -> str:
-    """A finished run with a checkpoint artifact, registered as a new version of `name`."""
+def registered_version(
+    tracker: Tracker, name: str, val_r1: float, tmp_path: Path, data: dict[str, str] | None = None
+) -> str:
+    """A finished run with a checkpoint artifact, registered as a new version of `name` (`data`: the
+    tags of what its val R1 was measured on, as training writes them)."""
     run_id = tracker.start_run(tracker.experiment_id("unused"), "train-x", {"variant": "x", "stage": "train"})
     for file in (CONFIG_FILE, WEIGHTS_FILE):  # what makes a folder a checkpoint (contents unused here)
         (tmp_path / file).write_text("{}")
         tracker.log_artifacts(run_id, tmp_path / file, CHECKPOINT_ARTIFACT)
     tracker.end_run(run_id)
-    return tracker.register_model(name, run_id, {VERSION_VAL_R1: str(val_r1)})
+    return tracker.register_model(name, run_id, {VERSION_VAL_R1: str(val_r1), **(data or {})})
 
 
 def test_champion_moves_only_to_a_better_val_r1(tracker: Tracker, tmp_path: Path) -> None:
@@ -132,4 +141,48 @@ def test_best_champion_is_the_registered_champion_of_best_val_r1(tmp_path: Path)
     registered_version(tracker, "tbpr-channel", 99.0, tmp_path)  # registered, never champion
     ref, reason = best_champion(tracker.config)
     assert ref == "models:/tbpr-cross_scan@champion"
-    assert reason.startswith("tbpr-cross_scan v1 (val R1 42.50): the best champion (others: tbpr-global")
+    assert reason.startswith(
+        "tbpr-cross_scan v1 (val R1 42.50 on unknown data, 0 val queries): the best of 3"
+    )
+    assert "(others: tbpr-global v1 30.00, tbpr-spatial v1 12.00)" in reason
+
+
+# what training tags a version with: the main job's DATA (100 val identities) and the quick profile's
+MAIN = {TAG_DATASET: "synth", VERSION_DATA: "sha256:main", VERSION_VAL_QUERIES: "624"}
+QUICK = {TAG_DATASET: "synth", VERSION_DATA: "sha256:quick", VERSION_VAL_QUERIES: "48"}
+
+
+def test_a_quick_profile_model_never_becomes_the_main_jobs_champion(tmp_path: Path) -> None:
+    from tasks.tracking.models import best_champion
+
+    tracker = Tracker(TrackingConfig(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}"))
+
+    def register(name: str, r1: float, data: dict[str, str]) -> str:
+        return registered_version(tracker, name, r1, tmp_path, data)
+
+    main = register("tbpr-global", 40.0, MAIN)
+    assert promote_if_better(tracker.config, "tbpr-global", main)
+    quick = register("tbpr-global", 95.0, QUICK)  # 2 epochs on a tiny val split: a high, meaningless R1
+    assert not promote_if_better(tracker.config, "tbpr-global", quick)
+    assert tracker.champion("tbpr-global") == (main, 40.0)
+    better = register("tbpr-global", 41.0, MAIN)  # the same data: val R1 decides
+    assert promote_if_better(tracker.config, "tbpr-global", better)
+    assert not promote_if_better(tracker.config, "tbpr-global", register("tbpr-global", 41.0, MAIN))  # a tie
+    # a store where the quick profile ran first: the main job's model replaces its champion
+    first = register("tbpr-spatial", 90.0, QUICK)
+    assert promote_if_better(tracker.config, "tbpr-spatial", first)
+    later = register("tbpr-spatial", 20.0, MAIN)
+    assert promote_if_better(tracker.config, "tbpr-spatial", later)
+    assert tracker.champion("tbpr-spatial") == (later, 20.0)
+    assert not promote_if_better(tracker.config, "tbpr-spatial", register("tbpr-spatial", 99.0, QUICK))
+    # a calibration control is registered, never champion
+    control = register("tbpr-control_top_half", 99.0, MAIN)
+    assert not promote_if_better(tracker.config, "tbpr-control_top_half", control)
+    assert tracker.champion("tbpr-control_top_half") is None
+    # a variant trained only by the quick profile has a champion, but it is not the default model
+    assert promote_if_better(tracker.config, "tbpr-cross_scan", register("tbpr-cross_scan", 97.0, QUICK))
+    ref, reason = best_champion(tracker.config)
+    assert ref == "models:/tbpr-global@champion"
+    assert reason.startswith(f"tbpr-global v{better} (val R1 41.00 on synth sha256:main, 624 val queries)")
+    assert "the best of 2 champion(s) validated on that data (others: tbpr-spatial v2 20.00)" in reason
+    assert "not compared" in reason and "tbpr-cross_scan v1 (val R1 97.00 on synth sha256:quick" in reason

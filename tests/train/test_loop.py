@@ -21,10 +21,12 @@ from mlflow import MlflowClient
 from pydantic import ValidationError
 from safetensors.torch import load_file
 
+from tasks.cache.features import data_hash
 from tasks.core.errors import TbprError
 from tasks.data.reader import decode_image, load_prepared
 from tasks.tracking.config import TrackingConfig
 from tasks.tracking.models import resolve_checkpoint
+from tasks.tracking.store import Tracker
 from tasks.train.config import TrainConfig
 from tasks.train.evaluate import EvalSettings, evaluate_split
 from tasks.train.loop import TrainResult, config_hash, train_variant
@@ -95,12 +97,16 @@ def test_run_has_tags_params_metrics_and_registered_model(trained: Trained) -> N
     assert [(v.name, str(v.version)) for v in versions] == [("tbpr-global", trained.result.model_version)]
 
 
-def test_resolve_model_by_run_id_and_champion_alias(trained: Trained) -> None:
+def test_resolve_model_by_run_id_and_champion_alias(trained: Trained, tiny_data: Path) -> None:
     by_run, info = resolve_checkpoint(trained.result.run_id, trained.tracking)
     assert info["run_id"] == trained.result.run_id and info["variant"] == "global"
     assert trained.result.promoted  # the first version of tbpr-global becomes its champion
     by_alias, alias_info = resolve_checkpoint("models:/tbpr-global@champion", trained.tracking)
     assert by_alias == by_run and alias_info["model_version"] == trained.result.model_version
+    champion = Tracker(trained.tracking).champion_version("tbpr-global")  # what its val R1 was measured on
+    prepared = load_prepared(tiny_data)
+    assert champion is not None and champion.val_queries == len(prepared.splits["val"].caption_ids) > 0
+    assert champion.data == data_hash(prepared) and champion.dataset == prepared.dataset
     logged = load_file(str(by_run / "model.safetensors"))
     selected = load_file(str(trained.result.checkpoint_dir / "model.safetensors"))
     assert logged.keys() == selected.keys() and all(torch.equal(logged[k], selected[k]) for k in logged)
