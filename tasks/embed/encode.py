@@ -57,6 +57,7 @@ class EmbedSummary:
     seconds: float
     stage_seconds: dict[str, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)  # an image folder's: `tasks.embed.folder.COUNTS`
+    reembedded: str = ""  # an image folder's: why the previous EMB's features were not reused
 
     @property
     def images_per_second(self) -> float:
