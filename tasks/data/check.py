@@ -97,21 +97,44 @@ def read_checked(path: Path, expected: pa.Schema, columns: Sequence[str]) -> pa.
     return table
 
 
+# the files whose bytes are DATA's content: what every reader of DATA reads
+HASHED = (IMAGES, CAPTIONS)
+# (folder, stat identity of each hashed file) -> its hash: a file rewritten, replaced, touched or
+# edited in place changes its inode, size, mtime or ctime (ctime cannot be set back by a user)
+_HASHES: dict[tuple[str, tuple[tuple[int, ...], ...]], str] = {}
+
+
+def _identity(path: Path) -> tuple[int, ...]:
+    info = path.stat()
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
 def content_hash(data: Path) -> str:
-    """What DATA holds, as one string: the manifest's `content_hash` (of the source annotation and image
-    bytes), else (a DATA folder written by other tools) a sha256 of its images and captions Parquet bytes."""
+    """What DATA holds, as one string: a sha256 of its own images and captions Parquet bytes (streamed
+    in 1 MiB blocks), so a DATA folder re-prepared or edited after `prepare` hashes differently. The
+    manifest's `content_hash` is another thing: the source's identity, which makes `prepare` a no-op.
+    Computed once per process for an unchanged pair of files (keyed by their inode, size, mtime and
+    ctime); an OSError when a file cannot be read."""
+    data = Path(data)
+    key = (str(data.resolve()), tuple(_identity(data / name) for name in HASHED))
+    if key not in _HASHES:
+        digest = hashlib.sha256()
+        for name in HASHED:
+            with open(data / name, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+        _HASHES[key] = "sha256:" + digest.hexdigest()
+    return _HASHES[key]
+
+
+def source_hash(data: Path) -> str:
+    """The manifest's `content_hash` (of the source annotation and image bytes, written by `prepare`),
+    or "" when it has none: what an EMB made before DATA's own hash was recorded holds instead."""
     try:
         recorded = json.loads((data / MANIFEST).read_text(encoding="utf-8")).get("content_hash")
     except (OSError, ValueError, AttributeError):
-        recorded = None
-    if isinstance(recorded, str) and recorded:
-        return recorded
-    digest = hashlib.sha256()
-    for name in (IMAGES, CAPTIONS):
-        with open(data / name, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return "sha256:" + digest.hexdigest()
+        return ""
+    return recorded if isinstance(recorded, str) else ""
 
 
 def open_data(

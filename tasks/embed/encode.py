@@ -156,7 +156,7 @@ def embed_split(
             dataset=prepared.dataset,
             config=json.loads((checkpoint / CONFIG_FILE).read_text()),
             weights_digest=digest,
-            data_hash=prepared.content_hash or content_hash(Path(data)),
+            data_hash=content_hash(Path(data)),  # DATA's own Parquet bytes, as `data_folder` checks
         )
         del image_local, text_local
         info.write(work)
