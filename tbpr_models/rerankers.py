@@ -87,7 +87,7 @@ def load_reranker(folder: Path, device: torch.device) -> PairReranker:
     model_type = settings.get("model_type")
     if not isinstance(model_type, str) or model_type not in RERANKERS:
         raise ValueError(
-            f"{folder} holds a {model_type!r} model; re-rankers known: {', '.join(sorted(RERANKERS))}"
+            f"{config} names model_type {model_type!r}; re-rankers known: {', '.join(sorted(RERANKERS))}"
         )
     return RERANKERS[model_type](folder, device)
 
