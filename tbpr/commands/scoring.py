@@ -114,8 +114,9 @@ def search(
     from tasks.embed.layout import SOURCE_FOLDER, EmbedInfo
     from tasks.score.search import SHEET, contact_sheet, hit_images, search_text
 
-    hits = search_text(emb, text, top_k=top_k, candidates=candidates, index=index, device=device)
     info = EmbedInfo.read(emb)
+    data = info.data_folder()  # checked before searching: the contact sheet draws DATA's images
+    hits = search_text(emb, text, top_k=top_k, candidates=candidates, index=index, device=device)
     folder = info.source == SOURCE_FOLDER
     table = Table(title=f"{text!r}")
     columns = ("rank", "path", "score") if folder else ("rank", "image_id", "person_id", "score", "file_path")
@@ -131,5 +132,5 @@ def search(
     console = plain_console()
     console.print(table)
     target = sheet if sheet is not None else emb / SHEET
-    contact_sheet(hits, info.data_folder(), target, images=hit_images(emb, hits))
+    contact_sheet(hits, data, target, images=hit_images(emb, hits))
     console.print(f"contact sheet: {target}")
