@@ -55,9 +55,9 @@ def test_non_image_and_oversized_files_are_judged_before_any_read(tmp_path: Path
     assert data == big.read_bytes() and record.size == 2004 and len(record.sha256) == 64
 
 
-def test_a_link_to_a_folder_and_an_unlisted_folder_are_entries_not_silence(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _linked_and_locked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An image folder with `cam1/a.png`, `cam5` a link to a folder of images elsewhere, and `locked/`
+    that `os.scandir` refuses (what a folder without r-x gives a user; the tests may run as root)."""
     folder, elsewhere = tmp_path / "images", tmp_path / "elsewhere"
     save(elsewhere, "x.png", "PNG", (20, 40), "red")
     save(folder, "cam1/a.png", "PNG", (20, 40), "blue")
@@ -65,12 +65,19 @@ def test_a_link_to_a_folder_and_an_unlisted_folder_are_entries_not_silence(
     (folder / "cam5").symlink_to(elsewhere, target_is_directory=True)
     scandir = os.scandir
 
-    def refuse_locked(path: os.PathLike[str] | str = ".") -> object:  # what a folder without r-x gives
+    def refuse_locked(path: os.PathLike[str] | str = ".") -> object:
         if Path(path).name == "locked":
             raise PermissionError(13, "Permission denied", str(path))
         return scandir(path)
 
     monkeypatch.setattr(os, "scandir", refuse_locked)
+    return folder
+
+
+def test_a_link_to_a_folder_and_an_unlisted_folder_are_entries_not_silence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = _linked_and_locked(tmp_path, monkeypatch)
     scan = scan_folder(folder)
     assert [p.relative_to(folder).as_posix() for p in scan.entries] == ["cam1/a.png", "cam5"]
     assert [(p.name, why.split(":")[0]) for p, why in scan.unlisted] == [
@@ -83,22 +90,8 @@ def test_a_link_to_a_folder_and_an_unlisted_folder_are_entries_not_silence(
 def test_embed_lists_a_linked_and_an_unlisted_folder_in_the_quarantine(
     tmp_path: Path, tiny_checkpoint: Checkpoint, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    folder, elsewhere = tmp_path / "images", tmp_path / "elsewhere"
-    save(elsewhere, "x.png", "PNG", (20, 40), "red")
-    save(folder, "cam1/a.png", "PNG", (20, 40), "blue")
-    save(folder, "locked/b.png", "PNG", (20, 40), "green")
-    (folder / "cam5").symlink_to(elsewhere, target_is_directory=True)
+    folder = _linked_and_locked(tmp_path, monkeypatch)
     os.mkfifo(folder / "cam1" / "stream.jpg")
-    scandir = os.scandir
-    monkeypatch.setattr(
-        os,
-        "scandir",
-        lambda p=".": (
-            (_ for _ in ()).throw(PermissionError(13, "Permission denied", str(p)))
-            if Path(p).name == "locked"
-            else scandir(p)
-        ),
-    )
     summary = embed_folder(folder, tiny_checkpoint("global"), tmp_path / "emb", batch_size=4)
     quarantine = {
         r["path"]: r["reason"] for r in pq.read_table(tmp_path / "emb" / layout.FOLDER_QUARANTINE).to_pylist()
