@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
-from tasks.data.check import content_hash
+from tasks.data import check
+from tasks.data.check import HASH_MEMO, content_hash
 
 
 def _independent(data: Path) -> str:
@@ -65,3 +67,18 @@ def test_an_in_place_edit_keeping_size_and_mtime_is_not_hidden_by_the_memo(
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # mtime set back: only ctime moved
     assert path.stat().st_size == stat.st_size and path.stat().st_mtime_ns == stat.st_mtime_ns
     assert content_hash(data) == _independent(data) != before
+
+
+def test_the_memo_in_data_serves_a_new_process_only_for_the_same_files(
+    tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = shutil.copytree(tiny_data, tmp_path / "data")
+    real = content_hash(data)
+    memo = json.loads((data / HASH_MEMO).read_text())
+    assert memo["hash"] == real == _independent(data)
+    (data / HASH_MEMO).write_text(json.dumps({**memo, "hash": "sha256:remembered"}))
+    monkeypatch.setattr(check, "_HASHES", {})  # a new process
+    assert content_hash(data) == "sha256:remembered"  # the files are unchanged: not read again
+    monkeypatch.setattr(check, "_HASHES", {})
+    os.utime(data / "images.parquet")  # touched: another identity, hashed again
+    assert content_hash(data) == real
