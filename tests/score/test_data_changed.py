@@ -54,3 +54,22 @@ def test_the_reranker_refuses_data_re_prepared_since_the_embed(reprepared: tuple
         gallery_images(before, data)
     assert EmbedInfo.read(before).data_hash in str(error.value) and content_hash(data) in str(error.value)
     assert len(gallery_images(after, data)) == EmbedInfo.read(after).num_images
+
+
+def test_an_older_embed_json_with_the_sources_hash_still_opens_its_unchanged_data(
+    tiny_emb: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """Before DATA's own hash, embed.json recorded the manifest's (the source's): still accepted;
+    any other recorded hash is DATA changed."""
+    import dataclasses
+    import json
+
+    emb = shutil.copytree(tiny_emb("global"), tmp_path / "emb")
+    info = EmbedInfo.read(emb)
+    data = shutil.copytree(info.data, tmp_path / "data")
+    manifest = json.loads((data / "manifest.json").read_text())
+    (data / "manifest.json").write_text(json.dumps({**manifest, "content_hash": "sha256:" + "cd" * 32}))
+    older = dataclasses.replace(info, data=str(data), data_hash="sha256:" + "cd" * 32)
+    assert older.data_folder() == data
+    with pytest.raises(TbprError, match="changed since"):
+        dataclasses.replace(older, data_hash="sha256:" + "ef" * 32).data_folder()
