@@ -90,8 +90,9 @@ def _encoder_settings(config: object) -> dict[str, Any]:
 
 
 def data_hash(data: PreparedData) -> str:
-    """The manifest's content hash, else (a DATA folder written by other tools) a hash of its Parquet bytes."""
-    return data.content_hash or content_hash(data.path)
+    """DATA's own content hash (of its Parquet bytes, as EMB records): DATA edited or re-prepared keys
+    another cache."""
+    return content_hash(data.path)
 
 
 def cache_key(data: PreparedData, model: RetrievalModel, point: SplitPoint) -> str:
