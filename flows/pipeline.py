@@ -64,6 +64,7 @@ class PipelineResult:
     gallery: Path | None = None  # the configured gallery's EMB, when a new champion re-embedded it
     phases: dict[str, float] = field(default_factory=dict)  # wall seconds of each stage of the flow
     training: dict[str, float] = field(default_factory=dict)  # training runs' phases, summed (PHASES)
+    runs: dict[str, tuple[str, dict[str, float]]] = field(default_factory=dict)  # model -> (variant, phases)
 
 
 def data_dir(tbpr: Home, config: PipelineConfig) -> Path:
@@ -172,7 +173,10 @@ def tbpr_pipeline(config: PipelineConfig = PipelineConfig()) -> PipelineResult:
     if trained.failed:
         raise VariantsFailed(failure_message(trained) + f"; the others are in {run_dir}")
     training = {phase: sum(r.phases.get(phase, 0.0) for r in trained.results.values()) for phase in PHASES}
-    return PipelineResult(run_dir, parent, warehouse, board, trained.failed, gallery, clock.phases, training)
+    runs = {name: (r.variant, r.phases) for name, r in trained.results.items()}
+    return PipelineResult(
+        run_dir, parent, warehouse, board, trained.failed, gallery, clock.phases, training, runs
+    )
 
 
 class PhaseClock:

@@ -282,3 +282,28 @@ def test_bad_input_found_inside_the_pipeline_is_one_error_line(
     assert stop.value.code == 2
     assert f"error: image folder {source / 'imgs'} does not exist" in err
     assert "Traceback" not in out + err
+
+
+def test_the_pipeline_says_where_each_runs_time_went(pipeline: object) -> None:
+    import io
+
+    from rich.console import Console
+
+    from flows.pipeline import PipelineResult
+    from tbpr.commands.pipeline import show_phases
+
+    assert isinstance(pipeline, PipelineResult)
+    assert {"prepare", "train", "embed", "score", "plots", "warehouse"} == set(pipeline.phases)
+    assert set(pipeline.runs) == {f"{v}-seed{s}" for v in ("global", "cross_scan") for s in (0, 1)}
+    for variant, phases in pipeline.runs.values():
+        assert variant in ("global", "cross_scan") and phases["steps"] > 0 and phases["val"] > 0
+    summed = {k: sum(p[k] for _, p in pipeline.runs.values()) for k in pipeline.training}
+    assert summed == pytest.approx(pipeline.training)
+    out = io.StringIO()
+    show_phases(Console(file=out, width=80), pipeline)
+    lines = out.getvalue().splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    rows = {line.split()[0]: line.split() for line in lines if line.split()[:1] in (["global"], ["all"])}
+    assert rows["global"][1] == "2" and rows["all"][1] == "4" and rows["all"][-1].endswith("%")
+    mean_total = sum(sum(p.values()) for _, p in pipeline.runs.values()) / 4
+    assert float(rows["all"][-2]) == pytest.approx(mean_total, abs=0.06)
