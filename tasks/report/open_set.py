@@ -185,6 +185,7 @@ def measure(
 def write_measure(result: OpenSetMeasure, out: Path, **labels: str | int | None) -> Path:
     """One row: `labels` (model, variant, seed, ...) and the measure, curve as list columns."""
     row = {**labels, **asdict(result)}
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
     return write_parquet_atomic(pa.Table.from_pylist([row]), Path(out))
 
 
