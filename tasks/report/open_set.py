@@ -39,6 +39,12 @@ MIN_QUERIES = 10  # fewer absent scores cannot place a quantile
 CURVE_POINTS = 101  # thresholds of the trade-off curve
 OPEN_SET_DIR = "open_set"  # RUN_DIR/open_set/<model>.parquet, one row per model
 OPEN_SET_PNG = "open_set.png"  # in the run's plots folder
+OPEN_SET_EMPTY = (  # the warehouse's `open_set` table when no run has such files
+    "model VARCHAR, variant VARCHAR, seed BIGINT, train_run_id VARCHAR, parent_run_id VARCHAR, dataset VARCHAR, "
+    "threshold DOUBLE, false_alarm_target DOUBLE, val_false_alarm DOUBLE, val_queries BIGINT, "
+    "false_alarm DOUBLE, miss_rate DOUBLE, detected DOUBLE, hit_rate DOUBLE, queries BIGINT, "
+    "absent_queries BIGINT, curve_threshold DOUBLE[], curve_false_alarm DOUBLE[], curve_miss DOUBLE[]"
+)
 
 
 def open_set_glob(runs: Path) -> str:
