@@ -164,7 +164,7 @@ def measure_scores(val: QueryScores, test: QueryScores, false_alarm: float) -> O
         val_queries=len(val_absent),
         false_alarm=fa,
         miss_rate=miss,
-        detected=1 - miss,
+        detected=float(np.mean(test.best > threshold)),  # 1 - miss_rate, as a share (hit_rate <= it)
         hit_rate=hit,
         queries=len(test.best),
         absent_queries=int(np.isfinite(test.absent).sum()),

@@ -282,3 +282,34 @@ def test_bad_input_found_inside_the_pipeline_is_one_error_line(
     assert stop.value.code == 2
     assert f"error: image folder {source / 'imgs'} does not exist" in err
     assert "Traceback" not in out + err
+
+
+def test_pipeline_measures_open_set_per_model(pipeline: object) -> None:
+    """Each model embeds val, sets its threshold there and is measured on test: its row in the run's
+    open_set folder and the warehouse (sql/open_set.sql per variant) and the trade-off plot."""
+    import pyarrow.parquet as pq
+
+    from flows.pipeline import PipelineResult
+
+    assert isinstance(pipeline, PipelineResult) and pipeline.warehouse is not None
+    run_dir = pipeline.run_dir
+    models = [f"{v}-seed{s}" for v in ("global", "cross_scan") for s in (0, 1)]
+    rows = {}
+    for name in models:
+        assert json.loads((run_dir / "emb_val" / name / "embed.json").read_text())["split"] == "val"
+        rows[name] = pq.read_table(run_dir / "open_set" / f"{name}.parquet").to_pylist()[0]
+    assert (run_dir / "plots" / "open_set.png").is_file()
+    for name, row in rows.items():
+        assert row["model"] == name and row["false_alarm_target"] == 0.05
+        assert 0 <= row["false_alarm"] <= 1 and 0 <= row["miss_rate"] <= 1
+        assert row["hit_rate"] <= row["detected"] == pytest.approx(1 - row["miss_rate"])
+    con = duckdb.connect(str(pipeline.warehouse), read_only=True)
+    sql = (Path(__file__).resolve().parents[2] / "sql" / "open_set.sql").read_text()
+    rel = con.sql(sql)
+    by_variant = {r[0]: dict(zip(rel.columns, r, strict=True)) for r in rel.fetchall()}
+    con.close()
+    assert set(by_variant) == {"global", "cross_scan"}
+    for variant, row in by_variant.items():
+        seeds = [r for r in rows.values() if r["variant"] == variant]
+        assert row["seeds"] == 2
+        assert row["missed"] == round(100 * sum(r["miss_rate"] for r in seeds) / 2, 1)

@@ -75,7 +75,7 @@ def test_candidate_scores_and_rates_match_a_query_by_query_count() -> None:
     assert result.hit_rate == pytest.approx(
         sum(b > threshold and e[2] for b, e in zip(best, expected, strict=True)) / 150
     )
-    assert result.detected == pytest.approx(1 - result.miss_rate)
+    assert result.detected == pytest.approx(1 - result.miss_rate) and result.hit_rate <= result.detected
     # the curve: false alarms fall and misses rise as the threshold rises
     assert np.all(np.diff(result.curve_threshold) > 0)
     assert np.all(np.diff(result.curve_false_alarm) <= 0) and np.all(np.diff(result.curve_miss) >= 0)

@@ -136,12 +136,13 @@ def _write_open_set(runs: Path, parent_run_id: str, train_ids: dict[str, str]) -
                 (0.5, 0.0),
                 (0.1, 1.0),
             )
-            labels = {"model": variant, "variant": variant, "seed": 0, "parent_run_id": parent}
+            labels: dict[str, str | int | None] = {"model": variant, "variant": variant, "seed": 0}
             write_measure(
                 measured,
                 runs / run / OPEN_SET_DIR / f"{variant}.parquet",
                 **labels,
                 train_run_id=train_ids[variant],
+                parent_run_id=parent,
             )
 
 
