@@ -412,4 +412,4 @@ def test_open_set_reports_the_latest_runs_rates_per_variant(store: Store) -> Non
     for variant, (false_alarm, miss, hit) in OPEN_SET.items():
         row = rows[variant]
         assert (row["false_alarm"], row["missed"], row["hit"]) == (100 * false_alarm, 100 * miss, 100 * hit)
-        assert row["correct_no_match"] == pytest.approx(100 * (1 - false_alarm)) and row["target"] == 5.0
+        assert row["no_match_ok"] == pytest.approx(100 * (1 - false_alarm)) and row["target"] == 5.0
