@@ -15,6 +15,7 @@ from prefect import flow
 
 from flows.config import (
     EmbedRunConfig,
+    EmbedSettings,
     GalleryRunConfig,
     PipelineConfig,
     PrepareRunConfig,
@@ -166,7 +167,9 @@ def tbpr_pipeline(config: PipelineConfig = PipelineConfig()) -> PipelineResult:
             folder=settings.folder,
             emb=settings.emb,
             model=settings.model,
-            embed=config.embed,
+            # the gallery's own precision (fp32, as `tbpr embed --images` and the deployment): the
+            # pipeline's bf16 would make every later refresh re-embed the whole folder
+            embed=config.embed.model_copy(update={"precision": EmbedSettings().precision}),
             tracking=config.tracking,
         )
         gallery = refresh_gallery_flow(refresh).out  # a champion changed: what users search follows it

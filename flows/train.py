@@ -13,9 +13,9 @@ from flows.config import TrainRunConfig, write_config
 from flows.prefect_tasks import feature_cache_task, promote_task, train_task
 from tasks.core.errors import TbprError
 from tasks.tracking.names import model_name
+from tasks.tracking.selection import choose_lr
 from tasks.train.config import TrainConfig
 from tasks.train.loop import TrainResult
-from tasks.train.state import selection_score
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ def search_lr(
     if not done:
         outcome.failed[name] = f"every lr of {grid} failed"
         return None
-    best = max(done, key=lambda lr: (selection_score(done[lr].val_curve, base.smooth), -lr))
+    best = choose_lr({lr: result.val_curve for lr, result in done.items()}, base.smooth)
     chosen = done.pop(best)
     promoted = promote_task(config.tracking, model_name(chosen.variant), chosen.model_version)
     outcome.results[name] = dataclasses.replace(chosen, promoted=promoted)

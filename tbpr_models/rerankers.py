@@ -74,14 +74,20 @@ RERANKERS: dict[str, Callable[[Path, torch.device], PairReranker]] = {"blip": Bl
 
 def load_reranker(folder: Path, device: torch.device) -> PairReranker:
     """The registered re-ranker of `folder`'s `config.json` model_type; ValueError when the folder has
-    none or its model type is not registered."""
+    none, it is not a JSON object, or its model type is not registered."""
     config = folder / "config.json"
     if not config.is_file():
         raise ValueError(f"{folder} has no config.json (a Hugging Face `save_pretrained` folder)")
-    model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
-    if model_type not in RERANKERS:
+    try:
+        settings = json.loads(config.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{config} is not valid JSON ({exc})") from exc
+    if not isinstance(settings, dict):
+        raise ValueError(f"{config} holds a JSON {type(settings).__name__}, not an object with a model_type")
+    model_type = settings.get("model_type")
+    if not isinstance(model_type, str) or model_type not in RERANKERS:
         raise ValueError(
-            f"{folder} holds a {model_type!r} model; re-rankers known: {', '.join(sorted(RERANKERS))}"
+            f"{config} names model_type {model_type!r}; re-rankers known: {', '.join(sorted(RERANKERS))}"
         )
     return RERANKERS[model_type](folder, device)
 

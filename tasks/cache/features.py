@@ -5,7 +5,8 @@ point) and stored float16, memory-mapped, so training runs only the trainable to
 $TBPR_HOME/cache/features/<key>/cache.json               key, DATA hash, stages, shapes per split
 $TBPR_HOME/cache/features/<key>/<split>/image_ids.npy     (G,) int64, the split's image order
 $TBPR_HOME/cache/features/<key>/<split>/images.npy        (G, C, h, w) float16: input of image stage s
-$TBPR_HOME/cache/features/<key>/<split>/images_flip.npy   (G, C, h, w) float16: the same, mirrored image
+$TBPR_HOME/cache/features/<key>/train/images_flip.npy   (G, C, h, w) float16: the same, mirrored (train only:
+                                                          the augmentation; val and test are never mirrored)
 $TBPR_HOME/cache/features/<key>/<split>/caption_ids.npy   (Q,) int64, the split's caption order
 $TBPR_HOME/cache/features/<key>/<split>/texts.npy         (Q, L, C') float16: hidden states after text stage t
 ```
@@ -46,7 +47,8 @@ from tbpr_models.config import build
 log = logging.getLogger(__name__)
 
 CACHE_MANIFEST = "cache.json"
-FORMAT = 1
+FORMAT = 2  # 2: mirrored images for the train split only
+FLIPPED_SPLITS = ("train",)
 
 
 @dataclass(frozen=True)
@@ -88,8 +90,9 @@ def _encoder_settings(config: object) -> dict[str, Any]:
 
 
 def data_hash(data: PreparedData) -> str:
-    """The manifest's content hash, else (a DATA folder written by other tools) a hash of its Parquet bytes."""
-    return data.content_hash or content_hash(data.path)
+    """DATA's own content hash (of its Parquet bytes, as EMB records): DATA edited or re-prepared keys
+    another cache."""
+    return content_hash(data.path)
 
 
 def cache_key(data: PreparedData, model: RetrievalModel, point: SplitPoint) -> str:
@@ -114,7 +117,7 @@ class CachedSplit:
 
     image_ids: np.ndarray  # (G,)
     images: np.ndarray  # (G, C, h, w) float16
-    images_flip: np.ndarray  # (G, C, h, w) float16
+    images_flip: np.ndarray | None  # (G, C, h, w) float16; train only (FLIPPED_SPLITS)
     caption_ids: np.ndarray  # (Q,)
     texts: np.ndarray  # (Q, L, C') float16
 
@@ -147,11 +150,13 @@ def open_cache(path: Path) -> FeatureCache:
     try:
         for name in manifest["splits"]:
             folder = path / name
+            flips = folder / "images_flip.npy"
             splits[name] = CachedSplit(
-                *(
-                    np.load(folder / f"{field}.npy", mmap_mode="r")
-                    for field in ("image_ids", "images", "images_flip", "caption_ids", "texts")
-                )
+                np.load(folder / "image_ids.npy", mmap_mode="r"),
+                np.load(folder / "images.npy", mmap_mode="r"),
+                np.load(flips, mmap_mode="r") if name in FLIPPED_SPLITS else None,
+                np.load(folder / "caption_ids.npy", mmap_mode="r"),
+                np.load(folder / "texts.npy", mmap_mode="r"),
             )
         point = build(SplitPoint, manifest["point"])
         key = manifest["key"]
@@ -299,13 +304,14 @@ def _write_split(
     probe = torch.zeros(1, 3, image_config.height, image_config.width, device=device)
     shape = (len(split.image_ids), *encoder.run(probe, 0, point.image).shape[1:])
     images = _open(folder / "images.npy", shape)
-    flips = _open(folder / "images_flip.npy", shape)
-    for start, plain, mirrored in _image_batches(split, model, how, lower):
+    flips = _open(folder / "images_flip.npy", shape) if split.name in FLIPPED_SPLITS else None
+    for start, plain, mirrored in _image_batches(split, model, how, lower, flips is not None):
         with autocast(device, how.precision):
             plain = encoder.run(plain, 0 if lower is None else lower[1].image, point.image)  # (B, C, h, w)
-            mirrored = encoder.run(mirrored, 0 if lower is None else lower[1].image, point.image)
+            if flips is not None and mirrored is not None:
+                mirrored = encoder.run(mirrored, 0 if lower is None else lower[1].image, point.image)
+                flips[start : start + len(plain)] = mirrored.float().cpu().numpy()
         images[start : start + len(plain)] = plain.float().cpu().numpy()
-        flips[start : start + len(plain)] = mirrored.float().cpu().numpy()
         advance(len(plain))
     input_ids, mask = tokenize(split.texts)  # (Q, L) each
     width = max(int(mask.sum(dim=1).max()), 1) if len(mask) else 1
@@ -325,30 +331,35 @@ def _write_split(
         texts[start : start + len(ids), : hidden.shape[1]] = hidden.float().cpu().numpy()
         advance(len(ids))
     for array in (images, flips, texts):
-        array.flush()
+        if array is not None:
+            array.flush()
     return {"images": list(images.shape), "texts": list(texts.shape)}
 
 
 def _image_batches(
-    split: SplitData, model: RetrievalModel, how: Encoding, lower: tuple[CachedSplit, SplitPoint] | None
-) -> Iterator[tuple[int, Tensor, Tensor]]:
-    """(first row, input of the first stage to run, the same for the mirrored image) per batch."""
+    split: SplitData,
+    model: RetrievalModel,
+    how: Encoding,
+    lower: tuple[CachedSplit, SplitPoint] | None,
+    mirror: bool = True,
+) -> Iterator[tuple[int, Tensor, Tensor | None]]:
+    """(first row, input of the first stage to run, the same for the mirrored image or None when
+    `mirror` is off) per batch."""
     if lower is not None:
         cached = lower[0]
         for start in range(0, len(cached.images), how.batch_size):
             stop = start + how.batch_size
-            yield (
-                start,
-                torch.from_numpy(cached.images[start:stop].astype(np.float32)).to(how.device),
-                torch.from_numpy(cached.images_flip[start:stop].astype(np.float32)).to(how.device),
-            )
+            flipped = None
+            if mirror and cached.images_flip is not None:
+                flipped = torch.from_numpy(np.array(cached.images_flip[start:stop])).float().to(how.device)
+            yield start, torch.from_numpy(np.array(cached.images[start:stop])).float().to(how.device), flipped
         return
     config = model.config.image
     transform = image_transform(config)
     start = 0
     for pixels in DataLoader(ImageDataset(split, transform), batch_size=how.batch_size):
         pixels = pixels.to(how.device)
-        yield start, pixels, pixels.flip(-1)
+        yield start, pixels, pixels.flip(-1) if mirror else None
         start += len(pixels)
 
 

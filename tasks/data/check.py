@@ -8,6 +8,7 @@ Vectorised with pyarrow.compute and numpy: 80k captions check in milliseconds.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -21,6 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tasks.core.errors import TbprError
+from tasks.core.files import write_json_atomic
 from tasks.data.layout import (
     CAPTIONS,
     CAPTIONS_SCHEMA,
@@ -97,21 +99,59 @@ def read_checked(path: Path, expected: pa.Schema, columns: Sequence[str]) -> pa.
     return table
 
 
+# the files whose bytes are DATA's content: what every reader of DATA reads
+HASHED = (IMAGES, CAPTIONS)
+# DATA/.content_hash.json: the last hash and the stat identity of the files it was computed from
+HASH_MEMO = ".content_hash.json"
+# (folder, stat identity of each hashed file) -> its hash, in this process
+_HASHES: dict[tuple[str, tuple[tuple[int, ...], ...]], str] = {}
+
+
+def _identity(path: Path) -> tuple[int, ...]:
+    """What changes when a file is rewritten, replaced, touched or edited in place: its inode, size,
+    mtime and ctime (a user can set mtime back, not ctime)."""
+    info = path.stat()
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
 def content_hash(data: Path) -> str:
-    """What DATA holds, as one string: the manifest's `content_hash` (of the source annotation and image
-    bytes), else (a DATA folder written by other tools) a sha256 of its images and captions Parquet bytes."""
+    """What DATA holds, as one string: a sha256 of its own images and captions Parquet bytes (streamed
+    in 1 MiB blocks), so a DATA folder re-prepared or edited after `prepare` hashes differently. The
+    manifest's `content_hash` is another thing: the source's identity, which makes `prepare` a no-op.
+    Hashed once for an unchanged pair of files: remembered in this process and in DATA/.content_hash.json
+    (best effort: a read-only DATA is hashed once per process), keyed by both files' `_identity`.
+    An OSError when a file cannot be read."""
+    data = Path(data)
+    identity = tuple(_identity(data / name) for name in HASHED)
+    key = (str(data.resolve()), identity)
+    if key in _HASHES:
+        return _HASHES[key]
+    try:
+        memo = json.loads((data / HASH_MEMO).read_text(encoding="utf-8"))
+        known = memo["hash"] if [tuple(i) for i in memo["identity"]] == list(identity) else None
+    except (OSError, ValueError, KeyError, TypeError):
+        known = None
+    if not isinstance(known, str):
+        digest = hashlib.sha256()
+        for name in HASHED:
+            with open(data / name, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+        known = "sha256:" + digest.hexdigest()
+        with contextlib.suppress(OSError):  # a read-only DATA: hashed again by the next process
+            write_json_atomic(data / HASH_MEMO, {"hash": known, "identity": identity})
+    _HASHES[key] = known
+    return known
+
+
+def source_hash(data: Path) -> str:
+    """The manifest's `content_hash` (of the source annotation and image bytes, written by `prepare`),
+    or "" when it has none: what an EMB made before DATA's own hash was recorded holds instead."""
     try:
         recorded = json.loads((data / MANIFEST).read_text(encoding="utf-8")).get("content_hash")
     except (OSError, ValueError, AttributeError):
-        recorded = None
-    if isinstance(recorded, str) and recorded:
-        return recorded
-    digest = hashlib.sha256()
-    for name in (IMAGES, CAPTIONS):
-        with open(data / name, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return "sha256:" + digest.hexdigest()
+        return ""
+    return recorded if isinstance(recorded, str) else ""
 
 
 def open_data(

@@ -58,6 +58,7 @@ class EmbedSummary:
     seconds: float
     stage_seconds: dict[str, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)  # an image folder's: `tasks.embed.folder.COUNTS`
+    reembedded: str = ""  # an image folder's: why the previous EMB's features were not reused
 
     @property
     def images_per_second(self) -> float:
@@ -175,7 +176,7 @@ def embed_split(
             dataset=prepared.dataset,
             config=json.loads((checkpoint / CONFIG_FILE).read_text()),
             weights_digest=digest,
-            data_hash=prepared.content_hash or content_hash(Path(data)),
+            data_hash=content_hash(Path(data)),  # DATA's own Parquet bytes, as `data_folder` checks
         )
         del image_local, text_local
         info.write(work)

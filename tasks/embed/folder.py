@@ -1,9 +1,11 @@
 """Embed a user's image folder (no captions, no person ids) into an EMB folder, incrementally.
 
-A re-embed into the same EMB with the same model (the same weights digest) encodes only the files
-added or changed since (keyed by relative path and content hash), copies the others' features from
-the previous EMB, drops removed files and rebuilds the FAISS indexes over the result: the same rows
-and features as a fresh embed. Another model re-embeds everything. Layout: `tasks.embed.layout`.
+A re-embed into the same EMB with the same model (the same weights digest and settings), the same
+precision and the same device type encodes only the files added or changed since (keyed by relative
+path and content hash), copies the others' features from the previous EMB, drops removed files and
+rebuilds the FAISS indexes over the result: the same rows and features as a fresh embed. Another
+model, precision (fp32 / bf16 features differ by ~1e-3) or device type re-embeds everything, and
+`FolderRecord.reembedded` says why. Layout: `tasks.embed.layout`.
 Dimension letters: G gallery, N regions, D dim.
 """
 
@@ -38,7 +40,7 @@ from tasks.core.files import (
 from tasks.core.outputs import check_out_folder
 from tasks.embed import layout
 from tasks.embed.encode import EmbedSummary, embedding_column
-from tasks.embed.files import MAX_PIXELS, FolderFile, open_image, read_file, scan_folder
+from tasks.embed.files import MAX_PIXELS, FolderFile, open_image, read_file, scan_folder, unlisted_record
 from tasks.embed.index import build_index, check_index_kind, save_index
 from tasks.embed.store import read_embeddings
 from tasks.tracking.models import open_checkpoint
@@ -59,7 +61,10 @@ class FolderRecord:
     max_pixels: int
     counts: dict[str, int]  # COUNTS: files added/changed/removed/unchanged since the previous EMB,
     # quarantined now, and encoded by this embed
-    reused: bool  # features of unchanged files copied from the previous EMB (same model)
+    reused: bool  # features of unchanged files copied from the previous EMB (same model, precision, device)
+    precision: str = ""  # what the features were encoded in ("" in an older folder.json: never reused)
+    device: str = ""  # the device type that encoded them (cpu, cuda, mps)
+    reembedded: str = ""  # why the previous EMB's features were not reused, when there was one
 
 
 @dataclass
@@ -71,6 +76,7 @@ class _Previous:
     rows: dict[str, int] = field(default_factory=dict)  # embedded path -> its row, when reusable
     global_: np.ndarray | None = None  # (G', D)
     local: np.ndarray | None = None  # (G', N, D) float16, memory-mapped
+    reembedded: str = ""  # why an image-folder EMB's features were not reused
 
 
 def _model_settings(config: dict[str, Any]) -> dict[str, Any]:
@@ -80,7 +86,9 @@ def _model_settings(config: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in config.items() if key != EXTRA_KEY}
 
 
-def _previous(out: Path, digest: str, config: dict[str, Any], max_pixels: int) -> _Previous:
+def _previous(
+    out: Path, digest: str, config: dict[str, Any], max_pixels: int, precision: str, device: str
+) -> _Previous:
     try:
         info = layout.EmbedInfo.read(out)
         record = json.loads((out / layout.FOLDER_JSON).read_text())
@@ -92,7 +100,29 @@ def _previous(out: Path, digest: str, config: dict[str, Any], max_pixels: int) -
     same_model = record.get("weights_digest") == digest and _model_settings(info.config) == _model_settings(
         config
     )
-    if info.source == layout.SOURCE_FOLDER and same_model and record.get("max_pixels") == max_pixels:
+    was = (record.get("precision") or "unknown", record.get("device") or "unknown")
+    differs = [
+        why
+        for why, differ in (
+            ("not an image-folder EMB", info.source != layout.SOURCE_FOLDER),
+            ("another model", not same_model),
+            (
+                f"max_pixels {record.get('max_pixels')} -> {max_pixels}",
+                record.get("max_pixels") != max_pixels,
+            ),
+            (f"precision {was[0]} -> {precision}", was[0] != precision),
+            (f"device {was[1]} -> {device}", was[1] != device),
+        )
+        if differ
+    ]
+    if differs:
+        previous.reembedded = "; ".join(differs)
+        log.warning(
+            "re-embedding every file of %s (%s): features are reused only when they match",
+            out,
+            previous.reembedded,
+        )
+    else:
         previous.rows = {row["path"]: i for i, row in enumerate(files)}
         previous.global_ = read_embeddings(out / layout.GALLERY)
         previous.local = np.load(out / layout.IMAGE_LOCAL, mmap_mode="r")
@@ -137,8 +167,8 @@ def embed_folder(
     start = time.perf_counter()
     digest = weights_digest(checkpoint)
     config = json.loads((Path(checkpoint) / CONFIG_FILE).read_text())
-    previous = _previous(out, digest, config, max_pixels)
     torch_device = resolve_device(device)
+    previous = _previous(out, digest, config, max_pixels, precision, torch_device.type)
     model = open_checkpoint(checkpoint, device=torch_device).eval()
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out)
@@ -170,7 +200,16 @@ def embed_folder(
             "quarantined": len(quarantine),
             "encoded": len(fresh.rows),
         }
-        record = FolderRecord(str(folder.resolve()), digest, max_pixels, counts, previous.global_ is not None)
+        record = FolderRecord(
+            str(folder.resolve()),
+            digest,
+            max_pixels,
+            counts,
+            previous.global_ is not None,
+            precision=precision,
+            device=torch_device.type,
+            reembedded=previous.reembedded,
+        )
         write_json_atomic(work / layout.FOLDER_JSON, dataclasses.asdict(record), indent=2, sort_keys=True)
         info = _info(
             folder, checkpoint, model, torch_device, image_global, work, kinds, (model_ref, train_run_id)
@@ -182,7 +221,9 @@ def embed_folder(
         shutil.rmtree(work, ignore_errors=True)
     seconds = time.perf_counter() - start
     log.info("embedded %s into %s in %.1f s: %s", folder, out, seconds, counts)
-    return EmbedSummary(out=out, info=info, seconds=seconds, stage_seconds={}, counts=counts)
+    return EmbedSummary(
+        out=out, info=info, seconds=seconds, stage_seconds={}, counts=counts, reembedded=previous.reembedded
+    )
 
 
 @dataclass
@@ -206,10 +247,11 @@ def _encode_changes(
 ) -> tuple[dict[FolderFile, str], list[tuple[FolderFile, str]], _Fresh]:
     """Read and hash every file; encode those the previous EMB cannot give (in batches).
     Returns (embedded file -> where its features are: "previous" or "fresh"), quarantine, fresh features."""
-    paths = scan_folder(folder)
+    scan = scan_folder(folder)
+    paths = scan.entries
     transform = image_transform(model.config.image)
     kept: dict[FolderFile, str] = {}
-    quarantine: list[tuple[FolderFile, str]] = []
+    quarantine = [(unlisted_record(folder, path), reason) for path, reason in scan.unlisted]
     fresh = _Fresh()
     batch: list[tuple[FolderFile, torch.Tensor]] = []
     with Progress(transient=True) as progress:
@@ -236,15 +278,9 @@ def _images(
 ) -> Iterator[tuple[FolderFile, Any]]:
     """(record, RGB image | None when the previous EMB holds its features | quarantine reason)."""
     for path in paths:
-        try:
-            record, data = read_file(folder, path)
-        except OSError as exc:
-            stat = path.lstat()
-            record = FolderFile(path.relative_to(folder).as_posix(), "", stat.st_size, stat.st_mtime_ns)
-            yield record, f"unreadable file ({exc.strerror or exc})"
-            continue
-        if path.is_symlink():
-            yield record, "symbolic link (not followed: only files inside the folder are embedded)"
+        record, data = read_file(folder, path)
+        if isinstance(data, str):
+            yield record, data
         elif record.path in previous.rows and previous.hashes.get(record.path) == record.sha256:
             yield record, None
         else:

@@ -16,8 +16,9 @@ no queries (Q = 0), `file_path` the path relative to FOLDER, `person_id` -1, and
 ```
 EMB/files.parquet       path, sha256, size, mtime_ns: the embedded files, in gallery row order
 EMB/quarantine.parquet  path, sha256, size, mtime_ns, reason: files not embedded, and why
-EMB/folder.json         FolderRecord: the folder, the model's weights digest, what the last embed
-                        added, changed, removed, kept and quarantined
+EMB/folder.json         FolderRecord: the folder, the model's weights digest, the precision and device
+                        type of its features, what the last embed added, changed, removed, kept and
+                        quarantined, and why it re-embedded everything when it did
 ```
 """
 
@@ -33,8 +34,7 @@ import torch
 
 from tasks.core.errors import TbprError
 from tasks.core.files import write_json_atomic
-from tasks.data.check import content_hash
-from tasks.data.layout import CAPTIONS, IMAGES
+from tasks.data.check import HASHED, content_hash, source_hash
 from tasks.tracking.models import open_checkpoint
 from tbpr_models import RetrievalModel
 from tbpr_models.checkpoint import is_checkpoint, weights_digest
@@ -92,21 +92,41 @@ class EmbedInfo:
     config: dict[str, Any] = field(default_factory=dict)  # the checkpoint's config.json
     # `weights_digest` of the checkpoint when it embedded (empty in an older embed.json: not checked)
     weights_digest: str = ""
-    # `tasks.data.check.content_hash` of DATA when it embedded (empty in an older embed.json: not checked)
+    # `tasks.data.check.content_hash` of DATA when it embedded: of its own Parquet bytes (the manifest's
+    # source hash in an older embed.json; empty in a still older one: not checked)
     data_hash: str = ""
 
     def data_folder(self) -> Path:
-        """The DATA folder the gallery came from, for its images; a TbprError when DATA was re-prepared
-        since (other images under the same ids would be drawn beside these scores)."""
+        """The DATA folder the gallery came from, for its images: the one check of every reader of
+        DATA (contact sheets, the server, the external re-ranker). A TbprError naming both hashes when
+        DATA was re-prepared or edited since (other images under the same ids would be drawn or scored
+        beside these embeddings)."""
         folder = Path(self.data)
-        if self.data_hash and (folder / IMAGES).is_file() and (folder / CAPTIONS).is_file():
-            now = content_hash(folder)
-            if now != self.data_hash:
+        if self.data_hash and all((folder / name).is_file() for name in HASHED):
+            try:
+                now = content_hash(folder)
+            except OSError as exc:
                 raise TbprError(
-                    f"DATA at {folder} changed since these embeddings were made (content {now[:19]}, "
-                    f"embedded from {self.data_hash[:19]}); re-run `tbpr embed` on it"
+                    f"DATA at {folder} cannot be read ({exc}); the embeddings need its images"
+                ) from exc
+            # an embed.json written before DATA's own hash was recorded holds the manifest's source hash
+            if self.data_hash not in (now, source_hash(folder)):
+                raise TbprError(
+                    f"DATA at {folder} changed since these embeddings were made (its content is {now}, "
+                    f"they were embedded from {self.data_hash}); re-run `tbpr embed` on it"
                 )
         return folder
+
+    def check_same_data(self, other: EmbedInfo, emb: Path, other_emb: Path) -> None:
+        """TbprError naming both folders and hashes when `other` (another model's EMB, e.g. a cascade's
+        candidates) was embedded from other DATA content than this one: the same ids and captions over
+        re-prepared images would pair one model's candidates with the other's pixels."""
+        if self.data_hash and other.data_hash and self.data_hash != other.data_hash:
+            raise TbprError(
+                f"{emb} and {other_emb} were embedded from different DATA ({self.data_hash} and "
+                f"{other.data_hash}: re-prepared or edited in between); re-run `tbpr embed` on the "
+                "current DATA for both"
+            )
 
     def check_weights(self) -> None:
         """TbprError when the checkpoint is no longer the one that made these embeddings (retrained or

@@ -104,6 +104,37 @@ def _read_only_view(array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(array)
 
 
+def check_arrays(emb: Path, info: layout.EmbedInfo, image_local: np.ndarray, store: EmbeddingStore) -> None:
+    """TbprError naming the file unless EMB's arrays agree with each other and with embed.json: the
+    gallery (G, D) and image_local (G, N, D), the queries (Q, D), text_local (Q, L, D) and text_mask
+    (Q, L) bool, G, Q, D and N as recorded. Checked once, when the folder is opened, so a damaged EMB
+    is one clear error instead of an IndexError deep in a scorer."""
+    G, Q, D = info.num_images, info.num_queries, info.embed_dim
+    expected = {
+        layout.GALLERY: ((store.rows.stop - store.rows.start, D), store.image_globals().shape),
+        layout.IMAGE_LOCAL: ((G, info.num_regions, D), image_local.shape),
+        layout.QUERIES: ((Q, D), store.text_globals().shape),
+        layout.TEXT_LOCAL: (
+            (Q, store.text_local.shape[1] if store.text_local.ndim == 3 else -1, D),
+            store.text_local.shape,
+        ),
+        layout.TEXT_MASK: (store.text_local.shape[:2], store.text_mask.shape),
+    }
+    if not 0 <= store.rows.start <= store.rows.stop <= G:
+        raise TbprError(f"gallery rows {store.rows.start}-{store.rows.stop} are outside {emb}'s {G} images")
+    for name, (want, found) in expected.items():
+        if tuple(found) != tuple(want):
+            raise TbprError(
+                f"{emb / name} has shape {tuple(found)}, but {emb / layout.EMBED_JSON} and the other files "
+                f"say {tuple(want)} (G={G} images, Q={Q} queries, D={D}); the folder is damaged or mixed "
+                "from two embeds: re-run `tbpr embed` into it"
+            )
+    if store.text_mask.dtype != np.bool_:
+        raise TbprError(
+            f"{emb / layout.TEXT_MASK} holds {store.text_mask.dtype}, not bool; re-run `tbpr embed`"
+        )
+
+
 class EmbeddingStore:
     """A `FeatureSource` over an EMB folder: globals loaded, local features memory-mapped.
 
@@ -139,15 +170,7 @@ class EmbeddingStore:
                 ("text_mask", self.text_mask),
             )
         }  # torch views for `_tensor`: no copy until rows are asked for
-        counts = {len(self._image_global), len(self.image_local), self.rows.stop - self.rows.start}
-        if (
-            len(counts) != 1
-            or len(local) != self.info.num_images
-            or len(self.text_local) != len(self._text_global) != self.info.num_queries
-        ):
-            raise TbprError(
-                f"the files of {emb} do not agree on the gallery and query counts; re-run `tbpr embed`"
-            )
+        check_arrays(emb, self.info, local, self)
 
     def index(self, kind: str) -> faiss.Index:
         """The FAISS index of `kind` that this EMB's embed built; TbprError for a kind it did not build

@@ -1,8 +1,9 @@
 """Cascades across models: another model's EMB (e.g. `global`) proposes each query's candidates, the
 scored EMB's model (or an external re-ranker) re-ranks them.
 
-The two EMB folders must describe the same queries (caption ids and texts) and the same gallery
-(image ids; rows may be in another order, mapped by id). The first stage searches the candidates
+The two EMB folders must be embedded from the same DATA content (the data hash each embed.json
+records) and describe the same queries (caption ids and texts) and the same gallery (image ids; rows
+may be in another order, mapped by id). The first stage searches the candidates
 EMB's FAISS index with its own query embeddings; candidate rows are mapped to the scored EMB's
 gallery rows, and images outside the top k keep the candidates model's order below them.
 Dimension letters: Q queries, G gallery, k candidates.
@@ -18,7 +19,7 @@ import pyarrow.parquet as pq
 
 from tasks.core.errors import TbprError
 from tasks.embed.index import IndexParams
-from tasks.embed.layout import GALLERY, QUERIES
+from tasks.embed.layout import GALLERY, QUERIES, EmbedInfo
 from tasks.embed.store import EmbeddingStore
 from tasks.score.pruned import Candidates, first_stage
 from tasks.score.ranking import global_similarity
@@ -43,8 +44,10 @@ def _rows_by_id(ids: list[object], others: list[object]) -> np.ndarray:
 
 
 def align(emb: Path, candidates: Path) -> Alignment:
-    """How the candidates EMB's rows map onto `emb`'s; a TbprError naming both folders when their
-    queries (caption ids and texts) or gallery images (image ids) differ."""
+    """How the candidates EMB's rows map onto `emb`'s; a TbprError naming both folders when they were
+    embedded from different DATA content (`EmbedInfo.check_same_data`), or their queries (caption ids
+    and texts) or gallery images (image ids) differ."""
+    EmbedInfo.read(emb).check_same_data(EmbedInfo.read(candidates), emb, candidates)
     fix = (
         "embed both models from the same DATA and split (`tbpr embed DATA --run RUN --out EMB`), "
         "or pass a --candidates-from folder of the same test split"

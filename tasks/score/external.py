@@ -20,7 +20,7 @@ from rich.progress import Progress
 from tasks.core.errors import TbprError
 from tasks.data.layout import IMAGES
 from tasks.data.reader import decode_image
-from tasks.embed.layout import GALLERY, QUERIES
+from tasks.embed.layout import GALLERY, QUERIES, EmbedInfo
 from tasks.score.pruned import Candidates, Reranked
 from tbpr_models.rerankers import PairReranker, load_reranker
 
@@ -31,12 +31,18 @@ def open_reranker(folder: Path, device: torch.device) -> PairReranker:
         raise TbprError(f"--reranker {folder} is not a folder; pass a local `save_pretrained` model folder")
     try:
         return load_reranker(folder, device)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, TypeError, KeyError, AttributeError) as exc:  # transformers on a bad config
         raise TbprError(f"--reranker {folder} cannot be loaded ({exc}); pass a BLIP ITM folder") from exc
 
 
-def gallery_images(emb: Path, data: Path) -> list[bytes]:
-    """The encoded bytes of every gallery image of `emb`, in its row order, from DATA/images.parquet."""
+def gallery_images(emb: Path, data: Path | None = None) -> list[bytes]:
+    """The encoded bytes of every gallery image of `emb`, in its row order, from its DATA/images.parquet.
+    The DATA folder is the one embed.json records (`data`, when given, must be it), checked by
+    `EmbedInfo.data_folder`: a TbprError when DATA was re-prepared or edited since the embed."""
+    info = EmbedInfo.read(emb)
+    if data is not None and Path(data).resolve() != Path(info.data).resolve():
+        raise TbprError(f"{emb} was embedded from {info.data}, not {data}; the re-ranker reads that DATA")
+    data = info.data_folder()
     image_ids = pq.read_table(emb / GALLERY, columns=["image_id"]).column("image_id").to_pylist()
     path = data / IMAGES
     if not path.is_file():

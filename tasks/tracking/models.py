@@ -12,7 +12,8 @@ from safetensors import SafetensorError
 from tasks.core.errors import TbprError
 from tasks.tracking.config import TrackingConfig
 from tasks.tracking.names import CHAMPION
-from tasks.tracking.store import Tracker, Version
+from tasks.tracking.selection import default_champion
+from tasks.tracking.store import Tracker
 from tbpr_models.checkpoint import BaseMismatchError, is_checkpoint, load_checkpoint
 from tbpr_models.model import RetrievalModel
 
@@ -55,17 +56,11 @@ def best_champion(tracking: TrackingConfig | None = None) -> tuple[str, str]:
             f"no champion model is registered in {config.resolved_tracking_uri()}; train one (`tbpr train`, "
             "`tbpr run`) or pass --run RUN_ID|models:/tbpr-<variant>@champion|CHECKPOINT_FOLDER"
         )
-    groups: dict[tuple[str, str], list[Version]] = {}
-    for champion in sorted(champions, key=lambda c: c.name):
-        groups.setdefault(champion.population, []).append(champion)
-    population = max(sorted(groups), key=lambda p: (max(c.val_queries for c in groups[p]), len(groups[p])))
-    group = groups[population]
-    best = max(group, key=lambda c: c.val_r1)
-    others = ", ".join(f"{c.name} v{c.version} {c.val_r1:.2f}" for c in group if c is not best)
-    reason = f"{best.describe()}: the best of {len(group)} champion(s) validated on that data" + (
+    best, compared, elsewhere = default_champion(champions)
+    others = ", ".join(f"{c.name} v{c.version} {c.val_r1:.2f}" for c in compared)
+    reason = f"{best.describe()}: the best of {len(compared) + 1} champion(s) validated on that data" + (
         f" (others: {others})" if others else ""
     )
-    elsewhere = [c for p, g in sorted(groups.items()) if p != population for c in g]
     if elsewhere:
         reason += "; not compared, validated on other data with a smaller val split: " + ", ".join(
             c.describe() for c in elsewhere

@@ -36,6 +36,7 @@ from tasks.tracking.names import (
     VERSION_VAL_R1,
     model_name,
 )
+from tasks.tracking.selection import beats_champion
 from tbpr_models.checkpoint import is_checkpoint
 from tbpr_models.registry import VARIANTS
 
@@ -240,7 +241,7 @@ class Tracker:
             log.info("%s is a calibration control: never a champion", candidate.describe())
             return False
         current = self.champion_version(name)
-        if current is not None and not _beats(candidate, current):
+        if current is not None and not beats_champion(candidate, current):
             log.info("%s does not replace champion %s", candidate.describe(), current.describe())
             return False
         self.client.set_registered_model_alias(name, CHAMPION, version)
@@ -309,16 +310,6 @@ def _version(name: str, version: Any) -> Version:
         data=str(tags.get(VERSION_DATA, "")),
         val_queries=queries,
     )
-
-
-def _beats(candidate: Version, current: Version) -> bool:
-    """Whether `candidate` should replace champion `current` (README, "Champions")."""
-    if candidate.version == current.version:
-        return False
-    same_dataset = candidate.dataset == current.dataset or not (candidate.dataset and current.dataset)
-    if same_dataset and (candidate.data == current.data or not (candidate.data and current.data)):
-        return candidate.val_r1 > current.val_r1  # the same data, or nothing known to tell them apart
-    return candidate.val_queries > current.val_queries
 
 
 def require_run(tracking: TrackingConfig | None, run_id: str, option: str) -> None:

@@ -236,7 +236,7 @@ class CachedBatches:
             images = self.caption_image[rows_array]
             flip = draws[mine]
             acts = self.cached.images[images]  # (B, C, h, w), a copy
-            if flip.any():
+            if flip.any() and self.cached.images_flip is not None:
                 acts[flip] = self.cached.images_flip[images[flip]]
             mask = self.attention_mask[rows_array]  # (B, L)
             length = max(int(mask.sum(dim=1).max()), 1)

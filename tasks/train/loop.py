@@ -1,10 +1,12 @@
-"""Train one variant on prepared DATA: one MLflow run, a checkpoint per epoch, selection on val R1.
+"""Train one variant on prepared DATA: the loop (data -> steps -> val -> checkpoint), then the epoch
+selected on val R1 tested once.
 
-`train_variant` is a plain function (the CLI and the Prefect task both call it). The loop: AdamW with
-linear warm-up and cosine decay (pretrained encoders at a lower lr), bf16 autocast (or fp16 with a
-gradient scaler), optional gradient accumulation and activation checkpointing, evaluation on the
-val split after each epoch, the best val R1 epoch tested on the test split, registered as
-`tbpr-<variant>` and promoted to `champion` when it beats the current one.
+`train_variant` is a plain function (the CLI and the Prefect task both call it) that runs `_Trainer`
+with callbacks (`tasks.train.callbacks`): `MlflowRun` tracks the run, registers `tbpr-<variant>` and
+offers it for `champion`; the loop itself knows nothing of MLflow. The loop: AdamW with linear warm-up
+and cosine decay (pretrained encoders at a lower lr), bf16 autocast (or fp16 with a gradient scaler),
+optional gradient accumulation and activation checkpointing, evaluation on the val split after each
+epoch, checkpoints of what was trained; the selection rules are `tasks.tracking.selection`'s.
 
 Under torchrun (`tasks.train.distributed`) the same function trains one model with several processes:
 DistributedDataParallel averages the gradients, each process takes its share of every global batch,
@@ -23,9 +25,8 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +47,8 @@ from tasks.core.env import home
 from tasks.core.errors import TbprError
 from tasks.core.files import write_text_atomic
 from tasks.core.outputs import check_out_folder, check_outside_home
-from tasks.core.settings import flatten_params
 from tasks.data.parts import part_boxes
 from tasks.data.reader import PreparedData, load_prepared
-from tasks.tracking import names
 from tasks.tracking.config import TrackingConfig
 from tasks.tracking.models import open_checkpoint, resolve_checkpoint
 from tasks.tracking.store import Tracker
@@ -61,6 +60,7 @@ from tasks.train.batches import (
     class_indices,
     epoch_loader,
 )
+from tasks.train.callbacks import EpochHook, MlflowRun, TrainCallback
 from tasks.train.config import RUNTIME_FIELDS, TrainConfig, model_config
 from tasks.train.distributed import (
     Ranks,
@@ -80,6 +80,7 @@ from tasks.train.evaluate import (
 )
 from tasks.train.grounding import Grounding, measure_grounding
 from tasks.train.progress import EpochProgress
+from tasks.train.result import PHASES, TrainResult
 from tasks.train.state import (
     STOP_BUDGET,
     STOP_EPOCHS,
@@ -105,53 +106,13 @@ from tbpr_models import (
     image_transform,
     save_checkpoint,
 )
-from tbpr_models.checkpoint import CONFIG_FILE, ENCODERS_DIR, WEIGHTS_FILE, frozen_base, load_weights
+from tbpr_models.checkpoint import frozen_base, load_weights
 from tbpr_models.encoders import ImageEncoder, TextEncoder
 from tbpr_models.variant import VariantHead
 
 log = logging.getLogger(__name__)
 
 EpochCallback = Callable[[EpochRecord], None]
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    run_id: str
-    variant: str
-    best_epoch: int
-    val_metrics: dict[str, float]
-    test_metrics: dict[str, float]
-    checkpoint_dir: Path  # the selected epoch's directory (model.safetensors + config.json)
-    samples_per_s: float  # mean training throughput over the epochs run
-    model_version: str
-    promoted: bool
-    epochs: int = 0  # epochs run (fewer than configured after a time budget or a val plateau)
-    train_seconds: float = 0.0  # of those epochs, with their val evaluation
-    stop_reason: str = STOP_EPOCHS  # epochs | plateau | budget (tag `stop_reason`)
-    val_curve: tuple[float, ...] = ()  # val R1 of every epoch run
-    # wall seconds of this call by phase (PHASES); `overhead` is the share not spent in training steps
-    phases: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def wall_seconds(self) -> float:
-        return sum(self.phases.values())
-
-    @property
-    def overhead(self) -> float:
-        """Fraction of the call's wall time not spent in training steps (0..1)."""
-        wall = self.wall_seconds
-        return 1.0 - self.phases.get("steps", 0.0) / wall if wall else 0.0
-
-    def phase_summary(self) -> str:
-        """One line: total, then each phase's seconds, e.g. `14.2 s: steps 8.1, val 3.0, ... (overhead 43%)`."""
-        parts = ", ".join(f"{k} {v:.1f}" for k, v in self.phases.items() if v >= 0.05)
-        return f"{self.wall_seconds:.1f} s: {parts} (overhead {100 * self.overhead:.0f}%)"
-
-
-# Where a training call's wall time goes: `build` (model, pretrained weights, feature cache, MLflow run),
-# `steps` (forward, backward, optimizer), `val` (per-epoch evaluation), `checkpoint` (epoch folders and
-# their metrics), `finish` (test evaluation, grounding, artifacts, registration and promotion)
-PHASES = ("build", "steps", "val", "checkpoint", "finish")
 
 
 def config_hash(config: TrainConfig, data: PreparedData) -> str:
@@ -227,35 +188,37 @@ def train_variant(
     parent_run_id: str | None = None,
     on_epoch_end: EpochCallback | None = None,
     promote: bool = True,
+    callbacks: Sequence[TrainCallback] = (),
 ) -> TrainResult:
-    """Train `config.variant` on DATA; `resume` continues the latest unfinished run of the same config;
-    `promote=False` registers the model without ever making it champion (an lr search's runs).
+    """Train `config.variant` on DATA as one MLflow run (`MlflowRun`, a callback like any other);
+    `resume` continues the latest unfinished run of the same config; `promote=False` registers the model
+    without ever making it champion (an lr search's runs); `callbacks` see every epoch and the result.
 
     Started by torchrun with several processes, they train one model together (every process returns
-    rank 0's result; only rank 0 touches MLflow)."""
+    rank 0's result; only rank 0 touches MLflow and the callbacks)."""
     if config.output_dir is not None:
         check_train_output(Path(config.output_dir), Path(data), config.init_from)
     prepared = load_prepared(Path(data))
     with process_group(resolve_device(config.device)) as ranks:
-        tracker = Tracker(tracking) if ranks.main else None
-        trainer = _Trainer(prepared, config, tracker, progress and ranks.main, ranks)
-        trainer.promote = promote
+        trainer = _Trainer(prepared, config, progress and ranks.main, ranks)
+        run = MlflowRun(Tracker(tracking), resume, parent_run_id, promote) if ranks.main else None
+        hooks: list[TrainCallback] = [*([run] if run else []), *callbacks]
+        if on_epoch_end is not None:
+            hooks.append(EpochHook(on_epoch_end))
         with terminate_as_interrupt():
             try:
                 with trainer.timed("build"):
-                    run_id = trainer.open_run(resume, parent_run_id)
-                trainer.fit(on_epoch_end)
-                result = trainer.finish(run_id)
+                    trainer.open(run)
+                trainer.fit(hooks if ranks.main else [])
+                result = trainer.finish(hooks if ranks.main else [])
             except BaseException as exc:
-                if trainer.run_id and tracker is not None:
-                    tracker.end_run(
-                        trainer.run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
-                    )
+                if run is not None:
+                    run.fail(exc)
                 if isinstance(exc, OSError) and not isinstance(exc, TbprError):
                     raise TbprError(f"training could not write its outputs: {exc}") from exc
                 raise
-        if tracker is not None:
-            tracker.end_run(run_id)
+        if run is not None:
+            run.end()
     return result
 
 
@@ -280,7 +243,7 @@ def terminate_as_interrupt() -> Iterator[None]:
 def offline_trainer(data: Path, config: TrainConfig, *, progress: bool = False) -> _Trainer:
     """A trainer of `config` on DATA that tracks nothing (benchmarks, the feature cache): its
     `initial_model`, `new_optimizer`, `step_model`, `batches(epoch)` and `train_step` are the loop's own."""
-    return _Trainer(load_prepared(Path(data)), config, None, progress, Ranks())
+    return _Trainer(load_prepared(Path(data)), config, progress, Ranks())
 
 
 def prepare_feature_cache(data: Path, config: TrainConfig, *, progress: bool = True) -> Path:
@@ -309,17 +272,14 @@ class _Losses(nn.Module):
 class _Trainer:
     """The state of one training call; methods in the order `train_variant` calls them."""
 
-    promote = True  # whether the registered model may become champion
-
     def __init__(
         self,
         prepared: PreparedData,
         config: TrainConfig,
-        tracker: Tracker | None,
         progress: bool,
         ranks: Ranks,
     ) -> None:
-        self.data, self.config, self._tracker, self.progress = prepared, config, tracker, progress
+        self.data, self.config, self.progress = prepared, config, progress
         self.ranks = ranks
         rows = config.batch_size
         if config.sampler == "identity":  # P identities x K captions
@@ -369,54 +329,26 @@ class _Trainer:
             )
         return RandomBatchSampler(len(classes), c.batch_size, c.seed)
 
-    def open_run(self, resume: bool, parent_run_id: str | None) -> str:
-        """Start a new MLflow run, or reopen the latest unfinished one of this config when resuming
-        (rank 0; the other processes receive its run id and folder)."""
-        if self.ranks.main:
-            self._open_run(resume, parent_run_id)
+    def open(self, run: MlflowRun | None) -> None:
+        """The run's id and output folder: from the MLflow run `run` opens (a new one, or the latest
+        unfinished one of this config when resuming) on rank 0, shared with the other processes."""
+        if run is not None:
+            self.run_id, self.out = run.open(self)
         self.run_id, self.out = share((self.run_id, self.out), self.ranks)
-        return self.run_id
 
-    def _open_run(self, resume: bool, parent_run_id: str | None) -> str:
-        tags = {
-            names.TAG_VARIANT: self.config.variant,
-            names.TAG_DATASET: self.data.dataset,
-            names.TAG_STAGE: names.STAGE_TRAIN,
-            names.TAG_CONFIG_HASH: config_hash(self.config, self.data),
-        }
-        experiment = self.tracker.experiment_id(self.data.dataset)
-
-        def usable(
-            run_tags: dict[str, str],
-        ) -> bool:  # a run that failed before its folder existed is skipped
-            folder = run_tags.get(names.TAG_CHECKPOINT_DIR)
-            return folder is not None and Path(folder).is_dir()
-
-        found = self.tracker.latest_unfinished_run(experiment, tags, usable) if resume else None
-        if found:
-            self.run_id = found
-            self.out = Path(self.tracker.run_tags(found)[names.TAG_CHECKPOINT_DIR])
-            self.tracker.reopen_run(found)
-            log.info(
-                "resuming run %s from %s (epoch %d done)", found, self.out, last_complete_epoch(self.out)
-            )
-            return found
-        if resume:
-            log.info("no unfinished %s run of this config to resume; starting a new one", self.config.variant)
+    def check_new_output(self) -> None:
+        """Before a new run starts: its `output_dir` holds no earlier run's epochs."""
         if self.config.output_dir is not None:
             check_no_earlier_epochs(Path(self.config.output_dir))
-        self.run_id = self.tracker.start_run(experiment, f"train-{self.config.variant}", tags, parent_run_id)
-        self.out = Path(self.config.output_dir or home().runs / "train" / self.run_id)
-        self.out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(self.out / TRAIN_CONFIG, self.config.model_dump_json(indent=1))
-        self.tracker.set_tag(self.run_id, names.TAG_CHECKPOINT_DIR, str(self.out))
-        params = flatten_params(self.model_config.to_dict(), "model.") | flatten_params(
-            self.config.model_dump(mode="json", exclude={"model"}), "train."
-        )
-        self.tracker.log_params(self.run_id, params)
-        return self.run_id
 
-    def fit(self, on_epoch_end: EpochCallback | None) -> None:
+    def new_output(self, run_id: str) -> Path:
+        """A new run's output folder (`output_dir`, else runs/train/<run id>), holding its config."""
+        out = Path(self.config.output_dir or home().runs / "train" / run_id)
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / TRAIN_CONFIG, self.config.model_dump_json(indent=1))
+        return out
+
+    def fit(self, callbacks: Sequence[TrainCallback] = ()) -> None:
         """Train from the last complete epoch to `epochs`, or until the time budget is spent."""
         c = self.config
         with self.timed("build"):
@@ -445,10 +377,10 @@ class _Trainer:
             if self.ranks.main:
                 with self.timed("checkpoint"):
                     self._save(model, optimizer, scheduler, record)
+                    for callback in callbacks:
+                        callback.on_epoch_end(self, record)
             else:
                 self._remember(record)
-            if on_epoch_end is not None and self.ranks.main:
-                on_epoch_end(record)
 
     def _stop_reason(self) -> str | None:
         """Why training stops before the next epoch (None: it goes on; after the last configured epoch
@@ -472,12 +404,6 @@ class _Trainer:
             )
             return STOP_BUDGET
         return None
-
-    @property
-    def tracker(self) -> Tracker:
-        """The MLflow store of the run (None only for `prepare_feature_cache`, which logs nothing)."""
-        assert self._tracker is not None, "this trainer only builds a model and its cache"
-        return self._tracker
 
     def initial_model(self) -> RetrievalModel:
         """The seeded initial model on the device, from `init_from`'s encoders when set; with
@@ -704,14 +630,6 @@ class _Trainer:
         save_train_state(staging, optimizer, scheduler, s, self.scaler)
         commit_epoch_dir(staging, epoch_dir(self.out, record.epoch))
         prune_epoch_dirs(self.out, keep={record.epoch, s.best.epoch})
-        metrics = {
-            names.TRAIN_LOSS: record.loss,
-            names.TRAIN_SPEED: record.samples_per_s,
-            names.TRAIN_PEAK_MEMORY: record.peak_memory_mb,
-        }
-        metrics |= {names.metric_key("train", f"loss_{k}"): v for k, v in record.losses.items()}
-        metrics |= {names.metric_key("val", k): v for k, v in record.val.items()}
-        self.tracker.log_metrics(self.run_id, metrics, step=record.epoch)
         log.info(
             "epoch %d: loss %.4f, val R1 %.2f, %.1f samples/s",
             record.epoch,
@@ -731,23 +649,26 @@ class _Trainer:
             c.num_workers,
         )
 
-    def finish(self, run_id: str) -> TrainResult:
-        """Test the best epoch, log it as the run's checkpoint artifact, register it, maybe promote it
-        (rank 0; every process returns its result)."""
+    def finish(self, callbacks: Sequence[TrainCallback] = ()) -> TrainResult:
+        """Test the selected epoch (rank 0), drop the optimizer state, and hand the result through the
+        callbacks (MLflow registers it); every process returns rank 0's result."""
         start = time.perf_counter()
-        result = self._finish(run_id) if self.ranks.main else None
-        if result is not None:
+        result = None
+        if self.ranks.main:
+            result = self._test_best()
+            drop_optimizer_state(self.out)
+            for callback in callbacks:
+                result = callback.on_finish(self, result)
             phases = self.phases | {"finish": self.phases["finish"] + time.perf_counter() - start}
             result = dataclasses.replace(result, phases=phases)
-            log.info("%s run %s: %s", result.variant, run_id, result.phase_summary())
-            self.tracker.log_metrics(
-                run_id, {names.metric_key("time", k): v for k, v in phases.items()}, step=result.best_epoch
-            )
+            log.info("%s run %s: %s", result.variant, self.run_id, result.phase_summary())
+            for callback in callbacks:
+                callback.on_timed(self, result)
         return share(result, self.ranks)  # type: ignore[return-value]
 
-    def _finish(self, run_id: str) -> TrainResult:
+    def _test_best(self) -> TrainResult:
         if not self.state.history:
-            raise TbprError(f"run {run_id} completed no epoch; raise time_budget_minutes or epochs")
+            raise TbprError(f"run {self.run_id} completed no epoch; raise time_budget_minutes or epochs")
         best = self.state.best
         best_dir = epoch_dir(self.out, best.epoch)
         model = open_checkpoint(best_dir, device=self.device)
@@ -761,43 +682,17 @@ class _Trainer:
                 grounding.words,
                 grounding.chance,
             )
-        test_metrics = {names.metric_key("test", k): v for k, v in test.items()}
-        self.tracker.log_metrics(run_id, test_metrics, step=best.epoch)
-        for file in (WEIGHTS_FILE, CONFIG_FILE):
-            self.tracker.log_artifacts(run_id, best_dir / file, names.CHECKPOINT_ARTIFACT)
-        if (best_dir / ENCODERS_DIR).is_dir():  # the copies of a CLIP (or hf_vision) folder
-            self.tracker.log_artifacts(
-                run_id, best_dir / ENCODERS_DIR, f"{names.CHECKPOINT_ARTIFACT}/{ENCODERS_DIR}"
-            )
-        self.tracker.log_artifacts(run_id, self.out / TRAIN_CONFIG)
-        self.tracker.set_tag(run_id, names.TAG_BEST_EPOCH, str(best.epoch))
-        self.tracker.set_tag(run_id, names.TAG_STOP_REASON, self.stop_reason)
-        self.tracker.set_tag(run_id, names.TAG_EPOCHS_RUN, str(len(self.state.history)))
-        name = names.model_name(self.config.variant)
-        version = self.tracker.register_model(
-            name,
-            run_id,
-            {
-                names.VERSION_VAL_R1: str(best.val["R1"]),
-                names.TAG_DATASET: self.data.dataset,
-                names.VERSION_DATA: data_hash(self.data),
-                names.VERSION_VAL_QUERIES: str(len(self.data.splits["val"].caption_ids)),
-                "epoch": str(best.epoch),
-            },
-        )
-        promoted = self.promote and self.tracker.promote_if_better(name, version)
-        drop_optimizer_state(self.out)
         speeds = [r.samples_per_s for r in self.state.history]
         return TrainResult(
-            run_id,
+            self.run_id,
             self.config.variant,
             best.epoch,
             best.val,
             test,
             best_dir,
             sum(speeds) / len(speeds),
-            version,
-            promoted,
+            "",
+            False,
             len(self.state.history),
             self.state.train_seconds,
             self.stop_reason,

@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from tasks.core.errors import TbprError
+from tasks.tracking.selection import best_epoch_index, plateaued
 
 TRAIN_CONFIG = "train_config.json"
 STATE_TENSORS = "train_state.safetensors"
@@ -51,19 +52,6 @@ STOP_BUDGET = "budget"  # the user's wall-clock safety limit cut it: the result 
 STOP_REASONS = (STOP_EPOCHS, STOP_PLATEAU, STOP_BUDGET)
 
 
-def smoothed(values: list[float], window: int) -> list[float]:
-    """Trailing mean over `window` values (fewer at the start): the curve that selection and the
-    plateau rule read, so one lucky or unlucky val epoch decides neither."""
-    windows = [values[max(0, i + 1 - window) : i + 1] for i in range(len(values))]
-    return [sum(w) / len(w) for w in windows]
-
-
-def selection_score(val_curve: list[float] | tuple[float, ...], window: int) -> float:
-    """What checkpoint selection maximises, and what an lr search compares runs by: the best smoothed
-    val R1 of a run."""
-    return max(smoothed(list(val_curve), window), default=float("-inf"))
-
-
 @dataclass
 class TrainState:
     epoch: int = 0  # last completed epoch (0: none)
@@ -72,24 +60,17 @@ class TrainState:
     history: list[EpochRecord] = field(default_factory=list)
     smooth: int = 1  # the window of `smoothed` val R1 (the run's TrainConfig.smooth)
 
-    def smoothed_r1(self) -> list[float]:
-        return smoothed([r.val["R1"] for r in self.history], self.smooth)
+    def val_r1(self) -> list[float]:
+        return [r.val["R1"] for r in self.history]
 
     @property
     def best(self) -> EpochRecord:
-        """The epoch with the highest smoothed val R1 (the earliest on ties)."""
-        curve = self.smoothed_r1()
-        index = max(range(len(curve)), key=lambda i: (curve[i], -i))
-        return self.history[index]
+        """The selected epoch (`selection.best_epoch_index`: the best smoothed val R1)."""
+        return self.history[best_epoch_index(self.val_r1(), self.smooth)]
 
     def plateaued(self, patience: int, min_delta: float = 0.0) -> bool:
-        """True when the smoothed val R1 has not beaten its earlier best by more than `min_delta` for
-        `patience` epochs."""
-        curve = self.smoothed_r1()
-        if len(curve) <= patience:
-            return False
-        before = max(curve[:-patience])
-        return max(curve[-patience:]) <= before + min_delta
+        """`selection.plateaued` on this run's val R1."""
+        return plateaued(self.val_r1(), self.smooth, patience, min_delta)
 
 
 def epoch_dir(root: Path, epoch: int) -> Path:

@@ -152,6 +152,10 @@ def _embed_images(
         *counts, f"{summary.info.num_images:,}", ", ".join(summary.info.indexes), f"{summary.seconds:.1f}"
     )
     console.print(table)
+    if summary.reembedded:
+        console.print(
+            f"re-embedded every file: the previous EMB's features were not reused ({summary.reembedded})"
+        )
     _print_quarantine(summary.out)
 
 

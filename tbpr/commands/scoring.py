@@ -115,8 +115,9 @@ def search(
     from tasks.score.search import SHEET, contact_sheet, hit_images, search_text
     from tasks.serve.open_set import read as read_open_set
 
-    hits = search_text(emb, text, top_k=top_k, candidates=candidates, index=index, device=device)
     info = EmbedInfo.read(emb)
+    data = info.data_folder()  # checked before searching: the contact sheet draws DATA's images
+    hits = search_text(emb, text, top_k=top_k, candidates=candidates, index=index, device=device)
     folder = info.source == SOURCE_FOLDER
     table = Table(title=f"{text!r}")
     columns = ("rank", "path", "score") if folder else ("rank", "image_id", "person_id", "score", "file_path")
@@ -139,5 +140,5 @@ def search(
             f"(threshold at {100 * calibrated.false_alarm_target:.0f}% false alarms on val)"
         )
     target = sheet if sheet is not None else emb / SHEET
-    contact_sheet(hits, info.data_folder(), target, images=hit_images(emb, hits))
+    contact_sheet(hits, data, target, images=hit_images(emb, hits))
     console.print(f"contact sheet: {target}")

@@ -69,6 +69,10 @@ def test_cache_equals_direct_encoding_within_float16(data: PreparedData, tmp_pat
             hidden = model.text_encoder.hidden(ids, mask, 4).numpy()  # (Q, L, C)
         assert cached.images.dtype == np.float16
         np.testing.assert_allclose(cached.images, direct, rtol=2e-3, atol=2e-3)
+        if name != "train":  # only training mirrors its images (the augmentation)
+            assert cached.images_flip is None and not (cache.path / name / "images_flip.npy").exists()
+            continue
+        assert cached.images_flip is not None
         np.testing.assert_allclose(cached.images_flip, mirrored, rtol=2e-3, atol=2e-3)
         assert not np.allclose(cached.images, cached.images_flip, atol=1e-2)  # the mirror is a mirror
         width = cached.texts.shape[1]

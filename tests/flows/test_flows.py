@@ -235,7 +235,7 @@ def test_train_variants_on_dask_names_the_failed_variant(pipeline: object, tbpr_
 
 def test_lr_grid_chooses_each_variants_lr_on_val(pipeline: object, tbpr_home: Path) -> None:
     from flows.train import train_variants_flow
-    from tasks.train.state import selection_score
+    from tasks.tracking.selection import selection_score
 
     tiny = load_config(PipelineConfig, TINY)
     data = next(p for p in (tbpr_home / "data").iterdir() if not p.name.startswith("synth-raw"))

@@ -11,14 +11,13 @@ import pytest
 import torch
 
 from tasks.core.errors import TbprError
+from tasks.tracking.selection import selection_score, smoothed
 from tasks.train.state import (
     STATE_JSON,
     EpochRecord,
     TrainState,
     load_train_state,
     save_train_state,
-    selection_score,
-    smoothed,
 )
 
 

@@ -38,28 +38,37 @@ class ImageCheck:
     reason: str | None = None
 
 
-def read_file(path: Path) -> bytes | Reason:
+def read_file(path: Path, *, max_bytes: int | None = None, follow_symlinks: bool = True) -> bytes | Reason:
     """The file's bytes, or why it cannot be read. Only regular files are opened: a FIFO or a device
-    named by a record would block the read or never end."""
+    named by a record would block the read or never end. With `max_bytes`, a larger file is refused
+    (`Reason.TOO_LARGE`) from its size, and the read stops one byte past the bound (a file that grows
+    while it is read, a sparse or device-like one); with `follow_symlinks=False` a symbolic link is
+    `Reason.SYMLINK` and is never opened."""
     try:
-        mode = path.stat().st_mode
+        mode = (path.stat() if follow_symlinks else path.lstat()).st_mode
     except (FileNotFoundError, NotADirectoryError):
         return Reason.MISSING_FILE
     except RuntimeError:
         return Reason.SYMLINK_LOOP
     except OSError as exc:
         return Reason.SYMLINK_LOOP if exc.errno == errno.ELOOP else Reason.UNREADABLE_FILE
+    if stat.S_ISLNK(mode):
+        return Reason.SYMLINK
     if stat.S_ISDIR(mode):
         return Reason.MISSING_FILE
     if not stat.S_ISREG(mode):
         return Reason.NOT_A_FILE
+    flags = os.O_NONBLOCK | (0 if follow_symlinks else os.O_NOFOLLOW)
     try:
-        with open(path, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NONBLOCK)) as handle:
-            return handle.read()
+        with open(path, "rb", opener=lambda p, f: os.open(p, f | flags)) as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):  # replaced since the stat
+                return Reason.NOT_A_FILE
+            data = handle.read() if max_bytes is None else handle.read(max_bytes + 1)
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         return Reason.MISSING_FILE
-    except OSError:
-        return Reason.UNREADABLE_FILE
+    except OSError as exc:
+        return Reason.SYMLINK if exc.errno == errno.ELOOP and not follow_symlinks else Reason.UNREADABLE_FILE
+    return Reason.TOO_LARGE if max_bytes is not None and len(data) > max_bytes else data
 
 
 def file_digest(path: Path) -> bytes:

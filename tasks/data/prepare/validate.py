@@ -44,6 +44,8 @@ class Reason(StrEnum):
     TRUNCATED = "truncated or corrupt image"
     NOT_A_FILE = "not a regular file"
     SYMLINK_LOOP = "symlink loop"
+    SYMLINK = "symbolic link (not followed)"
+    TOO_LARGE = "file too large"
 
 
 def missing_key(key: str) -> str:
