@@ -16,7 +16,7 @@ from flows.prefect_tasks import embed_task, log_files_task, open_set_plot_task, 
 from tasks.core.errors import TbprError
 from tasks.embed.layout import EmbedInfo
 from tasks.report.open_set import OPEN_SET_DIR, OPEN_SET_PNG, OpenSetMeasure, write_measure
-from tasks.train.loop import TrainResult
+from tasks.train.result import TrainResult
 
 log = logging.getLogger(__name__)
 
