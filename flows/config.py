@@ -216,6 +216,13 @@ class PlotSettings(Settings):
     attention_queries: int = Field(default=3, ge=0)  # heat maps for this many test queries per variant
 
 
+class OpenSetSettings(Settings):
+    """Open-set figures of every model: a threshold set on val for `false_alarm`, measured on test."""
+
+    enabled: bool = True
+    false_alarm: float = Field(default=0.05, gt=0, lt=1)
+
+
 class PrepareRunConfig(Settings):
     """Flow `prepare-dataset`: synthesise (no source) or read `data.source`, write Parquet to `out`."""
 
@@ -299,6 +306,7 @@ class PipelineConfig(Settings):
     tracking: TrackingConfig = TrackingConfig()
     runner: RunnerConfig = RunnerConfig()
     plots: PlotSettings = PlotSettings()
+    open_set: OpenSetSettings = OpenSetSettings()
     gallery: GallerySettings | None = None  # re-embedded when a champion changes; None: nothing is
 
     @field_validator("name")

@@ -10,7 +10,7 @@ Tables: `experiments`, `runs`, `tags`, `params`, `metrics`, `scoring_jobs`, `sco
 (the `metrics.json` files), `variant_stats` (means over seeds, bootstrap intervals, paired
 differences to `global`), `vocabulary`, `attributes`, `rankings`, `per_query`, `captions`, `images`
 (the last four empty when there are no such files), `data_quality` (the flags of `tasks.data.quality` on
-`images` and `captions`).
+`images` and `captions`), `open_set` (each model's open-set threshold and test rates, `tasks.report.open_set`).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from tasks.data.layout import CAPTIONS, IMAGES
 from tasks.data.quality import flags_table, quality_flags
 from tasks.data.synth.layout import ATTRIBUTES
 from tasks.report.mlflow_tables import RUNS_SQL, SCORING_JOBS_SQL, read_mlflow_tables, read_score_outputs
+from tasks.report.open_set import OPEN_SET_EMPTY
 from tasks.report.stats import ScoredModel, variant_stats_table
 from tasks.report.vocabulary import VOCABULARY
 from tasks.score.layout import METRICS, PER_QUERY
@@ -165,6 +166,7 @@ def _build(
     rankings_files: Sequence[str],
     data_dirs: Sequence[Path],
     attributes: pa.Table | None,
+    open_set_files: Sequence[str] = (),
 ) -> tuple[int, int, int, int]:
     con = duckdb.connect(str(path))
     try:
@@ -192,6 +194,7 @@ def _build(
         _variant_stats(con)
         _data_tables(con, data_dirs)
         _quality_table(con)
+        _out_view(con, "open_set", open_set_files, OPEN_SET_EMPTY)
         counts = (
             con.sql("SELECT count(*) FROM runs").fetchall()[0][0],
             con.sql("SELECT count(*) FROM metrics").fetchall()[0][0],
@@ -208,13 +211,14 @@ def sync(
     rankings_glob: str | None = None,
     data_dirs: Sequence[Path] = (),
     attributes: pa.Table | None = None,
+    open_set_glob: str | None = None,
 ) -> SyncSummary:
     """Rebuild `warehouse` from the MLflow store, the rankings files and the prepared data.
 
     Built in a temporary file beside `warehouse` and renamed over it, so readers never see a half
     warehouse. `rankings_glob` is a glob of `rankings.parquet` files (`**` allowed); each file's folder
     is its `out_dir`, which joins `scoring_jobs.out_dir`. `attributes` (file_path, person_id, attribute,
-    value) comes from `load_attributes` when the data is synthetic.
+    value) comes from `load_attributes` when the data is synthetic; `open_set_glob` the open-set files.
     """
     tables = read_mlflow_tables(tracking_db)
     found = sorted(globlib.glob(rankings_glob, recursive=True)) if rankings_glob else []
@@ -223,7 +227,10 @@ def sync(
     warehouse.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(warehouse) as tmp:  # a new name: DuckDB creates the file itself
         try:
-            runs, metrics, jobs, n_rankings = _build(tmp, tables, rankings_files, data_dirs, attributes)
+            open_set = sorted(globlib.glob(open_set_glob)) if open_set_glob else []
+            runs, metrics, jobs, n_rankings = _build(
+                tmp, tables, rankings_files, data_dirs, attributes, open_set
+            )
         finally:
             Path(str(tmp) + ".wal").unlink(missing_ok=True)
     log.info("warehouse %s: %d runs, %d scoring jobs, %d rankings files", warehouse, runs, jobs, n_rankings)

@@ -72,7 +72,7 @@ def run(
             "  Prefect UI: prefect server start   (then open http://127.0.0.1:4200; export\n"
             "              PREFECT_API_URL=http://127.0.0.1:4200/api before `tbpr run` to watch it live)\n"
             "  SQL:        tbpr sql leaderboard | variant_vs_global | pruned_vs_exhaustive | metric_history"
-            " | hardest_queries | attribute_errors | data_quality | cost_frontier",
+            " | hardest_queries | attribute_errors | data_quality | cost_frontier | open_set",
         )
     )
     if not state.is_completed():

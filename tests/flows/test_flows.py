@@ -293,7 +293,7 @@ def test_the_pipeline_says_where_each_runs_time_went(pipeline: object) -> None:
     from tbpr.commands.pipeline import show_phases
 
     assert isinstance(pipeline, PipelineResult)
-    assert {"prepare", "train", "embed", "score", "plots", "warehouse"} == set(pipeline.phases)
+    assert {"prepare", "train", "embed", "score", "open_set", "plots", "warehouse"} == set(pipeline.phases)
     assert set(pipeline.runs) == {f"{v}-seed{s}" for v in ("global", "cross_scan") for s in (0, 1)}
     for variant, phases in pipeline.runs.values():
         assert variant in ("global", "cross_scan") and phases["steps"] > 0 and phases["val"] > 0
@@ -307,3 +307,34 @@ def test_the_pipeline_says_where_each_runs_time_went(pipeline: object) -> None:
     assert rows["global"][1] == "2" and rows["all"][1] == "4" and rows["all"][-1].endswith("%")
     mean_total = sum(sum(p.values()) for _, p in pipeline.runs.values()) / 4
     assert float(rows["all"][-2]) == pytest.approx(mean_total, abs=0.06)
+
+
+def test_pipeline_measures_open_set_per_model(pipeline: object) -> None:
+    """Each model embeds val, sets its threshold there and is measured on test: its row in the run's
+    open_set folder and the warehouse (sql/open_set.sql per variant) and the trade-off plot."""
+    import pyarrow.parquet as pq
+
+    from flows.pipeline import PipelineResult
+
+    assert isinstance(pipeline, PipelineResult) and pipeline.warehouse is not None
+    run_dir = pipeline.run_dir
+    models = [f"{v}-seed{s}" for v in ("global", "cross_scan") for s in (0, 1)]
+    rows = {}
+    for name in models:
+        assert json.loads((run_dir / "emb_val" / name / "embed.json").read_text())["split"] == "val"
+        rows[name] = pq.read_table(run_dir / "open_set" / f"{name}.parquet").to_pylist()[0]
+    assert (run_dir / "plots" / "open_set.png").is_file()
+    for name, row in rows.items():
+        assert row["model"] == name and row["false_alarm_target"] == 0.05
+        assert 0 <= row["false_alarm"] <= 1 and 0 <= row["miss_rate"] <= 1
+        assert row["hit_rate"] <= row["detected"] == pytest.approx(1 - row["miss_rate"])
+    con = duckdb.connect(str(pipeline.warehouse), read_only=True)
+    sql = (Path(__file__).resolve().parents[2] / "sql" / "open_set.sql").read_text()
+    rel = con.sql(sql)
+    by_variant = {r[0]: dict(zip(rel.columns, r, strict=True)) for r in rel.fetchall()}
+    con.close()
+    assert set(by_variant) == {"global", "cross_scan"}
+    for variant, row in by_variant.items():
+        seeds = [r for r in rows.values() if r["variant"] == variant]
+        assert row["seeds"] == 2
+        assert row["missed"] == round(100 * sum(r["miss_rate"] for r in seeds) / 2, 1)

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tasks.report.open_set import OPEN_SET_DIR, OpenSetMeasure, open_set_glob, write_measure
 from tasks.report.vocabulary import VOCABULARY
 from tasks.report.warehouse import sync
 
@@ -110,6 +111,41 @@ def _write_rankings(out: Path, ranking: dict[int, list[int]]) -> None:
     )
 
 
+OPEN_SET = {"global": (0.10, 0.30, 0.60), "channel": (0.02, 0.50, 0.40)}  # false alarm, miss, hit
+
+
+def _write_open_set(runs: Path, parent_run_id: str, train_ids: dict[str, str]) -> None:
+    """Each variant's open-set row of this pipeline run, and an older run's row that must not count."""
+    for run, parent, rates in (
+        ("0-older", "older", {"global": (0.9, 0.9, 0.0)}),
+        ("1-latest", parent_run_id, OPEN_SET),
+    ):
+        for variant, (false_alarm, miss, hit) in rates.items():
+            measured = OpenSetMeasure(
+                1.5,
+                0.05,
+                0.05,
+                20,
+                false_alarm,
+                miss,
+                1 - miss,
+                hit,
+                40,
+                40,
+                (1.0, 2.0),
+                (0.5, 0.0),
+                (0.1, 1.0),
+            )
+            labels: dict[str, str | int | None] = {"model": variant, "variant": variant, "seed": 0}
+            write_measure(
+                measured,
+                runs / run / OPEN_SET_DIR / f"{variant}.parquet",
+                **labels,
+                train_run_id=train_ids[variant],
+                parent_run_id=parent,
+            )
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     import mlflow
@@ -162,8 +198,16 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
                     )
                     score_ids[(variant, mode)] = run.info.run_id
                 out_dirs[(variant, mode)] = out
+    _write_open_set(root / "runs", parent.info.run_id, train_ids)
     warehouse = root / "warehouse.duckdb"
-    summary = sync(db, warehouse, str(root / "runs" / "**" / "rankings.parquet"), [root / "data"])
+    summary = sync(
+        db,
+        warehouse,
+        str(root / "runs" / "**" / "rankings.parquet"),
+        [root / "data"],
+        None,
+        open_set_glob(root / "runs"),
+    )
     assert summary.scoring_jobs == 4 and summary.rankings_files == 4
     return Store(db, warehouse, parent.info.run_id, train_ids, score_ids, out_dirs)
 
@@ -360,3 +404,12 @@ def test_cost_frontier_marks_the_pareto_jobs(store: Store) -> None:
         expected[job] = (r1, cost)
     assert {job for job, row in rows.items() if row["pareto"]} == pareto_set(expected)
     assert rows["global k2"]["pareto"] and not rows["global exhaustive"]["pareto"]
+
+
+def test_open_set_reports_the_latest_runs_rates_per_variant(store: Store) -> None:
+    rows = {row["variant"]: row for row in _query(store, "open_set")}
+    assert set(rows) == set(OPEN_SET)  # the older run's row is not mixed in
+    for variant, (false_alarm, miss, hit) in OPEN_SET.items():
+        row = rows[variant]
+        assert (row["false_alarm"], row["missed"], row["hit"]) == (100 * false_alarm, 100 * miss, 100 * hit)
+        assert row["no_match_ok"] == pytest.approx(100 * (1 - false_alarm)) and row["target"] == 5.0
