@@ -69,7 +69,8 @@ def test_similarity_candidates_equals_gathered_similarity(variant: str) -> None:
     assert torch.isinf(got[0]).all() and (torch.isfinite(got) == (candidates >= 0)).all()
 
 
-def test_scan_candidates_with_every_image_as_candidate_equals_scan_similarity_float64() -> None:
+@pytest.mark.parametrize("norm", ["clipped_l2norm", "no_norm"])
+def test_scan_candidates_with_every_image_as_candidate_equals_scan_similarity_float64(norm: str) -> None:
     gen = torch.Generator().manual_seed(3)
     text = torch.randn(5, 6, 8, generator=gen, dtype=torch.float64)
     mask = torch.rand(5, 6, generator=gen) > 0.4
@@ -77,11 +78,19 @@ def test_scan_candidates_with_every_image_as_candidate_equals_scan_similarity_fl
     mask[4] = False  # a caption with no real word scores -inf everywhere
     images = torch.randn(7, 4, 8, generator=gen, dtype=torch.float64)
     candidates = torch.stack([torch.randperm(7, generator=gen) for _ in range(5)])  # (Q, G) permuted
-    full = scan_similarity(text, mask, images, 9.0, 6.0)  # (Q, G)
+    full = scan_similarity(text, mask, images, 9.0, 6.0, block=(3, 2), attention_norm=norm)  # (Q, G)
     # one block; a block per image; a table group per block
     for budget_mb, block_mb in ((256.0, 2.0), (256.0, 1e-9), (1e-6, 1e-9)):
         got = scan_similarity_candidates(
-            text, mask, images, candidates, 9.0, 6.0, memory_budget_mb=budget_mb, block_mb=block_mb
+            text,
+            mask,
+            images,
+            candidates,
+            9.0,
+            6.0,
+            memory_budget_mb=budget_mb,
+            block_mb=block_mb,
+            attention_norm=norm,
         )
         assert got.dtype == torch.float64
         torch.testing.assert_close(got, full.gather(1, candidates), rtol=1e-12, atol=1e-12)
