@@ -69,6 +69,35 @@ def test_similarity_candidates_equals_gathered_similarity(variant: str) -> None:
     assert torch.isinf(got[0]).all() and (torch.isfinite(got) == (candidates >= 0)).all()
 
 
+PAIRWISE = sorted(name for name, spec in VARIANTS.items() if spec.head_cls.pairwise)
+
+
+def test_every_pairwise_variant_is_covered() -> None:
+    assert {"cross_scan", "hard_topk"} <= set(PAIRWISE)
+
+
+@pytest.mark.parametrize("variant", PAIRWISE)
+def test_pairwise_candidates_at_global_weight_zero_are_the_attention_score_without_nan(variant: str) -> None:
+    """global_weight = 0: each candidate scores the attention alone, a missing one -inf (0 x -inf is not
+    computed), equal to `similarity` gathered at the candidates."""
+    torch.manual_seed(0)
+    config = ModelConfig(
+        variant=variant_config(variant, global_weight=0.0),
+        image=ImageEncoderConfig(kind="resnet_small", height=64, width=32, widths=(8, 16, 16, 32)),
+        text=TextEncoderConfig(kind="small", hidden=32, layers=1, heads=2, max_length=8, vocab_size=50),
+        embed_dim=32,
+    )
+    model = build_model(config, load_pretrained=False).eval()
+    texts, images = _features(model)
+    candidates = _random_candidates(6)
+    with torch.no_grad():
+        got = model.head.similarity_candidates(texts, images, candidates)
+        attention = model.head.attention_similarity(texts, images)  # type: ignore[attr-defined]
+    assert not torch.isnan(got).any()
+    assert (torch.isneginf(got) == (candidates < 0)).all()
+    torch.testing.assert_close(got.float(), _expected(attention, candidates).float(), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("norm", ["clipped_l2norm", "no_norm"])
 def test_scan_candidates_with_every_image_as_candidate_equals_scan_similarity_float64(norm: str) -> None:
     gen = torch.Generator().manual_seed(3)
