@@ -151,7 +151,7 @@ def _word_blocks(owner: Tensor, block_words: int, whole_captions: bool) -> list[
         return [(w0, min(total, w0 + block_words)) for w0 in range(0, total, block_words)]
     starts = torch.ones(total, dtype=torch.bool, device=owner.device)
     starts[1:] = owner[1:] != owner[:-1]
-    ends = starts.nonzero()[1:, 0].tolist() + [total]  # the stop of each caption's words
+    ends = [*starts.nonzero()[1:, 0].tolist(), total]  # the stop of each caption's words
     blocks, w0, previous = [], 0, 0
     for stop in ends:
         if stop - w0 > block_words and previous > w0:  # this caption would overflow: close before it

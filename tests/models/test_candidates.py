@@ -9,8 +9,8 @@ from tbpr_models import VARIANTS, ModelConfig, RetrievalModel, build_model, vari
 from tbpr_models import variant as variant_module
 from tbpr_models.config import ImageEncoderConfig, TextEncoderConfig
 from tbpr_models.features import ImageFeatures, TextFeatures
-from tbpr_models.variant import VariantHead, global_cosine_candidates
-from tbpr_models.variants.cross_scan import scan_similarity, scan_similarity_candidates
+from tbpr_models.variant import PairScorerHead, VariantHead, global_cosine_candidates
+from tbpr_models.variants.cross_scan import AttentionNorm, scan_similarity, scan_similarity_candidates
 
 QUERIES, GALLERY, K = 7, 9, 5
 
@@ -92,14 +92,17 @@ def test_pairwise_candidates_at_global_weight_zero_are_the_attention_score_witho
     candidates = _random_candidates(6)
     with torch.no_grad():
         got = model.head.similarity_candidates(texts, images, candidates)
-        attention = model.head.attention_similarity(texts, images)  # type: ignore[attr-defined]
+        assert isinstance(model.head, PairScorerHead)
+        attention = model.head.attention_similarity(texts, images)
     assert not torch.isnan(got).any()
     assert (torch.isneginf(got) == (candidates < 0)).all()
     torch.testing.assert_close(got.float(), _expected(attention, candidates).float(), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("norm", ["clipped_l2norm", "no_norm"])
-def test_scan_candidates_with_every_image_as_candidate_equals_scan_similarity_float64(norm: str) -> None:
+def test_scan_candidates_with_every_image_as_candidate_equals_scan_similarity_float64(
+    norm: AttentionNorm,
+) -> None:
     gen = torch.Generator().manual_seed(3)
     text = torch.randn(5, 6, 8, generator=gen, dtype=torch.float64)
     mask = torch.rand(5, 6, generator=gen) > 0.4

@@ -15,7 +15,7 @@ from tbpr_models.config import ImageEncoderConfig, TextEncoderConfig
 from tbpr_models.features import Batch, ImageFeatures, TextFeatures
 from tbpr_models.variant import HeadDims
 from tbpr_models.variants.cross_fusion import CrossFusionHead, mask_tokens
-from tbpr_models.variants.cross_scan import CrossScanHead, scan_similarity, scan_word_attention
+from tbpr_models.variants.cross_scan import AttentionNorm, CrossScanHead, scan_similarity, scan_word_attention
 from tbpr_models.variants.hard_topk import (
     HardTopkConfig,
     HardTopkHead,
@@ -68,7 +68,7 @@ def _random_scan_inputs(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Te
 
 @pytest.mark.parametrize("norm", ["clipped_l2norm", "no_norm"])
 @pytest.mark.parametrize("block", [(512, 32), (3, 2), (1, 1)])
-def test_scan_similarity_equals_per_pair_loop(block: tuple[int, int], norm: str) -> None:
+def test_scan_similarity_equals_per_pair_loop(block: tuple[int, int], norm: AttentionNorm) -> None:
     text, mask, images = _random_scan_inputs(0)
     got = scan_similarity(
         text, mask, images, lambda_softmax=9.0, lambda_lse=6.0, block=block, attention_norm=norm
@@ -102,7 +102,7 @@ def test_scan_similarity_bf16_close_to_fp32() -> None:
 
 
 @pytest.mark.parametrize("norm", ["clipped_l2norm", "no_norm"])
-def test_scan_similarity_gradients_match_finite_differences(norm: str) -> None:
+def test_scan_similarity_gradients_match_finite_differences(norm: AttentionNorm) -> None:
     text, mask, images = _random_scan_inputs(2)
     text = text[:2, :3].clone().requires_grad_(True)
     images = images[:3, :2].clone().requires_grad_(True)
@@ -112,7 +112,7 @@ def test_scan_similarity_gradients_match_finite_differences(norm: str) -> None:
 
 
 @pytest.mark.parametrize("norm", ["clipped_l2norm", "no_norm"])
-def test_scan_word_attention_rows(norm: str) -> None:
+def test_scan_word_attention_rows(norm: AttentionNorm) -> None:
     text, mask, images = _random_scan_inputs(3)
     attention = scan_word_attention(text[0], mask[0], images[0], attention_norm=norm)
     assert attention.shape == (6, 4)
