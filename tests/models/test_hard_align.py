@@ -13,17 +13,11 @@ from tbpr_models.config import ImageEncoderConfig, TextEncoderConfig
 from tbpr_models.features import Batch, ImageFeatures, TextFeatures
 from tbpr_models.variant import HeadDims
 from tbpr_models.variants.hard_align import HardAlignHead, hard_align_candidates, hard_align_similarity
+from tests.models.test_pairwise import (
+    _random_scan_inputs as _inputs,
+)  # (5, 6, 8) words, mask, (7, 4, 8) regions
 
 VOCAB = 50
-
-
-def _inputs(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    text = torch.randn(5, 6, 8, generator=gen, dtype=torch.float64)
-    mask = torch.rand(5, 6, generator=gen) > 0.4
-    mask[:, 0] = True
-    images = torch.randn(7, 4, 8, generator=gen, dtype=torch.float64)
-    return text, mask, images
 
 
 def _pair(words: torch.Tensor, mask: torch.Tensor, regions: torch.Tensor, pooling: str, tau: float) -> float:
