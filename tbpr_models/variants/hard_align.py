@@ -28,6 +28,8 @@ from tbpr_models.features import ImageFeatures, TextFeatures
 from tbpr_models.variant import GATHER_BLOCK_BYTES, PairScorerConfig, PairScorerHead
 
 Pooling = Literal["lse", "mean"]
+# exp((s - 1) / tau) of a cosine s >= -1 stays a normal float32 down to this temperature
+MIN_TAU = 0.025
 
 
 @dataclass(frozen=True)
@@ -38,8 +40,8 @@ class HardAlignConfig(PairScorerConfig):
     block_images: int = 64  # images scored at once by the exhaustive scorer
 
     def __post_init__(self) -> None:
-        if self.tau <= 0:
-            raise ValueError(f"variant.tau must be positive, got {self.tau!r}")
+        if self.tau < MIN_TAU:
+            raise ValueError(f"variant.tau must be at least {MIN_TAU}, got {self.tau!r}")
 
 
 def pool_words(best: Tensor, mask: Tensor, pooling: Pooling, tau: float) -> Tensor:
@@ -63,22 +65,28 @@ def hard_align_similarity(
     block_images: int = 64,
 ) -> Tensor:
     """(Q, G) of captions text_local (Q, L, D) with mask (Q, L) x images image_local (G, N, D): each word's
-    best cosine over the image's regions, pooled over the caption's words (`pool_words`)."""
-    words = l2_normalize(text_local)  # (Q, L, D)
+    best cosine over the image's regions, pooled over the caption's words (as `pool_words`). Only the
+    real words are scored (one (W, Gb*N) matmul per block of images); float32 at least."""
+    real = text_mask.bool()
+    words = l2_normalize(text_local[real])  # (W, D) the real words of all captions
+    owner = real.nonzero()[:, 0]  # (W,) caption of each word
     regions_all = l2_normalize(image_local)  # (G, N, D)
-    (num_texts, length, dim), num_regions = words.shape, image_local.shape[1]
-    flat_words = words.reshape(num_texts * length, dim)  # (Q*L, D)
-    columns = []
-    for g0 in range(0, image_local.shape[0], block_images):
+    (num_images, num_regions, dim), num_texts = image_local.shape, text_local.shape[0]
+    precise = torch.promote_types(text_local.dtype, torch.float32)
+    count = real.sum(dim=1, keepdim=True).to(precise)  # (Q, 1)
+    columns = [text_local.new_empty((num_texts, 0), dtype=precise)]
+    for g0 in range(0, num_images, block_images):
         regions = regions_all[g0 : g0 + block_images]  # (Gb, N, D)
-        cosine = flat_words @ regions.reshape(-1, dim).t()  # (Q*L, Gb*N)
-        best = cosine.view(num_texts, length, len(regions), num_regions).amax(dim=-1)  # (Q, L, Gb)
-        columns.append(pool_words(best, text_mask, pooling, tau))  # (Q, Gb)
-    if not columns:
-        return text_local.new_empty(
-            (num_texts, 0), dtype=torch.promote_types(text_local.dtype, torch.float32)
-        )
-    return torch.cat(columns, dim=1)
+        cosine = words @ regions.reshape(-1, dim).t()  # (W, Gb*N)
+        best = cosine.view(len(words), len(regions), num_regions).amax(dim=-1).to(precise)  # (W, Gb)
+        sums = best.new_zeros(num_texts, len(regions))  # (Q, Gb)
+        if pooling == "mean":
+            columns.append(sums.index_add(0, owner, best) / count)  # 0/0: a caption without words, NaN
+        else:  # cosines are <= 1: exp((s - 1) / tau) cannot overflow (and tau >= MIN_TAU keeps it > 0)
+            sums = sums.index_add(0, owner, torch.exp((best - 1.0) / tau))
+            columns.append(1.0 + tau * torch.log(sums))
+    scores = torch.cat(columns, dim=1)  # (Q, G)
+    return scores.masked_fill(count == 0, -torch.inf)
 
 
 def hard_align_candidates(

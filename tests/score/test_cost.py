@@ -36,9 +36,11 @@ def test_pair_flops_match_the_scorers_matmuls() -> None:
     # the global cosine: one dot product of D per pair, exhaustive or per candidate
     assert pair_flops(_model("global"), SHAPES, 3, None) == 2 * dim  # type: ignore[arg-type]
     assert pair_flops(_model("global"), SHAPES, 3, 5) == 2 * dim  # type: ignore[arg-type]
-    # hard_align: every word slot (L) against every region (N): 2*L*N*D, plus the global cosine's 2*D
+    # hard_align, exhaustive: each real word (3) against every region (N): 2*3*N*D, plus the global
+    # cosine's 2*D; its candidate kernel scores every word slot (L) of the batched queries
     hard_align = _model("hard_align")
-    assert pair_flops(hard_align, SHAPES, 3, None) == 2 * words * regions * dim + 2 * dim  # type: ignore[arg-type]
+    assert pair_flops(hard_align, SHAPES, 3, None) == 2 * 3 * regions * dim + 2 * dim  # type: ignore[arg-type]
+    assert pair_flops(hard_align, SHAPES, 3, 5) == 2 * words * regions * dim + 2 * dim  # type: ignore[arg-type]
     # SCAN scores only the real words: more words, more work
     scan = _model("cross_scan")
     assert pair_flops(scan, SHAPES, 6, 5) > pair_flops(scan, SHAPES, 2, 5) > 2 * dim  # type: ignore[arg-type]
