@@ -243,6 +243,7 @@ def _work(
     pairs_per_query: float,
     probes_per_query: float | None = None,
     candidates_model: RetrievalModel | None = None,
+    adaptive: bool = False,
 ) -> WorkCounts:
     """The job's counted work per query (`tasks.score.cost`): every model it runs encodes the query."""
     shapes, words = store.shapes(), mean_words(np.asarray(store.text_mask))
@@ -254,6 +255,10 @@ def _work(
         stage1_flops=stage1_flops(kind, shapes.num_images, shapes.dim, probes_per_query),
         pair_flops=pair_flops(model, shapes, words, top_k),
         pairs_per_query=pairs_per_query,
+        num_images=shapes.num_images,
+        stage1_per_image=kind is not None and (kind == "flat" or probes_per_query is None),
+        top_k=top_k,
+        adaptive=adaptive,
     )
 
 
@@ -333,6 +338,7 @@ def _pruned(
         reranked.pairs_scored / num_queries,
         probes.count / num_queries if probes.count else None,
         None if cascade is None else cascade[0].info.load_model(device),
+        adaptive,
     )
     return _Scored(
         ranking, ranking_similarity(ranking), reranked.pairs_scored, seconds, details | work.details()
@@ -497,6 +503,7 @@ def log_scoring_run(
                 "pairs_stage1",
                 "pairs_rerank",
                 "flops_per_query",
+                "flops_per_query_cuhk_pedes",
                 "flops_encode_query",
                 "flops_stage1_per_query",
                 "flops_per_pair",

@@ -74,6 +74,13 @@ def test_the_cost_is_a_function_of_counts_and_the_same_in_two_runs(
     assert first["flops_stage1_per_query"] == stage1
     expected = first["flops_encode_query"] + stage1 + pairs * first["flops_per_pair"]
     assert first["flops_per_query"] == pytest.approx(expected)
+    # the field's test gallery: one pair per image (exhaustive), or k pairs and a cosine per image
+    at_cuhk = first["flops_encode_query"] + (
+        3074 * first["flops_per_pair"]
+        if mode == "exhaustive"
+        else 2 * 16 * 3074 + 4 * first["flops_per_pair"]
+    )
+    assert first["flops_per_query_cuhk_pedes"] == pytest.approx(at_cuhk)
 
 
 def test_a_cascade_encodes_the_query_with_both_models(
