@@ -65,13 +65,15 @@ def clipped_l2norm(scaled: Tensor, segment: Tensor, segments: int, lambda_softma
     """SCAN's `clipped_l2norm` attention logits (I, N, W): lambda_softmax * LeakyReLU_0.1(c) divided by
     (its L2 norm over the words of the same segment, for each region, + NORM_EPS).
 
-    scaled (I, N, W) = lambda_softmax * cosines; segment (I * W,) the segment (caption x image, ids in
-    0..segments-1) of each (image, word) column: the norm sums only a caption's words against one image."""
-    num, regions, width = scaled.shape
+    scaled (I, N, W) = lambda_softmax * cosines; segment (I, W) or (1, W) the segment of each word column
+    against each image (ids 0..segments-1: a caption, or a candidate pair): the norm sums only a
+    caption's words against one image. A zero column (a padding slot) adds nothing to its segment."""
     clipped = functional.leaky_relu(scaled / lambda_softmax, LEAKY_SLOPE)  # (I, N, W)
-    columns = clipped.transpose(0, 1).reshape(regions, num * width)  # (N, I*W)
-    sums = columns.new_zeros(regions, segments).index_add_(1, segment, columns * columns)  # (N, S)
-    norm = sums.sqrt().index_select(1, segment).view(regions, num, width).transpose(0, 1)  # (I, N, W)
+    index = segment.unsqueeze(1).expand_as(clipped)  # (I, N, W)
+    sums = clipped.new_zeros((*clipped.shape[:2], segments)).scatter_add(
+        2, index, clipped * clipped
+    )  # (I, N, S)
+    norm = sums.sqrt().gather(2, index)  # (I, N, W) each word's segment norm
     return clipped * (lambda_softmax / (norm + NORM_EPS))
 
 
@@ -127,11 +129,8 @@ def scan_similarity(
             scaled = (flat_regions @ words.t()).view(-1, num_regions, words.shape[0])  # (Gb, N, Wb)
             logits = None
             if clipped:
-                local = owner[w0:w1] - owner[w0]  # (Wb,) caption within the block
-                captions = int(local[-1]) + 1
-                offset = torch.arange(len(regions), device=local.device).unsqueeze(1) * captions  # (Gb, 1)
-                segment = (offset + local).reshape(-1)  # (Gb*Wb,) caption x image
-                logits = clipped_l2norm(scaled, segment, captions * len(regions), lambda_softmax)
+                local = owner[w0:w1] - owner[w0]  # (Wb,) caption within the block: whole captions
+                logits = clipped_l2norm(scaled, local.unsqueeze(0), int(local[-1]) + 1, lambda_softmax)
             relevance_exp = _relevance_exp(scaled, gram, lambda_softmax, lambda_lse, logits)  # (Gb, Wb)
             sums.index_add_(0, owner[w0:w1], relevance_exp.t())
         columns.append(sums)
@@ -219,14 +218,23 @@ def scan_similarity_candidates(
             padded = words.index_select(0, word_at[s0:s1]).view(len(block), block.width, dim)  # (Ib, Wb, D)
             scaled = torch.bmm(regions[b0:b1], padded.transpose(1, 2))  # (Ib, N, Wb)
             logits = None
-            if attention_norm == "clipped_l2norm":  # padding slots form segments of zeros: logits 0
-                segments, segment = torch.unique(pair_at[s0:s1], return_inverse=True)  # (S,), (Ib*Wb,)
-                logits = clipped_l2norm(scaled, segment, len(segments), lambda_softmax)
+            if attention_norm == "clipped_l2norm":
+                segment, segments = _pair_segments(pair_at[s0:s1].view(len(block), -1), pad=p1 - p0)
+                logits = clipped_l2norm(scaled, segment, segments, lambda_softmax)  # (Ib, N, Wb)
             relevance_exp = _relevance_exp(scaled, grams[b0:b1], lambda_softmax, lambda_lse, logits)
             sums.index_add_(0, pair_at[s0:s1], relevance_exp.reshape(-1))
             s0 = s1
         out[group_query, slot[p0:p1]] = torch.log(sums[:-1]) / lambda_lse
     return out
+
+
+def _pair_segments(pair_at: Tensor, pad: int) -> tuple[Tensor, int]:
+    """(segment (Ib, Wb), segments): each padded slot's pair, numbered from 0 within its image (a pair's
+    slots are consecutive in one image). Padding slots (id `pad`, above every pair's) join segment 0:
+    their words are zero, so they add nothing to its norm and get logits 0."""
+    first = pair_at.amin(dim=1, keepdim=True)  # (Ib, 1) an image's first pair (every image has one)
+    local = torch.where(pair_at == pad, 0, pair_at - first)  # (Ib, Wb)
+    return local, int(local.max()) + 1
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,8 @@ class HardAlignConfig(PairScorerConfig):
     kind: Literal["hard_align"] = "hard_align"
     pooling: Pooling = "lse"  # over the words of a caption: CHAN's LSEPooling, or its MeanPooling
     tau: float = 0.1  # LogSumExp temperature (CHAN's belta)
-    block_images: int = 64  # images scored at once by the exhaustive scorer
+    block_words: int = 512  # real words scored at once by the exhaustive scorer
+    block_images: int = 16  # images scored at once by the exhaustive scorer
 
     def __post_init__(self) -> None:
         if self.tau < MIN_TAU:
@@ -62,13 +63,15 @@ def hard_align_similarity(
     image_local: Tensor,
     pooling: Pooling = "lse",
     tau: float = 0.1,
-    block_images: int = 64,
+    block: tuple[int, int] = (512, 16),
 ) -> Tensor:
     """(Q, G) of captions text_local (Q, L, D) with mask (Q, L) x images image_local (G, N, D): each word's
     best cosine over the image's regions, pooled over the caption's words (as `pool_words`). Only the
-    real words are scored (one (W, Gb*N) matmul per block of images); float32 at least."""
+    real words are scored, `block` = (words, images) at once: a (Wb, Gb*N) matmul, a max over regions,
+    and each word's term added to its caption's sum (float32 at least)."""
+    block_words, block_images = block
     real = text_mask.bool()
-    words = l2_normalize(text_local[real])  # (W, D) the real words of all captions
+    words_all = l2_normalize(text_local[real])  # (W, D) the real words of all captions
     owner = real.nonzero()[:, 0]  # (W,) caption of each word
     regions_all = l2_normalize(image_local)  # (G, N, D)
     (num_images, num_regions, dim), num_texts = image_local.shape, text_local.shape[0]
@@ -76,15 +79,15 @@ def hard_align_similarity(
     count = real.sum(dim=1, keepdim=True).to(precise)  # (Q, 1)
     columns = [text_local.new_empty((num_texts, 0), dtype=precise)]
     for g0 in range(0, num_images, block_images):
-        regions = regions_all[g0 : g0 + block_images]  # (Gb, N, D)
-        cosine = words @ regions.reshape(-1, dim).t()  # (W, Gb*N)
-        best = cosine.view(len(words), len(regions), num_regions).amax(dim=-1).to(precise)  # (W, Gb)
-        sums = best.new_zeros(num_texts, len(regions))  # (Q, Gb)
-        if pooling == "mean":
-            columns.append(sums.index_add(0, owner, best) / count)  # 0/0: a caption without words, NaN
-        else:  # cosines are <= 1: exp((s - 1) / tau) cannot overflow (and tau >= MIN_TAU keeps it > 0)
-            sums = sums.index_add(0, owner, torch.exp((best - 1.0) / tau))
-            columns.append(1.0 + tau * torch.log(sums))
+        regions = regions_all[g0 : g0 + block_images].reshape(-1, dim)  # (Gb*N, D)
+        sums = text_local.new_zeros((num_texts, len(regions) // num_regions), dtype=precise)  # (Q, Gb)
+        for w0 in range(0, len(words_all), block_words):
+            words = words_all[w0 : w0 + block_words]  # (Wb, D)
+            best = (words @ regions.t()).view(len(words), -1, num_regions).amax(dim=-1)  # (Wb, Gb)
+            # cosines are <= 1: exp((s - 1) / tau) cannot overflow (and tau >= MIN_TAU keeps it normal)
+            term = best.to(precise) if pooling == "mean" else torch.exp((best.to(precise) - 1.0) / tau)
+            sums = sums.index_add(0, owner[w0 : w0 + block_words], term)
+        columns.append(sums / count if pooling == "mean" else 1.0 + tau * torch.log(sums))
     scores = torch.cat(columns, dim=1)  # (Q, G)
     return scores.masked_fill(count == 0, -torch.inf)
 
@@ -131,7 +134,12 @@ class HardAlignHead(PairScorerHead):
         """(Q, G) pooled over words of each word's best cosine over the regions."""
         config = self.config
         return hard_align_similarity(
-            texts.local, texts.mask, images.local, config.pooling, config.tau, config.block_images
+            texts.local,
+            texts.mask,
+            images.local,
+            config.pooling,
+            config.tau,
+            (config.block_words, config.block_images),
         )
 
     def attention_candidates(

@@ -31,8 +31,10 @@ def _pair(words: torch.Tensor, mask: torch.Tensor, regions: torch.Tensor, poolin
     return tau * math.log(sum(math.exp(s / tau) for s in best))
 
 
-@pytest.mark.parametrize(("pooling", "tau", "block"), [("lse", 0.1, 64), ("lse", 0.5, 2), ("mean", 0.1, 1)])
-def test_hard_align_similarity_equals_per_pair_loop(pooling: str, tau: float, block: int) -> None:
+@pytest.mark.parametrize(
+    ("pooling", "tau", "block"), [("lse", 0.1, (512, 16)), ("lse", 0.5, (3, 2)), ("mean", 0.1, (1, 1))]
+)
+def test_hard_align_similarity_equals_per_pair_loop(pooling: str, tau: float, block: tuple[int, int]) -> None:
     text, mask, images = _inputs(0)
     got = hard_align_similarity(text, mask, images, pooling, tau, block)  # type: ignore[arg-type]
     assert got.shape == (5, 7) and got.dtype == torch.float64
