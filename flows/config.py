@@ -203,11 +203,14 @@ class ScoreJob(Settings):
 
 DEFAULT_JOBS = [ScoreJob(), ScoreJob(mode="pruned", top_k=20)]
 # the main job's: also a cascade, each pairwise model re-ranking the top 20 of the same seed's `global`
-# (9 more scoring jobs: seconds of scoring, about one of model loading and MLflow logging each)
+# (12 more scoring jobs: seconds of scoring, about one of model loading and MLflow logging each)
 MAIN_JOBS = [
     *DEFAULT_JOBS,
     ScoreJob(
-        mode="pruned", top_k=20, candidates="global", variants=["cross_scan", "cross_fusion", "hard_topk"]
+        mode="pruned",
+        top_k=20,
+        candidates="global",
+        variants=["cross_scan", "cross_fusion", "hard_topk", "hard_align"],
     ),
 ]
 

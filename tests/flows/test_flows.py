@@ -135,9 +135,11 @@ def _check_cascades(pipeline: object, scoring: list[Any], children: list[Any]) -
     }
     assert set(rows) == set(labels)
     seconds: dict[tuple[str, str, str | None], list[float]] = {}
+    flops: dict[tuple[str, str, str | None], list[float]] = {}
     for run in scoring:
         key = (run.data.tags["variant"], run.data.params["mode"], run.data.params.get("candidates"))
         seconds.setdefault(key, []).append(run.data.metrics["score/seconds"])
+        flops.setdefault(key, []).append(run.data.metrics["score/flops_per_query"])
     metrics = json.loads(
         (pipeline.run_dir / "score" / "global-seed0" / "exhaustive" / "metrics.json").read_text()
     )
@@ -148,7 +150,9 @@ def _check_cascades(pipeline: object, scoring: list[Any], children: list[Any]) -
         assert row["s_per_1k_queries"] == pytest.approx(1000 * mean / metrics["num_queries"], abs=1e-3)
         low, high = map(float, row["R1_95"].split(".."))
         assert low - 0.05 <= row["R1"] <= high + 0.05
-        points[job] = (row["R1"], 1000 * mean / metrics["num_queries"])
+        gflops = sum(flops[labels[job]]) / 2e9  # counted work: the cost axis of the Pareto flag
+        assert row["gflops_per_query"] == pytest.approx(gflops, rel=1e-3)
+        points[job] = (row["R1"], gflops)
     assert {job for job, row in rows.items() if row["pareto"]} == pareto_set(points)
 
 

@@ -194,6 +194,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
                             "test/R5": 100.0,
                             "score/seconds": seconds,
                             "score/pairs_scored": pairs,
+                            "score/flops_per_query": 1e9 * pairs,  # counted work: 1 GFLOP per pair
                         }
                     )
                     score_ids[(variant, mode)] = run.info.run_id
@@ -396,9 +397,11 @@ def test_cost_frontier_marks_the_pareto_jobs(store: Store) -> None:
     for (variant, mode), out in store.out_dirs.items():  # R1 from the per-query files, cost from MLflow
         first = pq.read_table(out / "per_query.parquet").column("first_match_rank").to_pylist()
         r1 = 100 * sum(rank == 1 for rank in first) / len(first)
-        cost = 1000 * _metric(store, store.score_ids[(variant, mode)], "score/seconds") / len(first)
+        seconds = 1000 * _metric(store, store.score_ids[(variant, mode)], "score/seconds") / len(first)
+        cost = _metric(store, store.score_ids[(variant, mode)], "score/flops_per_query") / 1e9
         job = f"{variant} {label[mode]}"
-        assert rows[job]["R1"] == pytest.approx(r1) and rows[job]["s_per_1k_queries"] == pytest.approx(cost)
+        assert rows[job]["R1"] == pytest.approx(r1) and rows[job]["gflops_per_query"] == pytest.approx(cost)
+        assert rows[job]["s_per_1k_queries"] == pytest.approx(seconds)
         low, high = map(float, rows[job]["R1_95"].split(".."))
         assert low <= r1 <= high
         expected[job] = (r1, cost)
