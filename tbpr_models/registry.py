@@ -22,6 +22,7 @@ from tbpr_models.variants import (
     cross_fusion,
     cross_scan,
     global_,
+    gpo,
     hard_topk,
     mixed,
     nonlocal_,
@@ -48,6 +49,8 @@ BUILT_IN: tuple[tuple[type[VariantConfig], type[VariantHead]], ...] = (
     (cross_fusion.CrossFusionConfig, cross_fusion.CrossFusionHead),
     (hard_topk.HardTopkConfig, hard_topk.HardTopkHead),
     (control.ControlTopHalfConfig, control.ControlTopHalfHead),
+    (control.ControlAAConfig, control.ControlAAHead),
+    (gpo.GpoConfig, gpo.GpoHead),
 )
 
 

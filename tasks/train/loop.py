@@ -102,6 +102,7 @@ from tbpr_models import (
     build_model,
     build_tokenizer,
     image_transform,
+    parameter_counts,
     save_checkpoint,
 )
 from tbpr_models.checkpoint import CONFIG_FILE, ENCODERS_DIR, WEIGHTS_FILE
@@ -366,6 +367,7 @@ class _Trainer:
         params = flatten_params(self.model_config.to_dict(), "model.") | flatten_params(
             self.config.model_dump(mode="json", exclude={"model"}), "train."
         )
+        params |= flatten_params(parameter_counts(self.model_config))  # trainable_params, head_params
         self.tracker.log_params(self.run_id, params)
         return self.run_id
 
