@@ -7,8 +7,9 @@ download from the internet), registered in DuckDB and materialised as tables. Sc
 (`tasks.report.queries.read_only` switches it off).
 
 Tables: `experiments`, `runs`, `tags`, `params`, `metrics`, `scoring_jobs`, `score_outputs`
-(the `metrics.json` files), `variant_stats` (means over seeds, bootstrap intervals, paired
-differences to `global`), `vocabulary`, `attributes`, `rankings`, `per_query`, `captions`, `images`
+(the `metrics.json` files), `variant_stats` (means over seeds, intervals over persons and seeds,
+paired differences to `global`), `variant_tests` (each family's Holm-corrected comparisons with
+`global` and `gpo`, `tasks.report.verdicts`), `vocabulary`, `attributes`, `rankings`, `per_query`, `captions`, `images`
 (the last four empty when there are no such files), `data_quality` (the flags of `tasks.data.quality` on
 `images` and `captions`).
 """
@@ -31,7 +32,8 @@ from tasks.data.layout import CAPTIONS, IMAGES
 from tasks.data.quality import flags_table, quality_flags
 from tasks.data.synth.layout import ATTRIBUTES
 from tasks.report.mlflow_tables import RUNS_SQL, SCORING_JOBS_SQL, read_mlflow_tables, read_score_outputs
-from tasks.report.stats import ScoredModel, variant_stats_table
+from tasks.report.stats import ScoredModel, read_comparisons, variant_stats_table
+from tasks.report.verdicts import variant_tests_table
 from tasks.report.vocabulary import VOCABULARY
 from tasks.score.layout import METRICS, PER_QUERY
 
@@ -102,10 +104,12 @@ def _per_query_view(con: duckdb.DuckDBPyConnection, rankings_files: Sequence[str
 
 
 def _variant_stats(con: duckdb.DuckDBPyConnection) -> None:
-    """Table `variant_stats`: per comparison (pipeline run x job settings) and variant, the mean over
-    seeds with bootstrap intervals and the paired difference to `global` (`tasks.report.stats`).
+    """Tables `variant_stats` and `variant_tests`: per comparison (pipeline run x job settings) and
+    variant, the mean over seeds with its interval and the paired difference to `global`
+    (`tasks.report.stats`), and each family's Holm-corrected tests (`tasks.report.verdicts`).
     A variant's seeds are its training runs (`model_run_id`; a job without one counts on its own);
-    each model's latest job counts. Datasets are never mixed: query ids restart in each."""
+    each model's latest job counts. Datasets are never mixed: query ids restart in each. Queries are
+    clustered by person through `captions` (caption ids that name one person only)."""
     jobs = con.sql(
         """
         SELECT dataset, parent_run_id, mode, top_k, "index", candidates, variant,
@@ -118,9 +122,20 @@ def _variant_stats(con: duckdb.DuckDBPyConnection) -> None:
         ScoredModel((dataset, parent, mode, top_k, index, candidates), variant, model, Path(out))
         for dataset, parent, mode, top_k, index, candidates, variant, model, out in jobs
     ]
-    con.register("arrow_variant_stats", variant_stats_table(models))
-    con.sql("CREATE TABLE variant_stats AS SELECT * FROM arrow_variant_stats")
-    con.unregister("arrow_variant_stats")
+    persons = dict(
+        con.sql(
+            "SELECT caption_id, any_value(person_id) FROM captions GROUP BY caption_id "
+            "HAVING count(DISTINCT person_id) = 1"
+        ).fetchall()
+    )
+    comparisons = read_comparisons(models, persons or None)
+    for name, table in (
+        ("variant_stats", variant_stats_table(comparisons)),
+        ("variant_tests", variant_tests_table(comparisons)),
+    ):
+        con.register(f"arrow_{name}", table)
+        con.sql(f"CREATE TABLE {name} AS SELECT * FROM arrow_{name}")
+        con.unregister(f"arrow_{name}")
 
 
 def _quality_table(con: duckdb.DuckDBPyConnection) -> None:
@@ -189,8 +204,8 @@ def _build(
             )
         _rankings_view(con, rankings_files)
         _per_query_view(con, rankings_files)
-        _variant_stats(con)
         _data_tables(con, data_dirs)
+        _variant_stats(con)  # after `captions`: it clusters queries by person
         _quality_table(con)
         counts = (
             con.sql("SELECT count(*) FROM runs").fetchall()[0][0],
