@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -182,7 +182,14 @@ def leaderboard(warehouse: Path) -> QueryResult:
 # The leaderboard's columns at 80 characters: what a row claims (the rest with `--wide` or a wider
 # terminal); a narrower terminal drops them from the right, `variant` always stays
 COMPACT = ("variant", "params", "R1", "R1_95", "dR1", "dR1_holm95", "vs_global", "vs_gpo")
-SIGNED = frozenset({"dR1", "dR1_gpo"})  # differences: printed with their sign
+# the same for the other queries printed as text: query name -> its compact columns
+COMPACT_OF = {
+    "leaderboard": COMPACT,
+    "variant_vs_global": ("variant", "delta_R1", "verdict", "p_holm", "mde"),
+    "variant_vs_gpo": ("variant", "delta_R1", "verdict", "p_holm", "mde"),
+}
+SIGNED = frozenset({"dR1", "dR1_gpo", "delta_R1"})  # differences: printed with their sign
+P_VALUES = frozenset({"p", "p_holm", "p_global", "p_gpo"})
 ONE_DECIMAL = frozenset({"R1", "mAP", "mde", "grounding", *SIGNED})
 GAP = "  "  # between columns (one space where two do not fit)
 
@@ -193,7 +200,7 @@ def _cell(column: str, value: object) -> str:
     if isinstance(value, float):
         if column in SIGNED:
             return f"{value:+.1f}"
-        if column.startswith("p_"):
+        if column in P_VALUES:
             return "<0.001" if value < 0.001 else f"{value:.3f}"
         return f"{value:.1f}" if column in ONE_DECIMAL else f"{value:.2f}"
     return str(value)
@@ -217,16 +224,18 @@ def _numeric(text: str) -> bool:
     return text == "" or text.lstrip("+-<").replace(".", "", 1).replace("k", "").replace("M", "").isdigit()
 
 
-def render_leaderboard(result: QueryResult, width: int = 80, *, wide: bool = False) -> str:
-    """The leaderboard as plain text lines no longer than `width` (unless `wide`): every column when
-    they fit, else the `COMPACT` ones (one space apart if need be, then dropping from the right while
+def render_leaderboard(
+    result: QueryResult, width: int = 80, *, wide: bool = False, compact: Sequence[str] = COMPACT
+) -> str:
+    """A query result (the leaderboard's by default) as plain text lines no longer than `width` (unless
+    `wide`): every column when they fit, else the `compact` ones (one space apart if need be, then dropping from the right while
     they do not fit), then the question wrapped at `width`; readable in a log file, where nothing wraps
     a line again."""
     cells = [[_cell(c, v) for c, v in zip(result.columns, row, strict=True)] for row in result.rows]
     lines = _layout(result.columns, cells)
     hidden: list[str] = []
     if not wide and max(map(len, lines)) > width:
-        keep = [c for c in COMPACT if c in result.columns] or result.columns[:1]
+        keep = [c for c in compact if c in result.columns] or result.columns[:1]
         while True:
             index = [result.columns.index(c) for c in keep]
             kept = [[row[i] for i in index] for row in cells]

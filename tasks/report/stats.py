@@ -36,6 +36,7 @@ from tasks.score.layout import PER_QUERY
 METRICS = ("R1", "mAP", "mINP")
 LEVEL = 0.95
 POWER = 0.8  # of the minimal detectable effect (`Estimate.mde`)
+PERCENT, DIFFERENCE = (0.0, 100.0), (-100.0, 100.0)  # what a metric and a difference of two can be
 MAX_DF = 1e9  # Satterthwaite's degrees of freedom when every part has plenty: the normal distribution
 
 
@@ -94,9 +95,13 @@ class Estimate:
     se: float
     df: float
 
-    def interval(self, level: float = LEVEL) -> tuple[float, float]:
+    def interval(
+        self, level: float = LEVEL, bounds: tuple[float, float] | None = None
+    ) -> tuple[float, float]:
+        """mean +- t x SE, clipped to `bounds` (what the quantity can be: 0..100 for a percentage)."""
         half = self.se * float(stdtrit(self.df, 0.5 + level / 2))
-        return self.mean - half, self.mean + half
+        low, high = self.mean - half, self.mean + half
+        return (low, high) if bounds is None else (max(bounds[0], low), min(bounds[1], high))
 
     def p_value(self) -> float:
         """Two-sided p of "the true value is 0" (1.0 for an exact 0, 0.0 for an exact non-zero)."""
@@ -173,12 +178,12 @@ def compare(
         }
         for metric in METRICS:
             own = estimate(runs[name].values[metric], clusters)
-            low, high = own.interval(level)
+            low, high = own.interval(level, PERCENT)
             row |= {f"{metric}_mean": own.mean, f"{metric}_low": low, f"{metric}_high": high}
             delta: list[float | None] = [None, None, None, None]
             if name != baseline and baseline in runs:
                 diff = estimate(runs[name].values[metric], clusters, runs[baseline].values[metric])
-                delta = [diff.mean, *diff.interval(level), diff.mde(1 - level)]
+                delta = [diff.mean, *diff.interval(level, DIFFERENCE), diff.mde(1 - level)]
             keys = (f"delta_{metric}", f"delta_{metric}_low", f"delta_{metric}_high", f"delta_{metric}_mde")
             row |= dict(zip(keys, delta, strict=True))
         rows.append(row)

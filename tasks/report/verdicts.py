@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from tasks.report.stats import GROUP_COLUMNS, Clusters, Comparison, Estimate, estimate
+from tasks.report.stats import DIFFERENCE, GROUP_COLUMNS, Clusters, Comparison, Estimate, estimate
 from tbpr_models.registry import VARIANTS
 
 ALPHA = 0.05  # family-wise error rate of each family
@@ -78,7 +78,9 @@ def holm_levels(p_values: Sequence[float], alpha: float = ALPHA) -> list[float]:
     return levels
 
 
-def family_rows(estimates: Mapping[str, Estimate], alpha: float = ALPHA) -> list[dict[str, object]]:
+def family_rows(
+    estimates: Mapping[str, Estimate], alpha: float = ALPHA, metric: str = "R1"
+) -> list[dict[str, object]]:
     """One row per compared variant (sorted by name) of one family, from each difference to the
     reference: `delta`, `se`, `df`, unadjusted `low`/`high` (1 - alpha) and `p`, Holm's `p_holm` and
     `holm_low`/`holm_high`, `significant`, `verdict`, and `mde`, the design's power figure: the true
@@ -89,13 +91,13 @@ def family_rows(estimates: Mapping[str, Estimate], alpha: float = ALPHA) -> list
     rows = []
     for name, p, p_holm, level in zip(names, p_values, adjusted, levels, strict=True):
         est = estimates[name]
-        low, high = est.interval(1 - alpha)
-        holm_low, holm_high = est.interval(1 - level)
+        low, high = est.interval(1 - alpha, DIFFERENCE)
+        holm_low, holm_high = est.interval(1 - level, DIFFERENCE)
         significant = p_holm < alpha
         if significant:
             verdict = "better" if est.mean > 0 else "worse"
         else:
-            verdict = f"not significant: between {holm_low:+.1f} and {holm_high:+.1f}"
+            verdict = f"not significant: between {holm_low:+.1f} and {holm_high:+.1f} {metric}"
         rows.append(
             {
                 "variant": name,
@@ -147,7 +149,7 @@ def comparison_tests(comparison: Comparison, metric: str = "R1") -> list[dict[st
             v: estimate(r.values[metric], clusters, reference) for v, r in runs.items() if family.member(v)
         }
         about = {"reference": family.reference, "question": family.question, "metric": metric}
-        rows += [comparison.keys | about | row for row in family_rows(estimates)]
+        rows += [comparison.keys | about | row for row in family_rows(estimates, metric=metric)]
     return rows
 
 

@@ -31,7 +31,7 @@ def sql(
     """Run an analysts' query against the DuckDB warehouse and print the rows of each statement."""
     from tasks.core.env import home
     from tasks.core.outputs import check_outside_home
-    from tasks.report.queries import LEADERBOARD, export_query, render_leaderboard, resolve_query, run_queries
+    from tasks.report.queries import COMPACT_OF, export_query, render_leaderboard, resolve_query, run_queries
 
     source = warehouse or home().warehouse
     if out is not None:
@@ -42,8 +42,8 @@ def sql(
     console, notes = plain_console(), plain_console(stderr=True)
     path = resolve_query(query)
     for result in run_queries(source, path, limit=limit):
-        if path.resolve() == LEADERBOARD.resolve():
-            console.print(render_leaderboard(result, console.width, wide=wide))
+        if path.stem in COMPACT_OF:  # plain text at the terminal's width, compact columns if need be
+            console.print(render_leaderboard(result, console.width, wide=wide, compact=COMPACT_OF[path.stem]))
         else:
             console.print(result_table(result))
         if result.not_shown:

@@ -70,8 +70,9 @@ def test_two_seeds_that_disagree_everywhere_are_all_seed_variance() -> None:
     hits, misses = np.ones(50, dtype=np.int64), np.full(50, 7)
     est = estimate(_runs(hits, misses).values["R1"], Clusters.of(None, 50))
     assert (est.mean, est.se, est.df) == (50.0, 50.0, 1.0)
+    assert est.interval()[1] == pytest.approx(50.0 + 12.706205 * 50.0)  # t(0.975, 1)
     (row,) = compare({"x": _runs(hits, misses)})
-    assert row["R1_high"] == pytest.approx(50.0 + 12.706205 * 50.0)  # t(0.975, 1)
+    assert (row["R1_low"], row["R1_high"]) == (0.0, 100.0)  # a percentage: clipped to what it can be
 
 
 def test_persons_are_clusters_a_copied_caption_adds_no_information() -> None:

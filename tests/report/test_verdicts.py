@@ -29,7 +29,8 @@ def test_holm_stops_at_the_first_step_that_fails() -> None:
         assert row["holm_low"] < 0 < row["holm_high"] and row["low"] > 0  # unadjusted: above zero
         assert row["holm_high"] - row["delta"] == pytest.approx(2.241403, rel=1e-5)  # z(1 - 0.025 / 2)
         assert (
-            row["verdict"] == f"not significant: between {row['holm_low']:+.1f} and {row['holm_high']:+.1f}"
+            row["verdict"]
+            == f"not significant: between {row['holm_low']:+.1f} and {row['holm_high']:+.1f} R1"
         )
 
 

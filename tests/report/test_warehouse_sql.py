@@ -335,7 +335,7 @@ def test_variant_vs_global_and_vs_gpo_are_holm_families(store: Store) -> None:
         assert (row["holm_low"], row["holm_high"], row["p"], row["p_holm"]) == (0.0, 0.0, 1.0, 1.0)
         # the interval says what is known: the difference lies between its ends (here, exactly 0);
         # mde, the design's power figure, is 0 for a design without noise
-        assert row["verdict"] == "not significant: between +0.0 and +0.0" and row["mde"] == 0.0
+        assert row["verdict"] == "not significant: between +0.0 and +0.0 R1" and row["mde"] == 0.0
         assert row["family_size"] == 2  # channel and gpo against global
     (row,) = _query(store, "variant_vs_gpo")  # attention over learned pooling: channel only
     assert row["variant"] == "channel" and row["family_size"] == 1 and row["p_holm"] == 1.0
@@ -441,7 +441,7 @@ def test_the_leaderboard_reads_at_80_columns(store: Store) -> None:
     assert render_leaderboard(wide_board, 400).splitlines()[1].split() == board.columns  # a wide terminal
 
 
-def test_tbpr_sql_leaderboard_prints_one_line_per_row(
+def test_tbpr_sql_prints_the_leaderboard_and_verdicts_one_line_per_row(
     store: Store, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import sys
@@ -449,17 +449,21 @@ def test_tbpr_sql_leaderboard_prints_one_line_per_row(
     from tbpr.cli import main
 
     monkeypatch.setenv("COLUMNS", "80")
-    for extra in ([], ["--wide"]):
-        monkeypatch.setattr(
-            sys, "argv", ["tbpr", "sql", "leaderboard", "--warehouse", str(store.warehouse), *extra]
-        )
+    for query, extra, rows in (
+        ("leaderboard", [], 3),
+        ("leaderboard", ["--wide"], 3),
+        ("variant_vs_global", [], 2),
+        ("variant_vs_gpo", [], 1),
+    ):
+        argv = ["tbpr", "sql", query, "--warehouse", str(store.warehouse), *extra]
+        monkeypatch.setattr(sys, "argv", argv)
         with pytest.raises(SystemExit) as stop:
             main()
         out = capsys.readouterr().out
         assert stop.value.code in (0, None), out
-        rows = [line for line in out.splitlines() if line.split()[:1] in (["global"], ["channel"], ["gpo"])]
-        assert len(rows) == 3, out
-        if not extra:
-            assert max(map(len, out.splitlines())) <= 80, out
+        lines = out.splitlines()
+        assert sum(line.split()[:1] in (["global"], ["channel"], ["gpo"]) for line in lines) == rows, out
+        if extra:
+            assert "grounding" in lines[1]  # every column
         else:
-            assert "grounding" in out.splitlines()[1]
+            assert max(map(len, lines)) <= 80, out
