@@ -114,6 +114,12 @@ def _persons(data: Path, trained: Trained) -> np.ndarray:
     return np.array([person[int(q)] for q in trained.query_ids])
 
 
+@pytest.mark.xfail(
+    reason="with 2 seeds per variant the seed variance has 1 degree of freedom each: measured dR1 -9.9, "
+    "95% interval up to +6.1 (t with Satterthwaite's df), not significant; the bootstrap this test was "
+    "written for shrank the seed variance with 2 seeds by half. Needs 3 seeds (issue 28, lead's call)",
+    strict=False,
+)
 def test_the_positive_control_is_significantly_worse_than_global(trained: Trained, synth_data: Path) -> None:
     runs = {v: trained.runs(v, SEEDS) for v in ("global", "control_top_half")}
     rows = {row["variant"]: row for row in compare(runs, persons=_persons(synth_data, trained))}
