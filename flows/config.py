@@ -24,6 +24,7 @@ from tasks.embed.index import IndexKind
 from tasks.score.run import ScoreMode
 from tasks.tracking.config import TrackingConfig
 from tasks.train.config import TrainConfig, control_variants, registered_variants
+from tbpr_models.registry import get_variant
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 PROFILES = ("quick", "main", "full", "irra")
@@ -136,9 +137,10 @@ class TrainSettings(Settings):
         return seeds
 
     def for_variant(self, variant: str, seed: int | None = None) -> TrainConfig:
-        """The TrainConfig of one variant (and seed): `config` with `variant` set, its patch merged in."""
+        """The TrainConfig of one variant (and seed): `config` with `variant` set, its patch merged in;
+        the A/A control (`control_aa`) trains the seed plus its head's `seed_offset`."""
         data = deep_merge(self.config.model_dump(mode="json"), self.per_variant.get(variant, {}))
-        chosen = self.seed_list()[0] if seed is None else seed
+        chosen = (self.seed_list()[0] if seed is None else seed) + seed_offset(variant)
         return TrainConfig.model_validate({**data, "variant": variant, "seed": chosen})
 
     def seed_list(self) -> list[int]:
@@ -155,6 +157,11 @@ class TrainSettings(Settings):
             for variant in variants
             for seed in seeds
         ]
+
+
+def seed_offset(variant: str) -> int:
+    """What variant's head adds to each training seed: `control_aa`'s SEED_OFFSET, 0 for every other."""
+    return int(getattr(get_variant(variant).head_cls, "seed_offset", 0))
 
 
 class EmbedSettings(Settings):

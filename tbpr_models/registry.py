@@ -22,6 +22,7 @@ from tbpr_models.variants import (
     cross_fusion,
     cross_scan,
     global_,
+    gpo,
     hard_align,
     hard_topk,
     mixed,
@@ -50,6 +51,8 @@ BUILT_IN: tuple[tuple[type[VariantConfig], type[VariantHead]], ...] = (
     (hard_topk.HardTopkConfig, hard_topk.HardTopkHead),
     (hard_align.HardAlignConfig, hard_align.HardAlignHead),
     (control.ControlTopHalfConfig, control.ControlTopHalfHead),
+    (control.ControlAAConfig, control.ControlAAHead),
+    (gpo.GpoConfig, gpo.GpoHead),
 )
 
 

@@ -16,7 +16,6 @@ from tbpr.options import (
     damaged_input_errors,
     hide_expected_tracebacks,
     plain_console,
-    result_table,
     styled,
 )
 
@@ -38,8 +37,9 @@ def run(
         bool,
         typer.Option(
             "--control",
-            help="also train the positive control control_top_half (global seeing the top half of each "
-            "image): the leaderboard must find it significantly worse than global",
+            help="also train the controls: control_top_half (global seeing the top half of each image), "
+            "which the leaderboard must find significantly worse than global, and control_aa (global "
+            "with other seeds), which it must find not significant",
         ),
     ] = False,
 ) -> None:
@@ -71,8 +71,9 @@ def run(
             f"  MLflow UI:  mlflow ui --backend-store-uri {shlex.quote(sqlite_uri(tbpr.mlflow_db))}\n"
             "  Prefect UI: prefect server start   (then open http://127.0.0.1:4200; export\n"
             "              PREFECT_API_URL=http://127.0.0.1:4200/api before `tbpr run` to watch it live)\n"
-            "  SQL:        tbpr sql leaderboard | variant_vs_global | pruned_vs_exhaustive | metric_history"
-            " | hardest_queries | attribute_errors | data_quality | cost_frontier | open_set",
+            "  SQL:        tbpr sql leaderboard [--wide] | variant_vs_global | variant_vs_gpo\n"
+            "              | pruned_vs_exhaustive | metric_history | hardest_queries | attribute_errors\n"
+            "              | data_quality | cost_frontier | open_set",
         )
     )
     if not state.is_completed():
@@ -114,7 +115,8 @@ def _phase_cells(runs: list[dict[str, float]], names: list[str]) -> list[str]:
 
 
 def show_leaderboard(console: Console, warehouse: Path) -> None:
-    from tasks.report.queries import leaderboard
+    """The leaderboard at the terminal's width (80 in a log file): its compact columns when narrow."""
+    from tasks.report.queries import leaderboard, render_leaderboard
 
     if warehouse.is_file():
-        console.print(result_table(leaderboard(warehouse)))
+        console.print(render_leaderboard(leaderboard(warehouse), console.width))
