@@ -24,6 +24,7 @@ from tasks.embed.index import IndexKind
 from tasks.score.run import ScoreMode
 from tasks.tracking.config import TrackingConfig
 from tasks.train.config import TrainConfig, control_variants, registered_variants
+from tbpr_models.registry import get_variant
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 PROFILES = ("quick", "main", "full", "irra")
@@ -136,9 +137,10 @@ class TrainSettings(Settings):
         return seeds
 
     def for_variant(self, variant: str, seed: int | None = None) -> TrainConfig:
-        """The TrainConfig of one variant (and seed): `config` with `variant` set, its patch merged in."""
+        """The TrainConfig of one variant (and seed): `config` with `variant` set, its patch merged in;
+        the A/A control (`control_aa`) trains the seed plus its head's `seed_offset`."""
         data = deep_merge(self.config.model_dump(mode="json"), self.per_variant.get(variant, {}))
-        chosen = self.seed_list()[0] if seed is None else seed
+        chosen = (self.seed_list()[0] if seed is None else seed) + seed_offset(variant)
         return TrainConfig.model_validate({**data, "variant": variant, "seed": chosen})
 
     def seed_list(self) -> list[int]:
@@ -155,6 +157,11 @@ class TrainSettings(Settings):
             for variant in variants
             for seed in seeds
         ]
+
+
+def seed_offset(variant: str) -> int:
+    """What variant's head adds to each training seed: `control_aa`'s SEED_OFFSET, 0 for every other."""
+    return int(getattr(get_variant(variant).head_cls, "seed_offset", 0))
 
 
 class EmbedSettings(Settings):
@@ -203,17 +210,27 @@ class ScoreJob(Settings):
 
 DEFAULT_JOBS = [ScoreJob(), ScoreJob(mode="pruned", top_k=20)]
 # the main job's: also a cascade, each pairwise model re-ranking the top 20 of the same seed's `global`
-# (9 more scoring jobs: seconds of scoring, about one of model loading and MLflow logging each)
+# (12 more scoring jobs: seconds of scoring, about one of model loading and MLflow logging each)
 MAIN_JOBS = [
     *DEFAULT_JOBS,
     ScoreJob(
-        mode="pruned", top_k=20, candidates="global", variants=["cross_scan", "cross_fusion", "hard_topk"]
+        mode="pruned",
+        top_k=20,
+        candidates="global",
+        variants=["cross_scan", "cross_fusion", "hard_topk", "hard_align"],
     ),
 ]
 
 
 class PlotSettings(Settings):
     attention_queries: int = Field(default=3, ge=0)  # heat maps for this many test queries per variant
+
+
+class OpenSetSettings(Settings):
+    """Open-set figures of every model: a threshold set on val for `false_alarm`, measured on test."""
+
+    enabled: bool = True
+    false_alarm: float = Field(default=0.05, gt=0, lt=1)
 
 
 class PrepareRunConfig(Settings):
@@ -299,6 +316,7 @@ class PipelineConfig(Settings):
     tracking: TrackingConfig = TrackingConfig()
     runner: RunnerConfig = RunnerConfig()
     plots: PlotSettings = PlotSettings()
+    open_set: OpenSetSettings = OpenSetSettings()
     gallery: GallerySettings | None = None  # re-embedded when a champion changes; None: nothing is
 
     @field_validator("name")

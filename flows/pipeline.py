@@ -27,6 +27,7 @@ from flows.config import (
 )
 from flows.embed import embed_gallery_flow
 from flows.gallery import refresh_gallery_flow
+from flows.open_set import measure_open_set
 from flows.prefect_tasks import (
     attention_maps_task,
     close_run_task,
@@ -47,6 +48,7 @@ from flows.score import score_queries_flow
 from flows.train import VariantsFailed, failure_message, train_variants_flow
 from tasks.core.env import Home, home
 from tasks.report.frontier import FRONTIER_PNG
+from tasks.report.open_set import open_set_glob
 from tasks.report.plots import CMC_PNG, COST_PNG, GROUNDING_PNG, VAL_CURVES_PNG, CostPoint
 from tasks.report.queries import QueryResult
 from tasks.score.layout import rankings_glob
@@ -64,6 +66,7 @@ class PipelineResult:
     gallery: Path | None = None  # the configured gallery's EMB, when a new champion re-embedded it
     phases: dict[str, float] = field(default_factory=dict)  # wall seconds of each stage of the flow
     training: dict[str, float] = field(default_factory=dict)  # training runs' phases, summed (PHASES)
+    runs: dict[str, tuple[str, dict[str, float]]] = field(default_factory=dict)  # model -> (variant, phases)
 
 
 def data_dir(tbpr: Home, config: PipelineConfig) -> Path:
@@ -132,6 +135,8 @@ def tbpr_pipeline(config: PipelineConfig = PipelineConfig()) -> PipelineResult:
             ),
         )
     clock.lap("score")
+    measure_open_set(config, prepared.out, prepared.dataset, trained.results, embs, run_dir, parent)
+    clock.lap("open_set")
     pictures = draw_pictures(run_dir / "plots", scored, config)
     curves: dict[str, list[tuple[float, ...]]] = {}
     for r in trained.results.values():
@@ -172,7 +177,10 @@ def tbpr_pipeline(config: PipelineConfig = PipelineConfig()) -> PipelineResult:
     if trained.failed:
         raise VariantsFailed(failure_message(trained) + f"; the others are in {run_dir}")
     training = {phase: sum(r.phases.get(phase, 0.0) for r in trained.results.values()) for phase in PHASES}
-    return PipelineResult(run_dir, parent, warehouse, board, trained.failed, gallery, clock.phases, training)
+    runs = {name: (r.variant, r.phases) for name, r in trained.results.items()}
+    return PipelineResult(
+        run_dir, parent, warehouse, board, trained.failed, gallery, clock.phases, training, runs
+    )
 
 
 class PhaseClock:
@@ -242,5 +250,5 @@ def refresh_warehouse(
     if db is None:
         return None, None
     attributes = load_attributes_task(source)
-    sync_task(db, tbpr.warehouse, rankings_glob(tbpr.runs), [data], attributes)
+    sync_task(db, tbpr.warehouse, rankings_glob(tbpr.runs), [data], attributes, open_set_glob(tbpr.runs))
     return tbpr.warehouse, leaderboard_task(tbpr.warehouse)

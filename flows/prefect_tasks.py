@@ -26,6 +26,7 @@ from tasks.embed.encode import embed_split
 from tasks.embed.folder import embed_folder
 from tasks.embed.layout import EMBED_JSON
 from tasks.report.frontier import draw_frontier
+from tasks.report.open_set import measure, trade_off_plot
 from tasks.report.plots import attention_maps, cmc_plot, cost_plot, grounding_plot, val_curves_plot
 from tasks.report.queries import leaderboard
 from tasks.report.warehouse import load_attributes, sync
@@ -108,3 +109,5 @@ frontier_plot_task = task(name="plot-cost-frontier")(draw_frontier)
 grounding_plot_task = task(name="plot-grounding")(grounding_plot)
 val_curves_plot_task = task(name="plot-val-curves")(val_curves_plot)
 attention_maps_task = task(name="plot-attention")(attention_maps)
+open_set_task = task(name="open-set")(measure)
+open_set_plot_task = task(name="plot-open-set")(trade_off_plot)

@@ -1,8 +1,8 @@
 """tbpr_models: text-to-image person retrieval models (torch and transformers only).
 
 Public API: build a model from a `ModelConfig` with `build_model`, encode with `encode_images` /
-`encode_texts`, score with `similarity`, train with `losses`; checkpoints with `save_checkpoint` /
-`load_checkpoint`; inputs with `build_tokenizer` and `image_transform`; evaluation with
+`encode_texts`, score with `similarity`, train with `losses` (`parameter_counts`: what trains);
+checkpoints with `save_checkpoint` / `load_checkpoint`; inputs with `build_tokenizer` and `image_transform`; evaluation with
 `retrieval_metrics`; variants by name with `VARIANTS`, `variant_config` and `register_variant`.
 """
 
@@ -10,7 +10,7 @@ from tbpr_models.checkpoint import is_checkpoint, load_checkpoint, save_checkpoi
 from tbpr_models.config import ImageEncoderConfig, ModelConfig, TextEncoderConfig, VariantConfig
 from tbpr_models.features import Batch, ImageFeatures, TextFeatures
 from tbpr_models.metrics import PerQuery, per_query_metrics, retrieval_metrics
-from tbpr_models.model import RetrievalModel, build_model
+from tbpr_models.model import RetrievalModel, build_model, parameter_counts
 from tbpr_models.registry import (
     VARIANTS,
     VariantSpec,
@@ -49,6 +49,7 @@ __all__ = [
     "is_checkpoint",
     "load_checkpoint",
     "model_config_from_dict",
+    "parameter_counts",
     "per_query_metrics",
     "register_variant",
     "retrieval_metrics",

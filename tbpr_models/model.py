@@ -49,6 +49,14 @@ class RetrievalModel(nn.Module):
         self.log_logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / config.init_temperature)))
         self.classifier = nn.Linear(d, config.num_classes) if config.num_classes > 0 else None
 
+    def parameter_counts(self) -> dict[str, int]:
+        """Trainable parameters: `trainable_params` of the whole model (head, projections, the encoder
+        layers not frozen, temperature, classifier) and `head_params` of the variant head alone."""
+        return {
+            "trainable_params": sum(p.numel() for p in self.parameters() if p.requires_grad),
+            "head_params": sum(p.numel() for p in self.head.parameters() if p.requires_grad),
+        }
+
     def set_activation_checkpointing(self, enabled: bool) -> None:
         """Recompute the trainable encoder stages' activations in backward instead of storing them."""
         self.image_encoder.activation_checkpointing = enabled
@@ -184,3 +192,10 @@ def _projection(channels: int, dim: int, pretrained: Tensor | None) -> nn.Linear
 def build_model(config: ModelConfig, load_pretrained: bool = True) -> RetrievalModel:
     """A `RetrievalModel` for `config`; `load_pretrained=False` skips pretrained weights (checkpoints)."""
     return RetrievalModel(config, load_pretrained=load_pretrained)
+
+
+def parameter_counts(config: ModelConfig) -> dict[str, int]:
+    """`RetrievalModel.parameter_counts` of the model `config` builds, built on the meta device: no
+    memory and no pretrained weights, so a trainer can log them before it builds its model."""
+    with torch.device("meta"):
+        return RetrievalModel(config, load_pretrained=False).parameter_counts()

@@ -22,6 +22,8 @@ from tbpr_models.variants import (
     cross_fusion,
     cross_scan,
     global_,
+    gpo,
+    hard_align,
     hard_topk,
     mixed,
     nonlocal_,
@@ -47,7 +49,10 @@ BUILT_IN: tuple[tuple[type[VariantConfig], type[VariantHead]], ...] = (
     (cross_scan.CrossScanConfig, cross_scan.CrossScanHead),
     (cross_fusion.CrossFusionConfig, cross_fusion.CrossFusionHead),
     (hard_topk.HardTopkConfig, hard_topk.HardTopkHead),
+    (hard_align.HardAlignConfig, hard_align.HardAlignHead),
     (control.ControlTopHalfConfig, control.ControlTopHalfHead),
+    (control.ControlAAConfig, control.ControlAAHead),
+    (gpo.GpoConfig, gpo.GpoHead),
 )
 
 

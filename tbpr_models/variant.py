@@ -195,8 +195,10 @@ class PairScorerHead(VariantHead, abc.ABC):
         *,
         memory_budget_mb: float = 256.0,
     ) -> Tensor:
-        fused = self.config.global_weight * global_cosine_candidates(texts, images, candidates)  # (Q, k)
-        return fused + self.attention_candidates(texts, images, candidates, memory_budget_mb)
+        scores = self.attention_candidates(texts, images, candidates, memory_budget_mb)  # (Q, k)
+        if self.config.global_weight != 0:  # a zero-weighted term is skipped: 0 x -inf would be NaN
+            scores = scores + self.config.global_weight * global_cosine_candidates(texts, images, candidates)
+        return scores.masked_fill(candidates < 0, -torch.inf)  # the contract, whatever the terms gave
 
     def head_losses(
         self, texts: TextFeatures, images: ImageFeatures, batch: Batch, ctx: LossContext

@@ -1,5 +1,6 @@
 """The cost-accuracy frontier: every scoring job of the latest run (`sql/cost_frontier.sql`), single
-models and cascades, as R1 against seconds per 1,000 queries, the Pareto-optimal ones joined by a line."""
+models and cascades, as R1 against the counted work per query (GFLOPs: query encoding by every model the
+job runs, first stage, pair scoring; `tasks/score/cost.py`), the Pareto-optimal ones joined by a line."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ class FrontierPoint:
     R1: float
     low: float | None  # 95% interval of R1 (None without per-query results)
     high: float | None
-    seconds_per_1k: float
+    gflops_per_query: float
     pareto: bool
 
 
@@ -31,10 +32,14 @@ def cost_frontier(warehouse: Path) -> QueryResult:
 
 
 def frontier_points(result: QueryResult) -> list[FrontierPoint]:
-    """One point per row of `cost_frontier` (its `R1_95` reads "low..high")."""
+    """One point per row of `cost_frontier` with a counted cost (its `R1_95` reads "low..high")."""
     points = []
     for values in result.rows:
         row = dict(zip(result.columns, values, strict=True))
+        if (
+            row["gflops_per_query"] is None
+        ):  # no counts recorded (an external re-ranker): no place on the axis
+            continue
         interval = [float(x) for x in str(row["R1_95"]).split("..")] if row["R1_95"] else [None, None]
         points.append(
             FrontierPoint(
@@ -42,7 +47,7 @@ def frontier_points(result: QueryResult) -> list[FrontierPoint]:
                 R1=float(row["R1"]),  # type: ignore[arg-type]
                 low=interval[0],
                 high=interval[1],
-                seconds_per_1k=float(row["s_per_1k_queries"]),  # type: ignore[arg-type]
+                gflops_per_query=float(row["gflops_per_query"]),  # type: ignore[arg-type]
                 pareto=bool(row["pareto"]),
             )
         )
@@ -50,8 +55,8 @@ def frontier_points(result: QueryResult) -> list[FrontierPoint]:
 
 
 def frontier_plot(points: list[FrontierPoint], out: Path) -> Path:
-    """R1 (with its 95% interval) against seconds per 1,000 queries on a log scale; the Pareto set in
-    red, joined by a step line, every point labelled."""
+    """R1 (with its 95% interval) against GFLOPs per query on a log scale; the Pareto set in red, joined
+    by a step line, every point labelled."""
     fig = Figure(figsize=(8, 5.5), layout="constrained")
     ax = fig.add_subplot()
     for point in points:
@@ -59,18 +64,20 @@ def frontier_plot(points: list[FrontierPoint], out: Path) -> Path:
         error = None
         if point.low is not None and point.high is not None:
             error = [[max(0.0, point.R1 - point.low)], [max(0.0, point.high - point.R1)]]
-        ax.errorbar(point.seconds_per_1k, point.R1, yerr=error, fmt="o", color=color, ms=4, lw=0.8, alpha=0.6)
+        ax.errorbar(
+            point.gflops_per_query, point.R1, yerr=error, fmt="o", color=color, ms=4, lw=0.8, alpha=0.6
+        )
         ax.annotate(
             point.label,
-            (point.seconds_per_1k, point.R1),
+            (point.gflops_per_query, point.R1),
             fontsize=6,
             xytext=(3, 3),
             textcoords="offset points",
         )
-    front = sorted((p for p in points if p.pareto), key=lambda p: p.seconds_per_1k)
+    front = sorted((p for p in points if p.pareto), key=lambda p: p.gflops_per_query)
     if front:
         ax.step(
-            [p.seconds_per_1k for p in front],
+            [p.gflops_per_query for p in front],
             [p.R1 for p in front],
             where="post",
             color="tab:red",
@@ -79,7 +86,7 @@ def frontier_plot(points: list[FrontierPoint], out: Path) -> Path:
         ax.legend(fontsize="small", loc="lower right")
     ax.set(
         xscale="log",
-        xlabel="scoring seconds per 1,000 queries (log)",
+        xlabel="GFLOPs per query: query encoding + first stage + pair scoring (counted; log)",
         ylabel="R1 (%), mean over seeds, 95% interval",
         title="Cost-accuracy frontier: single models and cascades",
     )

@@ -105,6 +105,8 @@ SCORE_OUTPUTS_SCHEMA = pa.schema(
         ("mINP", pa.float64()),
         ("seconds", pa.float64()),
         ("pairs_scored", pa.float64()),
+        ("flops_per_query", pa.float64()),
+        ("flops_per_query_cuhk_pedes", pa.float64()),
     ]
 )
 
@@ -132,7 +134,9 @@ WITH p AS (
          arg_max(value, step) FILTER (WHERE key = '{names.metric_key("test", "mAP")}') AS mAP,
          arg_max(value, step) FILTER (WHERE key = '{names.metric_key("test", "mINP")}') AS mINP,
          arg_max(value, step) FILTER (WHERE key = '{names.SCORE_SECONDS}') AS seconds,
-         arg_max(value, step) FILTER (WHERE key = '{names.SCORE_PAIRS}') AS pairs_scored
+         arg_max(value, step) FILTER (WHERE key = '{names.SCORE_PAIRS}') AS pairs_scored,
+         arg_max(value, step) FILTER (WHERE key = '{names.SCORE_FLOPS}') AS flops_per_query,
+         arg_max(value, step) FILTER (WHERE key = '{names.SCORE_FLOPS_CUHK}') AS flops_per_query_cuhk_pedes
   FROM metrics GROUP BY run_id
 )
 SELECT r.run_id, r.parent_run_id, coalesce(r.variant, f.variant) AS variant, r.dataset, r.start_time,
@@ -142,7 +146,9 @@ SELECT r.run_id, r.parent_run_id, coalesce(r.variant, f.variant) AS variant, r.d
        coalesce(p.model_run_id, t.train_run_id, f.train_run_id) AS model_run_id,
        coalesce(m.R1, f.R1) AS R1, coalesce(m.R5, f.R5) AS R5, coalesce(m.R10, f.R10) AS R10,
        coalesce(m.mAP, f.mAP) AS mAP, coalesce(m.mINP, f.mINP) AS mINP,
-       coalesce(m.seconds, f.seconds) AS seconds, coalesce(m.pairs_scored, f.pairs_scored) AS pairs_scored
+       coalesce(m.seconds, f.seconds) AS seconds, coalesce(m.pairs_scored, f.pairs_scored) AS pairs_scored,
+       coalesce(m.flops_per_query, f.flops_per_query) AS flops_per_query,
+       coalesce(m.flops_per_query_cuhk_pedes, f.flops_per_query_cuhk_pedes) AS flops_per_query_cuhk_pedes
 FROM runs r LEFT JOIN p USING (run_id) LEFT JOIN t USING (run_id) LEFT JOIN m USING (run_id)
 LEFT JOIN score_outputs f ON f.scoring_run_id = r.run_id
 WHERE r.stage = '{names.STAGE_SCORE}'

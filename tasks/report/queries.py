@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import textwrap
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,6 +18,7 @@ from tasks.core.errors import TbprError
 from tasks.core.files import atomic_path
 
 SQL_DIR = Path(__file__).resolve().parents[2] / "sql"  # sql/ at the top of the checkout
+LEADERBOARD = SQL_DIR / "leaderboard.sql"
 BATCH_ROWS = 65_536  # rows per Arrow batch streamed out of DuckDB
 # `tbpr sql --out FILE`: file suffix -> a streaming writer of Arrow batches
 EXPORT_KINDS: dict[str, Callable[[Path, pa.Schema], Any]] = {
@@ -174,4 +176,81 @@ def _write_stream(reader: pa.RecordBatchReader, path: Path, kind: str) -> int:
 
 
 def leaderboard(warehouse: Path) -> QueryResult:
-    return run_query(warehouse, SQL_DIR / "leaderboard.sql")
+    return run_query(warehouse, LEADERBOARD)
+
+
+# The leaderboard's columns at 80 characters: what a row claims (the rest with `--wide` or a wider
+# terminal); a narrower terminal drops them from the right, `variant` always stays
+COMPACT = ("variant", "params", "R1", "R1_95", "dR1", "dR1_holm95", "vs_global", "vs_gpo")
+# the same for the other queries printed as text: query name -> its compact columns
+COMPACT_OF = {
+    "leaderboard": COMPACT,
+    "variant_vs_global": ("variant", "delta_R1", "verdict", "p_holm", "mde"),
+    "variant_vs_gpo": ("variant", "delta_R1", "verdict", "p_holm", "mde"),
+}
+SIGNED = frozenset({"dR1", "dR1_gpo", "delta_R1"})  # differences: printed with their sign
+P_VALUES = frozenset({"p", "p_holm", "p_global", "p_gpo"})
+ONE_DECIMAL = frozenset({"R1", "mAP", "mde", "grounding", *SIGNED})
+GAP = "  "  # between columns (one space where two do not fit)
+
+
+def _cell(column: str, value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if column in SIGNED:
+            return f"{value:+.1f}"
+        if column in P_VALUES:
+            return "<0.001" if value < 0.001 else f"{value:.3f}"
+        return f"{value:.1f}" if column in ONE_DECIMAL else f"{value:.2f}"
+    return str(value)
+
+
+def _layout(columns: list[str], cells: list[list[str]], gap: str = GAP) -> list[str]:
+    """Header, rule and rows, each column as wide as its widest cell; numbers right-aligned."""
+    widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
+    numeric = [all(_numeric(row[i]) for row in cells) for i in range(len(columns))]
+
+    def line(values: list[str]) -> str:
+        padded = (
+            v.rjust(w) if right else v.ljust(w) for v, w, right in zip(values, widths, numeric, strict=True)
+        )
+        return gap.join(padded).rstrip()
+
+    return [line(columns), line(["-" * w for w in widths]), *(line(row) for row in cells)]
+
+
+def _numeric(text: str) -> bool:
+    return text == "" or text.lstrip("+-<").replace(".", "", 1).replace("k", "").replace("M", "").isdigit()
+
+
+def render_leaderboard(
+    result: QueryResult, width: int = 80, *, wide: bool = False, compact: Sequence[str] = COMPACT
+) -> str:
+    """A query result (the leaderboard's by default) as plain text lines no longer than `width` (unless
+    `wide`): every column when they fit, else the `compact` ones (one space apart if need be, then dropping from the right while
+    they do not fit), then the question wrapped at `width`; readable in a log file, where nothing wraps
+    a line again."""
+    cells = [[_cell(c, v) for c, v in zip(result.columns, row, strict=True)] for row in result.rows]
+    lines = _layout(result.columns, cells)
+    hidden: list[str] = []
+    if not wide and max(map(len, lines)) > width:
+        keep = [c for c in compact if c in result.columns] or result.columns[:1]
+        while True:
+            index = [result.columns.index(c) for c in keep]
+            kept = [[row[i] for i in index] for row in cells]
+            lines = _layout(keep, kept)
+            if max(map(len, lines)) > width:
+                lines = _layout(keep, kept, " ")
+            if max(map(len, lines)) <= width or len(keep) == 1:
+                break
+            keep = keep[:-1]
+        hidden = [c for c in result.columns if c not in keep]
+    note = (
+        f"{result.question} (not shown: {', '.join(hidden)}; --wide shows them)"
+        if hidden
+        else result.question
+    )
+    wrap = max(width, 20) if not wide else max(width, max(map(len, lines)))
+    lines = [line if len(line) <= wrap else line[: wrap - 1] + "~" for line in lines]
+    return "\n".join([result.name, *lines, "", *textwrap.wrap(note, wrap)])

@@ -1,16 +1,26 @@
-"""Numbers worth trusting: each variant's mean over seeds and queries, a 95% bootstrap interval over
-queries and seeds, and the paired difference to the baseline on the same queries with its interval.
+"""Numbers worth trusting: each variant's mean over seeds and queries with a 95% interval, and the
+paired difference to a reference variant on the same queries with its interval and p-value.
 
-One bootstrap replicate draws the queries with replacement once for the whole comparison (so every
-variant and the baseline see the same queries: the difference is paired) and each variant's seeds
-with replacement independently (different seeds are different models). A replicate's statistic is
-the mean over the drawn seeds and queries; the interval is its 2.5th to 97.5th percentile.
-Dimension letters: S seeds, Q queries, B bootstrap replicates.
+Two sources of chance move a leaderboard: which persons are in the test set (their queries are not
+independent: a person hard for one model is hard for another, and for its other captions) and which
+seeds trained the models (each seed is another model). The variance of a mean (or of a paired
+difference) is the sum of two estimated parts (a moment estimator of a crossed random-effects model):
+
+- seeds: the spread of each variant's per-seed means, divided by its number of seeds S (S - 1 degrees
+  of freedom; 0 with one seed, which then cannot be estimated);
+- persons: the spread of the per-person (paired) differences of the seed-averaged results, weighted
+  by each person's share of the queries (P - 1 degrees of freedom), minus the part of it that is
+  seed-to-seed noise (already in the seed part).
+
+The interval is mean +- t x SE with Satterthwaite's degrees of freedom; the p-value is the two-sided
+t test's. (A bootstrap that redraws 3 seeds with replacement shrinks the seed variance by a third and
+counts the seed-by-query noise twice: in the simulation of `tests/report/test_verdict_simulation.py`
+its intervals covered 98% of the time.) Dimension letters: S seeds, Q queries, P persons.
 """
 
 from __future__ import annotations
 
-import zlib
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,16 +28,16 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from scipy.special import stdtr, stdtrit
 
 from tasks.score.layout import PER_QUERY
 
 # per-query columns of `per_query.parquet` -> the metric they average to, in percent
 METRICS = ("R1", "mAP", "mINP")
-REPLICATES = 1000
 LEVEL = 0.95
-# z(1 - alpha/2) + z(power) for a two-sided test at 5% with 80% power: the smallest true difference the
-# comparison detects 4 times in 5 is this many bootstrap standard errors of the paired difference
-MDE_Z = 1.959964 + 0.841621
+POWER = 0.8  # of the minimal detectable effect (`Estimate.mde`)
+PERCENT, DIFFERENCE = (0.0, 100.0), (-100.0, 100.0)  # what a metric and a difference of two can be
+MAX_DF = 1e9  # Satterthwaite's degrees of freedom when every part has plenty: the normal distribution
 
 
 @dataclass(frozen=True)
@@ -47,65 +57,133 @@ def per_query_percent(first_match_rank: np.ndarray, ap: np.ndarray, inp: np.ndar
     return {"R1": 100.0 * (first_match_rank == 1), "mAP": 100.0 * ap, "mINP": 100.0 * inp}
 
 
-def _seed_weights(rng: np.random.Generator, seeds: int, replicates: int) -> np.ndarray:
-    """(B, S) share of each seed in a replicate's draw of S seeds with replacement."""
-    draws = rng.integers(0, seeds, size=(replicates, seeds))  # (B, S)
-    counts = np.zeros((replicates, seeds))
-    np.add.at(counts, (np.arange(replicates)[:, None], draws), 1.0)
-    return counts / seeds
+@dataclass(frozen=True)
+class Clusters:
+    """Which person each query belongs to: queries sorted by person (`order`), where each person's run
+    starts (`starts`, (P,)) and how many queries it has (`counts`, (P,))."""
+
+    order: np.ndarray
+    starts: np.ndarray
+    counts: np.ndarray
+
+    @classmethod
+    def of(cls, persons: np.ndarray | None, queries: int) -> Clusters:
+        """From each query's person label (Q,); None: every query is its own person."""
+        labels = np.arange(queries) if persons is None else np.asarray(persons)
+        if labels.shape != (queries,):
+            raise ValueError(f"need one person label per query ({queries}), got shape {labels.shape}")
+        order = np.argsort(labels, kind="stable")
+        ranked = labels[order]
+        starts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]]) if queries else np.zeros(0, int)
+        return cls(order, starts, np.diff(np.r_[starts, queries]))
+
+    @property
+    def weights(self) -> np.ndarray:
+        """(P,) each person's share of the queries."""
+        return self.counts / self.counts.sum()
+
+    def means(self, values: np.ndarray) -> np.ndarray:
+        """(S, Q) per-query values -> (S, P) per-person means."""
+        return np.add.reduceat(values[:, self.order], self.starts, axis=1) / self.counts
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A mean (or a difference of means) with its standard error and degrees of freedom."""
+
+    mean: float
+    se: float
+    df: float
+
+    def interval(
+        self, level: float = LEVEL, bounds: tuple[float, float] | None = None
+    ) -> tuple[float, float]:
+        """mean +- t x SE, clipped to `bounds` (what the quantity can be: 0..100 for a percentage)."""
+        half = self.se * float(stdtrit(self.df, 0.5 + level / 2))
+        low, high = self.mean - half, self.mean + half
+        return (low, high) if bounds is None else (max(bounds[0], low), min(bounds[1], high))
+
+    def p_value(self) -> float:
+        """Two-sided p of "the true value is 0" (1.0 for an exact 0, 0.0 for an exact non-zero)."""
+        if self.se == 0:
+            return 1.0 if self.mean == 0 else 0.0
+        return float(2 * stdtr(self.df, -abs(self.mean) / self.se))
+
+    def mde(self, alpha: float = 1 - LEVEL, power: float = POWER) -> float:
+        """The minimal detectable effect: the smallest true value a two-sided test at `alpha` finds
+        with probability `power`, (t(1 - alpha/2) + t(power)) standard errors. A property of the design
+        (persons, seeds, noise), not a bound on the true value: that is what the interval says."""
+        return self.se * float(stdtrit(self.df, 1 - alpha / 2) + stdtrit(self.df, power))
+
+
+def _parts(values: np.ndarray, clusters: Clusters) -> tuple[np.ndarray, float, int, np.ndarray]:
+    """(S, Q) one variant's values -> its seed-averaged person means (P,), the seed part of the
+    variance of its mean, that part's degrees of freedom, and each person's seed noise (P,) (the
+    variance of its seed-averaged mean that comes from seed-to-seed differences)."""
+    seeds = values.shape[0]
+    person = clusters.means(values)  # (S, P)
+    totals = person @ clusters.weights  # (S,) each seed's mean over the queries
+    if seeds < 2:
+        return person.mean(axis=0), 0.0, 0, np.zeros(person.shape[1])
+    noise = (person - totals[:, None]).var(axis=0, ddof=1) / seeds  # (P,)
+    return person.mean(axis=0), float(totals.var(ddof=1)) / seeds, seeds - 1, noise
+
+
+def estimate(values: np.ndarray, clusters: Clusters, reference: np.ndarray | None = None) -> Estimate:
+    """The mean of (S, Q) `values` over seeds and queries, or with `reference` (S', Q) on the same
+    queries the paired difference values - reference, with its standard error (persons and seeds)."""
+    means, seed_var, seed_df, noise = _parts(values, clusters)
+    parts = [(seed_var, seed_df)]
+    if reference is not None:
+        ref_means, ref_var, ref_df, ref_noise = _parts(reference, clusters)
+        means, noise = means - ref_means, noise + ref_noise
+        parts.append((ref_var, ref_df))
+    weights = clusters.weights  # (P,)
+    mean = float(weights @ means)
+    persons = len(weights)
+    if persons > 1:
+        spread = persons / (persons - 1) * float(np.sum(weights**2 * (means - mean) ** 2))
+        parts.append((max(0.0, spread - float(np.sum(weights**2 * noise))), persons - 1))
+    variance = sum(v for v, _ in parts)
+    pieces = sum(v**2 / df for v, df in parts if v > 0 and df > 0)
+    df = min(MAX_DF, variance**2 / pieces) if pieces > 0 else MAX_DF
+    return Estimate(mean, math.sqrt(variance), df)
 
 
 def compare(
     runs: Mapping[str, PerQueryRuns],
     baseline: str = "global",
     *,
-    replicates: int = REPLICATES,
+    persons: np.ndarray | None = None,
     level: float = LEVEL,
-    seed: int = 0,
 ) -> list[dict[str, object]]:
-    """One row per variant (sorted by name): `seeds`, `queries`, and for each metric M `M_mean`,
-    `M_low`, `M_high`, and `delta_M`, `delta_M_low`, `delta_M_high` against `baseline` (None for the
-    baseline itself or when it is absent), and `delta_M_mde`: the minimal detectable effect, the
-    smallest true difference found significant with 80% power (`MDE_Z` bootstrap standard errors of
-    the paired difference), so "not significant" reads "smaller than this". Deterministic for a given
-    `seed`."""
+    """One row per variant (sorted by name): `seeds`, `queries`, `persons`, and for each metric M
+    `M_mean`, `M_low`, `M_high`, and `delta_M`, `delta_M_low`, `delta_M_high` against `baseline` (None
+    for the baseline itself or when it is absent) and `delta_M_mde` (`Estimate.mde`, the design's
+    power figure). Unadjusted: `tasks.report.verdicts` corrects for the family of comparisons.
+    `persons` (Q,) labels each query with its person (None: queries are independent)."""
     if not runs:
         return []
     queries = {r.values["R1"].shape[1] for r in runs.values()}
     if len(queries) != 1:
         raise ValueError(f"every variant must have the same queries; got counts {sorted(queries)}")
-    num_queries = queries.pop()
-    rng = np.random.default_rng(seed)
-    drawn = rng.integers(0, num_queries, size=(replicates, num_queries))  # (B, Q) shared: paired
-    query_weights = np.zeros((replicates, num_queries))
-    np.add.at(query_weights, (np.arange(replicates)[:, None], drawn), 1.0 / num_queries)
-    tail = 100.0 * (1.0 - level) / 2
-    boot: dict[str, dict[str, np.ndarray]] = {}
-    for name in sorted(runs):
-        # each variant's own generator: adding or removing a variant leaves the others' draws alone
-        own = np.random.default_rng((seed, zlib.crc32(name.encode())))
-        seed_weights = _seed_weights(own, runs[name].seeds, replicates)  # (B, S)
-        boot[name] = {
-            metric: ((seed_weights @ matrix) * query_weights).sum(axis=1)  # (B,)
-            for metric, matrix in runs[name].values.items()
-        }
+    clusters = Clusters.of(persons, queries.pop())
     rows: list[dict[str, object]] = []
     for name in sorted(runs):
-        row: dict[str, object] = {"variant": name, "seeds": runs[name].seeds, "queries": num_queries}
+        row: dict[str, object] = {
+            "variant": name,
+            "seeds": runs[name].seeds,
+            "queries": int(clusters.counts.sum()),
+            "persons": len(clusters.counts),
+        }
         for metric in METRICS:
-            values = boot[name][metric]
-            low, high = np.percentile(values, [tail, 100.0 - tail])
-            row |= {
-                f"{metric}_mean": float(runs[name].values[metric].mean()),
-                f"{metric}_low": float(low),
-                f"{metric}_high": float(high),
-            }
+            own = estimate(runs[name].values[metric], clusters)
+            low, high = own.interval(level, PERCENT)
+            row |= {f"{metric}_mean": own.mean, f"{metric}_low": low, f"{metric}_high": high}
             delta: list[float | None] = [None, None, None, None]
             if name != baseline and baseline in runs:
-                diff = values - boot[baseline][metric]  # (B,) paired on the drawn queries
-                point = runs[name].values[metric].mean() - runs[baseline].values[metric].mean()
-                low_high = map(float, np.percentile(diff, [tail, 100.0 - tail]))
-                delta = [float(point), *low_high, MDE_Z * float(diff.std(ddof=1))]
+                diff = estimate(runs[name].values[metric], clusters, runs[baseline].values[metric])
+                delta = [diff.mean, *diff.interval(level, DIFFERENCE), diff.mde(1 - level)]
             keys = (f"delta_{metric}", f"delta_{metric}_low", f"delta_{metric}_high", f"delta_{metric}_mde")
             row |= dict(zip(keys, delta, strict=True))
         rows.append(row)
@@ -124,6 +202,17 @@ class ScoredModel:
     out_dir: Path
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """The variants compared together (one pipeline run x scoring job settings) on the queries all
+    their jobs share: `keys` the GROUP_COLUMNS values, `runs` by variant, `persons` (Q,) each query's
+    person (None: unknown, queries count as independent)."""
+
+    keys: dict[str, object]
+    runs: dict[str, PerQueryRuns]
+    persons: np.ndarray | None
+
+
 GROUP_COLUMNS = (
     ("dataset", pa.string()),
     ("parent_run_id", pa.string()),
@@ -132,7 +221,12 @@ GROUP_COLUMNS = (
     ("index", pa.string()),
     ("candidates", pa.string()),
 )
-STAT_COLUMNS = [("variant", pa.string()), ("seeds", pa.int64()), ("queries", pa.int64())] + [
+STAT_COLUMNS = [
+    ("variant", pa.string()),
+    ("seeds", pa.int64()),
+    ("queries", pa.int64()),
+    ("persons", pa.int64()),
+] + [
     (f"{prefix}{metric}{suffix}", pa.float64())
     for metric in METRICS
     for prefix, suffix in (
@@ -148,24 +242,36 @@ STAT_COLUMNS = [("variant", pa.string()), ("seeds", pa.int64()), ("queries", pa.
 VARIANT_STATS_SCHEMA = pa.schema([*GROUP_COLUMNS, *STAT_COLUMNS])
 
 
-def variant_stats_table(models: Sequence[ScoredModel], baseline: str = "global") -> pa.Table:
-    """`compare` for every comparison (pipeline run x scoring job settings) whose per-query files
-    exist, on the queries all its jobs share, as the warehouse table `variant_stats`."""
+def read_comparisons(
+    models: Sequence[ScoredModel], persons: Mapping[int, int] | None = None
+) -> list[Comparison]:
+    """Every comparison whose per-query files exist, on the queries all its jobs share; `persons` maps
+    query (caption) ids to person ids (a query it lacks counts as a person of its own)."""
     groups: dict[tuple[object, ...], dict[str, dict[str, Path]]] = {}
     for m in models:
         path = m.out_dir / PER_QUERY
         if path.is_file():
             groups.setdefault(m.comparison, {}).setdefault(m.variant, {})[m.model] = path
-    rows: list[dict[str, object]] = []
+    found = []
     for comparison, variants in sorted(groups.items(), key=lambda item: tuple(map(str, item[0]))):
         tables = {v: [pq.read_table(p) for p in files.values()] for v, files in variants.items()}
         shared = set.intersection(*(set(t["query_id"].to_pylist()) for ts in tables.values() for t in ts))
         if not shared:
             continue
         order = np.array(sorted(shared), dtype=np.int64)
-        runs = {v: PerQueryRuns(_stack(ts, order)) for v, ts in tables.items()}
+        labels = None
+        if persons is not None:  # a query without a person: a negative label of its own
+            labels = np.array([persons.get(int(q), -1 - i) for i, q in enumerate(order)], dtype=np.int64)
         keys = dict(zip((name for name, _ in GROUP_COLUMNS), comparison, strict=True))
-        rows += [keys | row for row in compare(runs, baseline)]
+        found.append(
+            Comparison(keys, {v: PerQueryRuns(_stack(ts, order)) for v, ts in tables.items()}, labels)
+        )
+    return found
+
+
+def variant_stats_table(comparisons: Sequence[Comparison], baseline: str = "global") -> pa.Table:
+    """`compare` for every comparison, as the warehouse table `variant_stats`."""
+    rows = [c.keys | row for c in comparisons for row in compare(c.runs, baseline, persons=c.persons)]
     return pa.Table.from_pylist(rows, schema=VARIANT_STATS_SCHEMA)
 
 
@@ -183,7 +289,7 @@ def _stack(tables: Sequence[pa.Table], order: np.ndarray) -> dict[str, np.ndarra
                 table["inp"].to_numpy()[where],
             )
         )
-    # seeds in an order fixed by their results, not by their (random) run ids: the bootstrap's seed draws
-    # then repeat exactly between two runs of the same job
+    # seeds in an order fixed by their results, not by their (random) run ids: sums then add up in the
+    # same order between two runs of the same job
     per_seed.sort(key=lambda s: tuple(np.concatenate([s[metric] for metric in METRICS]).round(9).tolist()))
     return {metric: np.stack([s[metric] for s in per_seed]) for metric in METRICS}

@@ -7,10 +7,11 @@ download from the internet), registered in DuckDB and materialised as tables. Sc
 (`tasks.report.queries.read_only` switches it off).
 
 Tables: `experiments`, `runs`, `tags`, `params`, `metrics`, `scoring_jobs`, `score_outputs`
-(the `metrics.json` files), `variant_stats` (means over seeds, bootstrap intervals, paired
-differences to `global`), `vocabulary`, `attributes`, `rankings`, `per_query`, `captions`, `images`
+(the `metrics.json` files), `variant_stats` (means over seeds, intervals over persons and seeds,
+paired differences to `global`), `variant_tests` (each family's Holm-corrected comparisons with
+`global` and `gpo`, `tasks.report.verdicts`; view `latest_tests`: the latest run's), `vocabulary`, `attributes`, `rankings`, `per_query`, `captions`, `images`
 (the last four empty when there are no such files), `data_quality` (the flags of `tasks.data.quality` on
-`images` and `captions`).
+`images` and `captions`), `open_set` (each model's open-set threshold and test rates, `tasks.report.open_set`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ from tasks.data.layout import CAPTIONS, IMAGES
 from tasks.data.quality import flags_table, quality_flags
 from tasks.data.synth.layout import ATTRIBUTES
 from tasks.report.mlflow_tables import RUNS_SQL, SCORING_JOBS_SQL, read_mlflow_tables, read_score_outputs
-from tasks.report.stats import ScoredModel, variant_stats_table
+from tasks.report.open_set import OPEN_SET_EMPTY
+from tasks.report.stats import ScoredModel, read_comparisons, variant_stats_table
+from tasks.report.verdicts import variant_tests_table
 from tasks.report.vocabulary import VOCABULARY
 from tasks.score.layout import METRICS, PER_QUERY
 
@@ -101,11 +104,37 @@ def _per_query_view(con: duckdb.DuckDBPyConnection, rankings_files: Sequence[str
     _out_view(con, "per_query", files, "query_id BIGINT, first_match_rank BIGINT, ap DOUBLE, inp DOUBLE")
 
 
+# View `latest_tests`: the Holm-corrected tests of the latest pipeline run (else of the latest standalone
+# jobs) on its reference job (exhaustive when it has one, else the pruned job with the largest k, as in
+# leaderboard.sql), with each variant's mean R1: what `sql/variant_vs_global.sql` and
+# `sql/variant_vs_gpo.sql` print, one family each
+LATEST_TESTS_SQL = """
+CREATE VIEW latest_tests AS
+WITH latest AS (
+  SELECT parent_run_id FROM scoring_jobs ORDER BY parent_run_id IS NULL, start_time DESC LIMIT 1
+), reference AS (
+  SELECT t.* FROM variant_tests t JOIN latest l ON t.parent_run_id IS NOT DISTINCT FROM l.parent_run_id
+  WHERE t.metric = 'R1'
+  QUALIFY dense_rank() OVER (ORDER BY t.mode = 'exhaustive' DESC, t.candidates NULLS FIRST, t.top_k DESC NULLS FIRST, t."index", t.dataset) = 1
+)
+SELECT t.reference, t.variant, s.seeds, s.queries, s.persons, s.R1_mean, t.delta AS delta_R1, round(t.se, 2) AS se,
+       t.low AS delta_R1_low, t.high AS delta_R1_high, t.p, t.p_holm, t.holm_low, t.holm_high,
+       t.family_size, round(t.mde, 2) AS mde, t.verdict
+FROM reference t JOIN variant_stats s
+  ON s.variant = t.variant AND s.dataset IS NOT DISTINCT FROM t.dataset
+ AND s.parent_run_id IS NOT DISTINCT FROM t.parent_run_id AND s.mode = t.mode
+ AND s.top_k IS NOT DISTINCT FROM t.top_k AND s."index" IS NOT DISTINCT FROM t."index"
+ AND s.candidates IS NOT DISTINCT FROM t.candidates
+"""
+
+
 def _variant_stats(con: duckdb.DuckDBPyConnection) -> None:
-    """Table `variant_stats`: per comparison (pipeline run x job settings) and variant, the mean over
-    seeds with bootstrap intervals and the paired difference to `global` (`tasks.report.stats`).
+    """Tables `variant_stats` and `variant_tests`: per comparison (pipeline run x job settings) and
+    variant, the mean over seeds with its interval and the paired difference to `global`
+    (`tasks.report.stats`), and each family's Holm-corrected tests (`tasks.report.verdicts`).
     A variant's seeds are its training runs (`model_run_id`; a job without one counts on its own);
-    each model's latest job counts. Datasets are never mixed: query ids restart in each."""
+    each model's latest job counts. Datasets are never mixed: query ids restart in each. Queries are
+    clustered by person through `captions` (caption ids that name one person only)."""
     jobs = con.sql(
         """
         SELECT dataset, parent_run_id, mode, top_k, "index", candidates, variant,
@@ -118,9 +147,21 @@ def _variant_stats(con: duckdb.DuckDBPyConnection) -> None:
         ScoredModel((dataset, parent, mode, top_k, index, candidates), variant, model, Path(out))
         for dataset, parent, mode, top_k, index, candidates, variant, model, out in jobs
     ]
-    con.register("arrow_variant_stats", variant_stats_table(models))
-    con.sql("CREATE TABLE variant_stats AS SELECT * FROM arrow_variant_stats")
-    con.unregister("arrow_variant_stats")
+    persons = dict(
+        con.sql(
+            "SELECT caption_id, any_value(person_id) FROM captions GROUP BY caption_id "
+            "HAVING count(DISTINCT person_id) = 1"
+        ).fetchall()
+    )
+    comparisons = read_comparisons(models, persons or None)
+    for name, table in (
+        ("variant_stats", variant_stats_table(comparisons)),
+        ("variant_tests", variant_tests_table(comparisons)),
+    ):
+        con.register(f"arrow_{name}", table)
+        con.sql(f"CREATE TABLE {name} AS SELECT * FROM arrow_{name}")
+        con.unregister(f"arrow_{name}")
+    con.sql(LATEST_TESTS_SQL)
 
 
 def _quality_table(con: duckdb.DuckDBPyConnection) -> None:
@@ -165,6 +206,7 @@ def _build(
     rankings_files: Sequence[str],
     data_dirs: Sequence[Path],
     attributes: pa.Table | None,
+    open_set_files: Sequence[str] = (),
 ) -> tuple[int, int, int, int]:
     con = duckdb.connect(str(path))
     try:
@@ -189,9 +231,10 @@ def _build(
             )
         _rankings_view(con, rankings_files)
         _per_query_view(con, rankings_files)
-        _variant_stats(con)
         _data_tables(con, data_dirs)
+        _variant_stats(con)  # after `captions`: it clusters queries by person
         _quality_table(con)
+        _out_view(con, "open_set", open_set_files, OPEN_SET_EMPTY)
         counts = (
             con.sql("SELECT count(*) FROM runs").fetchall()[0][0],
             con.sql("SELECT count(*) FROM metrics").fetchall()[0][0],
@@ -208,13 +251,14 @@ def sync(
     rankings_glob: str | None = None,
     data_dirs: Sequence[Path] = (),
     attributes: pa.Table | None = None,
+    open_set_glob: str | None = None,
 ) -> SyncSummary:
     """Rebuild `warehouse` from the MLflow store, the rankings files and the prepared data.
 
     Built in a temporary file beside `warehouse` and renamed over it, so readers never see a half
     warehouse. `rankings_glob` is a glob of `rankings.parquet` files (`**` allowed); each file's folder
     is its `out_dir`, which joins `scoring_jobs.out_dir`. `attributes` (file_path, person_id, attribute,
-    value) comes from `load_attributes` when the data is synthetic.
+    value) comes from `load_attributes` when the data is synthetic; `open_set_glob` the open-set files.
     """
     tables = read_mlflow_tables(tracking_db)
     found = sorted(globlib.glob(rankings_glob, recursive=True)) if rankings_glob else []
@@ -223,7 +267,10 @@ def sync(
     warehouse.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(warehouse) as tmp:  # a new name: DuckDB creates the file itself
         try:
-            runs, metrics, jobs, n_rankings = _build(tmp, tables, rankings_files, data_dirs, attributes)
+            open_set = sorted(globlib.glob(open_set_glob)) if open_set_glob else []
+            runs, metrics, jobs, n_rankings = _build(
+                tmp, tables, rankings_files, data_dirs, attributes, open_set
+            )
         finally:
             Path(str(tmp) + ".wal").unlink(missing_ok=True)
     log.info("warehouse %s: %d runs, %d scoring jobs, %d rankings files", warehouse, runs, jobs, n_rankings)

@@ -31,6 +31,7 @@ from tasks.embed.layout import QUERIES as QUERIES_FILE
 from tasks.embed.layout import EmbedInfo
 from tasks.embed.store import EmbeddingStore
 from tasks.score.cascade import Alignment, align, propose, stage1_similarity
+from tasks.score.cost import IndexProbes, WorkCounts, encode_flops, mean_words, pair_flops, stage1_flops
 from tasks.score.exhaustive import exhaustive_similarity
 from tasks.score.external import gallery_images, open_reranker, query_texts, rerank_external
 from tasks.score.layout import METRICS, PER_QUERY, PER_QUERY_SCHEMA, RANKINGS
@@ -230,7 +231,35 @@ def _exhaustive(
     seconds = time.perf_counter() - start
     details = {"query_block": plan.query_block, "gallery_block": plan.gallery_block}
     pairs = similarity.size
+    details |= _work(model, store, None, None, pairs / max(1, shapes.num_texts)).details()
     return _Scored(rank_exhaustive(similarity), similarity, pairs, seconds, details)
+
+
+def _work(
+    model: RetrievalModel,
+    store: EmbeddingStore,
+    kind: str | None,
+    top_k: int | None,
+    pairs_per_query: float,
+    probes_per_query: float | None = None,
+    candidates_model: RetrievalModel | None = None,
+    adaptive: bool = False,
+) -> WorkCounts:
+    """The job's counted work per query (`tasks.score.cost`): every model it runs encodes the query."""
+    shapes, words = store.shapes(), mean_words(np.asarray(store.text_mask))
+    encoding = sum(  # a caption padded to each text encoder's max_length, as embedding encodes it
+        encode_flops(m, m.config.text.max_length) for m in (model, candidates_model) if m is not None
+    )
+    return WorkCounts(
+        encode_flops=encoding,
+        stage1_flops=stage1_flops(kind, shapes.num_images, shapes.dim, probes_per_query),
+        pair_flops=pair_flops(model, shapes, words, top_k),
+        pairs_per_query=pairs_per_query,
+        num_images=shapes.num_images,
+        stage1_per_image=kind is not None and (kind == "flat" or probes_per_query is None),
+        top_k=top_k,
+        adaptive=adaptive,
+    )
 
 
 def _pruned(
@@ -249,10 +278,11 @@ def _pruned(
     image_floats = model.head.candidate_image_floats(shapes.regions, shapes.dim)
     chunk = batched_chunk_size(top_k, shapes, memory_budget_mb, image_floats, dtype.itemsize)
     start = time.perf_counter()
-    if cascade is None:
-        candidates = first_stage(faiss_index, store.text_globals(), top_k, IndexParams())
-    else:
-        candidates = propose(cascade[0], cascade[1], top_k, kind)
+    with IndexProbes() as probes:
+        if cascade is None:
+            candidates = first_stage(faiss_index, store.text_globals(), top_k, IndexParams())
+        else:
+            candidates = propose(cascade[0], cascade[1], top_k, kind)
     stage1_seconds = time.perf_counter() - start
     options: dict[str, Any] = {
         "device": device,
@@ -299,7 +329,20 @@ def _pruned(
     }
     if cascade is not None:
         details |= _candidates_details(cascade[0])
-    return _Scored(ranking, ranking_similarity(ranking), reranked.pairs_scored, seconds, details)
+    num_queries = max(1, len(candidates.ids))
+    work = _work(
+        model,
+        store,
+        str(kind),
+        top_k,
+        reranked.pairs_scored / num_queries,
+        probes.count / num_queries if probes.count else None,
+        None if cascade is None else cascade[0].info.load_model(device),
+        adaptive,
+    )
+    return _Scored(
+        ranking, ranking_similarity(ranking), reranked.pairs_scored, seconds, details | work.details()
+    )
 
 
 def _external(reranker: Path, store: EmbeddingStore, kind: Any, top_k: int, device: torch.device) -> _Scored:
@@ -351,13 +394,24 @@ def _sharded(
         precision=precision,
     )
     parts = gallery_shards(info.num_images, shards)
-    start = time.perf_counter()
+    person_ids = ids_of(emb, QUERIES_FILE, "person_id")
     with dask_client(len(parts), scheduler) as client:
-        result = score_sharded(settings, parts, ids_of(emb, QUERIES_FILE, "person_id"), client)
-    seconds = time.perf_counter() - start
-    scored = _Scored(
-        result.ranking, np.empty((0, 0), np.float32), result.pairs_scored, seconds, result.details
+        start = time.perf_counter()  # the span one process times: the cluster's start is not counted
+        result = score_sharded(settings, parts, person_ids, client)
+        seconds = time.perf_counter() - start
+    store = EmbeddingStore(emb)
+    num_queries = max(1, store.num_texts)
+    pairs_per_query = result.details.get("pairs_rerank", result.pairs_scored) / num_queries
+    # each shard's hnsw/ivf probes are not gathered from the workers: costed as flat (an upper bound)
+    work = _work(
+        info.load_model(torch.device("cpu")),
+        store,
+        kind if mode == "pruned" else None,
+        top_k if mode == "pruned" else None,
+        pairs_per_query,
     )
+    details = result.details | work.details()
+    scored = _Scored(result.ranking, np.empty((0, 0), np.float32), result.pairs_scored, seconds, details)
     return scored, result.per_query
 
 
@@ -443,7 +497,17 @@ def log_scoring_run(
         metrics |= {names.SCORE_SECONDS: result.seconds, names.SCORE_PAIRS: float(result.pairs_scored)}
         metrics |= {
             f"score/{key}": float(details[key])
-            for key in ("seconds_stage1", "seconds_rerank", "pairs_stage1", "pairs_rerank")
+            for key in (
+                "seconds_stage1",
+                "seconds_rerank",
+                "pairs_stage1",
+                "pairs_rerank",
+                "flops_per_query",
+                "flops_per_query_cuhk_pedes",
+                "flops_encode_query",
+                "flops_stage1_per_query",
+                "flops_per_pair",
+            )
             if details.get(key) is not None
         }
         tracker.log_metrics(run_id, metrics, step=0)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -277,9 +278,11 @@ def score_sharded(
     num_queries = len(query_pids)
     num_images = shards[-1].stop
     candidates: Candidates | None = None
+    start = time.perf_counter()
     if settings.mode == "pruned":
         lists = executor.gather([executor.submit(stage1_round, settings, s, pure=False) for s in shards])
         candidates = merge_candidates(lists, min(settings.top_k, num_images))
+    stage1_seconds = time.perf_counter() - start
     states = [executor.submit(score_round, settings, s, candidates, pure=False) for s in shards]
     summaries: list[ShardSummary] = executor.gather(
         [executor.submit(summarize, state, query_pids, settings.top, pure=False) for state in states]
@@ -311,7 +314,18 @@ def score_sharded(
         )
         ranks[threshold] += np.sum(counted, axis=0)
     per_query = per_query_from_ranks(query, ranks, num_queries, num_images)
-    details = {"shards": len(shards), "shard_seconds": [round(s.seconds, 3) for s in summaries]}
+    details: dict[str, Any] = {
+        "shards": len(shards),
+        "shard_seconds": [round(s.seconds, 3) for s in summaries],
+    }
+    if candidates is not None:  # the details one process records (`tasks.score.run`)
+        details |= {
+            "seconds_stage1": stage1_seconds,
+            "seconds_rerank": time.perf_counter() - start - stage1_seconds,
+            "candidates_found": pairs,
+            "pairs_stage1": num_queries * num_images if settings.index == "flat" else None,
+            "pairs_rerank": pairs,
+        }
     return ShardedResult(Ranking(order=order, scores=ordered), per_query, pairs, details)
 
 

@@ -23,19 +23,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
-from tasks.core.errors import TbprError
 from tasks.core.files import write_json_atomic
-from tasks.embed.layout import QUERIES, SOURCE_FOLDER, EmbedInfo
-from tasks.score.search import Searcher
+from tasks.embed.layout import EmbedInfo
+from tasks.report.open_set import query_scores, threshold_at
 from tbpr_models.checkpoint import weights_digest
 
 log = logging.getLogger(__name__)
 
 OPEN_SET = "open_set.json"  # in the checkpoint folder
 FALSE_ALARM = 0.05
-CANDIDATES = 64  # as the service searches: the index's top 64, re-ranked by the pair scorer
 QUANTILES = 101  # absent-score quantiles stored for the confidence curve
 
 
@@ -62,32 +59,11 @@ class OpenSet:
 def calibrate(val_emb: Path, false_alarm: float = FALSE_ALARM, *, device: str = "cpu") -> OpenSet:
     """The open-set threshold and confidence curve of the model that embedded `val_emb` (a split EMB
     with queries and person ids: `tbpr embed DATA --split val`)."""
-    if not 0 < false_alarm < 1:
-        raise TbprError(f"the false-alarm rate must be between 0 and 1 (got {false_alarm})")
     info = EmbedInfo.read(val_emb)
-    if info.source == SOURCE_FOLDER or info.num_queries == 0:
-        raise TbprError(
-            f"{val_emb} has no queries with person ids; calibrate on a split's EMB: `tbpr embed DATA --split "
-            "val --run MODEL --out VAL_EMB`"
-        )
-    searcher = Searcher(val_emb, device=device)
-    queries = pq.read_table(Path(val_emb) / QUERIES, columns=["text", "person_id"])
-    absent, present = [], []
-    for text, person in zip(
-        queries.column("text").to_pylist(), queries.column("person_id").to_pylist(), strict=True
-    ):
-        hits = searcher.search(text, top_k=CANDIDATES, candidates=CANDIDATES)
-        others = [h.score for h in hits if h.person_id != person]
-        own = [h.score for h in hits if h.person_id == person]
-        if others:
-            absent.append(max(others))
-        present.append(max(own) if own else -np.inf)
-    if len(absent) < 10:
-        raise TbprError(
-            f"{val_emb} has {len(absent)} usable val queries; at least 10 are needed to calibrate"
-        )
-    scores = np.sort(np.asarray(absent, dtype=np.float64))
-    threshold = float(np.quantile(scores, 1 - false_alarm, method="higher"))
+    found = query_scores(val_emb, device=device)  # a TbprError for an EMB without queries
+    threshold = threshold_at(found.absent, false_alarm)
+    scores = np.sort(found.absent[np.isfinite(found.absent)])
+    present = found.present
     result = OpenSet(
         threshold=threshold,
         false_alarm_target=false_alarm,

@@ -45,6 +45,8 @@ TRAIN_SPEED = "train/samples_per_s"
 TRAIN_PEAK_MEMORY = "train/peak_memory_mb"  # per epoch: CUDA allocator peak, or peak RSS on the CPU
 SCORE_SECONDS = "score/seconds"
 SCORE_PAIRS = "score/pairs_scored"
+SCORE_FLOPS = "score/flops_per_query"  # counted work per query (`tasks.score.cost`): the cost axis
+SCORE_FLOPS_CUHK = "score/flops_per_query_cuhk_pedes"  # the same job against a 3,074-image gallery
 
 
 def metric_key(split: str, name: str) -> str:

@@ -21,6 +21,7 @@ from tasks.tracking import names
 from tasks.tracking.store import Tracker
 from tasks.train.result import TrainResult
 from tasks.train.state import TRAIN_CONFIG, EpochRecord, last_complete_epoch
+from tbpr_models import parameter_counts
 from tbpr_models.checkpoint import CONFIG_FILE, ENCODERS_DIR, WEIGHTS_FILE
 
 if TYPE_CHECKING:  # the loop imports this module
@@ -95,6 +96,7 @@ class MlflowRun(TrainCallback):
         params = flatten_params(trainer.model_config.to_dict(), "model.") | flatten_params(
             config.model_dump(mode="json", exclude={"model"}), "train."
         )
+        params |= flatten_params(parameter_counts(trainer.model_config))  # trainable_params, head_params
         self.tracker.log_params(self.run_id, params)
         return self.run_id, out
 

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from tasks.core.errors import TbprError
 from tbpr.app import app
@@ -15,7 +16,6 @@ from tbpr.options import (
     damaged_input_errors,
     hide_expected_tracebacks,
     plain_console,
-    result_table,
     styled,
 )
 
@@ -37,8 +37,9 @@ def run(
         bool,
         typer.Option(
             "--control",
-            help="also train the positive control control_top_half (global seeing the top half of each "
-            "image): the leaderboard must find it significantly worse than global",
+            help="also train the controls: control_top_half (global seeing the top half of each image), "
+            "which the leaderboard must find significantly worse than global, and control_aa (global "
+            "with other seeds), which it must find not significant",
         ),
     ] = False,
 ) -> None:
@@ -70,8 +71,9 @@ def run(
             f"  MLflow UI:  mlflow ui --backend-store-uri {shlex.quote(sqlite_uri(tbpr.mlflow_db))}\n"
             "  Prefect UI: prefect server start   (then open http://127.0.0.1:4200; export\n"
             "              PREFECT_API_URL=http://127.0.0.1:4200/api before `tbpr run` to watch it live)\n"
-            "  SQL:        tbpr sql leaderboard | variant_vs_global | pruned_vs_exhaustive | metric_history"
-            " | hardest_queries | attribute_errors | data_quality | cost_frontier",
+            "  SQL:        tbpr sql leaderboard [--wide] | variant_vs_global | variant_vs_gpo\n"
+            "              | pruned_vs_exhaustive | metric_history | hardest_queries | attribute_errors\n"
+            "              | data_quality | cost_frontier | open_set",
         )
     )
     if not state.is_completed():
@@ -80,23 +82,41 @@ def run(
 
 
 def show_phases(console: Console, result: object) -> None:
-    """Where the run's time went: each stage of the flow, and the training runs' phases summed."""
+    """Where the run's time went: each stage of the flow, then the training runs per variant (mean
+    seconds per run by phase, and the share not spent in training steps)."""
     phases: dict[str, float] = getattr(result, "phases", {})
-    training: dict[str, float] = getattr(result, "training", {})
+    runs: dict[str, tuple[str, dict[str, float]]] = getattr(result, "runs", {})
     if not phases:
         return
-    total = sum(phases.values())
     stages = ", ".join(f"{k} {v:.0f}" for k, v in phases.items())
-    console.print(styled("\nTime", "bold", f" {total:.0f} s: {stages}"))
-    wall = sum(training.values())
-    if wall:
-        runs = ", ".join(f"{k} {v:.0f}" for k, v in training.items())
-        overhead = 100.0 * (1.0 - training.get("steps", 0.0) / wall)
-        console.print(f"  training runs {wall:.0f} s: {runs} (overhead {overhead:.0f}% of the runs' time)")
+    console.print(styled("\nTime", "bold", f" {sum(phases.values()):.0f} s: {stages}"))
+    by_variant: dict[str, list[dict[str, float]]] = {}
+    for variant, times in runs.values():
+        by_variant.setdefault(variant, []).append(times)
+    if not by_variant:
+        return
+    names = list(next(iter(by_variant.values()))[0])
+    table = Table(title="training runs: mean seconds per run", title_justify="left", box=None)
+    for column in ("variant", "runs", *names, "total", "overhead"):
+        table.add_column(column, justify="left" if column == "variant" else "right")
+    every: list[dict[str, float]] = []
+    for variant, group in sorted(by_variant.items()):
+        every += group
+        table.add_row(variant, str(len(group)), *_phase_cells(group, names))
+    table.add_row("all", str(len(every)), *_phase_cells(every, names))
+    console.print(table)
+
+
+def _phase_cells(runs: list[dict[str, float]], names: list[str]) -> list[str]:
+    mean = {k: sum(r.get(k, 0.0) for r in runs) / len(runs) for k in names}
+    total = sum(mean.values())
+    overhead = 100.0 * (1.0 - mean.get("steps", 0.0) / total) if total else 0.0
+    return [*(f"{mean[k]:.1f}" for k in names), f"{total:.1f}", f"{overhead:.0f}%"]
 
 
 def show_leaderboard(console: Console, warehouse: Path) -> None:
-    from tasks.report.queries import leaderboard
+    """The leaderboard at the terminal's width (80 in a log file): its compact columns when narrow."""
+    from tasks.report.queries import leaderboard, render_leaderboard
 
     if warehouse.is_file():
-        console.print(result_table(leaderboard(warehouse)))
+        console.print(render_leaderboard(leaderboard(warehouse), console.width))

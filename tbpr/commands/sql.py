@@ -23,11 +23,15 @@ def sql(
         Path | None,
         typer.Option(help="write the whole result to FILE.parquet or FILE.csv instead of printing it"),
     ] = None,
+    wide: Annotated[
+        bool,
+        typer.Option("--wide", help="leaderboard: every column, however wide (default: fit the terminal)"),
+    ] = False,
 ) -> None:
     """Run an analysts' query against the DuckDB warehouse and print the rows of each statement."""
     from tasks.core.env import home
     from tasks.core.outputs import check_outside_home
-    from tasks.report.queries import export_query, resolve_query, run_queries
+    from tasks.report.queries import COMPACT_OF, export_query, render_leaderboard, resolve_query, run_queries
 
     source = warehouse or home().warehouse
     if out is not None:
@@ -36,8 +40,12 @@ def sql(
         plain_console().print(f"wrote {rows:,} rows to {out}")
         return
     console, notes = plain_console(), plain_console(stderr=True)
-    for result in run_queries(source, resolve_query(query), limit=limit):
-        console.print(result_table(result))
+    path = resolve_query(query)
+    for result in run_queries(source, path, limit=limit):
+        if path.stem in COMPACT_OF:  # plain text at the terminal's width, compact columns if need be
+            console.print(render_leaderboard(result, console.width, wide=wide, compact=COMPACT_OF[path.stem]))
+        else:
+            console.print(result_table(result))
         if result.not_shown:
             notes.print(
                 f"({result.not_shown:,} more rows of {result.total:,} not shown: --limit N shows more, "

@@ -1,8 +1,10 @@
 """`cross_scan`: stacked cross attention, text-to-image (SCAN, Lee et al., ECCV 2018).
 
-Each word attends over the image regions: a_ln = softmax_n(lambda_softmax * cos(w_l, v_n)). This is
-the *plain* variant of SCAN's t-i attention: the softmax acts on the cosines directly, without SCAN's
-clipped-l2 normalisation over words. Relevance r_l = cos(w_l, sum_n a_ln v_n) with L2-normalised
+Each word attends over the image regions: a_ln = softmax_n(lambda_softmax * s_ln). With
+`attention_norm = "clipped_l2norm"` (SCAN's published setting, `raw_feature_norm` in its model.py and
+every command of its README) s_ln = LeakyReLU_0.1(c_ln) / ||LeakyReLU_0.1(c_n.)||, the clipped cosine
+c_ln = cos(w_l, v_n) L2-normalised over the caption's real words for each region; with "no_norm" s = c
+(SCAN's plain variant). Relevance r_l = cos(w_l, sum_n a_ln v_n) with L2-normalised
 regions v_n, pooled over the caption's real words by LogSumExp: S = log(sum_l exp(lambda_lse r_l)) /
 lambda_lse. Pairwise: the score needs both sides' local features.
 
@@ -10,8 +12,9 @@ Efficiency (the exhaustive scorer runs over every caption x image): never materi
 (Q, G, L, N, D) attended vectors. With unit vectors, w·(sum_n a_n v_n) = sum_n a_n cos(w, v_n) reuses
 the word-region cosine matrix, and ||sum_n a_n v_n||^2 = a^T (V V^T) a needs only each image's (N, N)
 region Gram matrix; the softmax normaliser cancels in the ratio, so r_l = sum_n e_n c_n /
-sqrt(e^T Gram e) with e_n = exp(lambda_softmax c_n) (cosines are <= 1, so no max-subtraction is
-needed). Everything is a (words, G·N) matmul, a batched (N, N) matmul and element-wise work, in
+sqrt(e^T Gram e) with e_n = exp(lambda_softmax s_n) (|s| <= 1 either way, so no max-subtraction is
+needed). The clipped norm sums over the words of one caption against one image: the exhaustive
+scorer cuts its word blocks at caption boundaries, the candidate scorer sums each pair's slots. Everything is a (words, G·N) matmul, a batched (N, N) matmul and element-wise work, in
 blocks of words x images, in the dtype of the inputs (bf16 allowed); the padding words are dropped
 before scoring.
 """
@@ -19,19 +22,27 @@ before scoring.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
+from torch.nn import functional
 
 from tbpr_models.attention import l2_normalize, masked_softmax
 from tbpr_models.features import ImageFeatures, TextFeatures
-from tbpr_models.variant import PairScorerConfig, PairScorerHead
+from tbpr_models.variant import PAIRWISE_TEMPORARIES, PairScorerConfig, PairScorerHead
+
+AttentionNorm = Literal["clipped_l2norm", "no_norm"]
+ATTENTION_NORMS: tuple[str, ...] = get_args(AttentionNorm)
+LEAKY_SLOPE = 0.1  # SCAN's clipped_l2norm: LeakyReLU(0.1) before the norm over words
+NORM_EPS = 1e-8  # SCAN's l2norm adds it to the norm
 
 
 @dataclass(frozen=True)
 class CrossScanConfig(PairScorerConfig):
     kind: Literal["cross_scan"] = "cross_scan"
+    # SCAN's published attention normalisation (its default); "no_norm": softmax of the raw cosines
+    attention_norm: AttentionNorm = "clipped_l2norm"
     lambda_softmax: float = 9.0  # inverse temperature of the attention over regions
     lambda_lse: float = 6.0  # LogSumExp pooling over words
     block_words: int = 512  # words scored at once
@@ -50,12 +61,31 @@ def region_gram(regions: Tensor) -> Tensor:
     return regions @ regions.transpose(1, 2)  # (G, N, N)
 
 
-def _relevance_exp(scaled: Tensor, gram: Tensor, lambda_softmax: float, lambda_lse: float) -> Tensor:
+def clipped_l2norm(scaled: Tensor, segment: Tensor, segments: int, lambda_softmax: float) -> Tensor:
+    """SCAN's `clipped_l2norm` attention logits (I, N, W): lambda_softmax * LeakyReLU_0.1(c) divided by
+    (its L2 norm over the words of the same segment, for each region, + NORM_EPS).
+
+    scaled (I, N, W) = lambda_softmax * cosines; segment (I, W) or (1, W) the segment of each word column
+    against each image (ids 0..segments-1: a caption, or a candidate pair): the norm sums only a
+    caption's words against one image. A zero column (a padding slot) adds nothing to its segment."""
+    clipped = functional.leaky_relu(scaled / lambda_softmax, LEAKY_SLOPE)  # (I, N, W)
+    index = segment.unsqueeze(1).expand_as(clipped)  # (I, N, W)
+    sums = clipped.new_zeros((*clipped.shape[:2], segments)).scatter_add(
+        2, index, clipped * clipped
+    )  # (I, N, S)
+    norm = sums.sqrt().gather(2, index)  # (I, N, W) each word's segment norm
+    return clipped * (lambda_softmax / (norm + NORM_EPS))
+
+
+def _relevance_exp(
+    scaled: Tensor, gram: Tensor, lambda_softmax: float, lambda_lse: float, logits: Tensor | None = None
+) -> Tensor:
     """exp(lambda_lse * r) of W words against each of I images: the one SCAN kernel of both scorers.
 
     scaled (I, N, W) = lambda_softmax * cos(region n of image i, word w), gram (I, N, N) of the unit
-    regions -> (I, W). The relevance and its exponential are in float32 at least (float64 stays)."""
-    weights = torch.exp(scaled)  # (I, N, W) unnormalised attention
+    regions, logits (I, N, W) the attention logits (None: `scaled` itself, SCAN's no_norm) -> (I, W).
+    The relevance and its exponential are in float32 at least (float64 stays)."""
+    weights = torch.exp(scaled if logits is None else logits)  # (I, N, W) unnormalised attention
     dot = torch.linalg.vecdot(weights, scaled, dim=-2) / lambda_softmax  # (I, W): w · attended, times Z
     quadratic = torch.linalg.vecdot(torch.bmm(gram, weights), weights, dim=-2)  # (I, W): ||attended||^2 Z^2
     tiny = torch.finfo(quadratic.dtype).tiny
@@ -71,15 +101,20 @@ def scan_similarity(
     lambda_softmax: float = 9.0,
     lambda_lse: float = 6.0,
     block: tuple[int, int] = (512, 16),
+    attention_norm: AttentionNorm = "clipped_l2norm",
 ) -> Tensor:
     """SCAN text-to-image similarity (Q, G) of text_local (Q, L, D) with mask (Q, L) x image_local (G, N, D).
 
-    `block` = (words, images) scored at once. Computes in the inputs' dtype and returns float32 (float64
-    for float64 inputs). A caption with no real word scores -inf.
+    `block` = (words, images) scored at once; with the clipped norm a word block holds whole captions
+    (at least one). Computes in the inputs' dtype and returns float32 (float64 for float64 inputs). A
+    caption with no real word scores -inf.
     """
-    block_words, block_images = block
+    _check_norm(attention_norm)
+    clipped = attention_norm == "clipped_l2norm"
+    block_images = block[1]
     words_all = l2_normalize(text_local[text_mask.bool()])  # (W, D), the real words of all captions
     owner = text_mask.bool().nonzero()[:, 0]  # (W,) caption index of each word
+    word_blocks = _word_blocks(owner, block[0], whole_captions=clipped)
     regions_all = l2_normalize(image_local)  # (G, N, D)
     num_texts, (num_images, num_regions, dim) = text_local.shape[0], image_local.shape
     precise = torch.promote_types(text_local.dtype, torch.float32)
@@ -89,13 +124,40 @@ def scan_similarity(
         gram = region_gram(regions)  # (Gb, N, N)
         flat_regions = regions.reshape(-1, dim) * lambda_softmax  # (Gb*N, D)
         sums = torch.zeros(num_texts, regions.shape[0], device=text_local.device, dtype=precise)
-        for w0 in range(0, words_all.shape[0], block_words):
-            words = words_all[w0 : w0 + block_words]  # (Wb, D)
+        for w0, w1 in word_blocks:
+            words = words_all[w0:w1]  # (Wb, D)
             scaled = (flat_regions @ words.t()).view(-1, num_regions, words.shape[0])  # (Gb, N, Wb)
-            relevance_exp = _relevance_exp(scaled, gram, lambda_softmax, lambda_lse)  # (Gb, Wb)
-            sums.index_add_(0, owner[w0 : w0 + block_words], relevance_exp.t())
+            logits = None
+            if clipped:
+                local = owner[w0:w1] - owner[w0]  # (Wb,) caption within the block: whole captions
+                logits = clipped_l2norm(scaled, local.unsqueeze(0), int(local[-1]) + 1, lambda_softmax)
+            relevance_exp = _relevance_exp(scaled, gram, lambda_softmax, lambda_lse, logits)  # (Gb, Wb)
+            sums.index_add_(0, owner[w0:w1], relevance_exp.t())
         columns.append(sums)
     return torch.log(torch.cat(columns, dim=1)) / lambda_lse  # (Q, G)
+
+
+def _check_norm(attention_norm: str) -> None:
+    if attention_norm not in ATTENTION_NORMS:
+        raise ValueError(f"unknown attention_norm {attention_norm!r}; choose one of {ATTENTION_NORMS}")
+
+
+def _word_blocks(owner: Tensor, block_words: int, whole_captions: bool) -> list[tuple[int, int]]:
+    """(start, stop) rows of the words (W,) owned by captions `owner` (ascending), about `block_words`
+    each; `whole_captions`: cut only between captions (a longer caption is a block of its own)."""
+    total = len(owner)
+    if not whole_captions:
+        return [(w0, min(total, w0 + block_words)) for w0 in range(0, total, block_words)]
+    starts = torch.ones(total, dtype=torch.bool, device=owner.device)
+    starts[1:] = owner[1:] != owner[:-1]
+    ends = [*starts.nonzero()[1:, 0].tolist(), total]  # the stop of each caption's words
+    blocks, w0, previous = [], 0, 0
+    for stop in ends:
+        if stop - w0 > block_words and previous > w0:  # this caption would overflow: close before it
+            blocks.append((w0, previous))
+            w0 = previous
+        previous = stop
+    return [*blocks, (w0, total)] if total else blocks
 
 
 def scan_similarity_candidates(
@@ -107,6 +169,7 @@ def scan_similarity_candidates(
     lambda_lse: float = 6.0,
     memory_budget_mb: float = 256.0,
     block_mb: float = CANDIDATE_BLOCK_MB,
+    attention_norm: AttentionNorm = "clipped_l2norm",
 ) -> Tensor:
     """`scan_similarity` (Q, G) gathered at candidates (Q, k) of gallery rows, -1 = none (scores -inf).
 
@@ -116,9 +179,11 @@ def scan_similarity_candidates(
     its first (longest) list (rounded up to `LOW_PRECISION_WIDTH_STEP` below float32); one
     `index_select` gathers a block's words through a precomputed table, one bmm and the shared kernel
     `_relevance_exp` score it, and one `index_add_` sums each pair's words. The tables, unit regions and
-    Gram matrices are built for groups of blocks that fit `memory_budget_mb`. Returns float32 (float64
-    for float64 inputs).
+    Gram matrices are built for groups of blocks that fit `memory_budget_mb`; the clipped norm sums
+    each pair's slots (a pair's words are consecutive slots of its image). Returns float32 (float64 for
+    float64 inputs).
     """
+    _check_norm(attention_norm)
     mask = text_mask.bool()
     num_texts, k = candidates.shape
     num_regions, dim = image_local.shape[1:]
@@ -152,11 +217,24 @@ def scan_similarity_candidates(
             s1, b0, b1 = s0 + len(block) * block.width, block.start - i0, block.stop - i0
             padded = words.index_select(0, word_at[s0:s1]).view(len(block), block.width, dim)  # (Ib, Wb, D)
             scaled = torch.bmm(regions[b0:b1], padded.transpose(1, 2))  # (Ib, N, Wb)
-            relevance_exp = _relevance_exp(scaled, grams[b0:b1], lambda_softmax, lambda_lse)  # (Ib, Wb)
+            logits = None
+            if attention_norm == "clipped_l2norm":
+                segment, segments = _pair_segments(pair_at[s0:s1].view(len(block), -1), pad=p1 - p0)
+                logits = clipped_l2norm(scaled, segment, segments, lambda_softmax)  # (Ib, N, Wb)
+            relevance_exp = _relevance_exp(scaled, grams[b0:b1], lambda_softmax, lambda_lse, logits)
             sums.index_add_(0, pair_at[s0:s1], relevance_exp.reshape(-1))
             s0 = s1
         out[group_query, slot[p0:p1]] = torch.log(sums[:-1]) / lambda_lse
     return out
+
+
+def _pair_segments(pair_at: Tensor, pad: int) -> tuple[Tensor, int]:
+    """(segment (Ib, Wb), segments): each padded slot's pair, numbered from 0 within its image (a pair's
+    slots are consecutive in one image). Padding slots (id `pad`, above every pair's) join segment 0:
+    their words are zero, so they add nothing to its norm and get logits 0."""
+    first = pair_at.amin(dim=1, keepdim=True)  # (Ib, 1) an image's first pair (every image has one)
+    local = torch.where(pair_at == pad, 0, pair_at - first)  # (Ib, Wb)
+    return local, int(local.max()) + 1
 
 
 @dataclass(frozen=True)
@@ -246,14 +324,23 @@ def _gather_tables(
 
 
 def scan_word_attention(
-    text_local: Tensor, text_mask: Tensor, image_local: Tensor, lambda_softmax: float = 9.0
+    text_local: Tensor,
+    text_mask: Tensor,
+    image_local: Tensor,
+    lambda_softmax: float = 9.0,
+    attention_norm: AttentionNorm = "clipped_l2norm",
 ) -> Tensor:
     """Attention (L, N) of one caption's words (L, D), mask (L,), over one image's regions (N, D).
 
     Rows of padding words are zero; each real word's row sums to 1 (for heat maps).
     """
+    _check_norm(attention_norm)
+    real = text_mask.bool()
     cosine = l2_normalize(text_local) @ l2_normalize(image_local).t()  # (L, N)
-    return masked_softmax(cosine * lambda_softmax, text_mask.bool().unsqueeze(-1), dim=-1)
+    if attention_norm == "clipped_l2norm":
+        clipped = functional.leaky_relu(cosine, LEAKY_SLOPE) * real.unsqueeze(-1)  # (L, N), padding 0
+        cosine = clipped / (clipped.norm(dim=0, keepdim=True) + NORM_EPS)  # (L, N) over words per region
+    return masked_softmax(cosine * lambda_softmax, real.unsqueeze(-1), dim=-1)
 
 
 class CrossScanHead(PairScorerHead):
@@ -272,6 +359,7 @@ class CrossScanHead(PairScorerHead):
             lambda_softmax=self.config.lambda_softmax,
             lambda_lse=self.config.lambda_lse,
             block=(self.config.block_words, self.config.block_images),
+            attention_norm=self.config.attention_norm,
         )
 
     def attention_candidates(
@@ -285,6 +373,7 @@ class CrossScanHead(PairScorerHead):
             lambda_softmax=self.config.lambda_softmax,
             lambda_lse=self.config.lambda_lse,
             memory_budget_mb=memory_budget_mb,
+            attention_norm=self.config.attention_norm,
         )
 
     def attention_bound(self, mask: Tensor) -> Tensor:
@@ -294,8 +383,19 @@ class CrossScanHead(PairScorerHead):
         return 1.0 + torch.log(words) / self.config.lambda_lse
 
     def word_region_attention(self, texts: TextFeatures, images: ImageFeatures) -> Tensor:
-        """(L, N) SCAN's softmax over regions of each word's scaled cosines (the attention it scores)."""
-        return scan_word_attention(texts.local[0], texts.mask[0], images.local[0], self.config.lambda_softmax)
+        """(L, N) SCAN's softmax over regions of each word's logits (the attention it scores)."""
+        return scan_word_attention(
+            texts.local[0],
+            texts.mask[0],
+            images.local[0],
+            self.config.lambda_softmax,
+            self.config.attention_norm,
+        )
+
+    def pair_floats(self, words: int, regions: int) -> int:
+        """The clipped norm adds its clipped cosines and logits to the kernel's (L, N) temporaries."""
+        extra = 2 if self.config.attention_norm == "clipped_l2norm" else 0
+        return (PAIRWISE_TEMPORARIES + extra) * words * regions
 
     def candidate_image_floats(self, regions: int, dim: int) -> int:
         return regions * (dim + regions)  # unit regions and their (N, N) Gram matrix

@@ -135,9 +135,11 @@ def _check_cascades(pipeline: object, scoring: list[Any], children: list[Any]) -
     }
     assert set(rows) == set(labels)
     seconds: dict[tuple[str, str, str | None], list[float]] = {}
+    flops: dict[tuple[str, str, str | None], list[float]] = {}
     for run in scoring:
         key = (run.data.tags["variant"], run.data.params["mode"], run.data.params.get("candidates"))
         seconds.setdefault(key, []).append(run.data.metrics["score/seconds"])
+        flops.setdefault(key, []).append(run.data.metrics["score/flops_per_query"])
     metrics = json.loads(
         (pipeline.run_dir / "score" / "global-seed0" / "exhaustive" / "metrics.json").read_text()
     )
@@ -148,7 +150,9 @@ def _check_cascades(pipeline: object, scoring: list[Any], children: list[Any]) -
         assert row["s_per_1k_queries"] == pytest.approx(1000 * mean / metrics["num_queries"], abs=1e-3)
         low, high = map(float, row["R1_95"].split(".."))
         assert low - 0.05 <= row["R1"] <= high + 0.05
-        points[job] = (row["R1"], 1000 * mean / metrics["num_queries"])
+        gflops = sum(flops[labels[job]]) / 2e9  # counted work: the cost axis of the Pareto flag
+        assert row["gflops_per_query"] == pytest.approx(gflops, rel=1e-3)
+        points[job] = (row["R1"], gflops)
     assert {job for job, row in rows.items() if row["pareto"]} == pareto_set(points)
 
 
@@ -282,3 +286,59 @@ def test_bad_input_found_inside_the_pipeline_is_one_error_line(
     assert stop.value.code == 2
     assert f"error: image folder {source / 'imgs'} does not exist" in err
     assert "Traceback" not in out + err
+
+
+def test_the_pipeline_says_where_each_runs_time_went(pipeline: object) -> None:
+    import io
+
+    from rich.console import Console
+
+    from flows.pipeline import PipelineResult
+    from tbpr.commands.pipeline import show_phases
+
+    assert isinstance(pipeline, PipelineResult)
+    assert {"prepare", "train", "embed", "score", "open_set", "plots", "warehouse"} == set(pipeline.phases)
+    assert set(pipeline.runs) == {f"{v}-seed{s}" for v in ("global", "cross_scan") for s in (0, 1)}
+    for variant, phases in pipeline.runs.values():
+        assert variant in ("global", "cross_scan") and phases["steps"] > 0 and phases["val"] > 0
+    summed = {k: sum(p[k] for _, p in pipeline.runs.values()) for k in pipeline.training}
+    assert summed == pytest.approx(pipeline.training)
+    out = io.StringIO()
+    show_phases(Console(file=out, width=80), pipeline)
+    lines = out.getvalue().splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    rows = {line.split()[0]: line.split() for line in lines if line.split()[:1] in (["global"], ["all"])}
+    assert rows["global"][1] == "2" and rows["all"][1] == "4" and rows["all"][-1].endswith("%")
+    mean_total = sum(sum(p.values()) for _, p in pipeline.runs.values()) / 4
+    assert float(rows["all"][-2]) == pytest.approx(mean_total, abs=0.06)
+
+
+def test_pipeline_measures_open_set_per_model(pipeline: object) -> None:
+    """Each model embeds val, sets its threshold there and is measured on test: its row in the run's
+    open_set folder and the warehouse (sql/open_set.sql per variant) and the trade-off plot."""
+    import pyarrow.parquet as pq
+
+    from flows.pipeline import PipelineResult
+
+    assert isinstance(pipeline, PipelineResult) and pipeline.warehouse is not None
+    run_dir = pipeline.run_dir
+    models = [f"{v}-seed{s}" for v in ("global", "cross_scan") for s in (0, 1)]
+    rows = {}
+    for name in models:
+        assert json.loads((run_dir / "emb_val" / name / "embed.json").read_text())["split"] == "val"
+        rows[name] = pq.read_table(run_dir / "open_set" / f"{name}.parquet").to_pylist()[0]
+    assert (run_dir / "plots" / "open_set.png").is_file()
+    for name, row in rows.items():
+        assert row["model"] == name and row["false_alarm_target"] == 0.05
+        assert 0 <= row["false_alarm"] <= 1 and 0 <= row["miss_rate"] <= 1
+        assert row["hit_rate"] <= row["detected"] == pytest.approx(1 - row["miss_rate"])
+    con = duckdb.connect(str(pipeline.warehouse), read_only=True)
+    sql = (Path(__file__).resolve().parents[2] / "sql" / "open_set.sql").read_text()
+    rel = con.sql(sql)
+    by_variant = {r[0]: dict(zip(rel.columns, r, strict=True)) for r in rel.fetchall()}
+    con.close()
+    assert set(by_variant) == {"global", "cross_scan"}
+    for variant, row in by_variant.items():
+        seeds = [r for r in rows.values() if r["variant"] == variant]
+        assert row["seeds"] == 2
+        assert row["missed"] == round(100 * sum(r["miss_rate"] for r in seeds) / 2, 1)

@@ -9,8 +9,8 @@ from tbpr_models import VARIANTS, ModelConfig, RetrievalModel, build_model, vari
 from tbpr_models import variant as variant_module
 from tbpr_models.config import ImageEncoderConfig, TextEncoderConfig
 from tbpr_models.features import ImageFeatures, TextFeatures
-from tbpr_models.variant import VariantHead, global_cosine_candidates
-from tbpr_models.variants.cross_scan import scan_similarity, scan_similarity_candidates
+from tbpr_models.variant import PairScorerHead, VariantHead, global_cosine_candidates
+from tbpr_models.variants.cross_scan import AttentionNorm, scan_similarity, scan_similarity_candidates
 
 QUERIES, GALLERY, K = 7, 9, 5
 
@@ -69,7 +69,40 @@ def test_similarity_candidates_equals_gathered_similarity(variant: str) -> None:
     assert torch.isinf(got[0]).all() and (torch.isfinite(got) == (candidates >= 0)).all()
 
 
-def test_scan_candidates_with_every_image_as_candidate_equals_scan_similarity_float64() -> None:
+PAIRWISE = sorted(name for name, spec in VARIANTS.items() if spec.head_cls.pairwise)
+
+
+def test_every_pairwise_variant_is_covered() -> None:
+    assert {"cross_scan", "hard_topk"} <= set(PAIRWISE)
+
+
+@pytest.mark.parametrize("variant", PAIRWISE)
+def test_pairwise_candidates_at_global_weight_zero_are_the_attention_score_without_nan(variant: str) -> None:
+    """global_weight = 0: each candidate scores the attention alone, a missing one -inf (0 x -inf is not
+    computed), equal to `similarity` gathered at the candidates."""
+    torch.manual_seed(0)
+    config = ModelConfig(
+        variant=variant_config(variant, global_weight=0.0),
+        image=ImageEncoderConfig(kind="resnet_small", height=64, width=32, widths=(8, 16, 16, 32)),
+        text=TextEncoderConfig(kind="small", hidden=32, layers=1, heads=2, max_length=8, vocab_size=50),
+        embed_dim=32,
+    )
+    model = build_model(config, load_pretrained=False).eval()
+    texts, images = _features(model)
+    candidates = _random_candidates(6)
+    with torch.no_grad():
+        got = model.head.similarity_candidates(texts, images, candidates)
+        assert isinstance(model.head, PairScorerHead)
+        attention = model.head.attention_similarity(texts, images)
+    assert not torch.isnan(got).any()
+    assert (torch.isneginf(got) == (candidates < 0)).all()
+    torch.testing.assert_close(got.float(), _expected(attention, candidates).float(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("norm", ["clipped_l2norm", "no_norm"])
+def test_scan_candidates_with_every_image_as_candidate_equals_scan_similarity_float64(
+    norm: AttentionNorm,
+) -> None:
     gen = torch.Generator().manual_seed(3)
     text = torch.randn(5, 6, 8, generator=gen, dtype=torch.float64)
     mask = torch.rand(5, 6, generator=gen) > 0.4
@@ -77,11 +110,19 @@ def test_scan_candidates_with_every_image_as_candidate_equals_scan_similarity_fl
     mask[4] = False  # a caption with no real word scores -inf everywhere
     images = torch.randn(7, 4, 8, generator=gen, dtype=torch.float64)
     candidates = torch.stack([torch.randperm(7, generator=gen) for _ in range(5)])  # (Q, G) permuted
-    full = scan_similarity(text, mask, images, 9.0, 6.0)  # (Q, G)
+    full = scan_similarity(text, mask, images, 9.0, 6.0, block=(3, 2), attention_norm=norm)  # (Q, G)
     # one block; a block per image; a table group per block
     for budget_mb, block_mb in ((256.0, 2.0), (256.0, 1e-9), (1e-6, 1e-9)):
         got = scan_similarity_candidates(
-            text, mask, images, candidates, 9.0, 6.0, memory_budget_mb=budget_mb, block_mb=block_mb
+            text,
+            mask,
+            images,
+            candidates,
+            9.0,
+            6.0,
+            memory_budget_mb=budget_mb,
+            block_mb=block_mb,
+            attention_norm=norm,
         )
         assert got.dtype == torch.float64
         torch.testing.assert_close(got, full.gather(1, candidates), rtol=1e-12, atol=1e-12)

@@ -15,7 +15,7 @@ from tbpr_models.config import ImageEncoderConfig, TextEncoderConfig
 from tbpr_models.features import Batch, ImageFeatures, TextFeatures
 from tbpr_models.variant import HeadDims
 from tbpr_models.variants.cross_fusion import CrossFusionHead, mask_tokens
-from tbpr_models.variants.cross_scan import CrossScanHead, scan_similarity, scan_word_attention
+from tbpr_models.variants.cross_scan import AttentionNorm, CrossScanHead, scan_similarity, scan_word_attention
 from tbpr_models.variants.hard_topk import (
     HardTopkConfig,
     HardTopkHead,
@@ -27,17 +27,31 @@ from tbpr_models.variants.hard_topk import (
 VOCAB = 50
 
 
+def _scan_logits(words: torch.Tensor, regions: torch.Tensor, norm: str) -> list[list[float]]:
+    """s[l][n] of one caption's real words (L', D) against regions (N, D), by plain loops: the cosine
+    (no_norm), or SCAN's clipped_l2norm: LeakyReLU(0.1) of it over the L2 norm, over words, of a region's."""
+    cos = [[float(w @ v / (w.norm() * v.norm())) for v in regions] for w in words]
+    if norm == "no_norm":
+        return cos
+    leaky = [[c if c > 0 else 0.1 * c for c in row] for row in cos]
+    norms = [math.sqrt(sum(row[n] ** 2 for row in leaky)) + 1e-8 for n in range(len(regions))]
+    return [[row[n] / norms[n] for n in range(len(regions))] for row in leaky]
+
+
 def _scan_pair(
-    words: torch.Tensor, mask: torch.Tensor, regions: torch.Tensor, lam: float, lse: float
+    words: torch.Tensor,
+    mask: torch.Tensor,
+    regions: torch.Tensor,
+    lam: float,
+    lse: float,
+    norm: str = "no_norm",
 ) -> float:
     """SCAN t-i score of one pair, written plainly: attended vector, cosine, LogSumExp over real words."""
     total = 0.0
-    for w, real in zip(words, mask, strict=True):
-        if not real:
-            continue
-        cosines = [float(w @ v / (w.norm() * v.norm())) for v in regions]
-        z = sum(math.exp(lam * c) for c in cosines)
-        attended = sum((math.exp(lam * c) / z) * v / v.norm() for c, v in zip(cosines, regions, strict=True))
+    real_words = words[mask.bool()]
+    for w, logits in zip(real_words, _scan_logits(real_words, regions, norm), strict=True):
+        z = sum(math.exp(lam * s) for s in logits)
+        attended = sum((math.exp(lam * s) / z) * v / v.norm() for s, v in zip(logits, regions, strict=True))
         relevance = float(w @ attended / (w.norm() * attended.norm()))
         total += math.exp(lse * relevance)
     return math.log(total) / lse
@@ -52,16 +66,31 @@ def _random_scan_inputs(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     return text, mask, images
 
 
+@pytest.mark.parametrize("norm", ["clipped_l2norm", "no_norm"])
 @pytest.mark.parametrize("block", [(512, 32), (3, 2), (1, 1)])
-def test_scan_similarity_equals_per_pair_loop(block: tuple[int, int]) -> None:
+def test_scan_similarity_equals_per_pair_loop(block: tuple[int, int], norm: AttentionNorm) -> None:
     text, mask, images = _random_scan_inputs(0)
-    got = scan_similarity(text, mask, images, lambda_softmax=9.0, lambda_lse=6.0, block=block)
+    got = scan_similarity(
+        text, mask, images, lambda_softmax=9.0, lambda_lse=6.0, block=block, attention_norm=norm
+    )
     assert got.shape == (5, 7) and got.dtype == torch.float64
     for q in range(5):
         for g in range(7):
             assert got[q, g].item() == pytest.approx(
-                _scan_pair(text[q], mask[q], images[g], 9.0, 6.0), abs=1e-10
+                _scan_pair(text[q], mask[q], images[g], 9.0, 6.0, norm), abs=1e-10
             )
+
+
+def test_scan_norms_differ_and_default_is_clipped_l2norm() -> None:
+    """The two normalisations give other scores (the test above could not tell them apart otherwise),
+    and the head's default is SCAN's published one."""
+    text, mask, images = _random_scan_inputs(5)
+    clipped = scan_similarity(text, mask, images, attention_norm="clipped_l2norm")
+    plain = scan_similarity(text, mask, images, attention_norm="no_norm")
+    assert (clipped - plain).abs().max().item() > 1e-3
+    assert variant_config("cross_scan").attention_norm == "clipped_l2norm"  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="attention_norm"):
+        variant_config("cross_scan", attention_norm="l2norm")
 
 
 def test_scan_similarity_bf16_close_to_fp32() -> None:
@@ -72,23 +101,25 @@ def test_scan_similarity_bf16_close_to_fp32() -> None:
     assert (low - exact).abs().max().item() < 0.05
 
 
-def test_scan_similarity_gradients_match_finite_differences() -> None:
+@pytest.mark.parametrize("norm", ["clipped_l2norm", "no_norm"])
+def test_scan_similarity_gradients_match_finite_differences(norm: AttentionNorm) -> None:
     text, mask, images = _random_scan_inputs(2)
     text = text[:2, :3].clone().requires_grad_(True)
     images = images[:3, :2].clone().requires_grad_(True)
     assert torch.autograd.gradcheck(
-        lambda t, v: scan_similarity(t, mask[:2, :3], v, block=(2, 2)), (text, images)
+        lambda t, v: scan_similarity(t, mask[:2, :3], v, block=(2, 2), attention_norm=norm), (text, images)
     )
 
 
-def test_scan_word_attention_rows() -> None:
+@pytest.mark.parametrize("norm", ["clipped_l2norm", "no_norm"])
+def test_scan_word_attention_rows(norm: AttentionNorm) -> None:
     text, mask, images = _random_scan_inputs(3)
-    attention = scan_word_attention(text[0], mask[0], images[0])
+    attention = scan_word_attention(text[0], mask[0], images[0], attention_norm=norm)
     assert attention.shape == (6, 4)
     torch.testing.assert_close(attention.sum(dim=1), mask[0].to(torch.float64))
-    word = text[0, 0] / text[0, 0].norm()
-    regions = images[0] / images[0].norm(dim=1, keepdim=True)
-    torch.testing.assert_close(attention[0], torch.softmax(9.0 * regions @ word, dim=0))
+    logits = _scan_logits(text[0][mask[0]], images[0], norm)  # (L', N) over the real words only
+    expected = torch.softmax(9.0 * torch.tensor(logits, dtype=torch.float64), dim=1)
+    torch.testing.assert_close(attention[mask[0]], expected)
 
 
 def _hard_head(k: int = 3) -> HardTopkHead:
@@ -304,7 +335,7 @@ def test_cross_scan_pair_score_adds_the_global_cosine_to_the_scan_score() -> Non
         for q in range(5):
             for g in range(7):
                 expected = weight * float(text_global[q] @ image_global[g]) + _scan_pair(
-                    text[q], mask[q], regions[g], 9.0, 6.0
+                    text[q], mask[q], regions[g], 9.0, 6.0, "clipped_l2norm"
                 )
                 assert got[q, g].item() == pytest.approx(expected, abs=1e-9)
 

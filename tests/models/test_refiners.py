@@ -10,7 +10,7 @@ from tbpr_models import Batch, ImageEncoderConfig, ModelConfig, TextEncoderConfi
 from tbpr_models.losses import sdm_loss
 from tbpr_models.variants.mixed import MixedHead
 
-REFINERS = ["global", "spatial", "channel", "mixed", "nonlocal"]
+REFINERS = ["global", "spatial", "channel", "mixed", "nonlocal", "gpo"]
 B, L, D, NUM_CLASSES = 4, 12, 32, 3
 
 

@@ -1,4 +1,4 @@
-"""Bootstrap intervals and paired differences against independent computations on hand cases."""
+"""Intervals over persons and seeds, and paired differences, against independent computations."""
 
 from __future__ import annotations
 
@@ -9,7 +9,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.report.stats import PerQueryRuns, ScoredModel, compare, per_query_percent, variant_stats_table
+from tasks.report.stats import (
+    Clusters,
+    PerQueryRuns,
+    ScoredModel,
+    compare,
+    estimate,
+    per_query_percent,
+    read_comparisons,
+    variant_stats_table,
+)
 
 
 def _runs(*seeds: np.ndarray) -> PerQueryRuns:
@@ -28,35 +37,82 @@ def test_means_are_over_seeds_and_queries_and_match_a_hand_count() -> None:
     assert by["x"]["delta_R1"] == 25.0 and by["global"]["delta_R1"] is None and by["x"]["seeds"] == 2
 
 
-def test_seed_resampling_spans_what_two_seeds_allow() -> None:
-    # seed A hits every query, seed B none: a replicate draws AA, AB/BA or BB -> 100, 50, 0 (p = 1/4, 1/2, 1/4)
-    hits, misses = np.ones(50, dtype=np.int64), np.full(50, 7)
-    (row,) = compare({"x": _runs(hits, misses)}, replicates=4000)
-    assert row["R1_mean"] == 50.0 and row["R1_low"] == 0.0 and row["R1_high"] == 100.0
-
-
-def test_interval_of_one_seed_matches_the_normal_approximation() -> None:
+def test_one_seed_of_independent_queries_is_the_t_interval_of_their_values() -> None:
     rng = np.random.default_rng(3)
-    ranks = np.where(rng.random(3000) < 0.3, 1, 2)
-    (row,) = compare({"x": _runs(ranks)}, replicates=2000)
-    p = row["R1_mean"] / 100
-    half = 1.96 * 100 * np.sqrt(p * (1 - p) / len(ranks))  # independent: the binomial standard error
-    assert row["R1_low"] == pytest.approx(row["R1_mean"] - half, abs=0.35)
-    assert row["R1_high"] == pytest.approx(row["R1_mean"] + half, abs=0.35)
+    ranks = np.where(rng.random(300) < 0.3, 1, 2)
+    (row,) = compare({"x": _runs(ranks)})
+    hits = 100.0 * (ranks == 1)
+    se = hits.std(ddof=1) / np.sqrt(len(hits))  # independent: the textbook standard error of a mean
+    half = 1.967903 * se  # t(0.975, 299 degrees of freedom)
+    assert row["R1_low"] == pytest.approx(hits.mean() - half, rel=1e-5)
+    assert row["R1_high"] == pytest.approx(hits.mean() + half, rel=1e-5)
 
 
 def test_the_difference_is_paired_on_queries() -> None:
-    # x = global plus one extra hit on each of 10% of the queries: every replicate's difference is the
-    # share of those queries it drew, so the interval is narrow; unpaired it would be ~2.4x wider
+    # x = global plus one extra hit on 10% of the queries: the per-query differences are 0 or 100, and
+    # the interval is theirs (unpaired it would be ~2.4x wider)
     rng = np.random.default_rng(0)
     base = np.where(rng.random(2000) < 0.5, 1, 3)
     better = base.copy()
-    extra = np.flatnonzero(base == 3)[:200]
-    better[extra] = 1
-    by = {r["variant"]: r for r in compare({"global": _runs(base), "x": _runs(better)}, replicates=2000)}
-    half = 1.96 * 100 * np.sqrt(0.1 * 0.9 / 2000)  # binomial error of the 10% share: the paired width
+    better[np.flatnonzero(base == 3)[:200]] = 1
+    by = {r["variant"]: r for r in compare({"global": _runs(base), "x": _runs(better)})}
+    diff = 100.0 * ((better == 1).astype(float) - (base == 1))
+    half = 1.961151 * diff.std(ddof=1) / np.sqrt(len(diff))  # t(0.975, 1999)
     assert by["x"]["delta_R1"] == pytest.approx(10.0)
-    assert by["x"]["delta_R1_high"] - by["x"]["delta_R1_low"] == pytest.approx(2 * half, rel=0.2)
+    assert by["x"]["delta_R1_high"] - by["x"]["delta_R1_low"] == pytest.approx(2 * half, rel=1e-5)
+    # the MDE: (t(0.975) + t(0.8)) standard errors, the design's power figure
+    assert by["x"]["delta_R1_mde"] == pytest.approx((1.961151 + 0.841651) * half / 1.961151, rel=1e-4)
+
+
+def test_two_seeds_that_disagree_everywhere_are_all_seed_variance() -> None:
+    # seed A hits every query, seed B none: every person's seed-averaged mean is 50 (no person spread);
+    # the seed means 100 and 0 give variance 5000 / 2 seeds, one degree of freedom
+    hits, misses = np.ones(50, dtype=np.int64), np.full(50, 7)
+    est = estimate(_runs(hits, misses).values["R1"], Clusters.of(None, 50))
+    assert (est.mean, est.se, est.df) == (50.0, 50.0, 1.0)
+    assert est.interval()[1] == pytest.approx(50.0 + 12.706205 * 50.0)  # t(0.975, 1)
+    (row,) = compare({"x": _runs(hits, misses)})
+    assert (row["R1_low"], row["R1_high"]) == (0.0, 100.0)  # a percentage: clipped to what it can be
+
+
+def test_persons_are_clusters_a_copied_caption_adds_no_information() -> None:
+    rng = np.random.default_rng(4)
+    a = _runs(np.where(rng.random(60) < 0.4, 1, 2)).values["R1"]  # one seed each: persons only
+    b = _runs(np.where(rng.random(60) < 0.5, 1, 2)).values["R1"]
+    once = estimate(a, Clusters.of(np.arange(60), 60), b)
+    tripled = np.repeat(a, 3, axis=1), np.repeat(b, 3, axis=1)  # each query three times, one person
+    persons = np.repeat(np.arange(60), 3)
+    clustered = estimate(tripled[0], Clusters.of(persons, 180), tripled[1])
+    assert clustered.mean == pytest.approx(once.mean) and clustered.se == pytest.approx(once.se)
+    naive = estimate(tripled[0], Clusters.of(None, 180), tripled[1])  # copies taken as independent
+    assert naive.se == pytest.approx(once.se * np.sqrt(59 / 179))  # ~1/sqrt(3): too sure
+
+
+def test_the_variance_is_seed_part_plus_person_part_by_hand() -> None:
+    """Against a loop over persons and seeds written from the model's formula (stats' docstring)."""
+    rng = np.random.default_rng(7)
+    persons = np.array([0, 0, 1, 2, 2, 2, 3, 4, 4, 5])
+    a, b = rng.random((3, 10)) * 100, rng.random((2, 10)) * 100
+    weight = {p: np.mean(persons == p) for p in set(persons.tolist())}
+
+    def person_means(values: np.ndarray) -> dict[int, np.ndarray]:
+        return {p: values[:, persons == p].mean(axis=1) for p in weight}  # (S,) per person
+
+    seed_var, noise, diffs = 0.0, {p: 0.0 for p in weight}, dict.fromkeys(weight, 0.0)
+    for values, sign in ((a, 1), (b, -1)):
+        means, s = person_means(values), len(values)
+        totals = sum(weight[p] * means[p] for p in weight)  # (S,)
+        seed_var += np.var(totals, ddof=1) / s
+        for p in weight:
+            noise[p] += np.var(means[p] - totals, ddof=1) / s
+            diffs[p] += sign * means[p].mean()
+    mean = sum(weight[p] * diffs[p] for p in weight)
+    n = len(weight)
+    spread = n / (n - 1) * sum(weight[p] ** 2 * (diffs[p] - mean) ** 2 for p in weight)
+    person_var = max(0.0, spread - sum(weight[p] ** 2 * noise[p] for p in weight))
+    est = estimate(a, Clusters.of(persons, 10), b)
+    assert est.mean == pytest.approx(mean)
+    assert est.se == pytest.approx(np.sqrt(seed_var + person_var))
 
 
 def test_table_aligns_queries_by_id_across_files(tmp_path: Path) -> None:
@@ -70,14 +126,11 @@ def test_table_aligns_queries_by_id_across_files(tmp_path: Path) -> None:
         )
         return ScoredModel(("synth", "p", "exhaustive", None, None, None), name.split("-")[0], name, out)
 
-    table = variant_stats_table(
-        [
-            write("global-a", [1, 2, 3], [1, 5, 5]),
-            write(
-                "x-a", [3, 2, 1, 9], [5, 5, 1, 1]
-            ),  # same results in another order, plus a query global lacks
-        ]
-    )
+    models = [
+        write("global-a", [1, 2, 3], [1, 5, 5]),
+        write("x-a", [3, 2, 1, 9], [5, 5, 1, 1]),  # same results in another order, plus a query global lacks
+    ]
+    table = variant_stats_table(read_comparisons(models, {1: 10, 2: 10}))  # query 3: no person known
     rows = {r["variant"]: r for r in table.to_pylist()}
     assert (
         rows["x"]["queries"] == 3
@@ -85,11 +138,11 @@ def test_table_aligns_queries_by_id_across_files(tmp_path: Path) -> None:
         and rows["x"]["R1_mean"] == pytest.approx(100 / 3)
     )
     assert rows["x"]["parent_run_id"] == "p" and rows["x"]["mode"] == "exhaustive"
-    assert rows["x"]["dataset"] == "synth"
+    assert rows["x"]["dataset"] == "synth" and rows["x"]["persons"] == 2  # {1, 2} and {3}
 
 
 def test_intervals_do_not_depend_on_the_run_ids_of_the_seeds(tmp_path: Path) -> None:
-    """Two runs of the same job give the seeds new (random) run ids: the bootstrap must not change."""
+    """Two runs of the same job give the seeds new (random) run ids: the numbers must not change."""
     rng = np.random.default_rng(0)
     ranks = {f"{v}-{s}": rng.integers(1, 6, 40).tolist() for v in ("global", "x") for s in range(3)}
 
@@ -115,7 +168,7 @@ def test_intervals_do_not_depend_on_the_run_ids_of_the_seeds(tmp_path: Path) -> 
                     ("synth", "p", "exhaustive", None, None, None), name.split("-")[0], ids[name], out
                 )
             )
-        return variant_stats_table(models).to_pylist()
+        return variant_stats_table(read_comparisons(models)).to_pylist()
 
     first = table({name: f"run-{i}" for i, name in enumerate(ranks)})
     again = table(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import duckdb
@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tasks.report.open_set import OPEN_SET_DIR, OpenSetMeasure, open_set_glob, write_measure
 from tasks.report.vocabulary import VOCABULARY
 from tasks.report.warehouse import sync
 
@@ -24,6 +25,12 @@ CAPTIONS = {
     3: (3, "a woman in a white coat"),
 }
 # Ranked image ids per job and query (an independent, hand-made ranking).
+# What the trainer logs (tbpr_models.parameter_counts) for each variant's training run
+HEAD_PARAMS = {
+    "global": {"head_params": 0, "trainable_params": 426497},
+    "channel": {"head_params": 66176, "trainable_params": 492673},
+    "gpo": {"head_params": 372800, "trainable_params": 1799297},
+}
 RANKINGS = {
     "exhaustive": {0: [10, 11, 12, 13], 1: [12, 11, 10, 13], 2: [10, 13, 11, 12], 3: [13, 10, 11, 12]},
     "pruned": {0: [11, 10, 12, 13], 1: [11, 12, 10, 13], 2: [12, 10, 11, 13], 3: [13, 11, 12, 10]},
@@ -110,6 +117,41 @@ def _write_rankings(out: Path, ranking: dict[int, list[int]]) -> None:
     )
 
 
+OPEN_SET = {"global": (0.10, 0.30, 0.60), "channel": (0.02, 0.50, 0.40)}  # false alarm, miss, hit
+
+
+def _write_open_set(runs: Path, parent_run_id: str, train_ids: dict[str, str]) -> None:
+    """Each variant's open-set row of this pipeline run, and an older run's row that must not count."""
+    for run, parent, rates in (
+        ("0-older", "older", {"global": (0.9, 0.9, 0.0)}),
+        ("1-latest", parent_run_id, OPEN_SET),
+    ):
+        for variant, (false_alarm, miss, hit) in rates.items():
+            measured = OpenSetMeasure(
+                1.5,
+                0.05,
+                0.05,
+                20,
+                false_alarm,
+                miss,
+                1 - miss,
+                hit,
+                40,
+                40,
+                (1.0, 2.0),
+                (0.5, 0.0),
+                (0.1, 1.0),
+            )
+            labels: dict[str, str | int | None] = {"model": variant, "variant": variant, "seed": 0}
+            write_measure(
+                measured,
+                runs / run / OPEN_SET_DIR / f"{variant}.parquet",
+                **labels,
+                train_run_id=train_ids[variant],
+                parent_run_id=parent,
+            )
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     import mlflow
@@ -125,9 +167,10 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     out_dirs: dict[tuple[str, str], Path] = {}
     with mlflow.start_run(experiment_id=experiment, run_name="pipeline") as parent:
         mlflow.log_param("train.epochs", 3)
-        for v, variant in enumerate(["global", "channel"]):
+        for v, variant in enumerate(["global", "channel", "gpo"]):
             with mlflow.start_run(experiment_id=experiment, nested=True) as run:
                 mlflow.set_tags({"variant": variant, "stage": "train", "dataset": "synth"})
+                mlflow.log_params(HEAD_PARAMS[variant])
                 for epoch in range(1, 4):
                     mlflow.log_metric("val/R1", 10.0 * epoch + v, step=epoch)
                 train_ids[variant] = run.info.run_id
@@ -158,13 +201,22 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
                             "test/R5": 100.0,
                             "score/seconds": seconds,
                             "score/pairs_scored": pairs,
+                            "score/flops_per_query": 1e9 * pairs,  # counted work: 1 GFLOP per pair
                         }
                     )
                     score_ids[(variant, mode)] = run.info.run_id
                 out_dirs[(variant, mode)] = out
+    _write_open_set(root / "runs", parent.info.run_id, train_ids)
     warehouse = root / "warehouse.duckdb"
-    summary = sync(db, warehouse, str(root / "runs" / "**" / "rankings.parquet"), [root / "data"])
-    assert summary.scoring_jobs == 4 and summary.rankings_files == 4
+    summary = sync(
+        db,
+        warehouse,
+        str(root / "runs" / "**" / "rankings.parquet"),
+        [root / "data"],
+        None,
+        open_set_glob(root / "runs"),
+    )
+    assert summary.scoring_jobs == 6 and summary.rankings_files == 6
     return Store(db, warehouse, parent.info.run_id, train_ids, score_ids, out_dirs)
 
 
@@ -215,19 +267,29 @@ def _r1(ranking: dict[int, list[int]]) -> float:
 
 def test_leaderboard_reports_the_reference_job_never_the_best_on_test(store: Store) -> None:
     rows = {row["variant"]: row for row in _query(store, "leaderboard")}
-    assert set(rows) == {"global", "channel"}
+    assert set(rows) == {"global", "channel", "gpo"}
     assert _r1(RANKINGS["pruned"]) > _r1(RANKINGS["exhaustive"])  # test prefers pruned: not a criterion
     for variant, row in rows.items():
         assert row["R1"] == pytest.approx(_r1(RANKINGS["exhaustive"]))
         assert row["seeds"] == 1
         assert row["seconds"] == _metric(store, store.score_ids[(variant, "exhaustive")], "score/seconds")
     assert rows["global"]["dR1"] is None and rows["channel"]["dR1"] == pytest.approx(0.0)
-    assert rows["channel"]["dR1_95"] == "0.0..0.0"  # same per-query results: every replicate agrees
+    # same per-query results: no spread, the Holm interval is the point, not significant
+    assert rows["channel"]["dR1_holm95"] == "+0.0..+0.0" and rows["channel"]["vs_global"] == "n.s."
+    assert rows["channel"]["vs_gpo"] == "n.s." and rows["gpo"]["vs_gpo"] is None  # gpo: the reference
+    assert rows["global"]["vs_global"] is None and rows["channel"]["p_global"] == 1.0
+    # params: the heads' trainable parameters the trainer logged, in thousands or millions
+    assert (rows["global"]["params"], rows["channel"]["params"], rows["gpo"]["params"]) == (
+        "0",
+        "66k",
+        "373k",
+    )
+    assert rows["gpo"]["trainable"] == 1799297
 
 
 def test_pruned_vs_exhaustive(store: Store) -> None:
     rows = _query(store, "pruned_vs_exhaustive")
-    assert {row["variant"] for row in rows} == {"global", "channel"}
+    assert {row["variant"] for row in rows} == {"global", "channel", "gpo"}
     for row in rows:
         ex, pr = (
             store.score_ids[(str(row["variant"]), "exhaustive")],
@@ -307,16 +369,21 @@ def test_sync_replaces_atomically_and_needs_a_store(store: Store, tmp_path: Path
         sync(tmp_path / "missing.db", tmp_path / "other.duckdb")
 
 
-def test_variant_vs_global_pairs_queries(store: Store) -> None:
+def test_variant_vs_global_and_vs_gpo_are_holm_families(store: Store) -> None:
     rows = _query(store, "variant_vs_global")
-    assert [row["variant"] for row in rows] == ["channel"]  # the baseline has no difference to itself
-    (row,) = rows
-    assert row["seeds"] == 1 and row["queries"] == len(CAPTIONS)
-    assert row["R1_mean"] == pytest.approx(_r1(RANKINGS["exhaustive"]))
-    # channel's per-query results equal global's: the paired difference is 0 in every replicate
-    assert (row["delta_R1"], row["delta_R1_low"], row["delta_R1_high"]) == (0.0, 0.0, 0.0)
-    # identical results: no spread in the bootstrap, so the design would detect any difference at all
-    assert row["mde_R1"] == 0.0 and row["verdict"] == "not significant (|dR1| < 0.0 likely)"
+    assert [row["variant"] for row in rows] == ["channel", "gpo"]  # the baseline has no difference to itself
+    for row in rows:
+        assert row["seeds"] == 1 and row["queries"] == len(CAPTIONS) and row["persons"] == len(CAPTIONS)
+        assert row["R1_mean"] == pytest.approx(_r1(RANKINGS["exhaustive"]))
+        # per-query results equal to global's: the paired difference is 0 with no spread
+        assert (row["delta_R1"], row["delta_R1_low"], row["delta_R1_high"]) == (0.0, 0.0, 0.0)
+        assert (row["holm_low"], row["holm_high"], row["p"], row["p_holm"]) == (0.0, 0.0, 1.0, 1.0)
+        # the interval says what is known: the difference lies between its ends (here, exactly 0);
+        # mde, the design's power figure, is 0 for a design without noise
+        assert row["verdict"] == "not significant: between +0.0 and +0.0 R1" and row["mde"] == 0.0
+        assert row["family_size"] == 2  # channel and gpo against global
+    (row,) = _query(store, "variant_vs_gpo")  # attention over learned pooling: channel only
+    assert row["variant"] == "channel" and row["family_size"] == 1 and row["p_holm"] == 1.0
 
 
 def test_a_warehouse_from_an_older_tbpr_gives_a_clear_error(tmp_path: Path) -> None:
@@ -352,11 +419,107 @@ def test_cost_frontier_marks_the_pareto_jobs(store: Store) -> None:
     for (variant, mode), out in store.out_dirs.items():  # R1 from the per-query files, cost from MLflow
         first = pq.read_table(out / "per_query.parquet").column("first_match_rank").to_pylist()
         r1 = 100 * sum(rank == 1 for rank in first) / len(first)
-        cost = 1000 * _metric(store, store.score_ids[(variant, mode)], "score/seconds") / len(first)
+        seconds = 1000 * _metric(store, store.score_ids[(variant, mode)], "score/seconds") / len(first)
+        cost = _metric(store, store.score_ids[(variant, mode)], "score/flops_per_query") / 1e9
         job = f"{variant} {label[mode]}"
-        assert rows[job]["R1"] == pytest.approx(r1) and rows[job]["s_per_1k_queries"] == pytest.approx(cost)
+        assert rows[job]["R1"] == pytest.approx(r1) and rows[job]["gflops_per_query"] == pytest.approx(cost)
+        assert rows[job]["s_per_1k_queries"] == pytest.approx(seconds)
         low, high = map(float, rows[job]["R1_95"].split(".."))
         assert low <= r1 <= high
         expected[job] = (r1, cost)
     assert {job for job, row in rows.items() if row["pareto"]} == pareto_set(expected)
     assert rows["global k2"]["pareto"] and not rows["global exhaustive"]["pareto"]
+
+
+def test_open_set_reports_the_latest_runs_rates_per_variant(store: Store) -> None:
+    rows = {row["variant"]: row for row in _query(store, "open_set")}
+    assert set(rows) == set(OPEN_SET)  # the older run's row is not mixed in
+    for variant, (false_alarm, miss, hit) in OPEN_SET.items():
+        row = rows[variant]
+        assert (row["false_alarm"], row["missed"], row["hit"]) == (100 * false_alarm, 100 * miss, 100 * hit)
+        assert row["no_match_ok"] == pytest.approx(100 * (1 - false_alarm)) and row["target"] == 5.0
+
+
+def _main_job_like(columns: list[str]) -> list[tuple[object, ...]]:
+    """12 rows with the leaderboard's columns and the main job's kinds of values, long names included."""
+    values = {
+        "params": "9.8M",
+        "R1": 18.8888,
+        "R1_95": "15.1..22.6",
+        "dR1": -10.25,
+        "dR1_holm95": "-15.3..-5.2",
+        "vs_global": "worse",
+        "dR1_gpo": 4.25,
+        "dR1_gpo_holm95": "-12.3..+20.8",
+        "vs_gpo": "n.s.",
+        "p_global": 0.0004,
+        "p_gpo": 0.61,
+        "mde": 12.3,
+        "seeds": 3,
+        "mAP": 24.567,
+        "trainable": 10181179,
+        "epochs": "6..8",
+        "stop": "epochs,plateau",
+        "grounding": 41.2,
+        "seconds": 12.3456,
+    }
+    names = ["control_top_half", "cross_fusion", "global", "gpo", "control_aa", "nonlocal"] * 2
+    return [tuple(name if c == "variant" else values.get(c) for c in columns) for name in names]
+
+
+def test_the_leaderboard_reads_at_80_columns(store: Store) -> None:
+    from tasks.report.queries import COMPACT, leaderboard, render_leaderboard
+
+    board = leaderboard(store.warehouse)
+    wide_board = replace(board, rows=_main_job_like(board.columns))
+    text = render_leaderboard(wide_board, 80)
+    lines = text.splitlines()
+    assert max(map(len, lines)) <= 80, text
+    header = lines[1].split()
+    assert header == list(COMPACT)  # the compact columns, in order
+    assert (
+        sum(line.startswith(("control_top_half ", "cross_fusion ")) for line in lines) == 4
+    )  # one line each
+    assert "--wide" in text and "seconds" in text  # it says what it left out
+    row = next(line for line in lines if line.startswith("control_top_half"))
+    assert row.split() == [
+        "control_top_half",
+        "9.8M",
+        "18.9",
+        "15.1..22.6",
+        "-10.2",
+        "-15.3..-5.2",
+        "worse",
+        "n.s.",
+    ]
+    everything = render_leaderboard(wide_board, 80, wide=True)
+    assert everything.splitlines()[1].split() == board.columns
+    assert render_leaderboard(wide_board, 400).splitlines()[1].split() == board.columns  # a wide terminal
+
+
+def test_tbpr_sql_prints_the_leaderboard_and_verdicts_one_line_per_row(
+    store: Store, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sys
+
+    from tbpr.cli import main
+
+    monkeypatch.setenv("COLUMNS", "80")
+    for query, extra, rows in (
+        ("leaderboard", [], 3),
+        ("leaderboard", ["--wide"], 3),
+        ("variant_vs_global", [], 2),
+        ("variant_vs_gpo", [], 1),
+    ):
+        argv = ["tbpr", "sql", query, "--warehouse", str(store.warehouse), *extra]
+        monkeypatch.setattr(sys, "argv", argv)
+        with pytest.raises(SystemExit) as stop:
+            main()
+        out = capsys.readouterr().out
+        assert stop.value.code in (0, None), out
+        lines = out.splitlines()
+        assert sum(line.split()[:1] in (["global"], ["channel"], ["gpo"]) for line in lines) == rows, out
+        if extra:
+            assert "grounding" in lines[1]  # every column
+        else:
+            assert max(map(len, lines)) <= 80, out
