@@ -1,6 +1,6 @@
 -- Where should the expensive model run? Every scoring job of the latest pipeline run (else of the latest
 -- standalone jobs), single models and cascades (`candidates`: the variant whose index proposed the top k
--- that `variant` re-ranked), with R1 and mAP (means over seeds, 95% bootstrap intervals over queries and
+-- that `variant` re-ranked), with R1 and mAP (means over seeds, 95% intervals over test persons and
 -- seeds, as in leaderboard.sql) and the cost per query in counted work (`tasks/score/cost.py`): GFLOPs of
 -- encoding the query with every model the job runs (a cascade: two), the first stage and the pair
 -- scoring, mean over seeds. Counts, not timers: the same config gives the same costs and the same

@@ -3,7 +3,7 @@
 ```
 OUT/rankings.parquet  query_id (caption_id) int64, rank int32 (1..100), image_id int64, score float32
 OUT/per_query.parquet query_id, first_match_rank int64, ap float64, inp float64 (every query, in
-                      EMB order: what the metrics average and the warehouse bootstraps)
+                      EMB order: what the metrics average and the warehouse's intervals read)
 OUT/metrics.json      R1 R5 R10 mAP mINP (percent), pairs_scored, seconds, mode, top_k, index,
                       scoring_run_id, and the job's details (variant, train_run_id, precision, ...)
 ```
