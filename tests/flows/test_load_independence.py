@@ -15,6 +15,7 @@ from pathlib import Path
 
 from flows.config import PROFILES, PipelineConfig, profile_path
 from tasks.report.queries import leaderboard
+from tasks.train.config import registered_variants
 
 TBPR = Path(sys.executable).with_name("tbpr")
 
@@ -74,4 +75,6 @@ def test_quick_profile_gives_the_same_leaderboard_on_a_busy_machine(tmp_path: Pa
     assert boards[0] == boards[1]
     columns = [c for c in leaderboard(tmp_path / "home" / "warehouse.duckdb").columns if c != "seconds"]
     rows = [dict(zip(columns, row, strict=True)) for row in boards[1]]
-    assert len(rows) == 8 and {(r["epochs"], r["stop"]) for r in rows} == {("2", "epochs")}
+    assert len(rows) == len(registered_variants()) and {(r["epochs"], r["stop"]) for r in rows} == {
+        ("2", "epochs")
+    }

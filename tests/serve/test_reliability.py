@@ -106,7 +106,10 @@ def test_a_vanished_file_is_a_404_and_changed_bytes_a_409(
 def test_a_split_emb_of_re_prepared_data_is_refused(
     tiny_checkpoint: Callable[[str], Path], tmp_path: Path
 ) -> None:
-    from tasks.data.layout import MANIFEST
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tasks.data.layout import IMAGES
     from tasks.embed.encode import embed_split
     from tests.conftest import write_tiny_data
 
@@ -117,10 +120,18 @@ def test_a_split_emb_of_re_prepared_data_is_refused(
     client = TestClient(create_app(gallery), raise_server_exceptions=False)
     path = gallery.searcher.paths[0]
     assert client.get("/api/image", params={"path": path}).status_code == 200
-    manifest = json.loads((data / MANIFEST).read_text())
     assert EmbedInfo.read(emb).data_hash  # the embed recorded what it read
-    manifest["content_hash"] = "sha256:" + "0" * 64  # DATA prepared again from other sources
-    (data / MANIFEST).write_text(json.dumps(manifest))
+    images = pq.read_table(data / IMAGES)  # DATA prepared again: other pixels for the first image
+    pixels = images["image"].to_pylist()
+    pixels[0] = pixels[-1]
+    pq.write_table(
+        images.set_column(
+            images.schema.get_field_index("image"),
+            "image",
+            pa.array(pixels, images.schema.field("image").type),
+        ),
+        data / IMAGES,
+    )
     assert "changed since these embeddings were made" in _error(
         client.get("/api/image", params={"path": path}), 409
     )

@@ -121,9 +121,9 @@ def test_the_positive_control_is_worse_than_global_and_than_the_aa_control(
     than `control_aa` (a re-seeded `global`). Whether it is *significant* is the design's power: with 2
     seeds the seed variance has 1 degree of freedom per variant, and the honest interval of a -10 R1
     handicap reaches above zero here (README "Does attention help?"); the MDE says so."""
-    persons = _persons(synth_data, trained)
     runs = {v: trained.runs(v, SEEDS) for v in ("global", "control_top_half")}
     runs["control_aa"] = trained.runs("control_aa", AA_SEEDS)
+    persons = _persons(synth_data, trained)  # after training: the scored queries' order
     rows = {row["variant"]: row for row in compare(runs, persons=persons)}
     control, aa = rows["control_top_half"], rows["control_aa"]
     assert control["delta_R1"] < 0 and control["delta_R1"] < aa["delta_R1"] - 2.0, (control, aa)

@@ -49,9 +49,11 @@ class Trained:
 
 
 @pytest.fixture(scope="module")
-def tracking(tracking_uri: tuple[str, str]) -> TrackingConfig:
-    uri, artifacts = tracking_uri
-    return TrackingConfig(tracking_uri=uri, artifact_root=artifacts)
+def tracking(tmp_path_factory: pytest.TempPathFactory) -> TrackingConfig:
+    """A store of this module's own: the session's store holds other tests' champions, validated on
+    larger val splits, which a tiny model may not displace (champions compare on the same data)."""
+    root = tmp_path_factory.mktemp("loop-mlflow")
+    return TrackingConfig(tracking_uri=f"sqlite:///{root / 'mlflow.db'}", artifact_root=(root / "a").as_uri())
 
 
 @pytest.fixture(scope="module")
@@ -331,7 +333,8 @@ def test_a_finished_run_keeps_no_optimizer_state_and_accounts_for_its_time(train
     metrics = client(trained.tracking).get_run(trained.result.run_id).data.metrics
     assert metrics["time/steps"] == pytest.approx(phases["steps"])
     assert 0.0 < trained.result.overhead < 1.0
-    assert trained.result.phase_summary().startswith(f"{trained.result.wall_seconds:.1f} s: build ")
+    summary = trained.result.phase_summary()  # phases under 0.05 s are left out of the line
+    assert summary.startswith(f"{trained.result.wall_seconds:.1f} s: ") and " steps " in summary
 
 
 def test_only_the_last_kept_epoch_keeps_its_optimizer_state(tmp_path: Path) -> None:
