@@ -9,6 +9,8 @@ overrides what it needs (`tests/train/test_callbacks.py` adds one).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import replace
@@ -17,8 +19,10 @@ from typing import TYPE_CHECKING
 
 from tasks.cache.features import data_hash
 from tasks.core.settings import flatten_params
+from tasks.data.reader import PreparedData
 from tasks.tracking import names
 from tasks.tracking.store import Tracker
+from tasks.train.config import RUNTIME_FIELDS, TrainConfig
 from tasks.train.result import TrainResult
 from tasks.train.state import TRAIN_CONFIG, EpochRecord, last_complete_epoch
 from tbpr_models import parameter_counts
@@ -28,6 +32,14 @@ if TYPE_CHECKING:  # the loop imports this module
     from tasks.train.loop import _Trainer
 
 log = logging.getLogger(__name__)
+
+
+def config_hash(config: TrainConfig, data: PreparedData) -> str:
+    """Identity of a run for resuming: everything that changes the weights, and the data's content (not its
+    path: DATA re-prepared at the same path from other sources is another run's data)."""
+    semantic = config.model_dump(mode="json", exclude=set(RUNTIME_FIELDS))
+    blob = json.dumps({"config": semantic, "data": data_hash(data)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 class TrainCallback:
@@ -64,8 +76,6 @@ class MlflowRun(TrainCallback):
     def open(self, trainer: _Trainer) -> tuple[str, Path]:
         """(run id, output folder): the latest unfinished run of this config when resuming (its folder
         still there), else a new run with its params."""
-        from tasks.train.loop import config_hash
-
         config, data = trainer.config, trainer.data
         tags = {
             names.TAG_VARIANT: config.variant,

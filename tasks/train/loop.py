@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
-import json
 import logging
 import math
 import shutil
@@ -34,7 +32,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from tasks.cache.features import FeatureCache, build_cache, data_hash
+from tasks.cache.features import FeatureCache, build_cache
 from tasks.core.device import (
     autocast,
     check_training_precision,
@@ -61,7 +59,7 @@ from tasks.train.batches import (
     epoch_loader,
 )
 from tasks.train.callbacks import EpochHook, MlflowRun, TrainCallback
-from tasks.train.config import RUNTIME_FIELDS, TrainConfig, model_config
+from tasks.train.config import TrainConfig, model_config
 from tasks.train.distributed import (
     Ranks,
     barrier,
@@ -113,14 +111,6 @@ from tbpr_models.variant import VariantHead
 log = logging.getLogger(__name__)
 
 EpochCallback = Callable[[EpochRecord], None]
-
-
-def config_hash(config: TrainConfig, data: PreparedData) -> str:
-    """Identity of a run for resuming: everything that changes the weights, and the data's content (not its
-    path: DATA re-prepared at the same path from other sources is another run's data)."""
-    semantic = config.model_dump(mode="json", exclude=set(RUNTIME_FIELDS))
-    blob = json.dumps({"config": semantic, "data": data_hash(data)}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def check_train_output(out: Path, data: Path, init_from: str | None) -> None:

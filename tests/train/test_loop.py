@@ -27,9 +27,10 @@ from tasks.data.reader import decode_image, load_prepared
 from tasks.tracking.config import TrackingConfig
 from tasks.tracking.models import resolve_checkpoint
 from tasks.tracking.store import Tracker
+from tasks.train.callbacks import config_hash
 from tasks.train.config import TrainConfig
 from tasks.train.evaluate import EvalSettings, evaluate_split
-from tasks.train.loop import TrainResult, config_hash, train_variant
+from tasks.train.loop import TrainResult, train_variant
 from tasks.train.state import EpochRecord
 from tbpr_models import ImageTransform, build_tokenizer, load_checkpoint, retrieval_metrics
 
