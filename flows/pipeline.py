@@ -65,8 +65,12 @@ class PipelineResult:
     failed: dict[str, str] = field(default_factory=dict)
     gallery: Path | None = None  # the configured gallery's EMB, when a new champion re-embedded it
     phases: dict[str, float] = field(default_factory=dict)  # wall seconds of each stage of the flow
-    training: dict[str, float] = field(default_factory=dict)  # training runs' phases, summed (PHASES)
     runs: dict[str, tuple[str, dict[str, float]]] = field(default_factory=dict)  # model -> (variant, phases)
+
+    @property
+    def training(self) -> dict[str, float]:
+        """The training runs' phases, summed (PHASES)."""
+        return {k: sum(p.get(k, 0.0) for _, p in self.runs.values()) for k in PHASES}
 
 
 def data_dir(tbpr: Home, config: PipelineConfig) -> Path:
@@ -176,11 +180,8 @@ def tbpr_pipeline(config: PipelineConfig = PipelineConfig()) -> PipelineResult:
         gallery = refresh_gallery_flow(refresh).out  # a champion changed: what users search follows it
     if trained.failed:
         raise VariantsFailed(failure_message(trained) + f"; the others are in {run_dir}")
-    training = {phase: sum(r.phases.get(phase, 0.0) for r in trained.results.values()) for phase in PHASES}
     runs = {name: (r.variant, r.phases) for name, r in trained.results.items()}
-    return PipelineResult(
-        run_dir, parent, warehouse, board, trained.failed, gallery, clock.phases, training, runs
-    )
+    return PipelineResult(run_dir, parent, warehouse, board, trained.failed, gallery, clock.phases, runs)
 
 
 class PhaseClock:
