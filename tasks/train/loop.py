@@ -637,6 +637,7 @@ class _Trainer:
             c.eval_query_block,
             c.eval_gallery_block,
             c.num_workers,
+            c.eval_top_k,
         )
 
     def finish(self, callbacks: Sequence[TrainCallback] = ()) -> TrainResult:
