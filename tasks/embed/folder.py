@@ -26,9 +26,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from rich.progress import Progress
+from rich.progress import Progress, TaskID
 
-from tasks.core.device import autocast, resolve_device
+from tasks.core.device import resolve_device
 from tasks.core.errors import TbprError
 from tasks.core.files import (
     remove_stale_temps,
@@ -41,6 +41,7 @@ from tasks.core.outputs import check_out_folder
 from tasks.embed import layout
 from tasks.embed.encode import EmbedSummary, embedding_column
 from tasks.embed.files import MAX_PIXELS, FolderFile, open_image, read_file, scan_folder, unlisted_record
+from tasks.embed.images import Batch, encode_images
 from tasks.embed.index import build_index, check_index_kind, save_index
 from tasks.embed.store import read_embeddings
 from tasks.tracking.models import open_checkpoint
@@ -76,6 +77,7 @@ class _Previous:
     rows: dict[str, int] = field(default_factory=dict)  # embedded path -> its row, when reusable
     global_: np.ndarray | None = None  # (G', D)
     local: np.ndarray | None = None  # (G', N, D) float16, memory-mapped
+    unit_local: bool = False  # whether its locals are unit (embed.json's `image_local_unit`)
     reembedded: str = ""  # why an image-folder EMB's features were not reused
 
 
@@ -126,6 +128,7 @@ def _previous(
         previous.rows = {row["path"]: i for i, row in enumerate(files)}
         previous.global_ = read_embeddings(out / layout.GALLERY)
         previous.local = np.load(out / layout.IMAGE_LOCAL, mmap_mode="r")
+        previous.unit_local = info.image_local_unit
     return previous
 
 
@@ -211,9 +214,9 @@ def embed_folder(
             reembedded=previous.reembedded,
         )
         write_json_atomic(work / layout.FOLDER_JSON, dataclasses.asdict(record), indent=2, sort_keys=True)
-        info = _info(
-            folder, checkpoint, model, torch_device, image_global, work, kinds, (model_ref, train_run_id)
-        )
+        # whether the locals are unit is the head's property: as encoded now, or as the same model did
+        unit = fresh.unit_local if fresh.rows else previous.unit_local
+        info = _info(folder, checkpoint, model, image_global, work, kinds, unit, (model_ref, train_run_id))
         previous.local = None  # the old EMB's memory map is closed before it is replaced
         info.write(work)
         replace_dir(work, out)
@@ -228,11 +231,15 @@ def embed_folder(
 
 @dataclass
 class _Fresh:
-    """Features of the files this embed encodes: path -> row of `global_` and of `local`."""
+    """Features of the files this embed encodes: path -> row of `global_` and of the locals file."""
 
     rows: dict[str, int] = field(default_factory=dict)
-    global_: list[np.ndarray] = field(default_factory=list)  # (B, D) blocks
-    local: np.memmap | None = None  # (files to encode, N, D) float16, in the work folder
+    global_: np.ndarray | None = None  # (F, D), None when nothing was encoded
+    unit_local: bool = True  # whether the encoded locals are unit (`ImageFeatures.unit_local`)
+
+    @staticmethod
+    def local_file(work: Path) -> Path:
+        return work / "fresh_local.npy"  # (files to encode, N, D) float16
 
 
 def _encode_changes(
@@ -253,9 +260,10 @@ def _encode_changes(
     kept: dict[FolderFile, str] = {}
     quarantine = [(unlisted_record(folder, path), reason) for path, reason in scan.unlisted]
     fresh = _Fresh()
-    batch: list[tuple[FolderFile, torch.Tensor]] = []
-    with Progress(transient=True) as progress:
-        task = progress.add_task(f"reading {folder}", total=len(paths))
+
+    def batches(progress: Progress, task: TaskID) -> Iterator[Batch]:
+        """Pixels (B, 3, H, W) of the files to encode, `batch_size` at a time, as they are read."""
+        batch: list[torch.Tensor] = []
         for record, image in _images(folder, paths, previous, max_pixels):
             progress.advance(task)
             if isinstance(image, str):
@@ -264,12 +272,26 @@ def _encode_changes(
                 kept[record] = "previous"
             else:
                 kept[record] = "fresh"
-                batch.append((record, transform(image)))
+                fresh.rows[record.path] = len(fresh.rows)
+                batch.append(transform(image))
                 if len(batch) == batch_size:
-                    _encode(model, batch, fresh, work, len(paths), device, precision)
+                    yield torch.stack(batch), model.encode_images
                     batch = []
         if batch:
-            _encode(model, batch, fresh, work, len(paths), device, precision)
+            yield torch.stack(batch), model.encode_images
+
+    with Progress(transient=True) as progress:
+        task = progress.add_task(f"reading {folder}", total=len(paths))
+        encoded = encode_images(
+            model,
+            batches(progress, task),
+            _Fresh.local_file(work),
+            capacity=len(paths),  # at most every file is encoded
+            device=device,
+            precision=precision,
+        )
+    if encoded.rows:
+        fresh.global_, fresh.unit_local = encoded.global_, encoded.unit_local
     return kept, quarantine, fresh
 
 
@@ -287,39 +309,16 @@ def _images(
             yield record, open_image(record.path, data, max_pixels)
 
 
-@torch.inference_mode()
-def _encode(
-    model: Any,
-    batch: list[tuple[FolderFile, torch.Tensor]],
-    fresh: _Fresh,
-    work: Path,
-    capacity: int,
-    device: torch.device,
-    precision: str,
-) -> None:
-    pixels = torch.stack([pixels for _, pixels in batch]).to(device)  # (B, 3, H, W)
-    with autocast(device, precision):
-        feats = model.head.compact_images(model.encode_images(pixels))
-    block = feats.local.float().cpu().numpy()  # (B, N, D)
-    if fresh.local is None:
-        shape = (capacity, *block.shape[1:])  # (files, N, D): at most every file is encoded
-        fresh.local = np.lib.format.open_memmap(work / "fresh_local.npy", "w+", np.float16, shape)
-    row = len(fresh.rows)
-    fresh.local[row : row + len(block)] = block
-    fresh.global_.append(feats.global_.float().cpu().numpy())
-    for offset, (record, _) in enumerate(batch):
-        fresh.rows[record.path] = row + offset
-
-
 def _assemble(kept: dict[FolderFile, str], previous: _Previous, fresh: _Fresh, work: Path) -> np.ndarray:
     """Gallery globals (G, D) in path order, and EMB/image_local.npy (G, N, D) written from the
     previous EMB's rows and the fresh ones."""
-    fresh_global = np.concatenate(fresh.global_) if fresh.global_ else None  # (F, D)
+    fresh_global = fresh.global_  # (F, D)
+    fresh_local = np.load(_Fresh.local_file(work), mmap_mode="r") if fresh.rows else None  # (F', N, D)
     sources: list[tuple[np.ndarray, np.ndarray, int]] = []  # (globals, locals, row) of each gallery row
     for record in sorted(kept):
         if kept[record] == "fresh":
-            assert fresh.local is not None and fresh_global is not None
-            sources.append((fresh_global, fresh.local, fresh.rows[record.path]))
+            assert fresh_local is not None and fresh_global is not None
+            sources.append((fresh_global, fresh_local, fresh.rows[record.path]))
         else:
             assert previous.local is not None and previous.global_ is not None
             sources.append((previous.global_, previous.local, previous.rows[record.path]))
@@ -331,9 +330,8 @@ def _assemble(kept: dict[FolderFile, str], previous: _Previous, fresh: _Fresh, w
         image_global[row] = globals_[source_row]
         local[row] = locals_[source_row]
     local.flush()
-    del local
-    fresh.local = None
-    (work / "fresh_local.npy").unlink(missing_ok=True)
+    del local, fresh_local, sources
+    _Fresh.local_file(work).unlink(missing_ok=True)
     return image_global
 
 
@@ -385,22 +383,16 @@ def _info(
     folder: Path,
     checkpoint: Path,
     model: Any,
-    device: torch.device,
     image_global: np.ndarray,
     work: Path,
     kinds: list[Any],
+    unit_local: bool,
     refs: tuple[str | None, str | None],
 ) -> layout.EmbedInfo:
     model_ref, train_run_id = refs
     local = np.load(work / layout.IMAGE_LOCAL, mmap_mode="r")
     regions = local.shape[1]
     del local
-    with torch.inference_mode():  # whether the head stores unit local tokens: a property of the head
-        probe = model.head.compact_images(
-            model.encode_images(
-                torch.zeros(1, 3, model.config.image.height, model.config.image.width, device=device)
-            )
-        )
     return layout.EmbedInfo(
         model_ref=model_ref or str(checkpoint),
         checkpoint=str(Path(checkpoint).resolve()),
@@ -414,7 +406,7 @@ def _info(
         num_regions=regions,
         max_length=1,
         indexes=tuple(kinds),
-        image_local_unit=bool(probe.unit_local),
+        image_local_unit=unit_local,
         text_local_unit=False,
         embed_id=uuid.uuid4().hex,
         train_run_id=train_run_id,
