@@ -161,7 +161,7 @@ def embed_split(
         info = layout.EmbedInfo(
             model_ref=model_ref or str(checkpoint),
             checkpoint=str(checkpoint.resolve()),
-            data=str(Path(data).resolve()),
+            data_dir=str(Path(data).resolve()),
             split=split,
             variant=str(config.variant.kind),
             pairwise=bool(model.pairwise),

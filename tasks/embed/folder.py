@@ -396,7 +396,7 @@ def _info(
     return layout.EmbedInfo(
         model_ref=model_ref or str(checkpoint),
         checkpoint=str(Path(checkpoint).resolve()),
-        data=str(folder.resolve()),
+        image_folder=str(folder.resolve()),
         split="",
         variant=str(model.config.variant.kind),
         pairwise=bool(model.pairwise),
