@@ -5,7 +5,8 @@ precision and the same device type encodes only the files added or changed since
 path and content hash), copies the others' features from the previous EMB, drops removed files and
 rebuilds the FAISS indexes over the result: the same rows and features as a fresh embed. Another
 model, precision (fp32 / bf16 features differ by ~1e-3) or device type re-embeds everything, and
-`FolderRecord.reembedded` says why. Layout: `tasks.embed.layout`.
+`FolderRecord.reembedded` says why (the decision: `tasks.embed.previous`). Each batch of new or
+changed files is encoded by `tasks.embed.images`, the loop every embed uses. Layout: `tasks.embed.layout`.
 Dimension letters: G gallery, N regions, D dim.
 """
 
@@ -24,7 +25,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from rich.progress import Progress, TaskID
 
@@ -43,93 +43,13 @@ from tasks.embed.encode import EmbedSummary, embedding_column
 from tasks.embed.files import MAX_PIXELS, FolderFile, open_image, read_file, scan_folder, unlisted_record
 from tasks.embed.images import Batch, encode_images
 from tasks.embed.index import build_index, check_index_kind, save_index
-from tasks.embed.store import read_embeddings
+from tasks.embed.previous import FolderRecord, Previous, previous_emb
 from tasks.tracking.models import open_checkpoint
 from tbpr_models import image_transform
 from tbpr_models.checkpoint import CONFIG_FILE, is_checkpoint, weights_digest
 
 log = logging.getLogger(__name__)
 COUNTS = ("added", "changed", "removed", "unchanged", "quarantined", "encoded")
-
-
-@dataclass(frozen=True)
-class FolderRecord:
-    """`folder.json`: what the last embed of the folder did. The model is the same when its weights
-    digest and its settings (embed.json's `config`, less the trainer's `extra`) are."""
-
-    folder: str
-    weights_digest: str
-    max_pixels: int
-    counts: dict[str, int]  # COUNTS: files added/changed/removed/unchanged since the previous EMB,
-    # quarantined now, and encoded by this embed
-    reused: bool  # features of unchanged files copied from the previous EMB (same model, precision, device)
-    precision: str = ""  # what the features were encoded in ("" in an older folder.json: never reused)
-    device: str = ""  # the device type that encoded them (cpu, cuda, mps)
-    reembedded: str = ""  # why the previous EMB's features were not reused, when there was one
-
-
-@dataclass
-class _Previous:
-    """The EMB being replaced: path -> sha256 of its embedded and quarantined files, and, when its
-    model is this one, the features of its embedded files to copy."""
-
-    hashes: dict[str, str] = field(default_factory=dict)
-    rows: dict[str, int] = field(default_factory=dict)  # embedded path -> its row, when reusable
-    global_: np.ndarray | None = None  # (G', D)
-    local: np.ndarray | None = None  # (G', N, D) float16, memory-mapped
-    unit_local: bool = False  # whether its locals are unit (embed.json's `image_local_unit`)
-    reembedded: str = ""  # why an image-folder EMB's features were not reused
-
-
-def _model_settings(config: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint's config.json without what its trainer added (`extra`: epoch, metrics)."""
-    from tbpr_models.checkpoint import EXTRA_KEY
-
-    return {key: value for key, value in config.items() if key != EXTRA_KEY}
-
-
-def _previous(
-    out: Path, digest: str, config: dict[str, Any], max_pixels: int, precision: str, device: str
-) -> _Previous:
-    try:
-        info = layout.EmbedInfo.read(out)
-        record = json.loads((out / layout.FOLDER_JSON).read_text())
-        files = pq.read_table(out / layout.FILES).to_pylist()
-        quarantined = pq.read_table(out / layout.FOLDER_QUARANTINE).to_pylist()
-    except (TbprError, OSError, ValueError, pa.ArrowException):
-        return _Previous()  # none, or not an image-folder EMB: everything is new
-    previous = _Previous(hashes={row["path"]: row["sha256"] for row in files + quarantined})
-    same_model = record.get("weights_digest") == digest and _model_settings(info.config) == _model_settings(
-        config
-    )
-    was = (record.get("precision") or "unknown", record.get("device") or "unknown")
-    differs = [
-        why
-        for why, differ in (
-            ("not an image-folder EMB", info.source != layout.SOURCE_FOLDER),
-            ("another model", not same_model),
-            (
-                f"max_pixels {record.get('max_pixels')} -> {max_pixels}",
-                record.get("max_pixels") != max_pixels,
-            ),
-            (f"precision {was[0]} -> {precision}", was[0] != precision),
-            (f"device {was[1]} -> {device}", was[1] != device),
-        )
-        if differ
-    ]
-    if differs:
-        previous.reembedded = "; ".join(differs)
-        log.warning(
-            "re-embedding every file of %s (%s): features are reused only when they match",
-            out,
-            previous.reembedded,
-        )
-    else:
-        previous.rows = {row["path"]: i for i, row in enumerate(files)}
-        previous.global_ = read_embeddings(out / layout.GALLERY)
-        previous.local = np.load(out / layout.IMAGE_LOCAL, mmap_mode="r")
-        previous.unit_local = info.image_local_unit
-    return previous
 
 
 def check_folder_out(folder: Path, out: Path, checkpoint: Path | None = None) -> None:
@@ -171,7 +91,7 @@ def embed_folder(
     digest = weights_digest(checkpoint)
     config = json.loads((Path(checkpoint) / CONFIG_FILE).read_text())
     torch_device = resolve_device(device)
-    previous = _previous(out, digest, config, max_pixels, precision, torch_device.type)
+    previous = previous_emb(out, digest, config, max_pixels, precision, torch_device.type)
     model = open_checkpoint(checkpoint, device=torch_device).eval()
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out)
@@ -244,7 +164,7 @@ class _Fresh:
 
 def _encode_changes(
     folder: Path,
-    previous: _Previous,
+    previous: Previous,
     model: Any,
     work: Path,
     batch_size: int,
@@ -296,7 +216,7 @@ def _encode_changes(
 
 
 def _images(
-    folder: Path, paths: list[Path], previous: _Previous, max_pixels: int
+    folder: Path, paths: list[Path], previous: Previous, max_pixels: int
 ) -> Iterator[tuple[FolderFile, Any]]:
     """(record, RGB image | None when the previous EMB holds its features | quarantine reason)."""
     for path in paths:
@@ -309,7 +229,7 @@ def _images(
             yield record, open_image(record.path, data, max_pixels)
 
 
-def _assemble(kept: dict[FolderFile, str], previous: _Previous, fresh: _Fresh, work: Path) -> np.ndarray:
+def _assemble(kept: dict[FolderFile, str], previous: Previous, fresh: _Fresh, work: Path) -> np.ndarray:
     """Gallery globals (G, D) in path order, and EMB/image_local.npy (G, N, D) written from the
     previous EMB's rows and the fresh ones."""
     fresh_global = fresh.global_  # (F, D)

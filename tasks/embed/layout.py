@@ -16,7 +16,7 @@ no queries (Q = 0), `file_path` the path relative to FOLDER, `person_id` -1, and
 ```
 EMB/files.parquet       path, sha256, size, mtime_ns: the embedded files, in gallery row order
 EMB/quarantine.parquet  path, sha256, size, mtime_ns, reason: files not embedded, and why
-EMB/folder.json         FolderRecord: the folder, the model's weights digest, the precision and device
+EMB/folder.json         FolderRecord (`tasks.embed.previous`): the folder, the model's weights digest, the precision and device
                         type of its features, what the last embed added, changed, removed, kept and
                         quarantined, and why it re-embedded everything when it did
 ```
