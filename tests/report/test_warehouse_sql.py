@@ -1,4 +1,7 @@
-"""The warehouse is built from a real MLflow SQLite store; every sql/ file is checked against MLflow."""
+"""The warehouse is built from a real MLflow SQLite store; every sql/ file is checked against MLflow.
+
+Why this file is over ~400 lines: every test reads the one store built by the `store` fixture (a
+pipeline run of three variants, two jobs each), which takes most of the file's time to build."""
 
 from __future__ import annotations
 
