@@ -78,9 +78,8 @@ class GeneralizedPooling(nn.Module):
     def _weights(self, lengths: Tensor, positions: int) -> Tensor:
         distinct, inverse = torch.unique(lengths.clamp(min=1), return_inverse=True)  # (U,), (B,)
         valid = torch.arange(positions, device=lengths.device) < distinct.unsqueeze(1)  # (U, M)
-        encoding = positional_encoding(positions, self.positional_dim, lengths.device).to(
-            self.gru.weight_ih_l0.dtype
-        )  # (M, P)
+        dtype = self.score.weight.dtype  # the GRU's (float64 in tests)
+        encoding = positional_encoding(positions, self.positional_dim, lengths.device).to(dtype)  # (M, P)
         encoding = encoding.unsqueeze(0) * valid.unsqueeze(-1)  # (U, M, P), zero past each length
         packed = pack_padded_sequence(encoding, distinct.cpu(), batch_first=True, enforce_sorted=False)
         out, _ = pad_packed_sequence(self.gru(packed)[0], batch_first=True, total_length=positions)

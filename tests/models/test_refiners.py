@@ -154,7 +154,7 @@ def test_text_tokens_skip_trailing_padding_without_changing_real_tokens() -> Non
     assert tokens[:, 9:].eq(0).all()
 
 
-@pytest.mark.parametrize("variant", REFINERS + ["control_aa", "control_top_half"])
+@pytest.mark.parametrize("variant", [*REFINERS, "control_aa", "control_top_half"])
 def test_training_losses_equal_those_of_every_projected_token(variant: str) -> None:
     """Heads that only mean-pool project the mean token in training (`VariantHead.mean_pooled`): their
     losses and gradients equal those computed from every projected token (float64)."""
