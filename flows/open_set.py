@@ -2,12 +2,14 @@
 cache), places its "no confident match" threshold there at the configured false-alarm rate and is
 measured on test with each query's person removed from the gallery and present (`tasks.report.open_set`):
 one row per model in RUN_DIR/open_set/<model>.parquet (the warehouse's `open_set` table) and the
-trade-off curve per variant in RUN_DIR/plots/open_set.png.
+trade-off curve per variant in RUN_DIR/plots/open_set.png. Each val EMB is scratch, removed once
+its model is measured.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -59,6 +61,8 @@ def measure_open_set(
         except TbprError as exc:
             log.warning("no open-set figures for %s: %s", name, exc)
             continue
+        finally:
+            shutil.rmtree(val_emb)  # scratch: the threshold and its figures are in the open_set table
         labels = {"model": name, "variant": result.variant, "seed": seeds.get(name)}
         labels |= {"train_run_id": result.run_id, "parent_run_id": parent_run_id, "dataset": dataset}
         written.append(write_measure(measured, run_dir / OPEN_SET_DIR / f"{name}.parquet", **labels))

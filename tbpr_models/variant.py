@@ -12,6 +12,7 @@ Dimension letters: B batch, Q queries, G gallery, N image regions, L words, D em
 from __future__ import annotations
 
 import abc
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -133,14 +134,25 @@ class VariantHead(nn.Module):
         this process's share."""
         return {}
 
+    @property
+    def scores_globals(self) -> bool:
+        """True when `similarity` is the base cosine of the globals: scoring reads no local feature."""
+        return type(self).similarity is VariantHead.similarity
+
     def compact_images(self, images: ImageFeatures) -> ImageFeatures:
         """The image features as scoring needs them (what EMB stores): a head whose pair score reads only
         some of the regions returns just those; `similarity` on compacted features must equal
-        `similarity` on the full ones. The base keeps every region."""
+        `similarity` on the full ones. The base keeps every region when `similarity` reads them, none
+        (N = 0) when it scores the globals (heat maps re-encode the image through the model)."""
+        if self.scores_globals:
+            return dataclasses.replace(images, local=images.local[:, :0])
         return images
 
     def compact_texts(self, texts: TextFeatures) -> TextFeatures:
-        """The caption features as scoring needs them (see `compact_images`); the base keeps every word."""
+        """The caption features as scoring needs them (see `compact_images`): every word, or none (L = 0)
+        when `similarity` scores the globals."""
+        if self.scores_globals:
+            return dataclasses.replace(texts, local=texts.local[:, :0], mask=texts.mask[:, :0])
         return texts
 
     def word_region_attention(self, texts: TextFeatures, images: ImageFeatures) -> Tensor | None:

@@ -39,7 +39,7 @@ def read_tiny(model: RetrievalModel, data: Path) -> tuple[pa.Table, pa.Table, to
 
 
 def test_embed_writes_what_the_model_computes(tiny_emb: Callable[[str], Path], tiny_data: Path) -> None:
-    emb = tiny_emb("spatial")
+    emb = tiny_emb("cross_scan")
     info = EmbedInfo.read(emb)
     model = load_checkpoint(Path(info.checkpoint))
     images, captions, pixels = read_tiny(model, tiny_data)
@@ -65,12 +65,35 @@ def test_embed_writes_what_the_model_computes(tiny_emb: Callable[[str], Path], t
     )
     assert store.image_local.dtype == np.float16 and isinstance(store.image_local, np.memmap)
     assert sorted(info.indexes) == ["flat", "hnsw", "ivf"] and (emb / "index_ivf.faiss").is_file()
-    # spatial stores its raw tokens: not unit, so a pair scorer reading them would normalise them
+    # cross_scan stores the raw tokens: not unit, so its pair scorer normalises them
     assert not (info.image_local_unit or info.text_local_unit)
     assert not (
         store.images(slice(None), CPU, torch.float32).unit_local
         or store.texts([0], CPU, torch.float32).unit_local
     )
+
+
+def test_a_head_scoring_globals_stores_no_local_features(
+    tiny_emb: Callable[[str], Path], tiny_data: Path
+) -> None:
+    """`spatial` scores the cosine of its globals: its EMB holds the globals, and zero regions and words."""
+    emb = tiny_emb("spatial")
+    info = EmbedInfo.read(emb)
+    model = load_checkpoint(Path(info.checkpoint))
+    _, captions, pixels = read_tiny(model, tiny_data)
+    ids, mask = build_tokenizer(model.config.text)(captions["text"].to_pylist())
+    with torch.inference_mode():
+        image_feats, text_feats = model.encode_images(pixels), model.encode_texts(ids, mask)
+    store = EmbeddingStore(emb)
+    assert (info.num_regions, info.max_length) == (0, 0)
+    assert store.image_local.shape == (16, 0, 16) and store.text_local.shape == (32, 0, 16)
+    np.testing.assert_allclose(store.image_globals(), image_feats.global_.numpy(), atol=1e-5)
+    np.testing.assert_allclose(store.text_globals(), text_feats.global_.numpy(), atol=1e-5)
+    scores = model.similarity(
+        store.texts(slice(None), CPU, torch.float32), store.images(slice(None), CPU, torch.float32)
+    )
+    expected = text_feats.global_ @ image_feats.global_.t()  # (Q, G) from the full features
+    torch.testing.assert_close(scores, expected, atol=1e-4, rtol=1e-4)
 
 
 def test_embed_reports_the_seconds_of_its_stages(
