@@ -68,7 +68,7 @@ def main_data(root: Path) -> Path:
     """The main job's synthetic DATA, built under `root`."""
     synth = load_config(PipelineConfig, profile_path("main")).data.synth
     source = root / "source"
-    generate(source, identities=synth.identities, seed=synth.seed, held_out=synth.held_out)
+    generate(source, identities=synth.identities, seed=synth.seed, held_out=synth.held_out, test=synth.test)
     prepare_dataset(source, "cuhk-pedes", root / "data")
     return root / "data"
 

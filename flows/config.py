@@ -58,11 +58,13 @@ class SynthSettings(StrictModel):
     identities: int = Field(default=1000, ge=2)
     seed: int = 0
     held_out: int | None = Field(default=None, ge=2)  # identities in each of val and test (default ~10%)
+    test: int | None = Field(default=None, ge=2)  # identities in test instead (default: held_out)
 
     @property
     def tag(self) -> str:
-        """Names its folders: `<identities>-<seed>`, plus `-h<held_out>` when set."""
-        return f"{self.identities}-{self.seed}" + (f"-h{self.held_out}" if self.held_out else "")
+        """Names its folders: `<identities>-<seed>`, plus `-h<held_out>` and `-t<test>` when set."""
+        tag = f"{self.identities}-{self.seed}" + (f"-h{self.held_out}" if self.held_out else "")
+        return tag + (f"-t{self.test}" if self.test else "")
 
 
 class SourceSettings(StrictModel):

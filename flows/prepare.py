@@ -26,6 +26,7 @@ def prepare_dataset_flow(config: PrepareRunConfig) -> PrepareSummary:
             identities=config.data.synth.identities,
             seed=config.data.synth.seed,
             held_out=config.data.synth.held_out,
+            test=config.data.synth.test,
         )
         fmt = "cuhk-pedes"
     summary = prepare_task(source, fmt, config.out)

@@ -192,10 +192,21 @@ class Tracker:
         self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
 
     def log_artifacts(self, run_id: str, local: Path, artifact_path: str | None = None) -> None:
+        """Log a file or folder as artifacts of `run_id`. With a local artifact store, each logged file
+        becomes a hard link to its source: the same bytes once on disk, not twice (checkpoints are
+        written to new files, never in place, so the link keeps what was logged)."""
         if local.is_dir():
             self.client.log_artifacts(run_id, str(local), artifact_path)
         else:
             self.client.log_artifact(run_id, str(local), artifact_path)
+        root = _local_path(self.client.get_run(run_id).info.artifact_uri)
+        if root is None:
+            return
+        logged = root / artifact_path if artifact_path else root
+        sources = [local] if local.is_file() else [p for p in local.rglob("*") if p.is_file()]
+        for source in sources:
+            relative = source.name if source == local else source.relative_to(local)
+            _link_copy(source, logged / relative if local.is_dir() else logged / source.name)
 
     def register_model(self, name: str, run_id: str, tags: Mapping[str, str]) -> str:
         """A new version of registered model `name` whose source is the run's checkpoint artifact."""
@@ -333,3 +344,23 @@ def require_run(tracking: TrackingConfig | None, run_id: str, option: str) -> No
 def promote_if_better(tracking: TrackingConfig | None, name: str, version: str) -> bool:
     """Move alias `champion` of model `name` to `version` when its val R1 beats the champion's."""
     return Tracker(tracking).promote_if_better(name, version)
+
+
+def _local_path(uri: str) -> Path | None:
+    """The folder of a `file:` (or plain path) artifact URI; None for a remote store."""
+    parsed = urlparse(uri)
+    return Path(unquote(parsed.path)) if parsed.scheme in ("", "file") else None
+
+
+def _link_copy(source: Path, copy: Path) -> None:
+    """Replace `copy` (a byte-equal copy of `source`) by a hard link to `source`; leave it where a link
+    cannot be made (another file system, no permission)."""
+    if not copy.is_file() or copy.stat().st_size != source.stat().st_size:
+        return
+    temporary = copy.with_name(f".{copy.name}.link")
+    try:
+        temporary.unlink(missing_ok=True)
+        temporary.hardlink_to(source)
+        temporary.replace(copy)
+    except OSError:
+        temporary.unlink(missing_ok=True)

@@ -18,6 +18,9 @@ def synth(
     held_out: int | None = typer.Option(
         None, "--held-out", help="Identities in each of val and test (default: about 10% each)."
     ),
+    test: int | None = typer.Option(
+        None, "--test", help="Identities in test instead (default: --held-out's count)."
+    ),
     preview: Path | None = typer.Option(
         None, "--preview", help="Also write a contact sheet PNG of 12 samples."
     ),
@@ -33,7 +36,7 @@ def synth(
 
     check_outside_home(out, option="OUT")
     summary = generate(
-        out, identities=identities, seed=seed, preview=preview, held_out=held_out, workers=workers
+        out, identities=identities, seed=seed, preview=preview, held_out=held_out, test=test, workers=workers
     )
     table = Table(title=f"tbpr synth -> {out} (seed {seed}, {summary.seconds:.1f} s)")
     for column in ("split", "identities", "images", "captions"):

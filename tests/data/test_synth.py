@@ -182,7 +182,11 @@ def test_preview_is_a_contact_sheet(dataset: Path) -> None:
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(["--identities", "2"], "at least"), (["--identities", "12"], "holds no synth.json")],
+    [
+        (["--identities", "2"], "at least"),
+        (["--identities", "12"], "holds no synth.json"),
+        (["--identities", "20", "--held-out", "4", "--test", "15"], "--test must be between 2 and 14"),
+    ],
 )
 def test_cli_exits_2_on_bad_input(tmp_path: Path, args: list[str], message: str) -> None:
     out = tmp_path / "out"
@@ -198,3 +202,13 @@ def test_cli_exits_2_on_bad_input(tmp_path: Path, args: list[str], message: str)
     assert result.returncode == 2, result.stderr
     stderr = " ".join(result.stderr.split())  # rich wraps long lines
     assert message in stderr and "Traceback" not in stderr
+
+
+@pytest.mark.parametrize(("identities", "held_out", "test"), [(40, 4, None), (40, 4, 20), (700, 100, 300)])
+def test_test_count_is_its_own(identities: int, held_out: int, test: int | None) -> None:
+    """`test` identities go to test, `held_out` to val, the rest to train; val and test alike by default."""
+    from tasks.data.synth.layout import split_of_identities
+
+    counts = Counter(split_of_identities(identities, 0, held_out, test))
+    expected_test = held_out if test is None else test
+    assert counts == {"test": expected_test, "val": held_out, "train": identities - held_out - expected_test}

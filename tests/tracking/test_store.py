@@ -186,3 +186,23 @@ def test_a_quick_profile_model_never_becomes_the_main_jobs_champion(tmp_path: Pa
     assert reason.startswith(f"tbpr-global v{better} (val R1 41.00 on synth sha256:main, 624 val queries)")
     assert "the best of 2 champion(s) validated on that data (others: tbpr-spatial v2 20.00)" in reason
     assert "not compared" in reason and "tbpr-cross_scan v1 (val R1 97.00 on synth sha256:quick" in reason
+
+
+def test_a_logged_file_is_one_copy_on_disk_linked_to_its_source(tracker: Tracker, tmp_path: Path) -> None:
+    """A local artifact store holds a hard link to each logged file: the same bytes, stored once."""
+    run_id = tracker.start_run(tracker.experiment_id("unused"), "train-link", {"stage": "train"})
+    source = tmp_path / "model.safetensors"
+    source.write_bytes(b"weights" * 1000)
+    folder = tmp_path / "encoders"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "a.bin").write_bytes(b"a" * 100)
+    tracker.log_artifacts(run_id, source, CHECKPOINT_ARTIFACT)
+    tracker.log_artifacts(run_id, folder, f"{CHECKPOINT_ARTIFACT}/encoders")
+    tracker.end_run(run_id)
+    root = Path(tracker.client.get_run(run_id).info.artifact_uri.removeprefix("file://"))
+    logged = root / CHECKPOINT_ARTIFACT / "model.safetensors"
+    assert logged.read_bytes() == source.read_bytes() and logged.samefile(source)
+    nested = root / CHECKPOINT_ARTIFACT / "encoders" / "sub" / "a.bin"
+    assert nested.read_bytes() == b"a" * 100 and nested.samefile(folder / "sub" / "a.bin")
+    source.unlink()  # the run folder's copy removed: the logged artifact stays
+    assert logged.read_bytes() == b"weights" * 1000

@@ -142,6 +142,7 @@ def generate(
     preview: Path | None = None,
     *,
     held_out: int | None = None,
+    test: int | None = None,
     workers: int | None = None,
     show_progress: bool = True,
 ) -> SynthSummary:
@@ -149,13 +150,14 @@ def generate(
 
     `workers`: rendering processes (default: 2 when there is enough work, at most the CPU count).
     `preview`: also write a contact sheet of 12 samples with their captions to this PNG.
-    `held_out`: identities in each of val and test (default about 10% each).
+    `held_out`: identities in each of val and test (default about 10% each); `test`: identities in
+    test instead (default `held_out`).
     """
     began = time.perf_counter()
     out = Path(out)
     if workers is not None and workers < 1:
         raise TbprError(f"workers must be at least 1 (got {workers}); omit it for the default")
-    splits = split_of_identities(identities, seed, held_out)
+    splits = split_of_identities(identities, seed, held_out, test)
     prepare_output(out)
     write_synth_json(
         out / MARKER,
@@ -163,6 +165,7 @@ def generate(
             "generator": "tbpr synth",
             "identities": identities,
             "held_out": held_out,
+            "test": test,
             "seed": seed,
             "version": __version__,
         },

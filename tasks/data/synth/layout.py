@@ -39,9 +39,12 @@ class ImageRecord:
         }
 
 
-def split_of_identities(identities: int, seed: int, held_out: int | None = None) -> list[str]:
+def split_of_identities(
+    identities: int, seed: int, held_out: int | None = None, test: int | None = None
+) -> list[str]:
     """Split name per identity index: `held_out` identities each for val and test (default about 10%,
-    at least 2), the rest train."""
+    at least 2), or `test` for test when given (a larger test set: more persons, tighter intervals),
+    the rest train."""
     if identities < MIN_IDENTITIES:
         raise TbprError(
             f"--identities must be at least {MIN_IDENTITIES} (got {identities}); train, val and test each need identities"
@@ -52,12 +55,18 @@ def split_of_identities(identities: int, seed: int, held_out: int | None = None)
             f"{held_out}): val and test take that many each and train needs at least 2"
         )
     held_out = held_out if held_out is not None else max(2, round(0.1 * identities))
+    test = held_out if test is None else test
+    if not 2 <= test <= identities - held_out - 2:
+        raise TbprError(
+            f"--test must be between 2 and {identities - held_out - 2} for {identities} identities with "
+            f"{held_out} for val (got {test}): train needs at least 2"
+        )
     pairs = [list(range(i, min(i + 2, identities))) for i in range(0, identities, 2)]
     random.Random(f"tbpr-synth:{seed}:splits").shuffle(pairs)
     order = [i for pair in pairs for i in pair]
     splits = [""] * identities
     for position, index in enumerate(order):
-        splits[index] = "test" if position < held_out else "val" if position < 2 * held_out else "train"
+        splits[index] = "test" if position < test else "val" if position < test + held_out else "train"
     return splits
 
 
