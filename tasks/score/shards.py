@@ -47,7 +47,7 @@ from tasks.score.layout import RANKINGS_TOP
 from tasks.score.pruned import Candidates, batched_chunk_size, first_stage, rerank
 from tasks.score.ranking import Ranking, global_similarity
 from tbpr_models import RetrievalModel
-from tbpr_models.metrics import PerQuery, per_query_from_ranks
+from tbpr_models.metrics import PerQuery, best_by_score, count_above, per_query_from_ranks, rank_order
 from tbpr_models.scoring import plan_blocks
 
 log = logging.getLogger(__name__)
@@ -147,7 +147,7 @@ def merge_candidates(lists: Sequence[Candidates], k: int) -> Candidates:
     ids = np.concatenate([c.ids for c in lists], axis=1)  # (Q, sum k)
     scores = np.concatenate([c.scores for c in lists], axis=1).astype(np.float32)
     scores = np.where(ids >= 0, scores, -np.inf)
-    order = np.lexsort((np.where(ids >= 0, ids, np.iinfo(np.int64).max), -scores), axis=1)[:, :k]
+    order = best_by_score(ids, scores, k)  # (Q, k)
     return Candidates(ids=np.take_along_axis(ids, order, 1), scores=np.take_along_axis(scores, order, 1))
 
 
@@ -203,7 +203,7 @@ def summarize(state: ShardState, query_pids: np.ndarray, top: int) -> ShardSumma
     its positives with their scores (ties: the earlier row first)."""
     scores = state.scores if state.candidate is None else np.where(state.candidate, -np.inf, state.scores)
     take = min(top, scores.shape[1])
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :take]  # (Q, T')
+    order = rank_order(scores)[0][:, :take]  # (Q, T')
     top_scores = np.take_along_axis(scores, order, 1).astype(np.float32)
     query, column = np.nonzero(query_pids.reshape(-1, 1) == state.gallery_pids.reshape(1, -1))
     positive = state.scores[query, column].astype(np.float32)
@@ -224,14 +224,10 @@ def count_round(state: ShardState, query: np.ndarray, row: np.ndarray, score: np
     """Round 3 on a worker: for each (query, row, score) threshold, the shard's images ranked above it:
     a higher score, or the same score at an earlier gallery row (pruned: candidates excluded)."""
     counts = np.zeros(len(query), dtype=np.int64)
-    rows = np.arange(state.shard.start, state.shard.stop)  # (S,)
     for begin in range(0, len(query), 2048):
         q, r, s = query[begin : begin + 2048], row[begin : begin + 2048], score[begin : begin + 2048]
-        block = state.scores[q]  # (p, S)
-        above = (block > s[:, None]) | ((block == s[:, None]) & (rows[None, :] < r[:, None]))
-        if state.candidate is not None:
-            above &= ~state.candidate[q]
-        counts[begin : begin + 2048] = above.sum(axis=1)
+        exclude = None if state.candidate is None else state.candidate[q]  # (p, S)
+        counts[begin : begin + 2048] = count_above(state.scores[q], s, r, state.shard.start, exclude).numpy()
     return counts
 
 
@@ -266,9 +262,16 @@ class InProcess:
 @dataclass(frozen=True)
 class ShardedResult:
     ranking: Ranking  # (Q, T) global rows and scores, best first
-    per_query: PerQuery
+    positives: tuple[np.ndarray, np.ndarray]  # (P,) query and (P,) 1-based rank of every positive
+    num_images: int
     pairs_scored: int
+    seconds_stage1: float | None  # pruned: the merged first stage
     details: dict[str, Any]
+
+    @property
+    def per_query(self) -> PerQuery:
+        query, ranks = self.positives
+        return per_query_from_ranks(query, ranks, len(self.ranking.order), self.num_images)
 
 
 def score_sharded(
@@ -313,25 +316,23 @@ def score_sharded(
             ]
         )
         ranks[threshold] += np.sum(counted, axis=0)
-    per_query = per_query_from_ranks(query, ranks, num_queries, num_images)
     details: dict[str, Any] = {
         "shards": len(shards),
         "shard_seconds": [round(s.seconds, 3) for s in summaries],
     }
-    if candidates is not None:  # the details one process records (`tasks.score.run`)
-        details |= {
-            "seconds_stage1": stage1_seconds,
-            "seconds_rerank": time.perf_counter() - start - stage1_seconds,
-            "candidates_found": pairs,
-            "pairs_stage1": num_queries * num_images if settings.index == "flat" else None,
-            "pairs_rerank": pairs,
-        }
-    return ShardedResult(Ranking(order=order, scores=ordered), per_query, pairs, details)
+    return ShardedResult(
+        Ranking(order=order, scores=ordered),
+        (query, ranks),
+        num_images,
+        pairs,
+        stage1_seconds if candidates is not None else None,
+        details,
+    )
 
 
 def _merge_top(rows: np.ndarray, scores: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
     """Each query's best `top` of the shards' lists: by score, ties by gallery row."""
-    order = np.lexsort((rows, -scores.astype(np.float64)), axis=1)[:, :top]
+    order = best_by_score(rows, scores, top)
     return np.take_along_axis(rows, order, 1), np.take_along_axis(scores, order, 1)
 
 
@@ -343,10 +344,7 @@ def _candidate_ranks(
     the candidates in rank order with their pair scores."""
     ids = candidates.ids
     valid = ids >= 0
-    big = np.iinfo(np.int64).max
-    order = np.lexsort(
-        (np.where(valid, ids, big), -np.where(valid, pair, -np.inf).astype(np.float64)), axis=1
-    )
+    order = best_by_score(ids, pair)  # (Q, k)
     cand_rows = np.take_along_axis(ids, order, 1)  # (Q, k), invalid last
     cand_scores = np.take_along_axis(np.where(valid, pair, -np.inf), order, 1).astype(np.float32)
     found = valid.sum(axis=1)  # (Q,)
