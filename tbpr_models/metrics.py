@@ -118,13 +118,15 @@ def positive_pairs(query_pids: ArrayLike, gallery_pids: ArrayLike) -> tuple[Tens
     return query_index, gallery_index
 
 
-def positive_ranks(order: np.ndarray, query_pids: ArrayLike, gallery_pids: ArrayLike) -> tuple[Tensor, Tensor]:
+def positive_ranks(
+    order: np.ndarray, query_pids: ArrayLike, gallery_pids: ArrayLike
+) -> tuple[np.ndarray, np.ndarray]:
     """(P,) query index and (P,) 1-based rank of every (query, positive) pair in a full ranking
     (`order` (Q, G) gallery rows best first, as `rank_order` gives)."""
-    query_index, gallery_index = positive_pairs(query_pids, gallery_pids)
+    query_index, gallery_index = (t.numpy() for t in positive_pairs(query_pids, gallery_pids))
     rank_of = np.empty_like(order)  # (Q, G) the position of each gallery row
     np.put_along_axis(rank_of, order, np.broadcast_to(np.arange(order.shape[1]), order.shape), axis=1)
-    return query_index, torch.from_numpy(rank_of[query_index.numpy(), gallery_index.numpy()] + 1)
+    return query_index, rank_of[query_index, gallery_index] + 1
 
 
 def _ranked(similarity: ArrayLike, query_pids: ArrayLike, gallery_pids: ArrayLike) -> _Ranked:

@@ -27,7 +27,7 @@ from tasks.score.plan import ScorePlan
 from tasks.score.ranking import rankings_table
 from tasks.score.record import ScoreResult, log_scoring_run, metrics_document, model_details, per_query_table
 from tasks.score.shards import ids_of
-from tasks.score.strategy import SCORE_MODES, LocalJob, ScoreMode, Scored
+from tasks.score.strategy import SCORE_MODES, LocalJob, Scored, ScoreMode
 from tasks.tracking import names
 from tasks.tracking.config import TrackingConfig
 from tbpr_models.metrics import PerQuery, per_query_from_ranks, positive_ranks
@@ -113,7 +113,8 @@ def score_plan(
         },
     )
     out.mkdir(parents=True, exist_ok=True)
-    (out / METRICS).unlink(missing_ok=True)  # written last: marks a complete OUT (an interrupted one has none)
+    # written last: marks a complete OUT (an interrupted one has none)
+    (out / METRICS).unlink(missing_ok=True)
     write_parquet_atomic(rankings_table(scored.ranking, query_ids, image_ids), out / RANKINGS)
     write_parquet_atomic(per_query_table(per_query, query_ids), out / PER_QUERY)
     write_json_atomic(out / METRICS, metrics_document(result), indent=2, sort_keys=True)

@@ -67,13 +67,19 @@ class Exhaustive(Strategy):
     shardable = True
 
     def check(self, plan: ScorePlan) -> None:
-        for option, rule in ((plan.adaptive, ADAPTIVE), (plan.candidates_from, CASCADE), (plan.reranker, EXTERNAL)):
+        for option, rule in (
+            (plan.adaptive, ADAPTIVE),
+            (plan.candidates_from, CASCADE),
+            (plan.reranker, EXTERNAL),
+        ):
             if option:
                 raise plan.error(rule)
 
     def score(self, job: LocalJob) -> Scored:
         model, store, shapes = job.model, job.store, job.store.shapes()
-        blocks = plan_blocks(shapes, job.plan.memory_budget_mb, model.head.pair_floats(shapes.words, shapes.regions))
+        blocks = plan_blocks(
+            shapes, job.plan.memory_budget_mb, model.head.pair_floats(shapes.words, shapes.regions)
+        )
         start = time.perf_counter()
         similarity = exhaustive_similarity(
             model.similarity, store, blocks, device=job.device, dtype=job.dtype, show_progress=True
@@ -121,7 +127,9 @@ class Pruned(Strategy):
         plan, model, store = job.plan, job.model, job.store
         shapes = store.shapes()
         image_floats = model.head.candidate_image_floats(shapes.regions, shapes.dim)
-        chunk = batched_chunk_size(plan.top_k, shapes, plan.memory_budget_mb, image_floats, job.dtype.itemsize)
+        chunk = batched_chunk_size(
+            plan.top_k, shapes, plan.memory_budget_mb, image_floats, job.dtype.itemsize
+        )
         index = self.first_index(job)  # loaded before the span
         start = time.perf_counter()
         with IndexProbes() as probes:
@@ -180,7 +188,9 @@ class Cascade(Pruned):
         if plan.reranker is not None:
             raise plan.error(EXTERNAL)
         if plan.candidates_from is None:
-            raise plan.error("cascade scoring needs {candidates}: the EMB folder that proposes the candidates")
+            raise plan.error(
+                "cascade scoring needs {candidates}: the EMB folder that proposes the candidates"
+            )
         if plan.adaptive or plan.shards > 1:
             raise plan.error(CASCADE)
 
@@ -232,7 +242,9 @@ class External(Strategy):
         seconds_stage1 = time.perf_counter() - start
         reranked = rerank_external(scorer, texts, images, candidates, show_progress=True)
         seconds = time.perf_counter() - start
-        ranking = rank_pruned(candidates, reranked, global_similarity(store.text_globals(), store.image_globals()))
+        ranking = rank_pruned(
+            candidates, reranked, global_similarity(store.text_globals(), store.image_globals())
+        )
         # the re-ranker is the scored model, EMB's model the candidates one
         extra = {"reranker": scorer.kind, "rerank_calls": reranked.calls, "model_ref": str(plan.reranker.resolve()),
                  "train_run_id": None, "variant": scorer.kind} | candidates_details(store)  # fmt: skip
