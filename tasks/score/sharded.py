@@ -55,17 +55,13 @@ def score_in_shards(
     )
     parts = gallery_shards(info.num_images, plan.shards)
     person_ids = ids_of(emb, QUERIES, "person_id")
-    cluster_start = time.perf_counter()
     if executor is None:
+        cluster_start = time.perf_counter()
         with dask_client(len(parts), plan.scheduler) as client:
             cluster_seconds = time.perf_counter() - cluster_start
-            start = time.perf_counter()  # the span one process times
             result = score_sharded(settings, parts, person_ids, client)
-            seconds = time.perf_counter() - start
     else:
-        cluster_seconds, start = 0.0, time.perf_counter()
-        result = score_sharded(settings, parts, person_ids, executor)
-        seconds = time.perf_counter() - start
+        cluster_seconds, result = 0.0, score_sharded(settings, parts, person_ids, executor)
     shapes, words = emb_shapes(emb, info)
     pruned = plan.mode == "pruned"
     # each shard's hnsw/ivf probes are not gathered from the workers: costed as flat (an upper bound)
@@ -80,7 +76,7 @@ def score_in_shards(
     num_queries = len(person_ids)
     return Scored(
         result.ranking,
-        seconds,
+        result.seconds,
         result.pairs_scored,
         seconds_stage1=result.seconds_stage1,
         pairs_stage1=num_queries * info.num_images if pruned and plan.index == "flat" else None,

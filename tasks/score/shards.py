@@ -265,6 +265,7 @@ class ShardedResult:
     positives: tuple[np.ndarray, np.ndarray]  # (P,) query and (P,) 1-based rank of every positive
     num_images: int
     pairs_scored: int
+    seconds: float  # first stage and pair scoring (not the summaries and the rank counting)
     seconds_stage1: float | None  # pruned: the merged first stage
     details: dict[str, Any]
 
@@ -287,6 +288,8 @@ def score_sharded(
         candidates = merge_candidates(lists, min(settings.top_k, num_images))
     stage1_seconds = time.perf_counter() - start
     states = [executor.submit(score_round, settings, s, candidates, pure=False) for s in shards]
+    executor.gather([executor.submit(_seconds, state, pure=False) for state in states])  # scored
+    seconds = time.perf_counter() - start  # the span one process times: first stage and pair scoring
     summaries: list[ShardSummary] = executor.gather(
         [executor.submit(summarize, state, query_pids, settings.top, pure=False) for state in states]
     )
@@ -325,9 +328,15 @@ def score_sharded(
         (query, ranks),
         num_images,
         pairs,
+        seconds,
         stage1_seconds if candidates is not None else None,
         details,
     )
+
+
+def _seconds(state: ShardState) -> float:
+    """A shard's scoring seconds: a small answer that says round 1 is done."""
+    return state.seconds
 
 
 def _merge_top(rows: np.ndarray, scores: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
