@@ -186,6 +186,9 @@ class ScoreJob(Settings):
     # pruned, a cascade: the same seed's model of this variant (e.g. "global") proposes the top_k
     # candidates from its FAISS index, each model's pair scorer re-ranks them (`score --candidates-from`)
     candidates: str | None = None
+    # pruned, an external re-ranker: a local cross-encoder folder (BLIP ITM) re-ranks the top_k of each
+    # model's own index from the captions and DATA's images (`score --reranker`)
+    reranker: Path | None = None
     # in a pipeline, only the models of these variants run this job (default: every model)
     variants: list[str] | None = None
 
@@ -214,7 +217,7 @@ class ScoreJob(Settings):
     def plan_options(self) -> dict[str, Any]:
         """The plan's options this job sets besides its mode and candidates (`tasks.score.run.score`)."""
         return {"top_k": self.top_k, "index": self.index, "adaptive": self.adaptive, "shards": self.shards,
-                "scheduler": self.scheduler}  # fmt: skip
+                "scheduler": self.scheduler, "reranker": self.reranker}  # fmt: skip
 
     @property
     def name(self) -> str:
@@ -222,6 +225,7 @@ class ScoreJob(Settings):
         name = self.mode if self.mode == "exhaustive" else f"pruned-k{self.top_k}-{self.index}"
         name += "-adaptive" if self.adaptive else ""
         name += f"-from-{self.candidates}" if self.candidates else ""
+        name += f"-reranked-{self.reranker.name}" if self.reranker else ""
         return name if self.shards == 1 else f"{name}-shards{self.shards}"
 
 

@@ -106,3 +106,16 @@ def test_every_strategy_records_the_common_keys(
     if staged:
         assert 0 <= document["seconds_stage1"] <= document["seconds"]
         assert document["flops_per_query"] > 0
+
+
+def test_a_pipeline_job_builds_the_plan_the_command_line_builds() -> None:
+    from flows.config import ScoreJob
+
+    job = ScoreJob(mode="pruned", top_k=5, index="hnsw", reranker=Path("/models/blip"))
+    cli = ScorePlan.from_options("pruned", top_k=5, index="hnsw", reranker=Path("/models/blip"))
+    assert job.plan() == cli and cli.strategy == "external" and cli.mode == "pruned"
+    assert job.name == "pruned-k5-hnsw-reranked-blip"
+    with pytest.raises(ValueError, match=r"reranker re-ranks .*\(not with exhaustive, shards, adaptive"):
+        ScoreJob(mode="exhaustive", reranker=Path("/models/blip"))  # the plan's rule, in TOML's names
+    with pytest.raises(TbprError, match=r"--reranker re-ranks .*\(not with exhaustive, --shards, --adaptive"):
+        ScorePlan.from_options("exhaustive", reranker=Path("/models/blip"))
