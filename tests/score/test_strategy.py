@@ -119,3 +119,17 @@ def test_a_pipeline_job_builds_the_plan_the_command_line_builds() -> None:
         ScoreJob(mode="exhaustive", reranker=Path("/models/blip"))  # the plan's rule, in TOML's names
     with pytest.raises(TbprError, match=r"--reranker re-ranks .*\(not with exhaustive, --shards, --adaptive"):
         ScorePlan.from_options("exhaustive", reranker=Path("/models/blip"))
+
+
+def test_the_sharded_driver_reads_the_shapes_without_opening_the_gallery(
+    tiny_emb: Callable[[str], Path],
+) -> None:
+    from tasks.embed.layout import EmbedInfo
+    from tasks.score import sharded
+    from tasks.score.cost import mean_words
+
+    emb = tiny_emb("cross_scan")
+    shapes, words = sharded.emb_shapes(emb, EmbedInfo.read(emb))
+    store = EmbeddingStore(emb)
+    assert shapes == store.shapes() and words == mean_words(np.asarray(store.text_mask))
+    assert not hasattr(sharded, "EmbeddingStore")  # the driver holds no gallery globals
