@@ -72,7 +72,7 @@ class ScorePlan:
         if self.shards < 1:
             raise PlanError(f"{self.names['shards']} must be at least 1 (got {self.shards})")
         self.runs.check(self)
-        if self.shards > 1 and not self.runs.shardable:
+        if self.shards > 1 and not self.runs.in_shards(self):
             raise PlanError(f"{self.strategy} scoring runs in one process; drop {self.names['shards']}")
 
     @property

@@ -26,6 +26,7 @@ from tasks.score.layout import METRICS, PER_QUERY, RANKINGS
 from tasks.score.plan import ScorePlan
 from tasks.score.ranking import rankings_table
 from tasks.score.record import ScoreResult, log_scoring_run, metrics_document, model_details, per_query_table
+from tasks.score.sharded import score_in_shards
 from tasks.score.shards import ids_of
 from tasks.score.strategy import SCORE_MODES, LocalJob, Scored, ScoreMode
 from tasks.tracking import names
@@ -84,12 +85,11 @@ def score_plan(
         from tasks.tracking.store import require_run  # mlflow loads only when a run is logged
 
         require_run(tracking, parent_run_id, "--parent-run-id")
-    if plan.shards > 1:
-        from tasks.score.sharded import score_in_shards  # Dask loads only for a sharded plan
-
+    if plan.shards == 1:
+        keep_freed_memory(math.ceil(plan.memory_budget_mb))  # reuse freed blocks, within the budget
+    if plan.runs.in_shards(plan):  # one process: one shard
         scored = score_in_shards(plan, emb, device)
     else:
-        keep_freed_memory(math.ceil(plan.memory_budget_mb))  # reuse freed blocks, within the budget
         scored = plan.runs.score(LocalJob(plan, EmbeddingStore(emb), device, dtype))
     query_ids = ids_of(emb, QUERIES, "caption_id")
     image_ids = ids_of(emb, GALLERY, "image_id")

@@ -27,12 +27,13 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import faiss
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
@@ -42,6 +43,7 @@ from tasks.core.shards import Shard
 from tasks.embed.index import IndexParams, build_index, load_index, save_index
 from tasks.embed.layout import shard_index_file
 from tasks.embed.store import EmbeddingStore, _ids
+from tasks.score.cost import IndexProbes
 from tasks.score.exhaustive import exhaustive_similarity
 from tasks.score.layout import RANKINGS_TOP
 from tasks.score.pruned import Candidates, batched_chunk_size, first_stage, rerank
@@ -59,8 +61,9 @@ def open_shard(emb: Path, shard: Shard) -> EmbeddingStore:
 
 
 @functools.lru_cache(maxsize=2)
-def _model(checkpoint: str, device: str) -> RetrievalModel:
-    """The EMB's model, loaded once per worker process."""
+def _model(checkpoint: str, device: str, weights: str = "") -> RetrievalModel:
+    """The EMB's model, loaded once per worker process (and per `weights` digest: a checkpoint replaced
+    at the same path is loaded again)."""
     from tasks.tracking.models import open_checkpoint
 
     return open_checkpoint(Path(checkpoint), device=torch.device(device)).eval()
@@ -79,6 +82,8 @@ class Settings:
     device: str
     precision: str
     top: int = RANKINGS_TOP
+    weights: str = ""  # the checkpoint's weights digest (embed.json): keys the worker's model cache
+    show_progress: bool = False  # progress bars (one shard in this process)
 
 
 @dataclass
@@ -90,7 +95,8 @@ class ShardState:
     gallery_pids: np.ndarray  # (S,)
     candidate: np.ndarray | None = None  # (Q, S) bool: pruned, the image is one of the query's top k
     pair: np.ndarray | None = None  # (Q, k) float32 pruned: pair scores of the shard's candidates, else -inf
-    seconds: float = 0.0
+    seconds: float = 0.0  # the whole round
+    scoring: dict[str, Any] = field(default_factory=dict)  # `seconds` of pair scoring alone, blocks, calls
 
 
 @dataclass(frozen=True)
@@ -104,14 +110,31 @@ class ShardSummary:
     positive_score: np.ndarray  # (P,) float32 its score (pruned: first-stage; a candidate: NaN)
     pair: np.ndarray | None  # (Q, k) pruned: pair scores of this shard's candidates, -inf elsewhere
     seconds: float
+    scoring: dict[str, Any]  # `ShardState.scoring`
 
 
-def stage1_round(settings: Settings, shard: Shard) -> Candidates:
-    """Pruned, round 0: the shard's own FAISS index -> each query's top k (global rows)."""
+@dataclass(frozen=True)
+class Proposed:
+    """What round 0 sends back: the shard's top k, the distances its index computed, the search's seconds."""
+
+    candidates: Candidates  # (Q, k) global rows
+    probes: int  # FAISS's ndis (hnsw, ivf; 0 for flat)
+    seconds: float
+
+
+def stage1_round(settings: Settings, shard: Shard) -> Proposed:
+    """Pruned, round 0: the shard's own FAISS index -> each query's top k (global rows). One shard of the
+    whole gallery searches the EMB's own index for `top_k`, as one process always did."""
     source = open_shard(settings.emb, shard)
+    whole = shard.start == 0 and shard.stop == source.info.num_images
     index = shard_index(source, settings.emb, shard, settings.index)
-    found = first_stage(index, source.text_globals(), min(settings.top_k, shard.size), IndexParams())
-    return Candidates(ids=np.where(found.ids >= 0, found.ids + shard.start, -1), scores=found.scores)
+    k = settings.top_k if whole else min(settings.top_k, shard.size)
+    start = time.perf_counter()
+    with IndexProbes() as probes:
+        found = first_stage(index, source.text_globals(), k, IndexParams())
+    seconds = time.perf_counter() - start
+    ids = np.where(found.ids >= 0, found.ids + shard.start, -1)
+    return Proposed(Candidates(ids=ids, scores=found.scores), probes.count, seconds)
 
 
 def shard_index(source: EmbeddingStore, emb: Path, shard: Shard, kind: str) -> faiss.Index:
@@ -121,6 +144,8 @@ def shard_index(source: EmbeddingStore, emb: Path, shard: Shard, kind: str) -> f
     (a copy of the globals, built as fast as it loads) and the indexes of an EMB without an
     `embed_id` (an older embed) are never kept. A damaged or mismatched file is rebuilt; an EMB that
     cannot be written to is scored without keeping the index."""
+    if shard.start == 0 and shard.stop == source.info.num_images and kind in source.info.indexes:
+        return source.index(kind)  # the whole gallery: the index the embed built
     if kind == "flat" or not source.info.embed_id:
         return build_index(source.image_globals(), kind)  # type: ignore[arg-type]
     built_by = hashlib.sha1(f"faiss {faiss.__version__} {IndexParams()}".encode()).hexdigest()[:8]
@@ -154,26 +179,32 @@ def merge_candidates(lists: Sequence[Candidates], k: int) -> Candidates:
 def score_round(settings: Settings, shard: Shard, candidates: Candidates | None = None) -> ShardState:
     """Round 1 on a worker: exhaustive pair scores of the shard, or (pruned) its first-stage cosines and
     the pair scores of the merged candidates it holds."""
-    import time
-
     start = time.perf_counter()
     source = open_shard(settings.emb, shard)
     device = resolve_device(settings.device)
     dtype = precision_dtype(settings.precision)
-    model = _model(settings.checkpoint, str(device))
+    model = _model(settings.checkpoint, str(device), settings.weights)
     shapes = source.shapes()
     if candidates is None:
         plan = plan_blocks(
             shapes, settings.memory_budget_mb, model.head.pair_floats(shapes.words, shapes.regions)
         )
-        scores = exhaustive_similarity(model.similarity, source, plan, device=device, dtype=dtype)
-        return ShardState(shard, scores, source.gallery_ids()[1], seconds=time.perf_counter() - start)
+        begin = time.perf_counter()
+        scores = exhaustive_similarity(
+            model.similarity, source, plan, device=device, dtype=dtype, show_progress=settings.show_progress
+        )
+        scoring = {"seconds": time.perf_counter() - begin, "query_block": plan.query_block,
+                   "gallery_block": plan.gallery_block}  # fmt: skip
+        return ShardState(
+            shard, scores, source.gallery_ids()[1], seconds=time.perf_counter() - start, scoring=scoring
+        )
     mine = (candidates.ids >= shard.start) & (candidates.ids < shard.stop)  # (Q, k)
     local = Candidates(ids=np.where(mine, candidates.ids - shard.start, -1), scores=candidates.scores)
     image_floats = model.head.candidate_image_floats(shapes.regions, shapes.dim)
     chunk = batched_chunk_size(
         settings.top_k, shapes, settings.memory_budget_mb, image_floats, dtype.itemsize
     )
+    begin = time.perf_counter()
     reranked = rerank(
         model,
         source,
@@ -182,7 +213,10 @@ def score_round(settings: Settings, shard: Shard, candidates: Candidates | None 
         dtype=dtype,
         chunk=chunk,
         memory_budget_mb=settings.memory_budget_mb,
+        show_progress=settings.show_progress,
     )
+    scoring = {"seconds": time.perf_counter() - begin, "rerank_group": chunk, "rerank_calls": reranked.calls,
+               "rerank_workers": reranked.workers}  # fmt: skip
     stage1 = global_similarity(source.text_globals(), source.image_globals())  # (Q, S) as one process
     candidate = np.zeros(stage1.shape, dtype=bool)
     rows, cols = np.nonzero(mine)
@@ -195,6 +229,7 @@ def score_round(settings: Settings, shard: Shard, candidates: Candidates | None 
         candidate,
         pair,
         time.perf_counter() - start,
+        scoring,
     )
 
 
@@ -217,6 +252,7 @@ def summarize(state: ShardState, query_pids: np.ndarray, top: int) -> ShardSumma
         positive_score=positive,
         pair=state.pair,
         seconds=state.seconds,
+        scoring=state.scoring,
     )
 
 
@@ -267,6 +303,7 @@ class ShardedResult:
     pairs_scored: int
     seconds: float  # first stage and pair scoring (not the summaries and the rank counting)
     seconds_stage1: float | None  # pruned: the merged first stage
+    probes: int  # distances the shards' indexes computed (hnsw, ivf; 0 for flat)
     details: dict[str, Any]
 
     @property
@@ -282,14 +319,13 @@ def score_sharded(
     num_queries = len(query_pids)
     num_images = shards[-1].stop
     candidates: Candidates | None = None
+    proposed: list[Proposed] = []
     start = time.perf_counter()
     if settings.mode == "pruned":
-        lists = executor.gather([executor.submit(stage1_round, settings, s, pure=False) for s in shards])
-        candidates = merge_candidates(lists, min(settings.top_k, num_images))
-    stage1_seconds = time.perf_counter() - start
+        proposed = executor.gather([executor.submit(stage1_round, settings, s, pure=False) for s in shards])
+        lists = [p.candidates for p in proposed]
+        candidates = lists[0] if len(lists) == 1 else merge_candidates(lists, min(settings.top_k, num_images))
     states = [executor.submit(score_round, settings, s, candidates, pure=False) for s in shards]
-    executor.gather([executor.submit(_seconds, state, pure=False) for state in states])  # scored
-    seconds = time.perf_counter() - start  # the span one process times: first stage and pair scoring
     summaries: list[ShardSummary] = executor.gather(
         [executor.submit(summarize, state, query_pids, settings.top, pure=False) for state in states]
     )
@@ -319,24 +355,35 @@ def score_sharded(
             ]
         )
         ranks[threshold] += np.sum(counted, axis=0)
+    # the scoring span, as one process times it: the slowest shard's search, then its slowest scoring
+    # (opening shards, loading models and indexes, summaries and rank counting are not in it)
+    stage1 = max((p.seconds for p in proposed), default=0.0)
+    scoring = [s.scoring for s in summaries]
     details: dict[str, Any] = {
         "shards": len(shards),
         "shard_seconds": [round(s.seconds, 3) for s in summaries],
+        "seconds_wall": time.perf_counter() - start,  # every round, as the driver waited for them
     }
+    if candidates is None:
+        details |= {key: scoring[0][key] for key in ("query_block", "gallery_block")}
+    else:
+        details |= {
+            "rerank_group": max(s["rerank_group"] for s in scoring),
+            "rerank_calls": sum(s["rerank_calls"] for s in scoring),
+            "rerank_workers": max(s["rerank_workers"] for s in scoring),
+            "adaptive": False,
+            "mean_k": pairs / max(1, num_queries),
+        }
     return ShardedResult(
         Ranking(order=order, scores=ordered),
         (query, ranks),
         num_images,
         pairs,
-        seconds,
-        stage1_seconds if candidates is not None else None,
+        stage1 + max(s["seconds"] for s in scoring),
+        stage1 if candidates is not None else None,
+        sum(p.probes for p in proposed),
         details,
     )
-
-
-def _seconds(state: ShardState) -> float:
-    """A shard's scoring seconds: a small answer that says round 1 is done."""
-    return state.seconds
 
 
 def _merge_top(rows: np.ndarray, scores: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
@@ -382,5 +429,9 @@ def _join(
 
 
 def ids_of(emb: Path, table: str, column: str) -> np.ndarray:
-    """One int64 id column of an EMB Parquet file (`layout.GALLERY` or `layout.QUERIES`), in row order."""
-    return _ids(pq.read_table(emb / table, columns=[column]), column)
+    """One int64 id column of an EMB Parquet file (`layout.GALLERY` or `layout.QUERIES`), in row order;
+    a TbprError when the file is missing or damaged."""
+    try:
+        return _ids(pq.read_table(emb / table, columns=[column]), column)
+    except (OSError, KeyError, ValueError, pa.ArrowException) as exc:
+        raise TbprError(f"{emb} is damaged ({exc}); re-run `tbpr embed` into it") from exc

@@ -2,12 +2,14 @@
 
 | name | first stage | what scores |
 | --- | --- | --- |
-| exhaustive | none | `model.similarity` on every pair, in memory-bounded blocks (`exhaustive.py`) |
-| pruned | EMB's FAISS index, top k | `model.similarity_candidates` on each query's k (`pruned.py`); `adaptive`: a per-query k |
+| exhaustive | none | `model.similarity` on every pair, in memory-bounded blocks (`exhaustive.py`), in shards |
+| pruned | EMB's FAISS index, top k | `model.similarity_candidates` on each query's k (`pruned.py`), in shards; `adaptive`: a per-query k, here |
 | cascade | another model's EMB and index (`cascade.py`) | this EMB's model on those candidates |
 | external | EMB's index | a local cross-encoder on the captions and DATA's images (`external.py`) |
 
-Each times the same span (first stage + pair scoring) and fills the same `Scored` fields. In a pruned
+Exhaustive and fixed-k pruned scoring run in shards (`tasks.score.sharded`: one process is one shard);
+the others score here (`score`). Each times the same span (first stage + pair scoring) and fills the
+same `Scored` fields. In a pruned
 job the images outside the candidates rank below them in first-stage order, so every job ranks the
 whole gallery. Dimension letters: Q queries, G gallery, k candidates.
 """
@@ -26,13 +28,11 @@ from tasks.embed.index import APPROXIMATE_SCORES, IndexParams
 from tasks.embed.store import EmbeddingStore
 from tasks.score.cascade import Alignment, align, propose, stage1_similarity
 from tasks.score.cost import IndexProbes, WorkCounts, job_work, mean_words
-from tasks.score.exhaustive import exhaustive_similarity
 from tasks.score.external import gallery_images, open_reranker, query_texts, rerank_external
 from tasks.score.pruned import Candidates, batched_chunk_size, first_stage, rerank, rerank_adaptive
-from tasks.score.ranking import global_similarity, rank_exhaustive, rank_pruned
+from tasks.score.ranking import global_similarity, rank_pruned
 from tasks.score.strategy import LocalJob, Scored, Strategy, register_strategy
 from tbpr_models import RetrievalModel
-from tbpr_models.scoring import plan_blocks
 
 if TYPE_CHECKING:
     from tasks.score.plan import ScorePlan
@@ -62,9 +62,10 @@ def work(job: LocalJob, model: RetrievalModel, kind: str | None, pairs: int, **o
 
 
 class Exhaustive(Strategy):
+    """Every pair: runs in shards (`tasks.score.shards`: each shard's blocks; one process, one shard)."""
+
     name = "exhaustive"
     mode = "exhaustive"
-    shardable = True
 
     def check(self, plan: ScorePlan) -> None:
         for option, rule in (
@@ -75,28 +76,14 @@ class Exhaustive(Strategy):
             if option:
                 raise plan.error(rule)
 
-    def score(self, job: LocalJob) -> Scored:
-        model, store, shapes = job.model, job.store, job.store.shapes()
-        blocks = plan_blocks(
-            shapes, job.plan.memory_budget_mb, model.head.pair_floats(shapes.words, shapes.regions)
-        )
-        start = time.perf_counter()
-        similarity = exhaustive_similarity(
-            model.similarity, store, blocks, device=job.device, dtype=job.dtype, show_progress=True
-        )
-        seconds = time.perf_counter() - start
-        extra = {"query_block": blocks.query_block, "gallery_block": blocks.gallery_block}
-        return Scored(
-            rank_exhaustive(similarity), seconds, similarity.size, work=work(job, model, None, similarity.size),
-            extra=extra,
-        )  # fmt: skip
+    def in_shards(self, plan: ScorePlan) -> bool:
+        return True
 
 
 class Pruned(Strategy):
     """FAISS top k by global cosine, re-ranked by the EMB's model; `adaptive`: a per-query k."""
 
     name = "pruned"
-    shardable = True
     takes: ClassVar[frozenset[str]] = frozenset({"adaptive"})
 
     def check(self, plan: ScorePlan) -> None:
@@ -105,6 +92,10 @@ class Pruned(Strategy):
             raise plan.error(ADAPTIVE)
         if plan.adaptive and plan.index in APPROXIMATE_SCORES:
             raise plan.error(APPROXIMATE)
+
+    def in_shards(self, plan: ScorePlan) -> bool:
+        """A fixed k runs in shards (one process: one shard); a per-query k runs here (`score`)."""
+        return not plan.adaptive
 
     def first_index(self, job: LocalJob) -> faiss.Index:
         return job.store.index(job.plan.index)
@@ -181,7 +172,6 @@ class Cascade(Pruned):
     """Another model's EMB (`candidates_from`) proposes, the scored EMB's model re-ranks."""
 
     name = "cascade"
-    shardable = False
     takes: ClassVar[frozenset[str]] = frozenset({"candidates"})
 
     def check(self, plan: ScorePlan) -> None:
@@ -193,6 +183,9 @@ class Cascade(Pruned):
             )
         if plan.adaptive or plan.shards > 1:
             raise plan.error(CASCADE)
+
+    def in_shards(self, plan: ScorePlan) -> bool:
+        return False
 
     def _source(self, job: LocalJob) -> tuple[EmbeddingStore, Alignment]:
         """The candidates EMB opened and aligned with the scored one, once per job."""

@@ -84,7 +84,6 @@ class Strategy:
 
     name: ClassVar[str]
     mode: ClassVar[ScoreMode] = "pruned"
-    shardable: ClassVar[bool] = False  # `shards` > 1 runs it on Dask workers (`tasks.score.sharded`)
     takes: ClassVar[frozenset[str]] = frozenset()  # of the options adaptive, candidates, reranker
 
     def check(self, plan: ScorePlan) -> None:
@@ -97,6 +96,11 @@ class Strategy:
         }
         for option in sorted(name for name, on in given.items() if on and name not in self.takes):
             raise plan.error(f"{{{option}}} is not an option of {{strategy}} scoring")
+
+    def in_shards(self, plan: ScorePlan) -> bool:
+        """Whether `plan` runs on the shard rounds of `tasks.score.shards` (any number of shards, one in
+        this process) rather than by `score`; only exhaustive and fixed-k pruned scoring have them."""
+        return False
 
     def score(self, job: LocalJob) -> Scored:
         """Rank every query of `job.store` against its gallery in this process."""
