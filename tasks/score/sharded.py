@@ -16,7 +16,8 @@ import torch
 from tasks.core.shards import dask_client, gallery_shards
 from tasks.embed.layout import IMAGE_LOCAL, QUERIES, TEXT_MASK, EmbedInfo
 from tasks.score.cost import job_work, mean_words
-from tasks.score.shards import Executor, InProcess, Settings, _model, ids_of, score_sharded
+from tasks.score.merge import Executor, InProcess
+from tasks.score.shards import Settings, _model, ids_of, score_sharded
 from tasks.score.strategy import Scored
 from tbpr_models.scoring import Shapes
 

@@ -26,10 +26,9 @@ import functools
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import faiss
 import numpy as np
@@ -46,10 +45,11 @@ from tasks.embed.store import EmbeddingStore, _ids
 from tasks.score.cost import IndexProbes
 from tasks.score.exhaustive import exhaustive_similarity
 from tasks.score.layout import RANKINGS_TOP
+from tasks.score.merge import Executor, InProcess, candidate_ranks, join_top, merge_candidates, merge_top
 from tasks.score.pruned import Candidates, batched_chunk_size, first_stage, rerank
 from tasks.score.ranking import Ranking, global_similarity
 from tbpr_models import RetrievalModel
-from tbpr_models.metrics import PerQuery, best_by_score, count_above, per_query_from_ranks, rank_order
+from tbpr_models.metrics import PerQuery, count_above, per_query_from_ranks, rank_order
 from tbpr_models.scoring import plan_blocks
 
 log = logging.getLogger(__name__)
@@ -167,15 +167,6 @@ def shard_index(source: EmbeddingStore, emb: Path, shard: Shard, kind: str) -> f
     return index
 
 
-def merge_candidates(lists: Sequence[Candidates], k: int) -> Candidates:
-    """The global top k of every query from the shards' lists: by score, ties by gallery row."""
-    ids = np.concatenate([c.ids for c in lists], axis=1)  # (Q, sum k)
-    scores = np.concatenate([c.scores for c in lists], axis=1).astype(np.float32)
-    scores = np.where(ids >= 0, scores, -np.inf)
-    order = best_by_score(ids, scores, k)  # (Q, k)
-    return Candidates(ids=np.take_along_axis(ids, order, 1), scores=np.take_along_axis(scores, order, 1))
-
-
 def score_round(settings: Settings, shard: Shard, candidates: Candidates | None = None) -> ShardState:
     """Round 1 on a worker: exhaustive pair scores of the shard, or (pruned) its first-stage cosines and
     the pair scores of the merged candidates it holds."""
@@ -267,34 +258,6 @@ def count_round(state: ShardState, query: np.ndarray, row: np.ndarray, score: np
     return counts
 
 
-class Executor(Protocol):
-    """`submit(fn, *args) -> future`, `gather(futures) -> results`: a Dask `Client`, or `InProcess`."""
-
-    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any: ...
-
-    def gather(self, futures: Any) -> Any: ...
-
-
-class _Done:
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def result(self) -> Any:
-        return self.value
-
-
-class InProcess:
-    """The rounds one after another in this process (Dask's `submit`/`gather` without Dask)."""
-
-    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> _Done:
-        kwargs.pop("pure", None)
-        unwrap = [a.value if isinstance(a, _Done) else a for a in args]
-        return _Done(fn(*unwrap, **kwargs))
-
-    def gather(self, futures: Any) -> Any:
-        return [f.value for f in futures]
-
-
 @dataclass(frozen=True)
 class ShardedResult:
     ranking: Ranking  # (Q, T) global rows and scores, best first
@@ -336,14 +299,16 @@ def score_sharded(
     score = np.concatenate([s.positive_score for s in summaries])
     if candidates is None:
         ranks = np.ones(len(query), dtype=np.int64)
-        order, ordered = _merge_top(top_rows, top_scores, settings.top)
+        order, ordered = merge_top(top_rows, top_scores, settings.top)
         threshold = np.ones(len(query), dtype=bool)
         pairs = num_queries * num_images
     else:
         pair = np.max(np.stack([s.pair for s in summaries if s.pair is not None]), axis=0)  # (Q, k)
-        ranks, threshold, cand_order, cand_scores = _candidate_ranks(candidates, pair, query, row)
-        tail_rows, tail_scores = _merge_top(top_rows, top_scores, settings.top)
-        order, ordered = _join(cand_order, cand_scores, tail_rows, tail_scores, min(settings.top, num_images))
+        ranks, threshold, cand_order, cand_scores = candidate_ranks(candidates, pair, query, row)
+        tail_rows, tail_scores = merge_top(top_rows, top_scores, settings.top)
+        order, ordered = join_top(
+            cand_order, cand_scores, tail_rows, tail_scores, min(settings.top, num_images)
+        )
         pairs = int((candidates.ids >= 0).sum())
     if threshold.any():
         counted = executor.gather(
@@ -386,48 +351,6 @@ def score_sharded(
     )
 
 
-def _merge_top(rows: np.ndarray, scores: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each query's best `top` of the shards' lists: by score, ties by gallery row."""
-    order = best_by_score(rows, scores, top)
-    return np.take_along_axis(rows, order, 1), np.take_along_axis(scores, order, 1)
-
-
-def _candidate_ranks(
-    candidates: Candidates, pair: np.ndarray, query: np.ndarray, row: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Ranks of the positives among the candidates (pair score, ties by row) and, for the others, the
-    candidates' count plus one (the shards add the images above them); which positives need counting;
-    the candidates in rank order with their pair scores."""
-    ids = candidates.ids
-    valid = ids >= 0
-    order = best_by_score(ids, pair)  # (Q, k)
-    cand_rows = np.take_along_axis(ids, order, 1)  # (Q, k), invalid last
-    cand_scores = np.take_along_axis(np.where(valid, pair, -np.inf), order, 1).astype(np.float32)
-    found = valid.sum(axis=1)  # (Q,)
-    ranks = found[query] + 1
-    threshold = np.ones(len(query), dtype=bool)
-    for i, (q, r) in enumerate(zip(query, row, strict=True)):
-        hit = np.flatnonzero(cand_rows[q, : found[q]] == r)
-        if hit.size:
-            ranks[i], threshold[i] = int(hit[0]) + 1, False
-    return ranks.astype(np.int64), threshold, cand_rows, cand_scores
-
-
-def _join(
-    cand_rows: np.ndarray, cand_scores: np.ndarray, tail_rows: np.ndarray, tail_scores: np.ndarray, top: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per query: its valid candidates, then the best images outside them, cut to `top` (<= G)."""
-    num_queries, width = len(cand_rows), top
-    order = np.empty((num_queries, width), dtype=np.int64)
-    scores = np.empty((num_queries, width), dtype=np.float32)
-    for q in range(num_queries):
-        valid = cand_rows[q] >= 0
-        rows = np.concatenate([cand_rows[q][valid], tail_rows[q]])[:width]
-        values = np.concatenate([cand_scores[q][valid], tail_scores[q]])[:width]
-        order[q, : len(rows)], scores[q, : len(rows)] = rows, values
-    return order, scores
-
-
 def ids_of(emb: Path, table: str, column: str) -> np.ndarray:
     """One int64 id column of an EMB Parquet file (`layout.GALLERY` or `layout.QUERIES`), in row order;
     a TbprError when the file is missing or damaged."""
@@ -435,3 +358,6 @@ def ids_of(emb: Path, table: str, column: str) -> np.ndarray:
         return _ids(pq.read_table(emb / table, columns=[column]), column)
     except (OSError, KeyError, ValueError, pa.ArrowException) as exc:
         raise TbprError(f"{emb} is damaged ({exc}); re-run `tbpr embed` into it") from exc
+
+
+__all__ = ["Executor", "InProcess", "Settings", "ids_of", "merge_candidates", "score_sharded"]
