@@ -16,6 +16,10 @@ shapes: D=256, N=48 regions, captions of 16-40 real words padded to 48):
 Writes docs/scoring_time_vs_gallery.png and docs/r1_vs_cost.png. Figures are wall seconds; the
 machine is shared, so the process CPU seconds are printed too.
 
+Why this script is over ~400 lines: one run measures every line of README's scoring table and draws
+both figures from the same timings, so the setups (planted features, a trained model's split) and the
+plots stay beside the measurements they report.
+
 Run: .venv/bin/python benchmarks/scoring.py [--threads 1] [--galleries 1000,3000,10000,30000,100000]
      [--run RUN_OR_CHECKPOINT --data DATA [--emb EMB]]
 """

@@ -1,7 +1,9 @@
 """Run configurations: one pydantic model per flow, loaded from TOML with `--set a.b=c` overrides.
 
-Presets live in `configs/` (`main.toml` is the embedded default, `quick.toml` a few minutes,
-`full.toml` the long schedule).
+Presets live in `configs/` (`quick.toml` a few minutes, `full.toml` the long schedule). `main.toml` is
+also the default: `PipelineConfig()` (the Prefect deployment's parameters, `load_config` without a
+file) reads it, and a file that leaves out a top-level section gets main's (`main_sections`). It is
+found beside the packages, in the checkout (`pip install -e .`, as the Makefile installs).
 Every flow writes its config as `run_config.json` beside its outputs (`config.json` names a
 checkpoint's model config only), and the pipeline flattens it into the MLflow params of its parent
 run (`flatten`).
@@ -10,6 +12,8 @@ run (`flatten`).
 from __future__ import annotations
 
 import tomllib
+from copy import deepcopy
+from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -29,18 +33,20 @@ from tbpr_models.registry import get_variant
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 PROFILES = ("quick", "main", "full", "irra")
+MAIN_CONFIG = CONFIG_DIR / "main.toml"  # the embedded default
 RUN_CONFIG = "run_config.json"  # what every flow writes beside its outputs
 
 M = TypeVar("M", bound=BaseModel)
 
 
-class Settings(BaseModel):
-    """Base: unknown keys are an error (a typo in a TOML file must not pass silently)."""
+class StrictModel(BaseModel):
+    """Base of every config model here: frozen, and unknown keys are an error (a typo in a TOML file
+    must not pass silently)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-class RunnerConfig(Settings):
+class RunnerConfig(StrictModel):
     """Task runner: Prefect's thread pool, or Dask (a local cluster, or a scheduler at `address`)."""
 
     kind: Literal["thread", "dask"] = "thread"
@@ -49,7 +55,7 @@ class RunnerConfig(Settings):
     address: str | None = None  # Dask scheduler, e.g. tcp://10.0.0.5:8786 (kind = "dask")
 
 
-class SynthSettings(Settings):
+class SynthSettings(StrictModel):
     identities: int = Field(default=1000, ge=2)
     seed: int = 0
     held_out: int | None = Field(default=None, ge=2)  # identities in each of val and test (default ~10%)
@@ -60,7 +66,7 @@ class SynthSettings(Settings):
         return f"{self.identities}-{self.seed}" + (f"-h{self.held_out}" if self.held_out else "")
 
 
-class SourceSettings(Settings):
+class SourceSettings(StrictModel):
     """Where the data comes from: a dataset folder in `format`, or (no `source`) synthetic data."""
 
     source: Path | None = None
@@ -70,23 +76,8 @@ class SourceSettings(Settings):
 
 DEFAULT_TRAIN = TrainConfig(epochs=3, device="cpu", sampler="identity")
 
-# The main job's training (configs/main.toml, README "A fair contest"): every variant x seed trains its
-# head and projections from scratch on the one feature cache of the frozen pretrained encoders
-# (EfficientNet-Lite0 ImageNet, MiniLM), for the same number of epochs, selected on smoothed val R1.
-MAIN_HEADS = TrainConfig(
-    features="cached",
-    model={"image": {"freeze": True}, "text": {"freeze_layers": 6}},
-    epochs=8,
-    smooth=3,
-    sampler="identity",
-    device="cpu",
-)
-MAIN_PER_VARIANT: dict[str, dict[str, Any]] = {
-    "cross_fusion": {"model": {"variant": {"mask_level": "features"}}}
-}
 
-
-class TrainSettings(Settings):
+class TrainSettings(StrictModel):
     """Which variants to train and how: `config` for all of them, `per_variant` patches one of them
     (e.g. `[train.per_variant.hard_topk] model = {variant = {k = 8}}`), each once per seed in
     `seeds` (the warehouse reports the mean over seeds with intervals)."""
@@ -165,7 +156,7 @@ def seed_offset(variant: str) -> int:
     return int(getattr(get_variant(variant).head_cls, "seed_offset", 0))
 
 
-class EmbedSettings(Settings):
+class EmbedSettings(StrictModel):
     device: str = Field(default="cpu", pattern=r"^(auto|cpu|cuda(:\d+)?)$")  # auto, cpu, cuda, cuda:N
     batch_size: int = Field(default=128, ge=1)
     precision: Precision = "fp32"
@@ -173,7 +164,7 @@ class EmbedSettings(Settings):
     scheduler: str | None = None  # with shards: a Dask scheduler address (default: a local cluster)
 
 
-class ScoreJob(Settings):
+class ScoreJob(StrictModel):
     """One scoring job of a pipeline or `score-queries` run, in TOML; validated by building its
     `ScorePlan` (tasks/score/plan.py: every rule on combinations of options lives there)."""
 
@@ -230,38 +221,27 @@ class ScoreJob(Settings):
 
 
 DEFAULT_JOBS = [ScoreJob(), ScoreJob(mode="pruned", top_k=20)]
-# the main job's: also a cascade, each pairwise model re-ranking the top 20 of the same seed's `global`
-# (12 more scoring jobs: seconds of scoring, about one of model loading and MLflow logging each)
-MAIN_JOBS = [
-    *DEFAULT_JOBS,
-    ScoreJob(
-        mode="pruned",
-        top_k=20,
-        candidates="global",
-        variants=["cross_scan", "cross_fusion", "hard_topk", "hard_align"],
-    ),
-]
 
 
-class PlotSettings(Settings):
+class PlotSettings(StrictModel):
     attention_queries: int = Field(default=3, ge=0)  # heat maps for this many test queries per variant
 
 
-class OpenSetSettings(Settings):
+class OpenSetSettings(StrictModel):
     """Open-set figures of every model: a threshold set on val for `false_alarm`, measured on test."""
 
     enabled: bool = True
     false_alarm: float = Field(default=0.05, gt=0, lt=1)
 
 
-class PrepareRunConfig(Settings):
+class PrepareRunConfig(StrictModel):
     """Flow `prepare-dataset`: synthesise (no source) or read `data.source`, write Parquet to `out`."""
 
     data: SourceSettings = SourceSettings()
     out: Path
 
 
-class TrainRunConfig(Settings):
+class TrainRunConfig(StrictModel):
     """Flow `train-variants`: one training task per variant over prepared `data`."""
 
     data: Path
@@ -273,7 +253,7 @@ class TrainRunConfig(Settings):
     fail_on_error: bool = True  # False: return the failures instead of failing (the pipeline goes on)
 
 
-class EmbedRunConfig(Settings):
+class EmbedRunConfig(StrictModel):
     """Flow `embed-gallery`: features + FAISS index of the test split for one trained model."""
 
     data: Path
@@ -284,7 +264,7 @@ class EmbedRunConfig(Settings):
     tracking: TrackingConfig = TrackingConfig()
 
 
-class GallerySettings(Settings):
+class GallerySettings(StrictModel):
     """An image folder kept searchable: the pipeline re-embeds it into `emb` (incrementally, with the best
     registered champion unless `model` names one) when a champion changed during its run."""
 
@@ -293,7 +273,7 @@ class GallerySettings(Settings):
     model: str | None = None  # a run id, models:/... or checkpoint folder; None: the best champion
 
 
-class GalleryRunConfig(Settings):
+class GalleryRunConfig(StrictModel):
     """Flow `refresh-gallery`: re-embed `folder` into `emb` incrementally (only added or changed files
     are encoded; another model re-embeds everything)."""
 
@@ -305,7 +285,7 @@ class GalleryRunConfig(Settings):
     tracking: TrackingConfig = TrackingConfig()
 
 
-class ScoreRunConfig(Settings):
+class ScoreRunConfig(StrictModel):
     """Flow `score-queries`: every job over one embedding folder, outputs under `out/<job.name>`."""
 
     emb: Path
@@ -326,19 +306,29 @@ class ScoreRunConfig(Settings):
         return self
 
 
-class PipelineConfig(Settings):
-    """Flow `tbpr-pipeline`: data -> prepare -> train -> embed -> score -> warehouse -> leaderboard."""
+class PipelineConfig(StrictModel):
+    """Flow `tbpr-pipeline`: data -> prepare -> train -> embed -> score -> warehouse -> leaderboard.
+
+    Each top-level section left out takes configs/main.toml's (`_main_defaults`), so `PipelineConfig()`
+    is the main job; the defaults below apply only where main.toml leaves a section out too."""
 
     name: str = "main"  # names the run folder $TBPR_HOME/runs/<time>-<name> and the parent run
-    data: SourceSettings = SourceSettings(synth=SynthSettings(identities=500, held_out=100))
-    train: TrainSettings = TrainSettings(seeds=[0, 1, 2], config=MAIN_HEADS, per_variant=MAIN_PER_VARIANT)
-    embed: EmbedSettings = EmbedSettings(precision="bf16")
-    jobs: list[ScoreJob] = MAIN_JOBS
+    data: SourceSettings = SourceSettings()
+    train: TrainSettings = TrainSettings()
+    embed: EmbedSettings = EmbedSettings()
+    jobs: list[ScoreJob] = DEFAULT_JOBS
     tracking: TrackingConfig = TrackingConfig()
     runner: RunnerConfig = RunnerConfig()
     plots: PlotSettings = PlotSettings()
     open_set: OpenSetSettings = OpenSetSettings()
     gallery: GallerySettings | None = None  # re-embedded when a champion changes; None: nothing is
+
+    @model_validator(mode="before")
+    @classmethod
+    def _main_defaults(cls, data: Any) -> Any:
+        """Fill the top-level sections `data` leaves out with main.toml's, whole (a section given is
+        taken as written: `[data.synth] identities = 60` does not inherit main's `held_out`)."""
+        return {**main_sections(), **data} if isinstance(data, dict) else data
 
     @field_validator("name")
     @classmethod
@@ -355,16 +345,34 @@ def profile_path(profile: str) -> Path:
     return CONFIG_DIR / f"{profile}.toml"
 
 
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file as a dictionary; a missing or malformed file is a TbprError naming it."""
+    if not path.is_file():
+        raise TbprError(f"config file {path} does not exist; pass an existing TOML file to --config")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise TbprError(f"config file {path} is not valid TOML ({exc}); fix its syntax") from exc
+
+
+@cache
+def _main_toml(path: Path) -> dict[str, Any]:
+    return read_toml(path)
+
+
+def main_sections(path: Path = MAIN_CONFIG) -> dict[str, Any]:
+    """The embedded default: configs/main.toml's top-level sections, read once per process (a copy)."""
+    if not path.is_file():
+        raise TbprError(
+            f"the default config {path} is missing: tbpr reads its defaults from the checkout's configs/ "
+            "(install it with `pip install -e .`, as `make venv` does)"
+        )
+    return deepcopy(_main_toml(path))
+
+
 def load_config(model: type[M], path: Path | None = None, overrides: list[str] | None = None) -> M:
     """Validate `model` from a TOML file (or its defaults) plus overrides; errors name the bad key."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        if not path.is_file():
-            raise TbprError(f"config file {path} does not exist; pass an existing TOML file to --config")
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise TbprError(f"config file {path} is not valid TOML ({exc}); fix its syntax") from exc
+    data = read_toml(path) if path is not None else {}
     data = deep_merge(data, parse_overrides(overrides or []))
     try:
         return model.model_validate(data)

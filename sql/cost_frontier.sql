@@ -11,9 +11,7 @@
 -- the measured scoring seconds per 1,000 queries (first stage + re-ranking, query encoding not counted)
 -- and the pairs scored per query. `job` reads `<candidates> -> <variant> k<k>` for a cascade,
 -- `<variant> k<k>` or `<variant> exhaustive`.
-WITH latest AS (
-  SELECT parent_run_id FROM scoring_jobs ORDER BY parent_run_id IS NULL, start_time DESC LIMIT 1
-), queries AS (
+WITH queries AS (
   SELECT out_dir, count(*) AS queries FROM per_query GROUP BY out_dir
 ), jobs AS (
   SELECT j.dataset, j.parent_run_id, j.variant, j.mode, j.top_k, j."index", j.candidates,
@@ -22,7 +20,7 @@ WITH latest AS (
          avg(j.flops_per_query_cuhk_pedes) / 1e9 AS gflops_at_cuhk_pedes,
          avg(1000 * j.seconds / coalesce(j.num_queries, q.queries)) AS seconds_per_1k,
          avg(j.pairs_scored / coalesce(j.num_queries, q.queries)) AS pairs_per_query
-  FROM scoring_jobs j JOIN latest l ON j.parent_run_id IS NOT DISTINCT FROM l.parent_run_id
+  FROM scoring_jobs j JOIN latest_run l ON j.parent_run_id IS NOT DISTINCT FROM l.parent_run_id
   LEFT JOIN queries q USING (out_dir)
   WHERE j.variant IS NOT NULL AND j.seconds IS NOT NULL
   GROUP BY ALL

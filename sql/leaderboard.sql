@@ -14,25 +14,13 @@
 -- grounding is the mean pointing accuracy of the word-to-region attention (percent of caption words
 -- naming a part whose attention peak falls inside that part, on synthetic test images; empty for heads
 -- without such attention); seconds is the mean scoring time.
-WITH latest AS (
-  SELECT parent_run_id FROM scoring_jobs ORDER BY parent_run_id IS NULL, start_time DESC LIMIT 1
-), reference AS (
-  SELECT s.* FROM variant_stats s JOIN latest l ON s.parent_run_id IS NOT DISTINCT FROM l.parent_run_id
-  QUALIFY dense_rank() OVER (ORDER BY s.mode = 'exhaustive' DESC, s.candidates NULLS FIRST, s.top_k DESC NULLS FIRST, s."index", s.dataset) = 1
-), tests AS (
-  SELECT t.* FROM variant_tests t JOIN reference r
-    ON t.variant = r.variant AND t.dataset IS NOT DISTINCT FROM r.dataset
-   AND t.parent_run_id IS NOT DISTINCT FROM r.parent_run_id AND t.mode = r.mode
-   AND t.top_k IS NOT DISTINCT FROM r.top_k AND t."index" IS NOT DISTINCT FROM r."index"
-   AND t.candidates IS NOT DISTINCT FROM r.candidates
-  WHERE t.metric = 'R1'
-), cost AS (
+WITH cost AS (
   SELECT j.variant, avg(j.seconds) AS seconds, avg(g.value) AS grounding,
          min(t.epochs) AS epochs_min, max(t.epochs) AS epochs_max,
          string_agg(DISTINCT t.stop_reason, ',' ORDER BY t.stop_reason) AS stop,
          bool_or(t.stop_reason = 'budget') AS budget,
          max(TRY_CAST(hp.value AS BIGINT)) AS head_params, max(TRY_CAST(tp.value AS BIGINT)) AS trainable
-  FROM scoring_jobs j JOIN reference r
+  FROM scoring_jobs j JOIN reference_stats r
     ON j.variant = r.variant AND j.mode = r.mode AND j.parent_run_id IS NOT DISTINCT FROM r.parent_run_id
    AND j.top_k IS NOT DISTINCT FROM r.top_k AND j."index" IS NOT DISTINCT FROM r."index"
    AND j.candidates IS NOT DISTINCT FROM r.candidates
@@ -62,7 +50,7 @@ SELECT r.variant,
        CASE WHEN c.budget THEN replace(c.stop, 'budget', 'budget!') ELSE c.stop END AS stop,
        round(c.grounding, 1) AS grounding,
        c.seconds
-FROM reference r LEFT JOIN cost c USING (variant)
-LEFT JOIN tests g ON g.variant = r.variant AND g.reference = 'global'
-LEFT JOIN tests o ON o.variant = r.variant AND o.reference = 'gpo'
+FROM reference_stats r LEFT JOIN cost c USING (variant)
+LEFT JOIN reference_tests g ON g.variant = r.variant AND g.reference = 'global'
+LEFT JOIN reference_tests o ON o.variant = r.variant AND o.reference = 'gpo'
 ORDER BY r.R1_mean DESC, r.variant;

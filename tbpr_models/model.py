@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tbpr_models.attention import masked_mean
 from tbpr_models.config import ModelConfig
 from tbpr_models.encoders import build_image_encoder, build_text_encoder
 from tbpr_models.features import Batch, ImageFeatures, TextFeatures, gather_rows
@@ -82,19 +83,32 @@ class RetrievalModel(nn.Module):
         """() the learned multiplier of cosine similarities, 1 / temperature, at most 100."""
         return self.log_logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
 
-    def image_tokens(self, pixels: Tensor, start: int = 0) -> Tensor:
+    def image_tokens(self, pixels: Tensor, start: int = 0, *, pooled: bool = False) -> Tensor:
         """pixels (B, 3, H, W) -> projected region tokens (B, N, D); with `start` > 0, `pixels` is the
-        input of image encoder stage `start` (a cached activation)."""
-        return self.image_proj(self.image_encoder(pixels, start))
+        input of image encoder stage `start` (a cached activation). `pooled`: (B, 1, D) the projected
+        mean region, which equals the mean of the projected regions (the projection is affine) at
+        1/N of its cost."""
+        regions = self.image_encoder(pixels, start)  # (B, N, C)
+        if pooled:
+            regions = regions.mean(dim=1, keepdim=True)  # (B, 1, C)
+        return self.image_proj(regions)
 
     def text_tokens(
-        self, input_ids: Tensor, attention_mask: Tensor, hidden: Tensor | None = None, start: int = 0
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        hidden: Tensor | None = None,
+        start: int = 0,
+        *,
+        pooled: bool = False,
     ) -> Tensor:
         """input_ids, attention_mask (B, L) -> projected word tokens (B, L, D); with `hidden` (B, L, C),
         the text encoder continues from the output of its lowest `start` stages (a cached activation).
 
         Columns after the batch's last real token are cut before the encoder (captions are usually far
         shorter than max_length) and come back as zeros: every head ignores masked positions.
+        `pooled`: (B, 1, D) the projected masked mean of the real words (= the masked mean of the
+        projected words), as for `image_tokens`.
         """
         length = input_ids.shape[1]
         used = (
@@ -103,9 +117,10 @@ class RetrievalModel(nn.Module):
             else length
         )
         cut = None if hidden is None else hidden[:, :used]
-        tokens = self.text_proj(
-            self.text_encoder(input_ids[:, :used], attention_mask[:, :used], cut, start)
-        )  # (B, used, D)
+        words = self.text_encoder(input_ids[:, :used], attention_mask[:, :used], cut, start)  # (B, used, C)
+        if pooled:
+            return self.text_proj(masked_mean(words, attention_mask[:, :used].bool(), dim=1)).unsqueeze(1)
+        tokens = self.text_proj(words)  # (B, used, D)
         return F.pad(tokens, (0, 0, 0, length - used))  # (B, L, D)
 
     def encode_images(self, pixels: Tensor) -> ImageFeatures:
@@ -141,12 +156,14 @@ class RetrievalModel(nn.Module):
         masked words, and BatchNorm sees per-process batches unless synchronised (the trainer converts
         it to SyncBatchNorm on CUDA).
         """
-        image_tokens = self.image_tokens(batch.pixels, batch.image_stage)  # (B, N, D)
+        pooled = self.head.mean_pooled  # project the means, not every token (the same features)
+        image_tokens = self.image_tokens(batch.pixels, batch.image_stage, pooled=pooled)  # (B, N or 1, D)
         images = self.head.images(image_tokens)
         text_tokens = self.text_tokens(
-            batch.input_ids, batch.attention_mask, batch.text_hidden, batch.text_stage
-        )  # (B, L, D)
-        texts = self.head.texts(text_tokens, batch.attention_mask.bool())
+            batch.input_ids, batch.attention_mask, batch.text_hidden, batch.text_stage, pooled=pooled
+        )  # (B, L or 1, D)
+        words = text_tokens.new_ones(text_tokens.shape[:2], dtype=torch.bool) if pooled else None
+        texts = self.head.texts(text_tokens, batch.attention_mask.bool() if words is None else words)
         scale = self.logit_scale()
         everyone_texts, everyone_images = texts.gathered(), images.gathered()  # (world * B, ...)
         person_ids = gather_rows(batch.person_ids)

@@ -78,6 +78,19 @@ class VariantHead(nn.Module):
         self.config = config
         self.dims = dims
 
+    @property
+    def mean_pooled(self) -> bool:
+        """True when this head's training features are the base class's means of the tokens and its
+        losses are the model's alone (nothing reads the local tokens): `RetrievalModel.losses` then
+        projects the mean region and the mean word instead of every one (`global`: 49x fewer
+        projected image tokens, the same losses in exact arithmetic)."""
+        cls = type(self)
+        return (
+            cls.images is VariantHead.images
+            and cls.texts is VariantHead.texts
+            and cls.head_losses is VariantHead.head_losses
+        )
+
     def images(self, tokens: Tensor) -> ImageFeatures:
         """tokens (B, N, D) projected image regions -> features with an L2-normalised global."""
         return ImageFeatures(global_=l2_normalize(tokens.mean(dim=1)), local=tokens)

@@ -16,7 +16,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from tasks.data.check import content_hash
 from tasks.data.layout import IMAGES
 from tasks.data.reader import ImageDataset, SplitData, load_prepared
 from tasks.embed import layout
+from tasks.embed.images import Batch, encode_batches, encode_images
 from tasks.embed.index import build_index, check_index_kind, save_index
 from tasks.tracking.models import open_checkpoint
 from tbpr_models import ImageFeatures, build_tokenizer, image_transform
@@ -122,25 +123,26 @@ def embed_split(
     try:
         transform = image_transform(config.image)
         clock = time.perf_counter()
-        if cache is not None:
-            image_global, image_unit = _embed_images(
-                model,
-                _cached_images(model, cache.splits[split], cache.point.image, batch_size),
-                len(part.image_ids),
-                work,
-                torch_device,
-                precision,
-            )
-        elif shards > 1:
+        if shards > 1 and cache is None:
             image_global, image_unit = _embed_images_sharded(
                 model, data, split, checkpoint, work, batch_size, torch_device, precision, shards, scheduler
             )
         else:
-            loader = DataLoader(ImageDataset(part, transform), batch_size=batch_size)
-            pixels = ((batch, model.encode_images) for batch in loader)
-            image_global, image_unit = _embed_images(
-                model, pixels, len(part.image_ids), work, torch_device, precision
+            if cache is not None:
+                batches = _cached_images(model, cache.splits[split], cache.point.image, batch_size)
+            else:
+                loader = DataLoader(ImageDataset(part, transform), batch_size=batch_size)
+                batches = ((pixels, model.encode_images) for pixels in loader)
+            encoded = encode_images(
+                model,
+                batches,
+                work / layout.IMAGE_LOCAL,
+                capacity=len(part.image_ids),
+                device=torch_device,
+                precision=precision,
+                progress="embedding images",
             )
+            image_global, image_unit = encoded.global_, encoded.unit_local
         stages["images"], clock = time.perf_counter() - clock, time.perf_counter()
         input_ids, attention_mask = build_tokenizer(config.text)(part.texts)  # (Q, L) each
         hidden = None if cache is None else (cache.splits[split].texts, cache.point.text)
@@ -159,7 +161,7 @@ def embed_split(
         info = layout.EmbedInfo(
             model_ref=model_ref or str(checkpoint),
             checkpoint=str(checkpoint.resolve()),
-            data=str(Path(data).resolve()),
+            data_dir=str(Path(data).resolve()),
             split=split,
             variant=str(config.variant.kind),
             pairwise=bool(model.pairwise),
@@ -197,9 +199,7 @@ def embed_split(
     return summary
 
 
-def _cached_images(
-    model: Any, cached: CachedSplit, stage: int, batch_size: int
-) -> Iterator[tuple[torch.Tensor, Callable[[torch.Tensor], ImageFeatures]]]:
+def _cached_images(model: Any, cached: CachedSplit, stage: int, batch_size: int) -> Iterator[Batch]:
     """Batches of cached activations (B, C, h, w), each with what encodes it: the stages above `stage`."""
 
     def encode(acts: torch.Tensor) -> ImageFeatures:
@@ -207,41 +207,6 @@ def _cached_images(
 
     for start in range(0, len(cached.images), batch_size):
         yield torch.from_numpy(np.array(cached.images[start : start + batch_size])).float(), encode
-
-
-@torch.inference_mode()
-def _embed_images(
-    model: Any,
-    batches: Iterable[tuple[torch.Tensor, Callable[[torch.Tensor], ImageFeatures]]],
-    total: int,
-    out: Path,
-    device: torch.device,
-    precision: str,
-) -> tuple[np.ndarray, bool]:
-    """Gallery globals (G, D) float32, and whether the locals are unit (`ImageFeatures.unit_local`);
-    locals streamed into EMB/image_local.npy (G, N, D) float16, as the head's `compact_images` keeps
-    them (`hard_topk`: its k selected regions, unit). `batches`: inputs (pixels, or cached activations)
-    with the function that encodes them."""
-    globals_: list[np.ndarray] = []
-    local: np.memmap | None = None
-    row, unit = 0, True
-    with Progress(transient=True) as progress:
-        task = progress.add_task("embedding images", total=total)
-        for pixels, encode in batches:
-            with autocast(device, precision):
-                feats = model.head.compact_images(encode(pixels.to(device)))
-            unit &= feats.unit_local
-            block = feats.local.float().cpu().numpy()  # (B, N, D)
-            if local is None:
-                shape = (total, *block.shape[1:])  # (G, N, D)
-                local = np.lib.format.open_memmap(out / layout.IMAGE_LOCAL, "w+", np.float16, shape)
-            local[row : row + len(block)] = block
-            globals_.append(feats.global_.float().cpu().numpy())
-            row += len(block)
-            progress.advance(task, len(block))
-    assert local is not None
-    local.flush()
-    return np.concatenate(globals_), unit  # (G, D)
 
 
 def _embed_images_sharded(
@@ -260,9 +225,9 @@ def _embed_images_sharded(
     into EMB/image_local.npy."""
     part = load_prepared(data, splits=(split,)).splits[split]
     total = len(part.image_ids)
-    with torch.inference_mode():
-        pixels = image_transform(model.config.image)(_first_image(part)).unsqueeze(0).to(device)
-        probe = model.head.compact_images(model.encode_images(pixels))
+    # the first image encoded once, for the shape of the locals file the workers write into
+    pixels = image_transform(model.config.image)(_first_image(part)).unsqueeze(0)  # (1, 3, H, W)
+    probe = next(encode_batches(model, [(pixels, model.encode_images)], device, precision))
     shape = (total, *probe.local.shape[1:])  # (G, N, D)
     np.lib.format.open_memmap(out / layout.IMAGE_LOCAL, "w+", np.float16, shape).flush()
     jobs = [(s.start, s.stop) for s in gallery_shards(total, shards)]
@@ -313,22 +278,20 @@ def embed_image_rows(
     (created by the driver), globals (S, D) returned."""
     model = _worker_model(checkpoint, device)
     part = load_prepared(data, splits=(split,)).splits[split]
-    local = np.load(out / layout.IMAGE_LOCAL, mmap_mode="r+")
     loader = DataLoader(
         torch.utils.data.Subset(ImageDataset(part, image_transform(model.config.image)), range(start, stop)),
         batch_size=batch_size,
     )
-    globals_, row = [], start
-    with torch.inference_mode():
-        for pixels in loader:
-            with autocast(torch.device(device), precision):
-                feats = model.head.compact_images(model.encode_images(pixels.to(device)))
-            block = feats.local.float().cpu().numpy()  # (B, N, D)
-            local[row : row + len(block)] = block
-            globals_.append(feats.global_.float().cpu().numpy())
-            row += len(block)
-    local.flush()
-    return np.concatenate(globals_) if globals_ else np.empty((0, local.shape[2]), np.float32)
+    return encode_images(
+        model,
+        ((pixels, model.encode_images) for pixels in loader),
+        out / layout.IMAGE_LOCAL,
+        capacity=stop,
+        device=torch.device(device),
+        precision=precision,
+        start=start,
+        create=False,
+    ).global_  # (S, D)
 
 
 @torch.inference_mode()

@@ -5,7 +5,8 @@ precision and the same device type encodes only the files added or changed since
 path and content hash), copies the others' features from the previous EMB, drops removed files and
 rebuilds the FAISS indexes over the result: the same rows and features as a fresh embed. Another
 model, precision (fp32 / bf16 features differ by ~1e-3) or device type re-embeds everything, and
-`FolderRecord.reembedded` says why. Layout: `tasks.embed.layout`.
+`FolderRecord.reembedded` says why (the decision: `tasks.embed.previous`). Each batch of new or
+changed files is encoded by `tasks.embed.images`, the loop every embed uses. Layout: `tasks.embed.layout`.
 Dimension letters: G gallery, N regions, D dim.
 """
 
@@ -24,11 +25,10 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
-from rich.progress import Progress
+from rich.progress import Progress, TaskID
 
-from tasks.core.device import autocast, resolve_device
+from tasks.core.device import resolve_device
 from tasks.core.errors import TbprError
 from tasks.core.files import (
     remove_stale_temps,
@@ -41,92 +41,15 @@ from tasks.core.outputs import check_out_folder
 from tasks.embed import layout
 from tasks.embed.encode import EmbedSummary, embedding_column
 from tasks.embed.files import MAX_PIXELS, FolderFile, open_image, read_file, scan_folder, unlisted_record
+from tasks.embed.images import Batch, encode_images
 from tasks.embed.index import build_index, check_index_kind, save_index
-from tasks.embed.store import read_embeddings
+from tasks.embed.previous import FolderRecord, Previous, previous_emb
 from tasks.tracking.models import open_checkpoint
 from tbpr_models import image_transform
 from tbpr_models.checkpoint import CONFIG_FILE, is_checkpoint, weights_digest
 
 log = logging.getLogger(__name__)
 COUNTS = ("added", "changed", "removed", "unchanged", "quarantined", "encoded")
-
-
-@dataclass(frozen=True)
-class FolderRecord:
-    """`folder.json`: what the last embed of the folder did. The model is the same when its weights
-    digest and its settings (embed.json's `config`, less the trainer's `extra`) are."""
-
-    folder: str
-    weights_digest: str
-    max_pixels: int
-    counts: dict[str, int]  # COUNTS: files added/changed/removed/unchanged since the previous EMB,
-    # quarantined now, and encoded by this embed
-    reused: bool  # features of unchanged files copied from the previous EMB (same model, precision, device)
-    precision: str = ""  # what the features were encoded in ("" in an older folder.json: never reused)
-    device: str = ""  # the device type that encoded them (cpu, cuda, mps)
-    reembedded: str = ""  # why the previous EMB's features were not reused, when there was one
-
-
-@dataclass
-class _Previous:
-    """The EMB being replaced: path -> sha256 of its embedded and quarantined files, and, when its
-    model is this one, the features of its embedded files to copy."""
-
-    hashes: dict[str, str] = field(default_factory=dict)
-    rows: dict[str, int] = field(default_factory=dict)  # embedded path -> its row, when reusable
-    global_: np.ndarray | None = None  # (G', D)
-    local: np.ndarray | None = None  # (G', N, D) float16, memory-mapped
-    reembedded: str = ""  # why an image-folder EMB's features were not reused
-
-
-def _model_settings(config: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint's config.json without what its trainer added (`extra`: epoch, metrics)."""
-    from tbpr_models.checkpoint import EXTRA_KEY
-
-    return {key: value for key, value in config.items() if key != EXTRA_KEY}
-
-
-def _previous(
-    out: Path, digest: str, config: dict[str, Any], max_pixels: int, precision: str, device: str
-) -> _Previous:
-    try:
-        info = layout.EmbedInfo.read(out)
-        record = json.loads((out / layout.FOLDER_JSON).read_text())
-        files = pq.read_table(out / layout.FILES).to_pylist()
-        quarantined = pq.read_table(out / layout.FOLDER_QUARANTINE).to_pylist()
-    except (TbprError, OSError, ValueError, pa.ArrowException):
-        return _Previous()  # none, or not an image-folder EMB: everything is new
-    previous = _Previous(hashes={row["path"]: row["sha256"] for row in files + quarantined})
-    same_model = record.get("weights_digest") == digest and _model_settings(info.config) == _model_settings(
-        config
-    )
-    was = (record.get("precision") or "unknown", record.get("device") or "unknown")
-    differs = [
-        why
-        for why, differ in (
-            ("not an image-folder EMB", info.source != layout.SOURCE_FOLDER),
-            ("another model", not same_model),
-            (
-                f"max_pixels {record.get('max_pixels')} -> {max_pixels}",
-                record.get("max_pixels") != max_pixels,
-            ),
-            (f"precision {was[0]} -> {precision}", was[0] != precision),
-            (f"device {was[1]} -> {device}", was[1] != device),
-        )
-        if differ
-    ]
-    if differs:
-        previous.reembedded = "; ".join(differs)
-        log.warning(
-            "re-embedding every file of %s (%s): features are reused only when they match",
-            out,
-            previous.reembedded,
-        )
-    else:
-        previous.rows = {row["path"]: i for i, row in enumerate(files)}
-        previous.global_ = read_embeddings(out / layout.GALLERY)
-        previous.local = np.load(out / layout.IMAGE_LOCAL, mmap_mode="r")
-    return previous
 
 
 def check_folder_out(folder: Path, out: Path, checkpoint: Path | None = None) -> None:
@@ -168,7 +91,7 @@ def embed_folder(
     digest = weights_digest(checkpoint)
     config = json.loads((Path(checkpoint) / CONFIG_FILE).read_text())
     torch_device = resolve_device(device)
-    previous = _previous(out, digest, config, max_pixels, precision, torch_device.type)
+    previous = previous_emb(out, digest, config, max_pixels, precision, torch_device.type)
     model = open_checkpoint(checkpoint, device=torch_device).eval()
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out)
@@ -211,9 +134,9 @@ def embed_folder(
             reembedded=previous.reembedded,
         )
         write_json_atomic(work / layout.FOLDER_JSON, dataclasses.asdict(record), indent=2, sort_keys=True)
-        info = _info(
-            folder, checkpoint, model, torch_device, image_global, work, kinds, (model_ref, train_run_id)
-        )
+        # whether the locals are unit is the head's property: as encoded now, or as the same model did
+        unit = fresh.unit_local if fresh.rows else previous.unit_local
+        info = _info(folder, checkpoint, model, image_global, work, kinds, unit, (model_ref, train_run_id))
         previous.local = None  # the old EMB's memory map is closed before it is replaced
         info.write(work)
         replace_dir(work, out)
@@ -228,16 +151,20 @@ def embed_folder(
 
 @dataclass
 class _Fresh:
-    """Features of the files this embed encodes: path -> row of `global_` and of `local`."""
+    """Features of the files this embed encodes: path -> row of `global_` and of the locals file."""
 
     rows: dict[str, int] = field(default_factory=dict)
-    global_: list[np.ndarray] = field(default_factory=list)  # (B, D) blocks
-    local: np.memmap | None = None  # (files to encode, N, D) float16, in the work folder
+    global_: np.ndarray | None = None  # (F, D), None when nothing was encoded
+    unit_local: bool = True  # whether the encoded locals are unit (`ImageFeatures.unit_local`)
+
+    @staticmethod
+    def local_file(work: Path) -> Path:
+        return work / "fresh_local.npy"  # (files to encode, N, D) float16
 
 
 def _encode_changes(
     folder: Path,
-    previous: _Previous,
+    previous: Previous,
     model: Any,
     work: Path,
     batch_size: int,
@@ -253,9 +180,10 @@ def _encode_changes(
     kept: dict[FolderFile, str] = {}
     quarantine = [(unlisted_record(folder, path), reason) for path, reason in scan.unlisted]
     fresh = _Fresh()
-    batch: list[tuple[FolderFile, torch.Tensor]] = []
-    with Progress(transient=True) as progress:
-        task = progress.add_task(f"reading {folder}", total=len(paths))
+
+    def batches(progress: Progress, task: TaskID) -> Iterator[Batch]:
+        """Pixels (B, 3, H, W) of the files to encode, `batch_size` at a time, as they are read."""
+        batch: list[torch.Tensor] = []
         for record, image in _images(folder, paths, previous, max_pixels):
             progress.advance(task)
             if isinstance(image, str):
@@ -264,17 +192,31 @@ def _encode_changes(
                 kept[record] = "previous"
             else:
                 kept[record] = "fresh"
-                batch.append((record, transform(image)))
+                fresh.rows[record.path] = len(fresh.rows)
+                batch.append(transform(image))
                 if len(batch) == batch_size:
-                    _encode(model, batch, fresh, work, len(paths), device, precision)
+                    yield torch.stack(batch), model.encode_images
                     batch = []
         if batch:
-            _encode(model, batch, fresh, work, len(paths), device, precision)
+            yield torch.stack(batch), model.encode_images
+
+    with Progress(transient=True) as progress:
+        task = progress.add_task(f"reading {folder}", total=len(paths))
+        encoded = encode_images(
+            model,
+            batches(progress, task),
+            _Fresh.local_file(work),
+            capacity=len(paths),  # at most every file is encoded
+            device=device,
+            precision=precision,
+        )
+    if encoded.rows:
+        fresh.global_, fresh.unit_local = encoded.global_, encoded.unit_local
     return kept, quarantine, fresh
 
 
 def _images(
-    folder: Path, paths: list[Path], previous: _Previous, max_pixels: int
+    folder: Path, paths: list[Path], previous: Previous, max_pixels: int
 ) -> Iterator[tuple[FolderFile, Any]]:
     """(record, RGB image | None when the previous EMB holds its features | quarantine reason)."""
     for path in paths:
@@ -287,39 +229,16 @@ def _images(
             yield record, open_image(record.path, data, max_pixels)
 
 
-@torch.inference_mode()
-def _encode(
-    model: Any,
-    batch: list[tuple[FolderFile, torch.Tensor]],
-    fresh: _Fresh,
-    work: Path,
-    capacity: int,
-    device: torch.device,
-    precision: str,
-) -> None:
-    pixels = torch.stack([pixels for _, pixels in batch]).to(device)  # (B, 3, H, W)
-    with autocast(device, precision):
-        feats = model.head.compact_images(model.encode_images(pixels))
-    block = feats.local.float().cpu().numpy()  # (B, N, D)
-    if fresh.local is None:
-        shape = (capacity, *block.shape[1:])  # (files, N, D): at most every file is encoded
-        fresh.local = np.lib.format.open_memmap(work / "fresh_local.npy", "w+", np.float16, shape)
-    row = len(fresh.rows)
-    fresh.local[row : row + len(block)] = block
-    fresh.global_.append(feats.global_.float().cpu().numpy())
-    for offset, (record, _) in enumerate(batch):
-        fresh.rows[record.path] = row + offset
-
-
-def _assemble(kept: dict[FolderFile, str], previous: _Previous, fresh: _Fresh, work: Path) -> np.ndarray:
+def _assemble(kept: dict[FolderFile, str], previous: Previous, fresh: _Fresh, work: Path) -> np.ndarray:
     """Gallery globals (G, D) in path order, and EMB/image_local.npy (G, N, D) written from the
     previous EMB's rows and the fresh ones."""
-    fresh_global = np.concatenate(fresh.global_) if fresh.global_ else None  # (F, D)
+    fresh_global = fresh.global_  # (F, D)
+    fresh_local = np.load(_Fresh.local_file(work), mmap_mode="r") if fresh.rows else None  # (F', N, D)
     sources: list[tuple[np.ndarray, np.ndarray, int]] = []  # (globals, locals, row) of each gallery row
     for record in sorted(kept):
         if kept[record] == "fresh":
-            assert fresh.local is not None and fresh_global is not None
-            sources.append((fresh_global, fresh.local, fresh.rows[record.path]))
+            assert fresh_local is not None and fresh_global is not None
+            sources.append((fresh_global, fresh_local, fresh.rows[record.path]))
         else:
             assert previous.local is not None and previous.global_ is not None
             sources.append((previous.global_, previous.local, previous.rows[record.path]))
@@ -331,9 +250,8 @@ def _assemble(kept: dict[FolderFile, str], previous: _Previous, fresh: _Fresh, w
         image_global[row] = globals_[source_row]
         local[row] = locals_[source_row]
     local.flush()
-    del local
-    fresh.local = None
-    (work / "fresh_local.npy").unlink(missing_ok=True)
+    del local, fresh_local, sources
+    _Fresh.local_file(work).unlink(missing_ok=True)
     return image_global
 
 
@@ -385,26 +303,20 @@ def _info(
     folder: Path,
     checkpoint: Path,
     model: Any,
-    device: torch.device,
     image_global: np.ndarray,
     work: Path,
     kinds: list[Any],
+    unit_local: bool,
     refs: tuple[str | None, str | None],
 ) -> layout.EmbedInfo:
     model_ref, train_run_id = refs
     local = np.load(work / layout.IMAGE_LOCAL, mmap_mode="r")
     regions = local.shape[1]
     del local
-    with torch.inference_mode():  # whether the head stores unit local tokens: a property of the head
-        probe = model.head.compact_images(
-            model.encode_images(
-                torch.zeros(1, 3, model.config.image.height, model.config.image.width, device=device)
-            )
-        )
     return layout.EmbedInfo(
         model_ref=model_ref or str(checkpoint),
         checkpoint=str(Path(checkpoint).resolve()),
-        data=str(folder.resolve()),
+        image_folder=str(folder.resolve()),
         split="",
         variant=str(model.config.variant.kind),
         pairwise=bool(model.pairwise),
@@ -414,7 +326,7 @@ def _info(
         num_regions=regions,
         max_length=1,
         indexes=tuple(kinds),
-        image_local_unit=bool(probe.unit_local),
+        image_local_unit=unit_local,
         text_local_unit=False,
         embed_id=uuid.uuid4().hex,
         train_run_id=train_run_id,

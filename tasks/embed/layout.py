@@ -16,7 +16,7 @@ no queries (Q = 0), `file_path` the path relative to FOLDER, `person_id` -1, and
 ```
 EMB/files.parquet       path, sha256, size, mtime_ns: the embedded files, in gallery row order
 EMB/quarantine.parquet  path, sha256, size, mtime_ns, reason: files not embedded, and why
-EMB/folder.json         FolderRecord: the folder, the model's weights digest, the precision and device
+EMB/folder.json         FolderRecord (`tasks.embed.previous`): the folder, the model's weights digest, the precision and device
                         type of its features, what the last embed added, changed, removed, kept and
                         quarantined, and why it re-embedded everything when it did
 ```
@@ -71,8 +71,7 @@ class EmbedInfo:
 
     model_ref: str  # run id, model URI or checkpoint folder as given
     checkpoint: str  # resolved checkpoint folder
-    data: str  # the DATA folder (images.parquet is read from it for contact sheets)
-    split: str
+    split: str  # "" for an image folder
     variant: str
     pairwise: bool
     num_images: int  # G
@@ -86,7 +85,11 @@ class EmbedInfo:
     image_local_unit: bool = False
     text_local_unit: bool = False
     embed_id: str = ""  # random, new at every embed (empty in an older embed.json)
-    source: str = SOURCE_SPLIT  # "split": a DATA split; "folder": an image folder (`data` is that folder)
+    source: str = SOURCE_SPLIT  # "split": a DATA split; "folder": an image folder
+    # where the gallery's images are, by `source` (the other is ""); an older embed.json's `data` is read
+    # into the one its `source` names
+    data_dir: str = ""  # a split EMB's DATA folder (images.parquet: contact sheets, the server)
+    image_folder: str = ""  # an image-folder EMB's folder (files.parquet's paths are relative to it)
     train_run_id: str | None = None
     dataset: str | None = None
     config: dict[str, Any] = field(default_factory=dict)  # the checkpoint's config.json
@@ -101,7 +104,7 @@ class EmbedInfo:
         DATA (contact sheets, the server, the external re-ranker). A TbprError naming both hashes when
         DATA was re-prepared or edited since (other images under the same ids would be drawn or scored
         beside these embeddings)."""
-        folder = Path(self.data)
+        folder = Path(self.data_dir)
         if self.data_hash and all((folder / name).is_file() for name in HASHED):
             try:
                 now = content_hash(folder)
@@ -116,6 +119,16 @@ class EmbedInfo:
                     f"they were embedded from {self.data_hash}); re-run `tbpr embed` on it"
                 )
         return folder
+
+    @property
+    def image_source(self) -> Path:
+        """Where the gallery's images are read from: DATA (a split EMB) or the image folder."""
+        return Path(self.image_folder if self.source == SOURCE_FOLDER else self.data_dir)
+
+    @property
+    def data(self) -> str:
+        """Deprecated: `image_source` as a string (kept for callers in tasks/score until they move)."""
+        return str(self.image_source)
 
     def check_same_data(self, other: EmbedInfo, emb: Path, other_emb: Path) -> None:
         """TbprError naming both folders and hashes when `other` (another model's EMB, e.g. a cascade's
@@ -169,6 +182,9 @@ class EmbedInfo:
             raw = json.loads(path.read_text())
             if not isinstance(raw, dict):
                 raise TypeError(f"it holds a JSON {type(raw).__name__}, not an object")
+            if "data" in raw:  # an older embed.json: one `data` for either folder
+                folder = raw.pop("data")
+                raw.setdefault("image_folder" if raw.get("source") == SOURCE_FOLDER else "data_dir", folder)
             known = {f.name for f in dataclasses.fields(cls)}
             # every field checked against its type (a string "false" would be truthy)
             return build(cls, {key: value for key, value in raw.items() if key in known})

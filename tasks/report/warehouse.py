@@ -9,9 +9,11 @@ download from the internet), registered in DuckDB and materialised as tables. Sc
 Tables: `experiments`, `runs`, `tags`, `params`, `metrics`, `scoring_jobs`, `score_outputs`
 (the `metrics.json` files), `variant_stats` (means over seeds, intervals over persons and seeds,
 paired differences to `global`), `variant_tests` (each family's Holm-corrected comparisons with
-`global` and `gpo`, `tasks.report.verdicts`; view `latest_tests`: the latest run's), `vocabulary`, `attributes`, `rankings`, `per_query`, `captions`, `images`
+`global` and `gpo`, `tasks.report.verdicts`), `vocabulary`, `attributes`, `rankings`, `per_query`, `captions`, `images`
 (the last four empty when there are no such files), `data_quality` (the flags of `tasks.data.quality` on
 `images` and `captions`), `open_set` (each model's open-set threshold and test rates, `tasks.report.open_set`).
+Views (`VIEWS_SQL`), the rules `sql/` shares: `latest_run`, `reference_stats`, `reference_tests`,
+`latest_tests`.
 """
 
 from __future__ import annotations
@@ -104,28 +106,40 @@ def _per_query_view(con: duckdb.DuckDBPyConnection, rankings_files: Sequence[str
     _out_view(con, "per_query", files, "query_id BIGINT, first_match_rank BIGINT, ap DOUBLE, inp DOUBLE")
 
 
-# View `latest_tests`: the Holm-corrected tests of the latest pipeline run (else of the latest standalone
-# jobs) on its reference job (exhaustive when it has one, else the pruned job with the largest k, as in
-# leaderboard.sql), with each variant's mean R1: what `sql/variant_vs_global.sql` and
-# `sql/variant_vs_gpo.sql` print, one family each
-LATEST_TESTS_SQL = """
+# The rules `sql/` shares, as views created with the tables (each written here once):
+# `latest_run`: the latest pipeline run (one row; parent_run_id NULL: the latest standalone jobs);
+# `reference_stats`: the `variant_stats` rows of its reference job (exhaustive when it has one, else
+#   the pruned job with the largest k), one per variant: what the leaderboard ranks;
+# `reference_tests`: the `variant_tests` rows (R1) of that job, both families;
+# `latest_tests`: those tests with each variant's mean R1: what `sql/variant_vs_global.sql` and
+#   `sql/variant_vs_gpo.sql` print, one family each.
+VIEWS_SQL = (
+    """
+CREATE VIEW latest_run AS
+SELECT parent_run_id FROM scoring_jobs ORDER BY parent_run_id IS NULL, start_time DESC LIMIT 1
+""",
+    """
+CREATE VIEW reference_stats AS
+SELECT s.* FROM variant_stats s JOIN latest_run l ON s.parent_run_id IS NOT DISTINCT FROM l.parent_run_id
+QUALIFY dense_rank() OVER (ORDER BY s.mode = 'exhaustive' DESC, s.candidates NULLS FIRST, s.top_k DESC NULLS FIRST, s."index", s.dataset) = 1
+""",
+    """
+CREATE VIEW reference_tests AS
+SELECT t.* FROM variant_tests t JOIN reference_stats r
+  ON t.variant = r.variant AND t.dataset IS NOT DISTINCT FROM r.dataset
+ AND t.parent_run_id IS NOT DISTINCT FROM r.parent_run_id AND t.mode = r.mode
+ AND t.top_k IS NOT DISTINCT FROM r.top_k AND t."index" IS NOT DISTINCT FROM r."index"
+ AND t.candidates IS NOT DISTINCT FROM r.candidates
+WHERE t.metric = 'R1'
+""",
+    """
 CREATE VIEW latest_tests AS
-WITH latest AS (
-  SELECT parent_run_id FROM scoring_jobs ORDER BY parent_run_id IS NULL, start_time DESC LIMIT 1
-), reference AS (
-  SELECT t.* FROM variant_tests t JOIN latest l ON t.parent_run_id IS NOT DISTINCT FROM l.parent_run_id
-  WHERE t.metric = 'R1'
-  QUALIFY dense_rank() OVER (ORDER BY t.mode = 'exhaustive' DESC, t.candidates NULLS FIRST, t.top_k DESC NULLS FIRST, t."index", t.dataset) = 1
-)
 SELECT t.reference, t.variant, s.seeds, s.queries, s.persons, s.R1_mean, t.delta AS delta_R1, round(t.se, 2) AS se,
        t.low AS delta_R1_low, t.high AS delta_R1_high, t.p, t.p_holm, t.holm_low, t.holm_high,
        t.family_size, round(t.mde, 2) AS mde, t.verdict
-FROM reference t JOIN variant_stats s
-  ON s.variant = t.variant AND s.dataset IS NOT DISTINCT FROM t.dataset
- AND s.parent_run_id IS NOT DISTINCT FROM t.parent_run_id AND s.mode = t.mode
- AND s.top_k IS NOT DISTINCT FROM t.top_k AND s."index" IS NOT DISTINCT FROM t."index"
- AND s.candidates IS NOT DISTINCT FROM t.candidates
-"""
+FROM reference_tests t JOIN reference_stats s USING (variant)
+""",
+)
 
 
 def _variant_stats(con: duckdb.DuckDBPyConnection) -> None:
@@ -161,7 +175,8 @@ def _variant_stats(con: duckdb.DuckDBPyConnection) -> None:
         con.register(f"arrow_{name}", table)
         con.sql(f"CREATE TABLE {name} AS SELECT * FROM arrow_{name}")
         con.unregister(f"arrow_{name}")
-    con.sql(LATEST_TESTS_SQL)
+    for view in VIEWS_SQL:
+        con.sql(view)
 
 
 def _quality_table(con: duckdb.DuckDBPyConnection) -> None:

@@ -155,7 +155,7 @@ class Gallery:
             raise ServeError(f"{path!r} is not an image of this gallery", 404)
         if self.info.source == SOURCE_FOLDER:
             size, sha256 = self.files[path]
-            data = read_inside(self.info.data, path, size, sha256)
+            data = read_inside(self.info.image_folder, path, size, sha256)
         else:
             data = self._data.image(int(self.searcher.image_ids[self.rows[path]]), path)
         try:
@@ -216,7 +216,7 @@ class DataCheck:
         self.lock = threading.Lock()
 
     def _stamp(self) -> tuple[object, ...]:
-        folder = Path(self.info.data)
+        folder = Path(self.info.data_dir)
         stamps: list[object] = []
         for name in (MANIFEST, IMAGES, CAPTIONS):
             try:
@@ -240,7 +240,7 @@ class DataCheck:
                         f"{folder / IMAGES} is gone; re-run `tbpr embed` on a prepared DATA", 404
                     )
                 self._seen = stamp
-            return Path(self.info.data)
+            return Path(self.info.data_dir)
 
     def image(self, image_id: int, path: str) -> bytes:
         folder = self.check()

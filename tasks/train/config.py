@@ -65,6 +65,10 @@ class TrainConfig(BaseModel):
     eval_batch_size: int = Field(default=256, ge=1)
     eval_query_block: int = Field(default=256, ge=1)  # similarity blocks: queries x gallery images
     eval_gallery_block: int = Field(default=1024, ge=1)
+    # pairwise heads: val (and the selected epoch's test) during training rank each caption's top
+    # `eval_top_k` images by the global cosine, re-ranked by the pair score: pruned scoring, as
+    # `tbpr score --mode pruned`; None scores every pair (exhaustive)
+    eval_top_k: int | None = Field(default=None, ge=1)
     output_dir: Path | None = None  # checkpoints; default $TBPR_HOME/runs/train/<run id>
     # "cached": encode the frozen lower stages once (tasks.cache) and train only the top on the cache
     features: Literal["raw", "cached"] = "raw"

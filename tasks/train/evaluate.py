@@ -30,6 +30,7 @@ class EvalSettings:
     query_block: int = 256
     gallery_block: int = 1024
     num_workers: int = 0
+    top_k: int | None = None  # pairwise heads: re-rank each caption's global top-k (None: every pair)
 
 
 @torch.inference_mode()
@@ -159,6 +160,12 @@ def _metrics(
     split: SplitData,
     settings: EvalSettings,
 ) -> dict[str, float]:
+    if settings.top_k is not None and model.pairwise and len(images.global_) > settings.top_k:
+        return retrieval_metrics(
+            pruned_similarity(model, texts, images, settings.top_k, settings),
+            split.caption_pids,
+            split.image_pids,
+        )
     with torch.inference_mode():
         plan = BlockPlan(settings.query_block, settings.gallery_block)
 
@@ -170,3 +177,20 @@ def _metrics(
             scorer, InMemoryFeatures(texts, images), plan, device=settings.device
         )
     return retrieval_metrics(similarity, split.caption_pids, split.image_pids)
+
+
+@torch.inference_mode()
+def pruned_similarity(
+    model: RetrievalModel, texts: TextFeatures, images: ImageFeatures, k: int, settings: EvalSettings
+) -> Tensor:
+    """(Q, G) scores whose descending order is pruned scoring's ranking: each caption's top `k` images
+    by the global cosine first, in the order of the pair score, then every other image in the order
+    of the global cosine. Scores k pairs per caption instead of G."""
+    cosine = texts.global_.float() @ images.global_.float().t()  # (Q, G)
+    candidates = cosine.topk(k, dim=1).indices  # (Q, k)
+    with autocast(settings.device, settings.precision):
+        pair = model.similarity_candidates(texts, images, candidates).float()  # (Q, k)
+    # candidates shifted to >= 0, the rest to <= -1: every candidate ranks above every other image
+    ranked = cosine - cosine.amax(dim=1, keepdim=True) - 1.0  # (Q, G) <= -1
+    lifted = pair - pair.amin(dim=1, keepdim=True)  # (Q, k) >= 0
+    return ranked.scatter_(1, candidates, lifted)

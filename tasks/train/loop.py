@@ -11,6 +11,10 @@ epoch, checkpoints of what was trained; the selection rules are `tasks.tracking.
 Under torchrun (`tasks.train.distributed`) the same function trains one model with several processes:
 DistributedDataParallel averages the gradients, each process takes its share of every global batch,
 and rank 0 alone evaluates, logs, writes checkpoints and registers the model.
+
+Why this file is over ~400 lines: `_Trainer` and the helpers only it uses (`param_groups`, `lr_lambda`,
+resume and output checks, SIGTERM as Ctrl-C, the feature-cache path, DDP wrapping) share its state;
+issue 33 item 2 splits the loop from the run's lifecycle.
 """
 
 from __future__ import annotations
@@ -637,6 +641,7 @@ class _Trainer:
             c.eval_query_block,
             c.eval_gallery_block,
             c.num_workers,
+            c.eval_top_k,
         )
 
     def finish(self, callbacks: Sequence[TrainCallback] = ()) -> TrainResult:

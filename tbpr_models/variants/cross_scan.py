@@ -17,6 +17,11 @@ needed). The clipped norm sums over the words of one caption against one image: 
 scorer cuts its word blocks at caption boundaries, the candidate scorer sums each pair's slots. Everything is a (words, G·N) matmul, a batched (N, N) matmul and element-wise work, in
 blocks of words x images, in the dtype of the inputs (bf16 allowed); the padding words are dropped
 before scoring.
+
+Why this file is over ~400 lines: a variant is one module (the `variants` import contract), and SCAN
+is scored three ways without the (Q, G, L, N, D) tensor (the exhaustive kernel in word x image blocks
+cut at caption boundaries, the batched candidate kernel with its gather tables, the heat map), each
+with both attention norms; they share the formulas above.
 """
 
 from __future__ import annotations

@@ -69,10 +69,17 @@ class GeneralizedPooling(nn.Module):
 
     def weights(self, lengths: Tensor, positions: int) -> Tensor:
         """(B, positions) pooling weight of each rank position for sets of `lengths` elements (B,):
-        one GRU pass per distinct length, zero past each length, each row summing to one."""
+        one GRU pass per distinct length, zero past each length, each row summing to one. In float32
+        outside autocast: the GRU's many small per-position steps cost 1.6x more under bf16 autocast
+        (its casts), for a (U, M) result that is tiny next to the pooled tokens."""
+        with torch.autocast(lengths.device.type, enabled=False):
+            return self._weights(lengths, positions)
+
+    def _weights(self, lengths: Tensor, positions: int) -> Tensor:
         distinct, inverse = torch.unique(lengths.clamp(min=1), return_inverse=True)  # (U,), (B,)
         valid = torch.arange(positions, device=lengths.device) < distinct.unsqueeze(1)  # (U, M)
-        encoding = positional_encoding(positions, self.positional_dim, lengths.device)  # (M, P)
+        dtype = self.score.weight.dtype  # the GRU's (float64 in tests)
+        encoding = positional_encoding(positions, self.positional_dim, lengths.device).to(dtype)  # (M, P)
         encoding = encoding.unsqueeze(0) * valid.unsqueeze(-1)  # (U, M, P), zero past each length
         packed = pack_padded_sequence(encoding, distinct.cpu(), batch_first=True, enforce_sorted=False)
         out, _ = pad_packed_sequence(self.gru(packed)[0], batch_first=True, total_length=positions)

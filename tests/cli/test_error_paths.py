@@ -1,6 +1,10 @@
 """Bad input through every command, in process (`tbpr.cli.main`): exit status 2, a one-paragraph message
 without a traceback, nothing written or changed; and the faults (a run killed mid-write, stale files)
-that must leave no debris and lose nothing."""
+that must leave no debris and lose nothing.
+
+Why this file is over ~400 lines: the error paths of every command are tables of cases (`MATRIX`:
+each command x each kind of bad path; `OUT_FOLDERS`; damaged files) sharing one set of builders of
+bad files, folders and warehouses, so that a new command's error path is one more row here."""
 
 from __future__ import annotations
 

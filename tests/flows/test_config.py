@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
-from typing import get_args
+from typing import Any, get_args
 
 import pytest
 from pydantic import BaseModel
@@ -15,14 +16,50 @@ from flows.config import (
     TrainSettings,
     flatten,
     load_config,
+    main_sections,
     profile_path,
     write_config,
 )
 from tasks.core.errors import TbprError
+from tasks.tracking.config import TrackingConfig
+
+MAIN_TOML = Path(__file__).resolve().parents[2] / "configs" / "main.toml"
 
 
-def test_short_preset_is_the_embedded_default() -> None:
-    assert load_config(PipelineConfig, profile_path("main")) == PipelineConfig()
+def _leaves(table: Any, prefix: str = "") -> dict[str, Any]:
+    """Every value of a parsed TOML table by dotted path (list items by index)."""
+    if isinstance(table, dict):
+        return {k: v for key, value in table.items() for k, v in _leaves(value, f"{prefix}{key}.").items()}
+    if isinstance(table, list) and any(isinstance(item, dict) for item in table):
+        return {k: v for i, item in enumerate(table) for k, v in _leaves(item, f"{prefix}{i}.").items()}
+    return {prefix[:-1]: table}
+
+
+def test_the_embedded_default_is_configs_main_toml() -> None:
+    written = _leaves(tomllib.loads(MAIN_TOML.read_text(encoding="utf-8")))
+    default = _leaves(PipelineConfig().model_dump(mode="json"))
+    assert len(written) > 20
+    assert {key: default.get(key, "<missing>") for key in written} == written
+    assert len(PipelineConfig().jobs) == len(tomllib.loads(MAIN_TOML.read_text())["jobs"])
+    # what main.toml leaves out is the models' own defaults
+    assert PipelineConfig().tracking == TrackingConfig() and PipelineConfig().gallery is None
+
+
+def test_a_file_leaving_a_section_out_gets_main_toml_s_section_whole(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('name = "x"\n[data.synth]\nidentities = 40\n')
+    config = load_config(PipelineConfig, path)
+    assert (config.name, config.data.synth.identities) == ("x", 40)
+    assert config.data.synth.held_out is None  # a section given is taken as written
+    assert config.train == PipelineConfig().train and config.jobs == PipelineConfig().jobs
+
+
+def test_a_missing_or_broken_default_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(TbprError, match=r"default config .*missing"):
+        main_sections(tmp_path / "main.toml")
+    (tmp_path / "main.toml").write_text("[train\n")
+    with pytest.raises(TbprError, match=r"main\.toml is not valid TOML"):
+        main_sections(tmp_path / "main.toml")
 
 
 def test_quick_preset_is_smaller_and_still_trains_every_variant() -> None:

@@ -152,3 +152,24 @@ def test_text_tokens_skip_trailing_padding_without_changing_real_tokens() -> Non
     valid = mask.bool()
     torch.testing.assert_close(tokens[valid], full[valid], rtol=1e-5, atol=1e-5)
     assert tokens[:, 9:].eq(0).all()
+
+
+@pytest.mark.parametrize("variant", [*REFINERS, "control_aa", "control_top_half"])
+def test_training_losses_equal_those_of_every_projected_token(variant: str) -> None:
+    """Heads that only mean-pool project the mean token in training (`VariantHead.mean_pooled`): their
+    losses and gradients equal those computed from every projected token (float64)."""
+    torch.manual_seed(0)
+    model = build_model(tiny_config(variant)).double().eval()
+    batch = tiny_batch()
+    batch = Batch(batch.pixels.double(), batch.input_ids, batch.attention_mask, batch.person_ids)
+    losses = model.losses(batch)
+    mask = batch.attention_mask.bool()
+    images = model.head.images(model.image_tokens(batch.pixels))  # every region projected
+    texts = model.head.texts(model.text_tokens(batch.input_ids, batch.attention_mask), mask)
+    scale = model.logit_scale()
+    sdm = sdm_loss(texts.global_, images.global_, batch.person_ids, scale)
+    torch.testing.assert_close(losses["sdm"], sdm, rtol=1e-10, atol=1e-12)
+    assert model.head.mean_pooled == (variant in ("global", "control_aa"))
+    (grad,) = torch.autograd.grad(losses["sdm"], model.image_proj.weight)
+    (expected,) = torch.autograd.grad(sdm, model.image_proj.weight)
+    torch.testing.assert_close(grad, expected, rtol=1e-9, atol=1e-12)

@@ -1,4 +1,7 @@
-"""The warehouse is built from a real MLflow SQLite store; every sql/ file is checked against MLflow."""
+"""The warehouse is built from a real MLflow SQLite store; every sql/ file is checked against MLflow.
+
+Why this file is over ~400 lines: every test reads the one store built by the `store` fixture (a
+pipeline run of three variants, two jobs each), which takes most of the file's time to build."""
 
 from __future__ import annotations
 
@@ -523,3 +526,39 @@ def test_tbpr_sql_prints_the_leaderboard_and_verdicts_one_line_per_row(
             assert "grounding" in lines[1]  # every column
         else:
             assert max(map(len, lines)) <= 80, out
+
+
+def _rows(store: Store, sql: str) -> list[dict[str, object]]:
+    con = duckdb.connect(str(store.warehouse), read_only=True)
+    try:
+        rel = con.sql(sql)
+        return [dict(zip(rel.columns, row, strict=True)) for row in rel.fetchall()]
+    finally:
+        con.close()
+
+
+def test_the_shared_views_pick_the_latest_runs_exhaustive_job(store: Store) -> None:
+    """The views `sql/` reads (`tasks.report.warehouse.VIEWS_SQL`) against a selection made here from
+    the whole tables: the fixture's one pipeline run, and its exhaustive job (its reference job)."""
+    assert _rows(store, "SELECT * FROM latest_run") == [{"parent_run_id": store.parent_id}]
+    stats = _rows(store, "SELECT * FROM variant_stats")
+    assert {row["mode"] for row in stats} == {"exhaustive", "pruned"}  # the view has to choose
+    want = [r for r in stats if r["parent_run_id"] == store.parent_id and r["mode"] == "exhaustive"]
+    by_variant = {row["variant"]: row for row in _rows(store, "SELECT * FROM reference_stats")}
+    assert by_variant == {row["variant"]: row for row in want} and len(by_variant) == 3
+    tests = _rows(store, "SELECT * FROM variant_tests")
+    want_tests = [
+        r
+        for r in tests
+        if r["metric"] == "R1" and r["mode"] == "exhaustive" and r["parent_run_id"] == store.parent_id
+    ]
+    key = lambda row: (row["reference"], row["variant"])  # noqa: E731
+    got = _rows(store, "SELECT * FROM reference_tests")
+    assert sorted(got, key=key) == sorted(want_tests, key=key) and got
+    latest = _rows(store, "SELECT reference, variant, R1_mean, delta_R1, verdict FROM latest_tests")
+    assert sorted(
+        (r["reference"], r["variant"], r["R1_mean"], r["delta_R1"], r["verdict"]) for r in latest
+    ) == sorted(
+        (r["reference"], r["variant"], by_variant[str(r["variant"])]["R1_mean"], r["delta"], r["verdict"])
+        for r in want_tests
+    )

@@ -69,7 +69,7 @@ def test_an_older_embed_json_with_the_sources_hash_still_opens_its_unchanged_dat
     data = shutil.copytree(info.data, tmp_path / "data")
     manifest = json.loads((data / "manifest.json").read_text())
     (data / "manifest.json").write_text(json.dumps({**manifest, "content_hash": "sha256:" + "cd" * 32}))
-    older = dataclasses.replace(info, data=str(data), data_hash="sha256:" + "cd" * 32)
+    older = dataclasses.replace(info, data_dir=str(data), data_hash="sha256:" + "cd" * 32)
     assert older.data_folder() == data
     with pytest.raises(TbprError, match="changed since"):
         dataclasses.replace(older, data_hash="sha256:" + "ef" * 32).data_folder()
