@@ -17,7 +17,7 @@ from tasks.core.shards import dask_client, gallery_shards
 from tasks.embed.layout import IMAGE_LOCAL, QUERIES, TEXT_MASK, EmbedInfo
 from tasks.score.cost import job_work, mean_words
 from tasks.score.merge import Executor, InProcess
-from tasks.score.shards import Settings, _model, ids_of, score_sharded
+from tasks.score.shards import RoundSettings, _model, ids_of, score_sharded
 from tasks.score.strategy import Scored
 from tbpr_models.scoring import Shapes
 
@@ -50,7 +50,7 @@ def score_in_shards(
     info.check_weights()  # the workers load the checkpoint by path
     parts = gallery_shards(info.num_images, plan.shards)
     here = executor is None and len(parts) == 1
-    settings = Settings(
+    settings = RoundSettings(
         emb=emb.resolve(),
         checkpoint=info.checkpoint,
         mode=plan.mode,

@@ -70,7 +70,7 @@ def _model(checkpoint: str, device: str, weights: str = "") -> RetrievalModel:
 
 
 @dataclass(frozen=True)
-class Settings:
+class RoundSettings:
     """What every round needs to know (picklable: it travels to the workers)."""
 
     emb: Path
@@ -122,7 +122,7 @@ class Proposed:
     seconds: float
 
 
-def stage1_round(settings: Settings, shard: Shard) -> Proposed:
+def stage1_round(settings: RoundSettings, shard: Shard) -> Proposed:
     """Pruned, round 0: the shard's own FAISS index -> each query's top k (global rows). One shard of the
     whole gallery searches the EMB's own index for `top_k`, as one process always did."""
     source = open_shard(settings.emb, shard)
@@ -167,7 +167,7 @@ def shard_index(source: EmbeddingStore, emb: Path, shard: Shard, kind: str) -> f
     return index
 
 
-def score_round(settings: Settings, shard: Shard, candidates: Candidates | None = None) -> ShardState:
+def score_round(settings: RoundSettings, shard: Shard, candidates: Candidates | None = None) -> ShardState:
     """Round 1 on a worker: exhaustive pair scores of the shard, or (pruned) its first-stage cosines and
     the pair scores of the merged candidates it holds."""
     start = time.perf_counter()
@@ -276,7 +276,7 @@ class ShardedResult:
 
 
 def score_sharded(
-    settings: Settings, shards: list[Shard], query_pids: np.ndarray, executor: Executor
+    settings: RoundSettings, shards: list[Shard], query_pids: np.ndarray, executor: Executor
 ) -> ShardedResult:
     """Rank every query over the sharded gallery: the same top `settings.top` and metrics as one process."""
     num_queries = len(query_pids)
@@ -360,4 +360,4 @@ def ids_of(emb: Path, table: str, column: str) -> np.ndarray:
         raise TbprError(f"{emb} is damaged ({exc}); re-run `tbpr embed` into it") from exc
 
 
-__all__ = ["Executor", "InProcess", "Settings", "ids_of", "merge_candidates", "score_sharded"]
+__all__ = ["Executor", "InProcess", "RoundSettings", "ids_of", "merge_candidates", "score_sharded"]
