@@ -24,6 +24,7 @@ import faiss
 import numpy as np
 import torch
 
+from tasks.core.errors import TbprError
 from tasks.embed.index import APPROXIMATE_SCORES, IndexParams
 from tasks.embed.store import EmbeddingStore
 from tasks.score.cascade import Alignment, align, propose, stage1_similarity
@@ -115,6 +116,7 @@ class Pruned(Strategy):
         return None
 
     def score(self, job: LocalJob) -> Scored:
+        """In this process: an adaptive k, or a cascade (a fixed k runs on the shard rounds)."""
         plan, model, store = job.plan, job.model, job.store
         shapes = store.shapes()
         image_floats = model.head.candidate_image_floats(shapes.regions, shapes.dim)
@@ -157,8 +159,7 @@ class Pruned(Strategy):
         )  # fmt: skip
 
     def _bound(self, job: LocalJob) -> tuple[float, np.ndarray]:
-        from tasks.core.errors import TbprError
-
+        """The head's bound on its pair scores from the first-stage score, which a per-query k needs."""
         bound = job.model.head.score_bound(torch.from_numpy(np.array(job.store.text_mask)))
         if bound is None:
             raise TbprError(
