@@ -25,7 +25,8 @@ from tasks.core.files import write_text_atomic
 from tasks.core.settings import deep_merge, flatten_params, parse_overrides, validation_summary
 from tasks.data.prepare import Format
 from tasks.embed.index import IndexKind
-from tasks.score.run import ScoreMode
+from tasks.score.plan import JOB_NAMES, PlanError, ScorePlan
+from tasks.score.strategy import ScoreMode
 from tasks.tracking.config import TrackingConfig
 from tasks.train.config import TrainConfig, control_variants, registered_variants
 from tbpr_models.registry import get_variant
@@ -166,6 +167,9 @@ class EmbedSettings(StrictModel):
 
 
 class ScoreJob(StrictModel):
+    """One scoring job of a pipeline or `score-queries` run, in TOML; validated by building its
+    `ScorePlan` (tasks/score/plan.py: every rule on combinations of options lives there)."""
+
     mode: ScoreMode = "exhaustive"
     top_k: int = Field(default=50, ge=1)
     index: IndexKind = "flat"
@@ -175,15 +179,20 @@ class ScoreJob(StrictModel):
     # pruned, a cascade: the same seed's model of this variant (e.g. "global") proposes the top_k
     # candidates from its FAISS index, each model's pair scorer re-ranks them (`score --candidates-from`)
     candidates: str | None = None
+    # pruned, an external re-ranker: a local cross-encoder folder (BLIP ITM) re-ranks the top_k of each
+    # model's own index from the captions and DATA's images (`score --reranker`)
+    reranker: Path | None = None
     # in a pipeline, only the models of these variants run this job (default: every model)
     variants: list[str] | None = None
 
     @model_validator(mode="after")
-    def _cascade(self) -> ScoreJob:
-        """A cascade is a pruned job of one process; the variants it names are registered (a model
-        whose candidates variant was not trained skips it)."""
-        if self.candidates is not None and (self.mode != "pruned" or self.adaptive or self.shards > 1):
-            raise ValueError("candidates (a cascade) is a pruned job of one process, without adaptive")
+    def _plan(self) -> ScoreJob:
+        """The job makes a valid plan (a cascade's EMB stands in by its variant's name); the variants it
+        names are registered (a model whose candidates variant was not trained skips it)."""
+        try:
+            self.plan(Path(self.candidates) if self.candidates else None)
+        except PlanError as exc:
+            raise ValueError(str(exc)) from None
         known = registered_variants() + control_variants()
         unknown = sorted(
             {*(self.variants or []), *([self.candidates] if self.candidates else [])} - set(known)
@@ -192,12 +201,24 @@ class ScoreJob(StrictModel):
             raise ValueError(f"unknown variant(s) {unknown} in a job; registered: {known}")
         return self
 
+    def plan(self, candidates_emb: Path | None = None) -> ScorePlan:
+        """The scoring plan of this job, a cascade's candidates from `candidates_emb`."""
+        return ScorePlan.from_options(
+            self.mode, candidates_from=candidates_emb, names=JOB_NAMES, **self.plan_options()
+        )
+
+    def plan_options(self) -> dict[str, Any]:
+        """The plan's options this job sets besides its mode and candidates (`tasks.score.run.score`)."""
+        return {"top_k": self.top_k, "index": self.index, "adaptive": self.adaptive, "shards": self.shards,
+                "scheduler": self.scheduler, "reranker": self.reranker}  # fmt: skip
+
     @property
     def name(self) -> str:
         """Folder name of this job's outputs, e.g. `pruned-k50-flat`, `pruned-k20-flat-from-global`."""
         name = self.mode if self.mode == "exhaustive" else f"pruned-k{self.top_k}-{self.index}"
         name += "-adaptive" if self.adaptive else ""
         name += f"-from-{self.candidates}" if self.candidates else ""
+        name += f"-reranked-{self.reranker.name}" if self.reranker else ""
         return name if self.shards == 1 else f"{name}-shards{self.shards}"
 
 

@@ -1,4 +1,5 @@
-"""Flow `score-queries`: each scoring job (exhaustive or pruned) over one EMB folder, one MLflow run each."""
+"""Flow `score-queries`: each scoring job (a `ScorePlan`, built from its `ScoreJob`) over one EMB folder,
+one MLflow run each."""
 
 from __future__ import annotations
 
@@ -17,14 +18,10 @@ def score_queries_flow(config: ScoreRunConfig) -> list[ScoreResult]:
             config.emb,
             config.out / job.name,
             mode=job.mode,
-            top_k=job.top_k,
-            index=job.index,
-            adaptive=job.adaptive,
-            shards=job.shards,
-            scheduler=job.scheduler,
             candidates_from=config.candidates[job.candidates] if job.candidates else None,
             tracking=config.tracking,
             parent_run_id=config.parent_run_id,
+            **job.plan_options(),
         )
         for job in config.jobs
     ]

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pyarrow.parquet as pq
 
@@ -75,11 +76,13 @@ def align(emb: Path, candidates: Path) -> Alignment:
     return Alignment(query_rows=query_rows, gallery_rows=_rows_by_id(other_images, images))
 
 
-def propose(source: EmbeddingStore, alignment: Alignment, top_k: int, kind: str) -> Candidates:
-    """Top-k candidates of every query from `source` (the candidates EMB's `kind` index), as rows of
-    the scored EMB's gallery (-1 where the index found fewer)."""
+def propose(
+    source: EmbeddingStore, alignment: Alignment, top_k: int, kind: str, index: faiss.Index | None = None
+) -> Candidates:
+    """Top-k candidates of every query from `source` (the candidates EMB's `kind` index, or `index`
+    when it is loaded already), as rows of the scored EMB's gallery (-1 where the index found fewer)."""
     text_globals = source.text_globals()[alignment.query_rows]  # (Q, D') in the scored order
-    found = first_stage(source.index(kind), text_globals, top_k, IndexParams())
+    found = first_stage(source.index(kind) if index is None else index, text_globals, top_k, IndexParams())
     ids = np.where(found.ids >= 0, alignment.gallery_rows[np.maximum(found.ids, 0)], -1)  # (Q, k)
     return Candidates(ids=ids, scores=found.scores)
 

@@ -152,3 +152,31 @@ def stage1_flops(kind: str | None, num_images: int, dim: int, probes_per_query: 
         return 0.0
     distances = num_images if kind == "flat" or probes_per_query is None else probes_per_query
     return 2.0 * dim * distances
+
+
+def job_work(
+    model: RetrievalModel,
+    shapes: Shapes,
+    words: int,
+    kind: str | None,
+    top_k: int | None,
+    pairs_per_query: float,
+    probes_per_query: float | None = None,
+    candidates_model: RetrievalModel | None = None,
+    adaptive: bool = False,
+) -> WorkCounts:
+    """A job's counted work per query from the EMB's shapes and mean caption words (`mean_words`):
+    every model it runs encodes the query; `kind` None is a job without a first stage."""
+    encoding = sum(  # a caption padded to each text encoder's max_length, as embedding encodes it
+        encode_flops(m, m.config.text.max_length) for m in (model, candidates_model) if m is not None
+    )
+    return WorkCounts(
+        encode_flops=encoding,
+        stage1_flops=stage1_flops(kind, shapes.num_images, shapes.dim, probes_per_query),
+        pair_flops=pair_flops(model, shapes, words, top_k),
+        pairs_per_query=pairs_per_query,
+        num_images=shapes.num_images,
+        stage1_per_image=kind is not None and (kind == "flat" or probes_per_query is None),
+        top_k=top_k,
+        adaptive=adaptive,
+    )

@@ -1,5 +1,6 @@
 """Full rankings from exhaustive scores or from pruned (re-ranked + first-stage) scores, and the
-top-100 `rankings.parquet` table (`tasks.score.layout`). Ties are broken by gallery order, as in `retrieval_metrics`.
+top-100 `rankings.parquet` table (`tasks.score.layout`). Ties go to the lower gallery row: the rule of
+`tbpr_models.metrics` (`rank_order`), as in every metric.
 Dimension letters: Q queries, G gallery, k candidates.
 """
 
@@ -13,6 +14,7 @@ import torch
 
 from tasks.score.layout import RANKINGS_SCHEMA, RANKINGS_TOP
 from tasks.score.pruned import Candidates, Reranked
+from tbpr_models.metrics import rank_order
 
 
 @dataclass(frozen=True)
@@ -21,14 +23,9 @@ class Ranking:
     scores: np.ndarray  # (Q, G) float32 scores in rank order (pruned: pair scores, then stage-1 scores)
 
 
-def _sort_desc(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    values, order = torch.sort(torch.from_numpy(scores), dim=1, descending=True, stable=True)  # (Q, G)
-    return order.numpy(), values.numpy()
-
-
 def rank_exhaustive(similarity: np.ndarray) -> Ranking:
     """Every query's gallery rows by descending score, ties by gallery order."""
-    order, values = _sort_desc(similarity)
+    order, values = rank_order(similarity)
     return Ranking(order=order, scores=values)
 
 
@@ -46,9 +43,9 @@ def rank_pruned(candidates: Candidates, reranked: Reranked, stage1: np.ndarray) 
     by_row = np.argsort(np.where(valid, candidates.ids, num_images), axis=1, kind="stable")  # (Q, k)
     ids = np.take_along_axis(candidates.ids, by_row, axis=1)
     pair = np.take_along_axis(np.where(valid, reranked.scores, -np.inf), by_row, axis=1).astype(np.float32)
-    cand_order, cand_scores = _sort_desc(pair)  # (Q, k)
+    cand_order, cand_scores = rank_order(pair)  # (Q, k)
     cand_ids = np.take_along_axis(ids, cand_order, axis=1)  # (Q, k)
-    first_order, first_scores = _sort_desc(stage1)  # (Q, G)
+    first_order, first_scores = rank_order(stage1)  # (Q, G)
     is_candidate = np.zeros((num_queries, num_images + 1), dtype=bool)  # last column: sink for -1
     np.put_along_axis(is_candidate, np.where(cand_ids >= 0, cand_ids, num_images), True, axis=1)
     tail = ~np.take_along_axis(is_candidate[:, :num_images], first_order, axis=1)  # (Q, G)

@@ -23,6 +23,7 @@ from tasks.embed.layout import GALLERY, SOURCE_FOLDER, EmbedInfo
 from tasks.embed.store import EmbeddingStore
 from tbpr_models import build_tokenizer
 from tbpr_models.features import TextFeatures
+from tbpr_models.metrics import rank_order
 
 SHEET = "search.png"  # the contact sheet's default name, in the EMB folder
 
@@ -75,7 +76,7 @@ class Searcher:
         rows = np.sort(ids[0][ids[0] >= 0])  # (k,) gallery rows, in gallery order for tie-breaking
         images = self.store.images(rows, self.device, torch.float32)
         scores = self.model.similarity(texts, images)[0].float().cpu()  # (k,)
-        order = torch.sort(scores, descending=True, stable=True).indices[:top_k].numpy()
+        order = rank_order(scores.reshape(1, -1))[0][0, :top_k]  # the tie rule: lower row first
         return [
             SearchHit(
                 rank=rank,

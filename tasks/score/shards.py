@@ -26,13 +26,13 @@ import functools
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import faiss
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
@@ -42,12 +42,14 @@ from tasks.core.shards import Shard
 from tasks.embed.index import IndexParams, build_index, load_index, save_index
 from tasks.embed.layout import shard_index_file
 from tasks.embed.store import EmbeddingStore, _ids
+from tasks.score.cost import IndexProbes
 from tasks.score.exhaustive import exhaustive_similarity
 from tasks.score.layout import RANKINGS_TOP
+from tasks.score.merge import Executor, InProcess, candidate_ranks, join_top, merge_candidates, merge_top
 from tasks.score.pruned import Candidates, batched_chunk_size, first_stage, rerank
 from tasks.score.ranking import Ranking, global_similarity
 from tbpr_models import RetrievalModel
-from tbpr_models.metrics import PerQuery, per_query_from_ranks
+from tbpr_models.metrics import PerQuery, count_above, per_query_from_ranks, rank_order
 from tbpr_models.scoring import plan_blocks
 
 log = logging.getLogger(__name__)
@@ -59,15 +61,16 @@ def open_shard(emb: Path, shard: Shard) -> EmbeddingStore:
 
 
 @functools.lru_cache(maxsize=2)
-def _model(checkpoint: str, device: str) -> RetrievalModel:
-    """The EMB's model, loaded once per worker process."""
+def _model(checkpoint: str, device: str, weights: str = "") -> RetrievalModel:
+    """The EMB's model, loaded once per worker process (and per `weights` digest: a checkpoint replaced
+    at the same path is loaded again)."""
     from tasks.tracking.models import open_checkpoint
 
     return open_checkpoint(Path(checkpoint), device=torch.device(device)).eval()
 
 
 @dataclass(frozen=True)
-class Settings:
+class RoundSettings:
     """What every round needs to know (picklable: it travels to the workers)."""
 
     emb: Path
@@ -79,6 +82,8 @@ class Settings:
     device: str
     precision: str
     top: int = RANKINGS_TOP
+    weights: str = ""  # the checkpoint's weights digest (embed.json): keys the worker's model cache
+    show_progress: bool = False  # progress bars (one shard in this process)
 
 
 @dataclass
@@ -90,7 +95,8 @@ class ShardState:
     gallery_pids: np.ndarray  # (S,)
     candidate: np.ndarray | None = None  # (Q, S) bool: pruned, the image is one of the query's top k
     pair: np.ndarray | None = None  # (Q, k) float32 pruned: pair scores of the shard's candidates, else -inf
-    seconds: float = 0.0
+    seconds: float = 0.0  # the whole round
+    scoring: dict[str, Any] = field(default_factory=dict)  # `seconds` of pair scoring alone, blocks, calls
 
 
 @dataclass(frozen=True)
@@ -104,14 +110,31 @@ class ShardSummary:
     positive_score: np.ndarray  # (P,) float32 its score (pruned: first-stage; a candidate: NaN)
     pair: np.ndarray | None  # (Q, k) pruned: pair scores of this shard's candidates, -inf elsewhere
     seconds: float
+    scoring: dict[str, Any]  # `ShardState.scoring`
 
 
-def stage1_round(settings: Settings, shard: Shard) -> Candidates:
-    """Pruned, round 0: the shard's own FAISS index -> each query's top k (global rows)."""
+@dataclass(frozen=True)
+class Proposed:
+    """What round 0 sends back: the shard's top k, the distances its index computed, the search's seconds."""
+
+    candidates: Candidates  # (Q, k) global rows
+    probes: int  # FAISS's ndis (hnsw, ivf; 0 for flat)
+    seconds: float
+
+
+def stage1_round(settings: RoundSettings, shard: Shard) -> Proposed:
+    """Pruned, round 0: the shard's own FAISS index -> each query's top k (global rows). One shard of the
+    whole gallery searches the EMB's own index for `top_k`, as one process always did."""
     source = open_shard(settings.emb, shard)
+    whole = shard.start == 0 and shard.stop == source.info.num_images
     index = shard_index(source, settings.emb, shard, settings.index)
-    found = first_stage(index, source.text_globals(), min(settings.top_k, shard.size), IndexParams())
-    return Candidates(ids=np.where(found.ids >= 0, found.ids + shard.start, -1), scores=found.scores)
+    k = settings.top_k if whole else min(settings.top_k, shard.size)
+    start = time.perf_counter()
+    with IndexProbes() as probes:
+        found = first_stage(index, source.text_globals(), k, IndexParams())
+    seconds = time.perf_counter() - start
+    ids = np.where(found.ids >= 0, found.ids + shard.start, -1)
+    return Proposed(Candidates(ids=ids, scores=found.scores), probes.count, seconds)
 
 
 def shard_index(source: EmbeddingStore, emb: Path, shard: Shard, kind: str) -> faiss.Index:
@@ -121,6 +144,8 @@ def shard_index(source: EmbeddingStore, emb: Path, shard: Shard, kind: str) -> f
     (a copy of the globals, built as fast as it loads) and the indexes of an EMB without an
     `embed_id` (an older embed) are never kept. A damaged or mismatched file is rebuilt; an EMB that
     cannot be written to is scored without keeping the index."""
+    if shard.start == 0 and shard.stop == source.info.num_images and kind in source.info.indexes:
+        return source.index(kind)  # the whole gallery: the index the embed built
     if kind == "flat" or not source.info.embed_id:
         return build_index(source.image_globals(), kind)  # type: ignore[arg-type]
     built_by = hashlib.sha1(f"faiss {faiss.__version__} {IndexParams()}".encode()).hexdigest()[:8]
@@ -142,38 +167,35 @@ def shard_index(source: EmbeddingStore, emb: Path, shard: Shard, kind: str) -> f
     return index
 
 
-def merge_candidates(lists: Sequence[Candidates], k: int) -> Candidates:
-    """The global top k of every query from the shards' lists: by score, ties by gallery row."""
-    ids = np.concatenate([c.ids for c in lists], axis=1)  # (Q, sum k)
-    scores = np.concatenate([c.scores for c in lists], axis=1).astype(np.float32)
-    scores = np.where(ids >= 0, scores, -np.inf)
-    order = np.lexsort((np.where(ids >= 0, ids, np.iinfo(np.int64).max), -scores), axis=1)[:, :k]
-    return Candidates(ids=np.take_along_axis(ids, order, 1), scores=np.take_along_axis(scores, order, 1))
-
-
-def score_round(settings: Settings, shard: Shard, candidates: Candidates | None = None) -> ShardState:
+def score_round(settings: RoundSettings, shard: Shard, candidates: Candidates | None = None) -> ShardState:
     """Round 1 on a worker: exhaustive pair scores of the shard, or (pruned) its first-stage cosines and
     the pair scores of the merged candidates it holds."""
-    import time
-
     start = time.perf_counter()
     source = open_shard(settings.emb, shard)
     device = resolve_device(settings.device)
     dtype = precision_dtype(settings.precision)
-    model = _model(settings.checkpoint, str(device))
+    model = _model(settings.checkpoint, str(device), settings.weights)
     shapes = source.shapes()
     if candidates is None:
         plan = plan_blocks(
             shapes, settings.memory_budget_mb, model.head.pair_floats(shapes.words, shapes.regions)
         )
-        scores = exhaustive_similarity(model.similarity, source, plan, device=device, dtype=dtype)
-        return ShardState(shard, scores, source.gallery_ids()[1], seconds=time.perf_counter() - start)
+        begin = time.perf_counter()
+        scores = exhaustive_similarity(
+            model.similarity, source, plan, device=device, dtype=dtype, show_progress=settings.show_progress
+        )
+        scoring = {"seconds": time.perf_counter() - begin, "query_block": plan.query_block,
+                   "gallery_block": plan.gallery_block}  # fmt: skip
+        return ShardState(
+            shard, scores, source.gallery_ids()[1], seconds=time.perf_counter() - start, scoring=scoring
+        )
     mine = (candidates.ids >= shard.start) & (candidates.ids < shard.stop)  # (Q, k)
     local = Candidates(ids=np.where(mine, candidates.ids - shard.start, -1), scores=candidates.scores)
     image_floats = model.head.candidate_image_floats(shapes.regions, shapes.dim)
     chunk = batched_chunk_size(
         settings.top_k, shapes, settings.memory_budget_mb, image_floats, dtype.itemsize
     )
+    begin = time.perf_counter()
     reranked = rerank(
         model,
         source,
@@ -182,7 +204,10 @@ def score_round(settings: Settings, shard: Shard, candidates: Candidates | None 
         dtype=dtype,
         chunk=chunk,
         memory_budget_mb=settings.memory_budget_mb,
+        show_progress=settings.show_progress,
     )
+    scoring = {"seconds": time.perf_counter() - begin, "rerank_group": chunk, "rerank_calls": reranked.calls,
+               "rerank_workers": reranked.workers}  # fmt: skip
     stage1 = global_similarity(source.text_globals(), source.image_globals())  # (Q, S) as one process
     candidate = np.zeros(stage1.shape, dtype=bool)
     rows, cols = np.nonzero(mine)
@@ -195,6 +220,7 @@ def score_round(settings: Settings, shard: Shard, candidates: Candidates | None 
         candidate,
         pair,
         time.perf_counter() - start,
+        scoring,
     )
 
 
@@ -203,7 +229,7 @@ def summarize(state: ShardState, query_pids: np.ndarray, top: int) -> ShardSumma
     its positives with their scores (ties: the earlier row first)."""
     scores = state.scores if state.candidate is None else np.where(state.candidate, -np.inf, state.scores)
     take = min(top, scores.shape[1])
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :take]  # (Q, T')
+    order = rank_order(scores)[0][:, :take]  # (Q, T')
     top_scores = np.take_along_axis(scores, order, 1).astype(np.float32)
     query, column = np.nonzero(query_pids.reshape(-1, 1) == state.gallery_pids.reshape(1, -1))
     positive = state.scores[query, column].astype(np.float32)
@@ -217,6 +243,7 @@ def summarize(state: ShardState, query_pids: np.ndarray, top: int) -> ShardSumma
         positive_score=positive,
         pair=state.pair,
         seconds=state.seconds,
+        scoring=state.scoring,
     )
 
 
@@ -224,65 +251,43 @@ def count_round(state: ShardState, query: np.ndarray, row: np.ndarray, score: np
     """Round 3 on a worker: for each (query, row, score) threshold, the shard's images ranked above it:
     a higher score, or the same score at an earlier gallery row (pruned: candidates excluded)."""
     counts = np.zeros(len(query), dtype=np.int64)
-    rows = np.arange(state.shard.start, state.shard.stop)  # (S,)
     for begin in range(0, len(query), 2048):
         q, r, s = query[begin : begin + 2048], row[begin : begin + 2048], score[begin : begin + 2048]
-        block = state.scores[q]  # (p, S)
-        above = (block > s[:, None]) | ((block == s[:, None]) & (rows[None, :] < r[:, None]))
-        if state.candidate is not None:
-            above &= ~state.candidate[q]
-        counts[begin : begin + 2048] = above.sum(axis=1)
+        exclude = None if state.candidate is None else state.candidate[q]  # (p, S)
+        counts[begin : begin + 2048] = count_above(state.scores[q], s, r, state.shard.start, exclude).numpy()
     return counts
-
-
-class Executor(Protocol):
-    """`submit(fn, *args) -> future`, `gather(futures) -> results`: a Dask `Client`, or `InProcess`."""
-
-    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any: ...
-
-    def gather(self, futures: Any) -> Any: ...
-
-
-class _Done:
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def result(self) -> Any:
-        return self.value
-
-
-class InProcess:
-    """The rounds one after another in this process (Dask's `submit`/`gather` without Dask)."""
-
-    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> _Done:
-        kwargs.pop("pure", None)
-        unwrap = [a.value if isinstance(a, _Done) else a for a in args]
-        return _Done(fn(*unwrap, **kwargs))
-
-    def gather(self, futures: Any) -> Any:
-        return [f.value for f in futures]
 
 
 @dataclass(frozen=True)
 class ShardedResult:
     ranking: Ranking  # (Q, T) global rows and scores, best first
-    per_query: PerQuery
+    positives: tuple[np.ndarray, np.ndarray]  # (P,) query and (P,) 1-based rank of every positive
+    num_images: int
     pairs_scored: int
+    seconds: float  # first stage and pair scoring (not the summaries and the rank counting)
+    seconds_stage1: float | None  # pruned: the merged first stage
+    probes: int  # distances the shards' indexes computed (hnsw, ivf; 0 for flat)
     details: dict[str, Any]
+
+    @property
+    def per_query(self) -> PerQuery:
+        query, ranks = self.positives
+        return per_query_from_ranks(query, ranks, len(self.ranking.order), self.num_images)
 
 
 def score_sharded(
-    settings: Settings, shards: list[Shard], query_pids: np.ndarray, executor: Executor
+    settings: RoundSettings, shards: list[Shard], query_pids: np.ndarray, executor: Executor
 ) -> ShardedResult:
     """Rank every query over the sharded gallery: the same top `settings.top` and metrics as one process."""
     num_queries = len(query_pids)
     num_images = shards[-1].stop
     candidates: Candidates | None = None
+    proposed: list[Proposed] = []
     start = time.perf_counter()
     if settings.mode == "pruned":
-        lists = executor.gather([executor.submit(stage1_round, settings, s, pure=False) for s in shards])
-        candidates = merge_candidates(lists, min(settings.top_k, num_images))
-    stage1_seconds = time.perf_counter() - start
+        proposed = executor.gather([executor.submit(stage1_round, settings, s, pure=False) for s in shards])
+        lists = [p.candidates for p in proposed]
+        candidates = lists[0] if len(lists) == 1 else merge_candidates(lists, min(settings.top_k, num_images))
     states = [executor.submit(score_round, settings, s, candidates, pure=False) for s in shards]
     summaries: list[ShardSummary] = executor.gather(
         [executor.submit(summarize, state, query_pids, settings.top, pure=False) for state in states]
@@ -294,14 +299,16 @@ def score_sharded(
     score = np.concatenate([s.positive_score for s in summaries])
     if candidates is None:
         ranks = np.ones(len(query), dtype=np.int64)
-        order, ordered = _merge_top(top_rows, top_scores, settings.top)
+        order, ordered = merge_top(top_rows, top_scores, settings.top)
         threshold = np.ones(len(query), dtype=bool)
         pairs = num_queries * num_images
     else:
         pair = np.max(np.stack([s.pair for s in summaries if s.pair is not None]), axis=0)  # (Q, k)
-        ranks, threshold, cand_order, cand_scores = _candidate_ranks(candidates, pair, query, row)
-        tail_rows, tail_scores = _merge_top(top_rows, top_scores, settings.top)
-        order, ordered = _join(cand_order, cand_scores, tail_rows, tail_scores, min(settings.top, num_images))
+        ranks, threshold, cand_order, cand_scores = candidate_ranks(candidates, pair, query, row)
+        tail_rows, tail_scores = merge_top(top_rows, top_scores, settings.top)
+        order, ordered = join_top(
+            cand_order, cand_scores, tail_rows, tail_scores, min(settings.top, num_images)
+        )
         pairs = int((candidates.ids >= 0).sum())
     if threshold.any():
         counted = executor.gather(
@@ -313,67 +320,44 @@ def score_sharded(
             ]
         )
         ranks[threshold] += np.sum(counted, axis=0)
-    per_query = per_query_from_ranks(query, ranks, num_queries, num_images)
+    # the scoring span, as one process times it: the slowest shard's search, then its slowest scoring
+    # (opening shards, loading models and indexes, summaries and rank counting are not in it)
+    stage1 = max((p.seconds for p in proposed), default=0.0)
+    scoring = [s.scoring for s in summaries]
     details: dict[str, Any] = {
         "shards": len(shards),
         "shard_seconds": [round(s.seconds, 3) for s in summaries],
+        "seconds_wall": time.perf_counter() - start,  # every round, as the driver waited for them
     }
-    if candidates is not None:  # the details one process records (`tasks.score.run`)
+    if candidates is None:
+        details |= {key: scoring[0][key] for key in ("query_block", "gallery_block")}
+    else:
         details |= {
-            "seconds_stage1": stage1_seconds,
-            "seconds_rerank": time.perf_counter() - start - stage1_seconds,
-            "candidates_found": pairs,
-            "pairs_stage1": num_queries * num_images if settings.index == "flat" else None,
-            "pairs_rerank": pairs,
+            "rerank_group": max(s["rerank_group"] for s in scoring),
+            "rerank_calls": sum(s["rerank_calls"] for s in scoring),
+            "rerank_workers": max(s["rerank_workers"] for s in scoring),
+            "adaptive": False,
+            "mean_k": pairs / max(1, num_queries),
         }
-    return ShardedResult(Ranking(order=order, scores=ordered), per_query, pairs, details)
-
-
-def _merge_top(rows: np.ndarray, scores: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each query's best `top` of the shards' lists: by score, ties by gallery row."""
-    order = np.lexsort((rows, -scores.astype(np.float64)), axis=1)[:, :top]
-    return np.take_along_axis(rows, order, 1), np.take_along_axis(scores, order, 1)
-
-
-def _candidate_ranks(
-    candidates: Candidates, pair: np.ndarray, query: np.ndarray, row: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Ranks of the positives among the candidates (pair score, ties by row) and, for the others, the
-    candidates' count plus one (the shards add the images above them); which positives need counting;
-    the candidates in rank order with their pair scores."""
-    ids = candidates.ids
-    valid = ids >= 0
-    big = np.iinfo(np.int64).max
-    order = np.lexsort(
-        (np.where(valid, ids, big), -np.where(valid, pair, -np.inf).astype(np.float64)), axis=1
+    return ShardedResult(
+        Ranking(order=order, scores=ordered),
+        (query, ranks),
+        num_images,
+        pairs,
+        stage1 + max(s["seconds"] for s in scoring),
+        stage1 if candidates is not None else None,
+        sum(p.probes for p in proposed),
+        details,
     )
-    cand_rows = np.take_along_axis(ids, order, 1)  # (Q, k), invalid last
-    cand_scores = np.take_along_axis(np.where(valid, pair, -np.inf), order, 1).astype(np.float32)
-    found = valid.sum(axis=1)  # (Q,)
-    ranks = found[query] + 1
-    threshold = np.ones(len(query), dtype=bool)
-    for i, (q, r) in enumerate(zip(query, row, strict=True)):
-        hit = np.flatnonzero(cand_rows[q, : found[q]] == r)
-        if hit.size:
-            ranks[i], threshold[i] = int(hit[0]) + 1, False
-    return ranks.astype(np.int64), threshold, cand_rows, cand_scores
-
-
-def _join(
-    cand_rows: np.ndarray, cand_scores: np.ndarray, tail_rows: np.ndarray, tail_scores: np.ndarray, top: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per query: its valid candidates, then the best images outside them, cut to `top` (<= G)."""
-    num_queries, width = len(cand_rows), top
-    order = np.empty((num_queries, width), dtype=np.int64)
-    scores = np.empty((num_queries, width), dtype=np.float32)
-    for q in range(num_queries):
-        valid = cand_rows[q] >= 0
-        rows = np.concatenate([cand_rows[q][valid], tail_rows[q]])[:width]
-        values = np.concatenate([cand_scores[q][valid], tail_scores[q]])[:width]
-        order[q, : len(rows)], scores[q, : len(rows)] = rows, values
-    return order, scores
 
 
 def ids_of(emb: Path, table: str, column: str) -> np.ndarray:
-    """One int64 id column of an EMB Parquet file (`layout.GALLERY` or `layout.QUERIES`), in row order."""
-    return _ids(pq.read_table(emb / table, columns=[column]), column)
+    """One int64 id column of an EMB Parquet file (`layout.GALLERY` or `layout.QUERIES`), in row order;
+    a TbprError when the file is missing or damaged."""
+    try:
+        return _ids(pq.read_table(emb / table, columns=[column]), column)
+    except (OSError, KeyError, ValueError, pa.ArrowException) as exc:
+        raise TbprError(f"{emb} is damaged ({exc}); re-run `tbpr embed` into it") from exc
+
+
+__all__ = ["Executor", "InProcess", "RoundSettings", "ids_of", "merge_candidates", "score_sharded"]

@@ -23,7 +23,7 @@ from tasks.embed.store import EmbeddingStore
 from tasks.score import shards as shards_module
 from tasks.score.layout import METRICS, PER_QUERY, RANKINGS
 from tasks.score.run import score
-from tasks.score.shards import InProcess, Settings, ids_of, score_sharded
+from tasks.score.shards import InProcess, RoundSettings, ids_of, score_sharded
 from tbpr_models.metrics import per_query_from_ranks, per_query_metrics
 
 
@@ -118,7 +118,7 @@ def test_sharded_pruned_scoring_keeps_each_shard_index_and_reuses_it(
     )
 
     def ranked(kind: str = "hnsw") -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
-        settings = Settings(emb=emb, checkpoint=info.checkpoint, mode="pruned", top_k=3, index=kind,
+        settings = RoundSettings(emb=emb, checkpoint=info.checkpoint, mode="pruned", top_k=3, index=kind,
                             memory_budget_mb=64.0, device="cpu", precision="fp32")  # fmt: skip
         result = score_sharded(settings, parts, pids, InProcess())
         return result.ranking.order, result.ranking.scores, result.per_query.metrics()
