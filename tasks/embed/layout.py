@@ -125,11 +125,6 @@ class EmbedInfo:
         """Where the gallery's images are read from: DATA (a split EMB) or the image folder."""
         return Path(self.image_folder if self.source == SOURCE_FOLDER else self.data_dir)
 
-    @property
-    def data(self) -> str:
-        """Deprecated: `image_source` as a string (kept for callers in tasks/score until they move)."""
-        return str(self.image_source)
-
     def check_same_data(self, other: EmbedInfo, emb: Path, other_emb: Path) -> None:
         """TbprError naming both folders and hashes when `other` (another model's EMB, e.g. a cascade's
         candidates) was embedded from other DATA content than this one: the same ids and captions over
