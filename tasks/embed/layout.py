@@ -8,8 +8,9 @@ EMB/text_local.npy    (Q, L, D) float16 (L: the longest caption, or what `compac
 EMB/text_mask.npy     (Q, L) bool
 EMB/index_<kind>.faiss  flat / hnsw / ivf (/ ivfpq / fastscan when asked) over the gallery embeddings
 EMB/shards/<key>/index_<kind>_<start>-<stop>.faiss  a shard's index, kept by sharded pruned scoring
-EMB/embed.json        EmbedInfo: model ref, checkpoint, DATA, config, counts, dims, whether the local
-                      tokens are stored unit (written last)
+EMB/embed.json        EmbedInfo: model ref, checkpoint, DATA (`data_dir`) or the image folder
+                      (`image_folder`), config, counts, dims, whether the local tokens are stored unit
+                      (written last)
 ```
 An EMB of an image folder (`tbpr embed --images FOLDER`, `tasks.embed.folder`) has the same files, with
 no queries (Q = 0), `file_path` the path relative to FOLDER, `person_id` -1, and three more:
