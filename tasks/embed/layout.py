@@ -8,8 +8,9 @@ EMB/text_local.npy    (Q, L, D) float16 (L: the longest caption, or what `compac
 EMB/text_mask.npy     (Q, L) bool
 EMB/index_<kind>.faiss  flat / hnsw / ivf (/ ivfpq / fastscan when asked) over the gallery embeddings
 EMB/shards/<key>/index_<kind>_<start>-<stop>.faiss  a shard's index, kept by sharded pruned scoring
-EMB/embed.json        EmbedInfo: model ref, checkpoint, DATA, config, counts, dims, whether the local
-                      tokens are stored unit (written last)
+EMB/embed.json        EmbedInfo: model ref, checkpoint, DATA (`data_dir`) or the image folder
+                      (`image_folder`), config, counts, dims, whether the local tokens are stored unit
+                      (written last)
 ```
 An EMB of an image folder (`tbpr embed --images FOLDER`, `tasks.embed.folder`) has the same files, with
 no queries (Q = 0), `file_path` the path relative to FOLDER, `person_id` -1, and three more:
@@ -124,11 +125,6 @@ class EmbedInfo:
     def image_source(self) -> Path:
         """Where the gallery's images are read from: DATA (a split EMB) or the image folder."""
         return Path(self.image_folder if self.source == SOURCE_FOLDER else self.data_dir)
-
-    @property
-    def data(self) -> str:
-        """Deprecated: `image_source` as a string (kept for callers in tasks/score until they move)."""
-        return str(self.image_source)
 
     def check_same_data(self, other: EmbedInfo, emb: Path, other_emb: Path) -> None:
         """TbprError naming both folders and hashes when `other` (another model's EMB, e.g. a cascade's

@@ -40,8 +40,10 @@ def gallery_images(emb: Path, data: Path | None = None) -> list[bytes]:
     The DATA folder is the one embed.json records (`data`, when given, must be it), checked by
     `EmbedInfo.data_folder`: a TbprError when DATA was re-prepared or edited since the embed."""
     info = EmbedInfo.read(emb)
-    if data is not None and Path(data).resolve() != Path(info.data).resolve():
-        raise TbprError(f"{emb} was embedded from {info.data}, not {data}; the re-ranker reads that DATA")
+    if data is not None and Path(data).resolve() != info.image_source.resolve():
+        raise TbprError(
+            f"{emb} was embedded from {info.image_source}, not {data}; the re-ranker reads that DATA"
+        )
     data = info.data_folder()
     image_ids = pq.read_table(emb / GALLERY, columns=["image_id"]).column("image_id").to_pylist()
     path = data / IMAGES

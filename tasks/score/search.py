@@ -111,10 +111,10 @@ def hit_images(emb: Path, hits: list[SearchHit]) -> dict[int, Image.Image]:
     of a folder EMB."""
     info = EmbedInfo.read(emb)
     if info.source != SOURCE_FOLDER:
-        return data_images(Path(info.data), [hit.image_id for hit in hits])
+        return data_images(Path(info.data_dir), [hit.image_id for hit in hits])
     found = {}
     for hit in hits:
-        with Image.open(Path(info.data) / hit.file_path) as image:
+        with Image.open(Path(info.image_folder) / hit.file_path) as image:
             found[hit.image_id] = image.convert("RGB")
     return found
 

@@ -17,7 +17,6 @@ whole gallery. Dimension letters: Q queries, G gallery, k candidates.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import faiss
@@ -229,7 +228,7 @@ class External(Strategy):
         store, plan = job.store, job.plan
         assert plan.reranker is not None
         scorer = open_reranker(plan.reranker, job.device)
-        texts, images = query_texts(store.emb), gallery_images(store.emb, Path(store.info.data))
+        texts, images = query_texts(store.emb), gallery_images(store.emb)
         index = store.index(plan.index)
         start = time.perf_counter()
         candidates = first_stage(index, store.text_globals(), plan.top_k, IndexParams())

@@ -40,7 +40,9 @@ def test_a_tiny_local_blip_reranks_the_top_k_of_an_emb_end_to_end(
     # independent: global's top k by numpy, each pair scored by BLIP's own forward pass, one at a time
     model = BlipForImageTextRetrieval.from_pretrained(folder, local_files_only=True).eval()
     processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
-    images = pq.read_table(Path(EmbedInfo.read(emb).data) / "images.parquet", columns=["image_id", "image"])
+    images = pq.read_table(
+        Path(EmbedInfo.read(emb).data_dir) / "images.parquet", columns=["image_id", "image"]
+    )
     image_of = dict(zip(images["image_id"].to_pylist(), images["image"].to_pylist(), strict=True))
     gallery = pq.read_table(emb / "gallery.parquet").column("image_id").to_numpy()
     cosine = read_embeddings(emb / "queries.parquet") @ read_embeddings(emb / "gallery.parquet").T

@@ -152,7 +152,7 @@ def test_search_agrees_with_exhaustive_and_draws_a_sheet(
     hits = search_text(emb, text, top_k=5, candidates=8, index="hnsw")
     assert [h.image_id for h in hits] == expected["image_id"].to_pylist()
     np.testing.assert_allclose([h.score for h in hits], expected["score"].to_numpy(), atol=1e-4)
-    sheet = contact_sheet(hits, Path(EmbedInfo.read(emb).data), tmp_path / "sheet.png", columns=3)
+    sheet = contact_sheet(hits, Path(EmbedInfo.read(emb).data_dir), tmp_path / "sheet.png", columns=3)
     with Image.open(sheet) as image:
         assert image.size == (3 * 96, 2 * (192 + 30))
         assert len(image.getcolors(maxcolors=1 << 20) or []) > 100  # the pedestrians were pasted

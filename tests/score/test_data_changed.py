@@ -66,7 +66,7 @@ def test_an_older_embed_json_with_the_sources_hash_still_opens_its_unchanged_dat
 
     emb = shutil.copytree(tiny_emb("global"), tmp_path / "emb")
     info = EmbedInfo.read(emb)
-    data = shutil.copytree(info.data, tmp_path / "data")
+    data = shutil.copytree(info.data_dir, tmp_path / "data")
     manifest = json.loads((data / "manifest.json").read_text())
     (data / "manifest.json").write_text(json.dumps({**manifest, "content_hash": "sha256:" + "cd" * 32}))
     older = dataclasses.replace(info, data_dir=str(data), data_hash="sha256:" + "cd" * 32)

@@ -69,7 +69,7 @@ def test_bad_requests_are_400_with_a_message(
 
 
 def test_only_the_embs_images_are_served(client: TestClient, served_emb: Path) -> None:
-    folder = Path(EmbedInfo.read(served_emb).data)
+    folder = Path(EmbedInfo.read(served_emb).image_folder)
     response = client.get("/api/image", params={"path": "cam1/deep/c.webp"})
     assert response.status_code == 200 and response.headers["content-type"] == "image/webp"
     assert response.content == (folder / "cam1/deep/c.webp").read_bytes()
@@ -116,7 +116,9 @@ def test_a_head_without_attention_has_no_heat_map(
 ) -> None:
     from tasks.embed.folder import embed_folder
 
-    emb = embed_folder(Path(EmbedInfo.read(served_emb).data), tiny_checkpoint("global"), tmp_path / "emb").out
+    emb = embed_folder(
+        Path(EmbedInfo.read(served_emb).image_folder), tiny_checkpoint("global"), tmp_path / "emb"
+    ).out
     client = TestClient(create_app(Gallery(emb)))
     assert client.get("/api/info").json()["attention"] is False
     response = client.get("/api/heatmap", params={"q": "a man", "path": "f.png", "word": "man"})

@@ -55,7 +55,7 @@ def test_more_like_this_ranks_by_global_cosine(gallery: Gallery) -> None:
 
 def test_an_uploaded_image_finds_itself_first(gallery: Gallery) -> None:
     client = TestClient(create_app(gallery))
-    data = (Path(gallery.info.data) / "cam2/e.JPEG").read_bytes()
+    data = (Path(gallery.info.image_folder) / "cam2/e.JPEG").read_bytes()
     response = client.post(
         "/api/similar", params={"k": 3}, content=data, headers={"content-type": "image/jpeg"}
     )
@@ -84,7 +84,7 @@ def test_near_duplicates_are_hidden_when_asked(gallery: Gallery) -> None:
     assert {"f.png", "cam2/copy.png"} <= {h["path"] for h in everything} and len(everything) == len(GOOD) + 1
     shown = client.get("/api/search", params={"q": "someone", "k": 10, "dedupe": "true"}).json()
     # independently: walk the ranking, keep a hit unless an earlier kept one has its bytes or is close
-    folder, globals_ = Path(gallery.info.data), gallery.searcher.store.image_globals()
+    folder, globals_ = Path(gallery.info.image_folder), gallery.searcher.store.image_globals()
     kept: list[str] = []
     for hit in everything:
         vector = globals_[gallery.rows[hit["path"]]]
