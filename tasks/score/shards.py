@@ -143,9 +143,12 @@ def shard_index(source: EmbeddingStore, emb: Path, shard: Shard, kind: str) -> f
     in ~14 s per 1M images, `hnsw` ~160 s: a scheduled re-scoring should not pay that again). `flat`
     (a copy of the globals, built as fast as it loads) and the indexes of an EMB without an
     `embed_id` (an older embed) are never kept. A damaged or mismatched file is rebuilt; an EMB that
-    cannot be written to is scored without keeping the index."""
-    if shard.start == 0 and shard.stop == source.info.num_images and kind in source.info.indexes:
-        return source.index(kind)  # the whole gallery: the index the embed built
+    cannot be written to is scored without keeping the index. The whole gallery (one shard) uses
+    only the index its embed built."""
+    if shard.start == 0 and shard.stop == source.info.num_images:
+        # the whole gallery: the index the embed built, or the error naming the kinds it built (a file
+        # of another kind, left by an older embed, would miss re-embedded images)
+        return source.index(kind)
     if kind == "flat" or not source.info.embed_id:
         return build_index(source.image_globals(), kind)  # type: ignore[arg-type]
     built_by = hashlib.sha1(f"faiss {faiss.__version__} {IndexParams()}".encode()).hexdigest()[:8]

@@ -38,12 +38,20 @@ def read_tiny(model: RetrievalModel, data: Path) -> tuple[pa.Table, pa.Table, to
     return images, captions, pixels
 
 
-def test_embed_writes_what_the_model_computes(tiny_emb: Callable[[str], Path], tiny_data: Path) -> None:
-    emb = tiny_emb("cross_scan")
+def open_tiny_emb(
+    emb: Path, data: Path
+) -> tuple[EmbedInfo, RetrievalModel, pa.Table, pa.Table, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(info, model, images table, captions table, pixels, input ids, mask) of a tiny EMB and its DATA."""
     info = EmbedInfo.read(emb)
     model = load_checkpoint(Path(info.checkpoint))
-    images, captions, pixels = read_tiny(model, tiny_data)
+    images, captions, pixels = read_tiny(model, data)
     ids, mask = build_tokenizer(model.config.text)(captions["text"].to_pylist())  # (Q, 16) each
+    return info, model, images, captions, pixels, ids, mask
+
+
+def test_embed_writes_what_the_model_computes(tiny_emb: Callable[[str], Path], tiny_data: Path) -> None:
+    emb = tiny_emb("cross_scan")
+    info, model, images, captions, pixels, ids, mask = open_tiny_emb(emb, tiny_data)
     with torch.inference_mode():
         image_feats, text_feats = model.encode_images(pixels), model.encode_texts(ids, mask)
     store = EmbeddingStore(emb)
@@ -78,10 +86,7 @@ def test_a_head_scoring_globals_stores_no_local_features(
 ) -> None:
     """`spatial` scores the cosine of its globals: its EMB holds the globals, and zero regions and words."""
     emb = tiny_emb("spatial")
-    info = EmbedInfo.read(emb)
-    model = load_checkpoint(Path(info.checkpoint))
-    _, captions, pixels = read_tiny(model, tiny_data)
-    ids, mask = build_tokenizer(model.config.text)(captions["text"].to_pylist())
+    info, model, _, _, pixels, ids, mask = open_tiny_emb(emb, tiny_data)
     with torch.inference_mode():
         image_feats, text_feats = model.encode_images(pixels), model.encode_texts(ids, mask)
     store = EmbeddingStore(emb)
@@ -118,10 +123,7 @@ def test_hard_topk_emb_holds_its_selected_tokens_and_scores_the_same(
     from tbpr_models import per_query_metrics
 
     emb = tiny_emb("hard_topk")
-    info = EmbedInfo.read(emb)
-    model = load_checkpoint(Path(info.checkpoint))
-    images, captions, pixels = read_tiny(model, tiny_data)
-    ids, mask = build_tokenizer(model.config.text)(captions["text"].to_pylist())
+    info, model, images, captions, pixels, ids, mask = open_tiny_emb(emb, tiny_data)
     with torch.inference_mode():
         full = model.similarity(model.encode_texts(ids, mask), model.encode_images(pixels))  # (Q, G)
     store = EmbeddingStore(emb)
