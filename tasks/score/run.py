@@ -21,12 +21,10 @@ from tasks.core.errors import TbprError
 from tasks.core.files import write_json_atomic, write_parquet_atomic
 from tasks.core.outputs import check_out_folder
 from tasks.embed.layout import GALLERY, QUERIES, EmbedInfo
-from tasks.embed.store import EmbeddingStore
 from tasks.score.layout import METRICS, PER_QUERY, RANKINGS
 from tasks.score.plan import ScorePlan
 from tasks.score.ranking import rankings_table
 from tasks.score.record import ScoreResult, log_scoring_run, metrics_document, model_details, per_query_table
-from tasks.score.sharded import score_in_shards
 from tasks.score.shards import ids_of
 from tasks.score.strategy import SCORE_MODES, LocalJob, Scored, ScoreMode
 from tasks.tracking import names
@@ -87,10 +85,7 @@ def score_plan(
         require_run(tracking, parent_run_id, "--parent-run-id")
     if plan.shards == 1:
         keep_freed_memory(math.ceil(plan.memory_budget_mb))  # reuse freed blocks, within the budget
-    if plan.runs.in_shards(plan):  # one process: one shard
-        scored = score_in_shards(plan, emb, device)
-    else:
-        scored = plan.runs.score(LocalJob(plan, EmbeddingStore(emb), device, dtype))
+    scored = plan.runs.score(LocalJob(plan, emb, device, dtype))
     query_ids = ids_of(emb, QUERIES, "caption_id")
     image_ids = ids_of(emb, GALLERY, "image_id")
     per_query = _per_query(scored, emb, info)

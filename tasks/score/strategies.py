@@ -31,6 +31,7 @@ from tasks.score.cost import IndexProbes, WorkCounts, job_work, mean_words
 from tasks.score.external import gallery_images, open_reranker, query_texts, rerank_external
 from tasks.score.pruned import Candidates, batched_chunk_size, first_stage, rerank, rerank_adaptive
 from tasks.score.ranking import global_similarity, rank_pruned
+from tasks.score.sharded import score_in_shards
 from tasks.score.strategy import LocalJob, Scored, Strategy, register_strategy
 from tbpr_models import RetrievalModel
 
@@ -79,6 +80,9 @@ class Exhaustive(Strategy):
     def in_shards(self, plan: ScorePlan) -> bool:
         return True
 
+    def score(self, job: LocalJob) -> Scored:
+        return score_in_shards(job.plan, job.emb, job.device)
+
 
 class Pruned(Strategy):
     """FAISS top k by global cosine, re-ranked by the EMB's model; `adaptive`: a per-query k."""
@@ -115,7 +119,9 @@ class Pruned(Strategy):
         return None
 
     def score(self, job: LocalJob) -> Scored:
-        """In this process: an adaptive k, or a cascade (a fixed k runs on the shard rounds)."""
+        """A fixed k on the shard rounds (one process: one shard); an adaptive k, or a cascade, here."""
+        if self.in_shards(job.plan):
+            return score_in_shards(job.plan, job.emb, job.device)
         plan, model, store = job.plan, job.model, job.store
         shapes = store.shapes()
         image_floats = model.head.candidate_image_floats(shapes.regions, shapes.dim)

@@ -10,9 +10,11 @@ MLflow. Built-ins: `tasks.score.strategies`. Dimension letters: Q queries, G gal
 
 from __future__ import annotations
 
+import abc
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
 
 import numpy as np
@@ -65,13 +67,18 @@ class Scored:
 
 @dataclass
 class LocalJob:
-    """A plan in one process: its EMB opened, the device and the pair scorer's dtype."""
+    """A plan run from this process: its EMB (opened on first use: the shard rounds never open the
+    whole gallery here), the device and the pair scorer's dtype."""
 
     plan: ScorePlan
-    store: EmbeddingStore
+    emb: Path
     device: torch.device
     dtype: torch.dtype
     opened: dict[str, Any] = field(default_factory=dict)  # what a strategy opens once per job
+
+    @functools.cached_property
+    def store(self) -> EmbeddingStore:
+        return EmbeddingStore(self.emb)
 
     @functools.cached_property
     def model(self) -> RetrievalModel:
@@ -79,7 +86,7 @@ class LocalJob:
         return self.store.info.load_model(self.device)
 
 
-class Strategy:
+class Strategy(abc.ABC):
     """Base of every scoring strategy; subclasses set `name` and implement `score`."""
 
     name: ClassVar[str]
@@ -99,12 +106,13 @@ class Strategy:
 
     def in_shards(self, plan: ScorePlan) -> bool:
         """Whether `plan` runs on the shard rounds of `tasks.score.shards` (any number of shards, one in
-        this process) rather than by `score`; only exhaustive and fixed-k pruned scoring have them."""
+        this process; `score` hands it to them), so that `shards` > 1 is allowed; only exhaustive and
+        fixed-k pruned scoring have them."""
         return False
 
+    @abc.abstractmethod
     def score(self, job: LocalJob) -> Scored:
-        """Rank every query of `job.store` against its gallery in this process."""
-        raise NotImplementedError
+        """Rank every query of the job's EMB against its gallery (on the shard rounds when `in_shards`)."""
 
 
 _STRATEGIES: dict[str, Strategy] = {}
