@@ -162,8 +162,13 @@ class RetrievalModel(nn.Module):
         text_tokens = self.text_tokens(
             batch.input_ids, batch.attention_mask, batch.text_hidden, batch.text_stage, pooled=pooled
         )  # (B, L or 1, D)
-        words = text_tokens.new_ones(text_tokens.shape[:2], dtype=torch.bool) if pooled else None
-        texts = self.head.texts(text_tokens, batch.attention_mask.bool() if words is None else words)
+        # the one pooled token is real; otherwise the batch's word mask
+        mask = (
+            text_tokens.new_ones(text_tokens.shape[:2], dtype=torch.bool)
+            if pooled
+            else batch.attention_mask.bool()
+        )
+        texts = self.head.texts(text_tokens, mask)
         scale = self.logit_scale()
         everyone_texts, everyone_images = texts.gathered(), images.gathered()  # (world * B, ...)
         person_ids = gather_rows(batch.person_ids)

@@ -83,7 +83,7 @@ class VariantHead(nn.Module):
     def mean_pooled(self) -> bool:
         """True when this head's training features are the base class's means of the tokens and its
         losses are the model's alone (nothing reads the local tokens): `RetrievalModel.losses` then
-        projects the mean region and the mean word instead of every one (`global`: 49x fewer
+        projects the mean region and the mean word instead of every one (`global`: N times fewer
         projected image tokens, the same losses in exact arithmetic)."""
         cls = type(self)
         return (

@@ -203,10 +203,11 @@ class Tracker:
         if root is None:
             return
         logged = root / artifact_path if artifact_path else root
-        sources = [local] if local.is_file() else [p for p in local.rglob("*") if p.is_file()]
-        for source in sources:
-            relative = source.name if source == local else source.relative_to(local)
-            _link_copy(source, logged / relative if local.is_dir() else logged / source.name)
+        if local.is_file():
+            _link_copy(local, logged / local.name)
+            return
+        for source in (p for p in local.rglob("*") if p.is_file()):  # a folder's files, as MLflow lays them
+            _link_copy(source, logged / source.relative_to(local))
 
     def register_model(self, name: str, run_id: str, tags: Mapping[str, str]) -> str:
         """A new version of registered model `name` whose source is the run's checkpoint artifact."""
