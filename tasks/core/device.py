@@ -17,12 +17,30 @@ from tasks.core.errors import TbprError
 DeviceName = Literal["auto", "cpu", "cuda"]
 DEVICES: tuple[str, ...] = get_args(DeviceName)
 # Precision of autocast (training, encoding) or of the pair scorer's features (scoring): bf16 is ~2x
-# faster on CPUs with AVX-512 BF16 (benchmarks/scoring.py); fp32 is exact.
-Precision = Literal["fp32", "bf16"]
+# faster on CPUs with AVX-512 BF16 or AMX (benchmarks/scoring.py), but emulated, 10-30x slower than
+# fp32, on CPUs without them (an AVX2-only EPYC: README "Time and storage"); fp32 is exact. `auto`:
+# bf16 where the device runs it natively, else fp32 (`resolve_precision`).
+Precision = Literal["auto", "fp32", "bf16"]
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
 # Training may also autocast to fp16, with a gradient scaler: for GPUs without bf16 (before Ampere).
-TrainPrecision = Literal["fp32", "bf16", "fp16"]
+TrainPrecision = Literal["auto", "fp32", "bf16", "fp16"]
 AUTOCAST: dict[str, torch.dtype] = {**PRECISIONS, "fp16": torch.float16}
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bf16 in hardware: a CUDA GPU from Ampere on, or a CPU with AVX-512
+    BF16 or AMX (what oneDNN, torch's CPU matmul library, reports)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """`auto` -> `bf16` where `device` runs it natively, else `fp32`; any other name unchanged. The
+    resolved name is what runs record (MLflow params, EMB settings), so a table says what ran."""
+    if precision != "auto":
+        return precision
+    return "bf16" if native_bf16(device) else "fp32"
 
 
 def resolve_device(choice: str | torch.device) -> torch.device:
@@ -43,15 +61,18 @@ def resolve_device(choice: str | torch.device) -> torch.device:
         raise TbprError(f"bad device {choice!r} ({exc}); use one of {', '.join(DEVICES)}") from None
 
 
-def precision_dtype(precision: str) -> torch.dtype:
-    """The torch dtype of a precision name; an unknown name is a TbprError."""
+def precision_dtype(precision: str, device: torch.device | None = None) -> torch.dtype:
+    """The torch dtype of a precision name (`auto` resolved for `device`, default the CPU); an unknown
+    name is a TbprError."""
+    precision = resolve_precision(precision, device or torch.device("cpu"))
     if precision not in PRECISIONS:
         raise TbprError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
     return PRECISIONS[precision]
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
-    """bf16 (or fp16) autocast on CPU and CUDA alike, or nothing for fp32."""
+    """bf16 (or fp16) autocast on CPU and CUDA alike, or nothing for fp32 (`auto` resolved for `device`)."""
+    precision = resolve_precision(precision, device)
     if precision not in AUTOCAST:
         raise TbprError(f"unknown precision {precision!r}; use one of {', '.join(AUTOCAST)}")
     if AUTOCAST[precision] != torch.float32:

@@ -30,7 +30,7 @@ from rich.progress import Progress
 from torch.utils.data import DataLoader
 
 from tasks.cache.features import CachedSplit, find_cache
-from tasks.core.device import autocast, resolve_device
+from tasks.core.device import autocast, resolve_device, resolve_precision
 from tasks.core.errors import TbprError
 from tasks.core.files import remove_stale_temps, replace_dir, temp_path, write_parquet_atomic
 from tasks.core.outputs import check_out_folder
@@ -104,6 +104,7 @@ def embed_split(
             f"no checkpoint at {checkpoint} (weights or config missing); pass a trained run or model"
         )
     torch_device = resolve_device(device)
+    precision = resolve_precision(precision, torch_device)  # EMB settings record what ran
     start = time.perf_counter()
     prepared = load_prepared(data, splits=(split,))
     part = prepared.splits[split]

@@ -28,7 +28,7 @@ import pyarrow as pa
 import torch
 from rich.progress import Progress, TaskID
 
-from tasks.core.device import resolve_device
+from tasks.core.device import resolve_device, resolve_precision
 from tasks.core.errors import TbprError
 from tasks.core.files import (
     remove_stale_temps,
@@ -91,6 +91,7 @@ def embed_folder(
     digest = weights_digest(checkpoint)
     config = json.loads((Path(checkpoint) / CONFIG_FILE).read_text())
     torch_device = resolve_device(device)
+    precision = resolve_precision(precision, torch_device)  # folder.json records what ran
     previous = previous_emb(out, digest, config, max_pixels, precision, torch_device.type)
     model = open_checkpoint(checkpoint, device=torch_device).eval()
     out.parent.mkdir(parents=True, exist_ok=True)

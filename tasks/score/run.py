@@ -16,7 +16,13 @@ import math
 from pathlib import Path
 from typing import Any
 
-from tasks.core.device import Precision, keep_freed_memory, precision_dtype, resolve_device
+from tasks.core.device import (
+    Precision,
+    keep_freed_memory,
+    precision_dtype,
+    resolve_device,
+    resolve_precision,
+)
 from tasks.core.errors import TbprError
 from tasks.core.files import write_json_atomic, write_parquet_atomic
 from tasks.core.outputs import check_out_folder
@@ -71,8 +77,10 @@ def score_plan(
         names=(RANKINGS, PER_QUERY),
         inputs={"EMB folder": emb, "--candidates-from folder": plan.candidates_from},
     )
-    dtype = precision_dtype(plan.precision)
     device = resolve_device(plan.device)
+    # `auto` resolved once: the record and every shard score in the precision that is written down
+    plan = dataclasses.replace(plan, precision=resolve_precision(plan.precision, device))
+    dtype = precision_dtype(plan.precision)
     info = EmbedInfo.read(emb)
     if info.num_queries == 0:
         raise TbprError(

@@ -58,7 +58,8 @@ class TrainConfig(BaseModel):
     captions_per_identity: int = Field(default=2, ge=1)  # K of the identity sampler (P = batch_size // K)
     num_workers: int = Field(default=1, ge=0)  # 1 worker decodes while the main process trains (measured)
     device: DeviceName = "auto"
-    precision: TrainPrecision = "bf16"  # fp16 trains with a gradient scaler (GPUs without bf16)
+    # auto: bf16 where the device runs it natively, else fp32; fp16 trains with a gradient scaler
+    precision: TrainPrecision = "auto"
     seed: int = 0
     # a safety limit only: a run it cuts is tagged stop_reason = "budget" and the leaderboard flags it
     time_budget_minutes: float | None = Field(default=None, gt=0)

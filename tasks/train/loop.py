@@ -44,6 +44,7 @@ from tasks.core.device import (
     peak_memory_mb,
     reset_peak_memory,
     resolve_device,
+    resolve_precision,
 )
 from tasks.core.env import home
 from tasks.core.errors import TbprError
@@ -287,6 +288,9 @@ class _Trainer:
         self.person_ids, classes = class_indices(train.caption_pids)
         self.model_config = model_config(config, num_classes=len(self.person_ids))
         self.device = process_device(resolve_device(config.device), ranks)
+        # `auto` resolved here, so the run's params and checkpoints record the precision that ran
+        config = config.model_copy(update={"precision": resolve_precision(config.precision, self.device)})
+        self.config = config
         check_training_precision(self.device, config.precision)
         self.tokenize = build_tokenizer(self.model_config.text)
         image = self.model_config.image

@@ -42,7 +42,10 @@ def embed(
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
     device: Annotated[DeviceName, typer.Option()] = "auto",
     precision: Annotated[
-        Literal["fp32", "bf16"], typer.Option(help="bf16 autocast speeds up CPU encoding.")
+        Literal["fp32", "bf16", "auto"],
+        typer.Option(
+            help="bf16 autocast speeds up encoding where the CPU has bf16; auto: bf16 there, else fp32."
+        ),
     ] = "fp32",
     index: Annotated[
         list[str] | None,

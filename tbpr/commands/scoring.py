@@ -26,9 +26,10 @@ def score(
     ] = 512,
     device: Annotated[DeviceName, typer.Option()] = "auto",
     precision: Annotated[
-        Literal["fp32", "bf16"],
+        Literal["fp32", "bf16", "auto"],
         typer.Option(
-            help="Pair-scorer matmuls: fp32 (exact) or bf16 (~2x faster exhaustive on AVX-512 BF16)."
+            help="Pair-scorer matmuls: fp32 (exact) or bf16 (~2x faster exhaustive on AVX-512 BF16, "
+            "emulated and slow without it); auto: bf16 where native, else fp32."
         ),
     ] = "fp32",
     threads: Annotated[int | None, typer.Option(min=1, help="torch and FAISS threads.")] = None,

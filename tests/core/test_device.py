@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from flows.config import EmbedSettings, PipelineConfig, load_config
-from tasks.core.device import autocast, precision_dtype, resolve_device
+from tasks.core.device import autocast, precision_dtype, resolve_device, resolve_precision
 from tasks.core.errors import TbprError
 from tasks.embed.encode import embed_split
 
@@ -43,6 +43,23 @@ def test_precision_names() -> None:
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
     with autocast(torch.device("cpu"), "fp32"):
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as the kernel lists them (Linux), independent of torch."""
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split()}
+
+
+@pytest.mark.skipif(platform.system() != "Linux", reason="reads /proc/cpuinfo")
+def test_auto_precision_is_bf16_only_on_a_cpu_with_native_bf16() -> None:
+    native = bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == ("bf16" if native else "fp32")
+    assert precision_dtype("auto") == (torch.bfloat16 if native else torch.float32)
+    with autocast(cpu, "auto"):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == (torch.bfloat16 if native else torch.float32)
+    assert resolve_precision("bf16", cpu) == "bf16" and resolve_precision("fp32", cpu) == "fp32"  # as asked
 
 
 def test_flow_embed_settings_take_auto_and_reject_typos() -> None:
