@@ -47,11 +47,12 @@ class StrictModel(BaseModel):
 
 
 class RunnerConfig(StrictModel):
-    """Task runner: Prefect's thread pool, or Dask (a local cluster, or a scheduler at `address`)."""
+    """Task runner: Prefect's thread pool, its process pool (tasks in `workers` processes of
+    `threads_per_worker` compute threads each), or Dask (a local cluster, or a scheduler at `address`)."""
 
-    kind: Literal["thread", "dask"] = "thread"
-    workers: int = Field(default=1, ge=1)  # thread pool size, or local Dask workers (processes)
-    threads_per_worker: int = Field(default=1, ge=1)  # local Dask cluster only
+    kind: Literal["thread", "process", "dask"] = "thread"
+    workers: int = Field(default=1, ge=1)  # thread pool size, or processes (process pool, local Dask)
+    threads_per_worker: int = Field(default=1, ge=1)  # compute threads per process (process, local Dask)
     address: str | None = None  # Dask scheduler, e.g. tcp://10.0.0.5:8786 (kind = "dask")
 
 

@@ -43,7 +43,7 @@ from flows.prefect_tasks import (
     val_curves_plot_task,
 )
 from flows.prepare import prepare_dataset_flow, source_dir
-from flows.runners import task_runner
+from flows.runners import scoring_runner, task_runner
 from flows.score import score_queries_flow
 from flows.train import VariantsFailed, failure_message, train_variants_flow
 from tasks.core.env import Home, home
@@ -126,7 +126,7 @@ def tbpr_pipeline(config: PipelineConfig = PipelineConfig()) -> PipelineResult:
         jobs, sources = jobs_of(config, variant, trained.results[variant].variant, embs)
         scored[variant] = (
             emb,
-            score_queries_flow.with_options(task_runner=runner)(
+            score_queries_flow.with_options(task_runner=scoring_runner(config.runner))(
                 ScoreRunConfig(
                     emb=emb,
                     out=run_dir / "score" / variant,

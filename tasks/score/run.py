@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from tasks.core.device import (
     Precision,
@@ -79,7 +79,7 @@ def score_plan(
     )
     device = resolve_device(plan.device)
     # `auto` resolved once: the record and every shard score in the precision that is written down
-    plan = dataclasses.replace(plan, precision=resolve_precision(plan.precision, device))
+    plan = dataclasses.replace(plan, precision=cast(Precision, resolve_precision(plan.precision, device)))
     dtype = precision_dtype(plan.precision)
     info = EmbedInfo.read(emb)
     if info.num_queries == 0:

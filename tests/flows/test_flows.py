@@ -237,6 +237,36 @@ def test_train_variants_on_dask_names_the_failed_variant(pipeline: object, tbpr_
     assert "channel" in str(state.message) and "1 of 2" in str(state.message)
 
 
+def test_process_runner_trains_in_worker_processes_as_one_thread_trains_here(
+    pipeline: object, tbpr_home: Path
+) -> None:
+    import torch
+
+    from flows.runners import task_runner
+    from flows.train import train_variants_flow
+    from tasks.core.device import set_threads
+    from tasks.train.loop import train_variant
+
+    tiny = load_config(PipelineConfig, TINY)
+    data = next(p for p in (tbpr_home / "data").iterdir() if not p.name.startswith("synth-raw"))
+    runner = RunnerConfig(kind="process", workers=2, threads_per_worker=1)
+    settings = TrainSettings(variants=["global"], seeds=[0, 1], config=tiny.train.config)
+    config = TrainRunConfig(data=data, train=settings, runner=runner)
+    outcome = train_variants_flow.with_options(task_runner=task_runner(runner))(config)
+    assert not outcome.failed and len(outcome.results) == 2
+    # seed 1 again, here, on one thread: the worker's run is the same computation
+    before = torch.get_num_threads()
+    set_threads(1)
+    try:
+        here = train_variant(data, settings.for_variant("global", 1), progress=False, promote=False)
+    finally:
+        set_threads(before)
+    worker = outcome.results["global-seed1"]
+    assert worker.run_id != here.run_id
+    assert worker.val_curve and worker.val_curve == here.val_curve
+    assert worker.test_metrics == here.test_metrics
+
+
 def test_lr_grid_chooses_each_variants_lr_on_val(pipeline: object, tbpr_home: Path) -> None:
     from flows.train import train_variants_flow
     from tasks.tracking.selection import selection_score
