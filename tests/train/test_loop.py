@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from safetensors.torch import load_file
 
 from tasks.cache.features import data_hash
+from tasks.core.device import resolve_precision
 from tasks.core.errors import TbprError
 from tasks.data.reader import decode_image, load_prepared
 from tasks.tracking.config import TrackingConfig
@@ -85,6 +86,9 @@ def test_run_has_tags_params_metrics_and_registered_model(trained: Trained) -> N
     assert run.data.params["model.text.kind"] == "small"
     assert run.data.params["model.num_classes"] == "6"  # the training identities
     assert float(run.data.params["train.lr"]) == trained.config.lr
+    # `auto` precision is recorded as what ran on this machine, not as "auto"
+    assert trained.config.precision == "auto"
+    assert run.data.params["train.precision"] == resolve_precision("auto", torch.device("cpu"))
     for key in ("train/loss", "train/loss_sdm", "train/loss_id", "train/samples_per_s"):
         assert [m.step for m in mlflow.get_metric_history(run.info.run_id, key)] == [1, 2]
     val_r1 = {m.step: m.value for m in mlflow.get_metric_history(run.info.run_id, "val/R1")}
