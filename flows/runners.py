@@ -8,10 +8,10 @@ import os
 from typing import Any
 
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
-from rich.logging import RichHandler
 
 from flows.config import RunnerConfig
 from tasks.core.device import set_threads
+from tasks.core.env import configure_logging
 
 
 def task_runner(config: RunnerConfig) -> TaskRunner[Any]:
@@ -58,9 +58,7 @@ def start_worker(threads: int, level: int, api: str | None) -> None:
         os.environ["PREFECT_API_URL"] = api
     set_threads(threads)
     if not logging.getLogger().handlers:
-        handler = RichHandler(show_path=False, show_time=False)
-        logging.basicConfig(level=level, format="[worker %(process)d] %(message)s", handlers=[handler])
-        logging.getLogger("httpx").setLevel(logging.WARNING)
+        configure_logging(level, prefix="[worker %(process)d] ")
 
 
 def scoring_runner(config: RunnerConfig) -> TaskRunner[Any]:

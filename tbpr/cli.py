@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 import sys
 
-from rich.logging import RichHandler
-
-from tasks.core.env import configure_offline
+from tasks.core.env import configure_logging, configure_offline
 from tasks.core.errors import TbprError
 from tbpr.app import app
 from tbpr.options import damaged_input_errors, plain_console, styled
@@ -29,10 +26,7 @@ def _register_commands() -> None:
 
 def main() -> None:
     configure_offline()
-    logging.basicConfig(
-        level=logging.INFO, format="%(message)s", handlers=[RichHandler(show_path=False, show_time=False)]
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # Prefect's API calls, one line each at INFO
+    configure_logging()
     _register_commands()
     debug = os.environ.get("TBPR_DEBUG", "") not in ("", "0")
     try:

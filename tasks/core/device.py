@@ -61,10 +61,10 @@ def resolve_device(choice: str | torch.device) -> torch.device:
         raise TbprError(f"bad device {choice!r} ({exc}); use one of {', '.join(DEVICES)}") from None
 
 
-def precision_dtype(precision: str, device: torch.device | None = None) -> torch.dtype:
-    """The torch dtype of a precision name (`auto` resolved for `device`, default the CPU); an unknown
-    name is a TbprError."""
-    precision = resolve_precision(precision, device or torch.device("cpu"))
+def precision_dtype(precision: str) -> torch.dtype:
+    """The torch dtype of a precision name (`auto` resolved for the CPU: a run on another device
+    resolves it first, `resolve_precision`); an unknown name is a TbprError."""
+    precision = resolve_precision(precision, torch.device("cpu"))
     if precision not in PRECISIONS:
         raise TbprError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
     return PRECISIONS[precision]

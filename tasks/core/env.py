@@ -3,6 +3,7 @@ the tracking client, never at import."""
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,16 @@ def configure_offline() -> None:
     """Turn hub downloads and telemetry off unless the user already chose otherwise."""
     for key, value in OFFLINE_DEFAULTS.items():
         os.environ.setdefault(key, value)
+
+
+def configure_logging(level: int = logging.INFO, prefix: str = "") -> None:
+    """Log lines as the CLI shows them: rich, message only, `prefix` before each (a worker process
+    marks its lines), Prefect's per-request httpx lines off."""
+    from rich.logging import RichHandler
+
+    handler = RichHandler(show_path=False, show_time=False)
+    logging.basicConfig(level=level, format=f"{prefix}%(message)s", handlers=[handler])
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # Prefect's API calls, one line each at INFO
 
 
 def tbpr_home() -> Path:

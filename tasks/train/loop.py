@@ -274,7 +274,7 @@ class _Trainer:
         progress: bool,
         ranks: Ranks,
     ) -> None:
-        self.data, self.config, self.progress = prepared, config, progress
+        self.data, self.progress = prepared, progress
         self.ranks = ranks
         rows = config.batch_size
         if config.sampler == "identity":  # P identities x K captions
