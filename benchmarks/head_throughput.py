@@ -106,7 +106,11 @@ def measure(data: Path, variant: str, epochs: int) -> dict[str, float | str]:
         trainer.train_step(step_model, batch)
     optimizer.zero_grad(set_to_none=True)
     rows = len(batch.person_ids)
-    read = batch.pixels.numel() * 2 + (batch.text_hidden.numel() * 2 if batch.text_hidden is not None else 0)
+    assert trainer.cache is not None
+    image_bytes = 1 if trainer.config.cache_dtype == "uint8" else 2  # the cache's codes or float16 values
+    read = batch.pixels.numel() * image_bytes + (
+        batch.text_hidden.numel() * 2 if batch.text_hidden is not None else 0
+    )
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {
         "variant": variant,

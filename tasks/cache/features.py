@@ -5,14 +5,20 @@ point) and stored float16, memory-mapped, so training runs only the trainable to
 $TBPR_HOME/cache/features/<key>/cache.json               key, DATA hash, stages, shapes per split
 $TBPR_HOME/cache/features/<key>/<split>/image_ids.npy     (G,) int64, the split's image order
 $TBPR_HOME/cache/features/<key>/<split>/images.npy        (G, C, h, w) float16: input of image stage s
+                                                          (dtype "uint8": codes, beside images_ranges.npy
+                                                          (G, C, 2) float32 lo and step: `tasks.core.packed`)
 $TBPR_HOME/cache/features/<key>/train/images_flip.npy   (G, C, h, w) float16: the same, mirrored (train only:
                                                           the augmentation; val and test are never mirrored)
+                                                          (uint8: beside images_flip_ranges.npy)
 $TBPR_HOME/cache/features/<key>/<split>/caption_ids.npy   (Q,) int64, the split's caption order
-$TBPR_HOME/cache/features/<key>/<split>/texts.npy         (Q, L, C') float16: hidden states after text stage t
+$TBPR_HOME/cache/features/<key>/<split>/text_mask.npy     (Q, L) bool: each caption's real tokens (L: the longest)
+$TBPR_HOME/cache/features/<key>/<split>/texts.npy         (W, C') float16: hidden states after text stage t of
+                                                          the real tokens only, caption after caption (ragged:
+                                                          read back as (Q, L, C'), zeros where the mask is off)
 ```
 
-The key hashes the DATA content hash, both encoder configs, the split point and the frozen stages'
-weights and buffers, so a fine-tuned backbone gets its own cache and a re-run finds the finished one.
+The key hashes the DATA content hash, both encoder configs, the split point, the storage dtype and the
+frozen stages' weights and buffers, so a fine-tuned backbone gets its own cache and a re-run finds the finished one.
 The folder is written under a temporary name, batch by batch into memory-mapped files (a dataset never
 has to fit in memory), and renamed when complete.
 """
@@ -39,6 +45,7 @@ from tasks.core.device import autocast
 from tasks.core.env import home
 from tasks.core.errors import TbprError
 from tasks.core.files import remove_stale_temps, temp_path, write_json_atomic
+from tasks.core.packed import Quantized, Ragged, open_ragged, quantize, real_positions
 from tasks.data.check import content_hash
 from tasks.data.reader import ImageDataset, PreparedData, SplitData, Tokenize
 from tbpr_models import RetrievalModel, image_transform
@@ -47,8 +54,9 @@ from tbpr_models.config import build
 log = logging.getLogger(__name__)
 
 CACHE_MANIFEST = "cache.json"
-FORMAT = 2  # 2: mirrored images for the train split only
+FORMAT = 3  # 2: mirrored images for the train split only; 3: ragged texts
 FLIPPED_SPLITS = ("train",)
+CACHE_DTYPES = ("float16", "uint8")  # how image activations are stored: exact to float16, or 8-bit
 
 
 @dataclass(frozen=True)
@@ -95,7 +103,7 @@ def data_hash(data: PreparedData) -> str:
     return content_hash(data.path)
 
 
-def cache_key(data: PreparedData, model: RetrievalModel, point: SplitPoint) -> str:
+def cache_key(data: PreparedData, model: RetrievalModel, point: SplitPoint, dtype: str = "float16") -> str:
     """Identity of a cache: DATA content, encoder configs, split point, frozen weights."""
     image_stages = model.image_encoder.stage_modules()[: point.image]
     text_stages = model.text_encoder.stage_modules()[: point.text]
@@ -105,6 +113,7 @@ def cache_key(data: PreparedData, model: RetrievalModel, point: SplitPoint) -> s
         "image": _encoder_settings(model.config.image),
         "text": _encoder_settings(model.config.text),
         "point": point.__dict__,
+        "dtype": dtype,
         "image_weights": _weights_digest([m for stage in image_stages for m in stage]),
         "text_weights": _weights_digest(text_stages),
     }
@@ -116,10 +125,10 @@ class CachedSplit:
     """One split's cached activations, memory-mapped (read-only), in the split's own order."""
 
     image_ids: np.ndarray  # (G,)
-    images: np.ndarray  # (G, C, h, w) float16
-    images_flip: np.ndarray | None  # (G, C, h, w) float16; train only (FLIPPED_SPLITS)
+    images: np.ndarray | Quantized  # (G, C, h, w) float16, or float32 read from uint8 codes
+    images_flip: np.ndarray | Quantized | None  # the same, mirrored; train only (FLIPPED_SPLITS)
     caption_ids: np.ndarray  # (Q,)
-    texts: np.ndarray  # (Q, L, C') float16
+    texts: Ragged  # (Q, L, C') float16, zeros past each caption's end
 
     def check(self, split: SplitData, folder: Path) -> None:
         """TbprError unless the cache rows are the split's images and captions, in its order."""
@@ -148,37 +157,40 @@ def open_cache(path: Path) -> FeatureCache:
     manifest = json.loads(manifest_file.read_text())
     splits = {}
     try:
+        dtype = manifest["dtype"]
         for name in manifest["splits"]:
             folder = path / name
-            flips = folder / "images_flip.npy"
             splits[name] = CachedSplit(
                 np.load(folder / "image_ids.npy", mmap_mode="r"),
-                np.load(folder / "images.npy", mmap_mode="r"),
-                np.load(flips, mmap_mode="r") if name in FLIPPED_SPLITS else None,
+                _read_images(folder, "images", dtype),
+                _read_images(folder, "images_flip", dtype) if name in FLIPPED_SPLITS else None,
                 np.load(folder / "caption_ids.npy", mmap_mode="r"),
-                np.load(folder / "texts.npy", mmap_mode="r"),
+                open_ragged(folder / "texts.npy", np.load(folder / "text_mask.npy")),
             )
         point = build(SplitPoint, manifest["point"])
         key = manifest["key"]
         if not isinstance(key, str):
             raise TypeError(f"key is {key!r}, not a string")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, TbprError) as exc:
         raise TbprError(f"feature cache {path} is damaged ({exc}); delete it to rebuild") from exc
     return FeatureCache(path, key, point, splits)
 
 
 def find_cache(data: PreparedData, model: RetrievalModel, split: str) -> FeatureCache | None:
-    """The finished cache of `model`'s frozen stages on DATA that holds `split`, when there is one: a
-    model trained on the cache (its frozen weights unchanged) is embedded from it instead of from pixels."""
+    """The finished cache of `model`'s frozen stages on DATA that holds `split`, when there is one (the
+    float16 one before an 8-bit one): a model trained on the cache (its frozen weights unchanged) is
+    embedded from it instead of from pixels."""
     try:
         point = split_point(model)
     except TbprError:  # an encoder with nothing frozen: no cache can stand in for it
         return None
-    target = home().feature_cache / cache_key(data, model, point)
-    if not (target / CACHE_MANIFEST).is_file():
-        return None
-    cache = open_cache(target)
-    return cache if split in cache.splits else None
+    for dtype in CACHE_DTYPES:
+        target = home().feature_cache / cache_key(data, model, point, dtype)
+        if (target / CACHE_MANIFEST).is_file():
+            cache = open_cache(target)
+            if split in cache.splits:
+                return cache
+    return None
 
 
 def build_cache(
@@ -192,17 +204,21 @@ def build_cache(
     precision: str = "fp32",
     batch_size: int = 128,
     progress: bool = True,
+    dtype: str = "float16",
 ) -> FeatureCache:
     """Encode the frozen lower stages of every image (and its mirror) and caption of `splits` once;
-    a finished cache with the same key is reused as it is (a re-run is a no-op)."""
+    a finished cache with the same key is reused as it is (a re-run is a no-op). `dtype` stores the
+    image activations as float16 or as 8-bit codes (`tasks.core.packed.Quantized`)."""
+    if dtype not in CACHE_DTYPES:
+        raise TbprError(f"cache dtype {dtype!r} is not one of {', '.join(CACHE_DTYPES)}")
     point = split_point(model)
-    key = cache_key(data, model, point)
+    key = cache_key(data, model, point, dtype)
     target = (root or home().feature_cache) / key
     if (target / CACHE_MANIFEST).is_file():
         log.info("feature cache %s is up to date", target)
         return open_cache(target)
     device = device or torch.device("cpu")
-    base = _lower_cache(target.parent, data, model, point)
+    base = _lower_cache(target.parent, data, model, point, dtype)
     if base is not None:
         log.info("building feature cache %s from the lower cache %s", key, base.path.name)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -217,7 +233,7 @@ def build_cache(
         with _bar(progress, total) as bar:
             for name in splits:
                 lower = None if base is None else (base.splits[name], base.point)
-                how = Encoding(device, precision, batch_size)
+                how = Encoding(device, precision, batch_size, dtype)
                 shapes[name] = _write_split(
                     staging / name, data.splits[name], model, tokenize, point, how, bar, lower
                 )
@@ -229,6 +245,7 @@ def build_cache(
             "image": vars(model.config.image),
             "text": vars(model.config.text),
             "precision": precision,
+            "dtype": dtype,
             "from": None if base is None else base.key,
             "splits": shapes,
         }
@@ -246,7 +263,7 @@ def build_cache(
 
 
 def _lower_cache(
-    root: Path, data: PreparedData, model: RetrievalModel, point: SplitPoint
+    root: Path, data: PreparedData, model: RetrievalModel, point: SplitPoint, dtype: str
 ) -> FeatureCache | None:
     """A finished cache under `root` of the same DATA and encoders, cut lower than `point`, whose frozen
     weights are this model's: the stages between can run on it instead of on pixels and words."""
@@ -263,7 +280,7 @@ def _lower_cache(
         if lower.image <= point.image and lower.text <= point.text:
             found.append((lower, manifest_file.parent))
     for lower, folder in sorted(found, key=lambda f: (f[0].image, f[0].text), reverse=True):
-        if cache_key(data, model, lower) == folder.name:
+        if cache_key(data, model, lower, dtype) == folder.name:
             return open_cache(folder)
     return None
 
@@ -273,6 +290,7 @@ class Encoding:
     device: torch.device
     precision: str
     batch_size: int
+    dtype: str = "float16"
 
 
 @contextmanager
@@ -294,7 +312,7 @@ def _write_split(
     how: Encoding,
     advance: Callable[[int], None],
     lower: tuple[CachedSplit, SplitPoint] | None = None,
-) -> dict[str, list[int]]:
+) -> dict[str, Any]:
     """Write one split's activations; from a lower cache's (`lower`) when given, else from the images."""
     folder.mkdir()
     np.save(folder / "image_ids.npy", split.image_ids)
@@ -303,19 +321,22 @@ def _write_split(
     image_config = model.config.image
     probe = torch.zeros(1, 3, image_config.height, image_config.width, device=device)
     shape = (len(split.image_ids), *encoder.run(probe, 0, point.image).shape[1:])
-    images = _open(folder / "images.npy", shape)
-    flips = _open(folder / "images_flip.npy", shape) if split.name in FLIPPED_SPLITS else None
+    images = _ImageFile(folder, "images", shape, how.dtype)
+    flips = _ImageFile(folder, "images_flip", shape, how.dtype) if split.name in FLIPPED_SPLITS else None
     for start, plain, mirrored in _image_batches(split, model, how, lower, flips is not None):
         with autocast(device, how.precision):
             plain = encoder.run(plain, 0 if lower is None else lower[1].image, point.image)  # (B, C, h, w)
             if flips is not None and mirrored is not None:
                 mirrored = encoder.run(mirrored, 0 if lower is None else lower[1].image, point.image)
-                flips[start : start + len(plain)] = mirrored.float().cpu().numpy()
-        images[start : start + len(plain)] = plain.float().cpu().numpy()
+                flips.write(start, mirrored.float().cpu().numpy())
+        images.write(start, plain.float().cpu().numpy())
         advance(len(plain))
     input_ids, mask = tokenize(split.texts)  # (Q, L) each
     width = max(int(mask.sum(dim=1).max()), 1) if len(mask) else 1
-    texts = _open(folder / "texts.npy", (len(input_ids), width, model.text_encoder.out_channels))
+    real = mask[:, :width].bool().numpy()  # (Q, width)
+    np.save(folder / "text_mask.npy", real)
+    texts = _open(folder / "texts.npy", (int(real.sum()), model.text_encoder.out_channels))
+    written = 0
     for start, ids, part in _batches(input_ids[:, :width], mask[:, :width], how.batch_size):
         ids, part = ids.to(device), part.to(device)
         below = None
@@ -328,12 +349,16 @@ def _write_split(
             hidden = model.text_encoder.hidden(
                 ids, part, point.text, below, 0 if lower is None else lower[1].text
             )  # (B, L', C')
-        texts[start : start + len(ids), : hidden.shape[1]] = hidden.float().cpu().numpy()
+        words = real_positions(
+            hidden.float().cpu().numpy(), real[start : start + len(ids), : hidden.shape[1]]
+        )
+        texts[written : written + len(words)] = words
+        written += len(words)
         advance(len(ids))
     for array in (images, flips, texts):
         if array is not None:
             array.flush()
-    return {"images": list(images.shape), "texts": list(texts.shape)}
+    return {"images": list(shape), "texts": [len(real), width, texts.shape[1]], "words": written}
 
 
 def _image_batches(
@@ -365,6 +390,42 @@ def _image_batches(
 
 def _open(path: Path, shape: tuple[int, ...]) -> np.memmap:
     return np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=shape)
+
+
+class _ImageFile:
+    """`<name>.npy` of image activations being written batch by batch: float16 values, or uint8 codes
+    beside `<name>_ranges.npy` (`quantize`)."""
+
+    def __init__(self, folder: Path, name: str, shape: tuple[int, ...], dtype: str) -> None:
+        self.quantized = dtype == "uint8"
+        if self.quantized:
+            self.values = np.lib.format.open_memmap(folder / f"{name}.npy", "w+", np.uint8, shape)
+            self.ranges = np.lib.format.open_memmap(
+                folder / f"{name}_ranges.npy", "w+", np.float32, (*shape[:2], 2)
+            )
+        else:
+            self.values = _open(folder / f"{name}.npy", shape)
+
+    def write(self, start: int, block: np.ndarray) -> None:
+        if self.quantized:
+            codes, ranges = quantize(block)
+            self.values[start : start + len(block)] = codes
+            self.ranges[start : start + len(block)] = ranges
+        else:
+            self.values[start : start + len(block)] = block
+
+    def flush(self) -> None:
+        self.values.flush()
+        if self.quantized:
+            self.ranges.flush()
+
+
+def _read_images(folder: Path, name: str, dtype: str) -> np.ndarray | Quantized:
+    """A split's image activations as written by `_ImageFile`, memory-mapped."""
+    values = np.load(folder / f"{name}.npy", mmap_mode="r")
+    if dtype == "uint8":
+        return Quantized(values, np.load(folder / f"{name}_ranges.npy", mmap_mode="r"))
+    return values
 
 
 def _batches(input_ids: Tensor, mask: Tensor, size: int) -> Iterator[tuple[int, Tensor, Tensor]]:

@@ -34,6 +34,7 @@ from tasks.core.device import autocast, resolve_device, resolve_precision
 from tasks.core.errors import TbprError
 from tasks.core.files import remove_stale_temps, replace_dir, temp_path, write_parquet_atomic
 from tasks.core.outputs import check_out_folder
+from tasks.core.packed import Ragged, real_positions
 from tasks.core.shards import dask_client, gallery_shards
 from tasks.data.check import content_hash
 from tasks.data.layout import IMAGES
@@ -158,7 +159,7 @@ def embed_split(
             save_index(build_index(image_global, kind), layout.index_file(work, kind))
         stages["indexes"] = time.perf_counter() - clock
         image_local = np.load(work / layout.IMAGE_LOCAL, mmap_mode="r")
-        text_local = np.load(work / layout.TEXT_LOCAL, mmap_mode="r")
+        text_mask = np.load(work / layout.TEXT_MASK, mmap_mode="r")
         info = layout.EmbedInfo(
             model_ref=model_ref or str(checkpoint),
             checkpoint=str(checkpoint.resolve()),
@@ -170,7 +171,7 @@ def embed_split(
             num_queries=len(text_global),
             embed_dim=image_global.shape[1],
             num_regions=image_local.shape[1],
-            max_length=text_local.shape[1],
+            max_length=text_mask.shape[1],
             indexes=tuple(kinds),
             image_local_unit=image_unit,
             text_local_unit=text_unit,
@@ -181,7 +182,7 @@ def embed_split(
             weights_digest=digest,
             data_hash=content_hash(Path(data)),  # DATA's own Parquet bytes, as `data_folder` checks
         )
-        del image_local, text_local
+        del image_local, text_mask
         info.write(work)
         replace_dir(work, out)
     finally:
@@ -304,18 +305,20 @@ def _embed_texts(
     batch_size: int,
     device: torch.device,
     precision: str,
-    cached: tuple[np.ndarray, int] | None = None,
+    cached: tuple[np.ndarray | Ragged, int] | None = None,
 ) -> tuple[np.ndarray, bool]:
     """Caption globals (Q, D) float32 and whether the locals are unit (`TextFeatures.unit_local`); locals
-    into text_local.npy (Q, L, D) f16 and text_mask.npy (Q, L). With `cached` (the feature cache's
-    (Q, L', C) hidden states, the stage they are the output of), only the stages above run."""
+    into text_mask.npy (Q, L) and text_local.npy (W, D) f16, the real words only (ragged, `layout`).
+    With `cached` (the feature cache's (Q, L', C) hidden states, the stage they are the output of), only
+    the stages above run."""
     lengths = attention_mask.sum(dim=1)  # (Q,)
     width = max(int(lengths.max()), 1)
     mask = np.lib.format.open_memmap(out / layout.TEXT_MASK, "w+", np.bool_, (len(input_ids), width))
-    local: np.memmap | None = None
+    words, dim = 0, 0
     globals_: list[np.ndarray] = []
     used, unit = 0, True
-    with Progress(transient=True) as progress:
+    raw = out / f"{layout.TEXT_LOCAL}.raw"
+    with Progress(transient=True) as progress, raw.open("wb") as stream:
         task = progress.add_task("embedding captions", total=len(input_ids))
         for start in range(0, len(input_ids), batch_size):
             stop = min(start + batch_size, len(input_ids))
@@ -332,24 +335,32 @@ def _embed_texts(
                     feats = model.head.compact_texts(model.head.texts(tokens, valid[:, :width_].bool()))
             unit &= feats.unit_local
             block = feats.local.float().cpu().numpy()  # (B, L'', D); L'' <= L' when the head compacts
-            if local is None:
-                shape = (len(input_ids), width, block.shape[2])  # (Q, L, D)
-                local = np.lib.format.open_memmap(out / layout.TEXT_LOCAL, "w+", np.float16, shape)
-            used = max(used, block.shape[1])
-            local[start:stop, : block.shape[1]] = block
-            local[start:stop, block.shape[1] :] = 0
-            mask[start:stop, : block.shape[1]] = feats.mask.bool().cpu().numpy()
+            real = feats.mask.bool().cpu().numpy()  # (B, L'')
+            used, dim = max(used, block.shape[1]), block.shape[2]
+            mask[start:stop, : block.shape[1]] = real
             mask[start:stop, block.shape[1] :] = False
+            kept = real_positions(block, real).astype(np.float16)  # (real words, D)
+            stream.write(kept.tobytes())
+            words += len(kept)
             globals_.append(feats.global_.float().cpu().numpy())
             progress.advance(task, stop - start)
-    assert local is not None
-    local.flush()
     mask.flush()
+    _raw_to_npy(raw, out / layout.TEXT_LOCAL, np.dtype(np.float16), (words, dim))
     if used < width:  # a compacting head (e.g. hard_topk's k selected words): keep only the used columns
-        for name, array in ((layout.TEXT_LOCAL, local), (layout.TEXT_MASK, mask)):
-            np.save(out / f"{name}.trim.npy", np.ascontiguousarray(array[:, :used]))
-            os.replace(out / f"{name}.trim.npy", out / name)
+        np.save(out / f"{layout.TEXT_MASK}.trim.npy", np.ascontiguousarray(mask[:, :used]))
+        os.replace(out / f"{layout.TEXT_MASK}.trim.npy", out / layout.TEXT_MASK)
     return np.concatenate(globals_), unit  # (Q, D)
+
+
+def _raw_to_npy(raw: Path, npy: Path, dtype: np.dtype[Any], shape: tuple[int, ...]) -> None:
+    """`raw`'s bytes (rows written as they came, their count known only at the end) as the `.npy` file
+    `npy` of that dtype and shape; `raw` is removed."""
+    with npy.open("wb") as out, raw.open("rb") as source:
+        np.lib.format.write_array_header_1_0(
+            out, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
+        )
+        shutil.copyfileobj(source, out)
+    raw.unlink()
 
 
 def embedding_column(vectors: np.ndarray) -> pa.FixedSizeListArray:

@@ -285,7 +285,7 @@ def _write_tables(
         }
     )
     write_parquet_atomic(queries, work / layout.QUERIES)
-    np.save(work / layout.TEXT_LOCAL, np.empty((0, 1, dim), np.float16))  # (Q=0, L=1, D)
+    np.save(work / layout.TEXT_LOCAL, np.empty((0, dim), np.float16))  # (W=0, D): no captions, no words
     np.save(work / layout.TEXT_MASK, np.empty((0, 1), np.bool_))
 
 

@@ -4,8 +4,11 @@
 EMB/gallery.parquet   image_id, person_id, file_path, embedding fixed_size_list<float32>[D]
 EMB/queries.parquet   caption_id, image_id, person_id, text, embedding fixed_size_list<float32>[D]
 EMB/image_local.npy   (G, N, D) float16, memory-mappable (N: what the head's `compact_images` keeps)
-EMB/text_local.npy    (Q, L, D) float16 (L: the longest caption, or what `compact_texts` keeps)
-EMB/text_mask.npy     (Q, L) bool
+EMB/text_mask.npy     (Q, L) bool: where each caption's words sit (L: the longest caption, or what
+                      `compact_texts` keeps)
+EMB/text_local.npy    (W, D) float16: the features of the real words only (W = text_mask's True count),
+                      caption after caption; read as (Q, L, D), zeros where the mask is off
+                      (`tasks.core.packed`; an earlier release's padded (Q, L, D) file reads as it is)
 EMB/index_<kind>.faiss  flat / hnsw / ivf (/ ivfpq / fastscan when asked) over the gallery embeddings
 EMB/shards/<key>/index_<kind>_<start>-<stop>.faiss  a shard's index, kept by sharded pruned scoring
 EMB/embed.json        EmbedInfo: model ref, checkpoint, DATA (`data_dir`) or the image folder

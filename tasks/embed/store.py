@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import torch
 
 from tasks.core.errors import TbprError
+from tasks.core.packed import Ragged
 from tasks.embed import layout
 from tasks.embed.index import load_index
 from tbpr_models.features import ImageFeatures, TextFeatures
@@ -114,11 +115,7 @@ def check_arrays(emb: Path, info: layout.EmbedInfo, image_local: np.ndarray, sto
         layout.GALLERY: ((store.rows.stop - store.rows.start, D), store.image_globals().shape),
         layout.IMAGE_LOCAL: ((G, info.num_regions, D), image_local.shape),
         layout.QUERIES: ((Q, D), store.text_globals().shape),
-        layout.TEXT_LOCAL: (
-            (Q, store.text_local.shape[1] if store.text_local.ndim == 3 else -1, D),
-            store.text_local.shape,
-        ),
-        layout.TEXT_MASK: (store.text_local.shape[:2], store.text_mask.shape),
+        layout.TEXT_LOCAL: ((Q, store.text_mask.shape[1], D), store.text_local.shape),
     }
     if not 0 <= store.rows.start <= store.rows.stop <= G:
         raise TbprError(f"gallery rows {store.rows.start}-{store.rows.stop} are outside {emb}'s {G} images")
@@ -156,8 +153,10 @@ class EmbeddingStore:
             self._text_global = read_embeddings(emb / layout.QUERIES)  # (Q, D)
             local = np.load(emb / layout.IMAGE_LOCAL, mmap_mode="r")  # (G, N, D) float16
             self.image_local = local[self.rows]
-            self.text_local = np.load(emb / layout.TEXT_LOCAL, mmap_mode="r")  # (Q, L, D) float16
-            self.text_mask = np.load(emb / layout.TEXT_MASK, mmap_mode="r")  # (Q, L) bool
+            self.text_mask = np.load(emb / layout.TEXT_MASK)  # (Q, L) bool
+            words = np.load(emb / layout.TEXT_LOCAL, mmap_mode="r")  # (W, D) float16, the real words
+            # (Q, L, D): read as padded; an EMB of an earlier release stored it padded
+            self.text_local = words if words.ndim == 3 else _ragged(emb, words, self.text_mask)
         except (OSError, ValueError, pa.ArrowException) as exc:
             raise TbprError(f"{emb} is damaged ({exc}); re-run `tbpr embed` into it") from exc
         self._views = {
@@ -166,7 +165,6 @@ class EmbeddingStore:
                 ("image_global", self._image_global),
                 ("image_local", self.image_local),
                 ("text_global", self._text_global),
-                ("text_local", self.text_local),
                 ("text_mask", self.text_mask),
             )
         }  # torch views for `_tensor`: no copy until rows are asked for
@@ -223,10 +221,17 @@ class EmbeddingStore:
     def texts(self, rows: Rows, device: torch.device, dtype: torch.dtype) -> TextFeatures:
         return TextFeatures(
             global_=_tensor(self._views["text_global"], rows, device, dtype),
-            local=_tensor(self._views["text_local"], rows, device, dtype),
+            local=self._text_local(rows, device, dtype),
             mask=_tensor(self._views["text_mask"], rows, device, torch.bool),
             unit_local=self.info.text_local_unit,
         )
+
+    def _text_local(self, rows: Rows, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """The padded (B, L, D) word features of `rows`: gathered from the ragged file, then converted."""
+        if isinstance(self.text_local, np.ndarray):  # a padded file (an earlier release's EMB)
+            return _tensor(_read_only_view(self.text_local), rows, device, dtype)
+        block = self.text_local[rows if isinstance(rows, slice) else np.asarray(rows, dtype=np.int64)]
+        return _converted(torch.from_numpy(block), device, dtype)
 
     def gallery_ids(self) -> tuple[np.ndarray, np.ndarray]:
         """(image_id (G,), person_id (G,)) int64 of the gallery rows (the shard's), in row order."""
@@ -237,6 +242,15 @@ class EmbeddingStore:
         """(caption_id (Q,), person_id (Q,)) int64, in row order."""
         table = pq.read_table(self.emb / layout.QUERIES, columns=["caption_id", "person_id"])
         return _ids(table, "caption_id"), _ids(table, "person_id")
+
+
+def _ragged(emb: Path, words: np.ndarray, mask: np.ndarray) -> Ragged:
+    try:
+        return Ragged(words, mask)
+    except TbprError as exc:
+        raise TbprError(
+            f"{emb / layout.TEXT_LOCAL} does not fit {emb / layout.TEXT_MASK} ({exc}); re-run `tbpr embed` into it"
+        ) from exc
 
 
 def _ids(table: pa.Table, column: str) -> np.ndarray:

@@ -240,7 +240,7 @@ class CachedBatches:
                 acts[flip] = self.cached.images_flip[images[flip]]
             mask = self.attention_mask[rows_array]  # (B, L)
             length = max(int(mask.sum(dim=1).max()), 1)
-            hidden = self.cached.texts[rows_array][:, :length]  # (B, L', C')
+            hidden = self.cached.texts[rows_array, :length]  # (B, L', C'), zeros past each caption
             yield Batch(
                 pixels=torch.from_numpy(acts).float(),  # torch's vectorised fp16 -> fp32, not numpy's loop
                 input_ids=self.input_ids[rows_array][:, :length].contiguous(),

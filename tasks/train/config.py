@@ -73,6 +73,9 @@ class TrainConfig(BaseModel):
     output_dir: Path | None = None  # checkpoints; default $TBPR_HOME/runs/train/<run id>
     # "cached": encode the frozen lower stages once (tasks.cache) and train only the top on the cache
     features: Literal["raw", "cached"] = "raw"
+    # how the cache stores image activations: float16 (exact to its rounding) or 8-bit codes with a range
+    # per image and channel (`tasks.core.packed.Quantized`: half the bytes, within (max - min) / 510)
+    cache_dtype: Literal["float16", "uint8"] = "float16"
     # stop once the smoothed val R1 (trailing mean over `smooth` epochs) has not beaten its best by more
     # than `min_delta` for this many epochs; the checkpoint is the epoch of the best smoothed val R1
     patience: int | None = Field(default=None, ge=1)

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from tasks.cache.features import CachedSplit, SplitPoint
 from tasks.core.device import autocast
+from tasks.core.packed import Ragged
 from tasks.data.reader import ImageDataset, SplitData, Tokenize, Transform
 from tasks.train.batches import usable_workers
 from tbpr_models.features import ImageFeatures, TextFeatures
@@ -59,7 +60,7 @@ def encode_texts(
     input_ids: Tensor,
     attention_mask: Tensor,
     settings: EvalSettings,
-    cached: np.ndarray | None = None,
+    cached: np.ndarray | Ragged | None = None,
     start_stage: int = 0,
 ) -> TextFeatures:
     """Features of tokenised captions (Q, L); each batch is trimmed to its longest caption, then the

@@ -439,7 +439,14 @@ class _Trainer:
         log.info("encoders initialised from %s", folder)
 
     def _open_cache(self, model: RetrievalModel) -> None:
-        self.cache = build_cache(self.data, model, self.tokenize, device=self.device, progress=self.progress)
+        self.cache = build_cache(
+            self.data,
+            model,
+            self.tokenize,
+            device=self.device,
+            progress=self.progress,
+            dtype=self.config.cache_dtype,
+        )
         for name, split in self.data.splits.items():
             self.cache.splits[name].check(split, self.cache.path)
         self.cached_batches = CachedBatches(

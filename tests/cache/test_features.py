@@ -76,8 +76,39 @@ def test_cache_equals_direct_encoding_within_float16(data: PreparedData, tmp_pat
         np.testing.assert_allclose(cached.images_flip, mirrored, rtol=2e-3, atol=2e-3)
         assert not np.allclose(cached.images, cached.images_flip, atol=1e-2)  # the mirror is a mirror
         width = cached.texts.shape[1]
-        real = mask[:, :width].bool().numpy()  # padded positions are not compared: nothing reads them
-        np.testing.assert_allclose(cached.texts[real], hidden[:, :width][real], rtol=2e-3, atol=5e-3)
+        real = mask[:, :width].bool().numpy()
+        texts = np.asarray(cached.texts)  # (Q, width, C) read back from the ragged file
+        np.testing.assert_allclose(texts[real], hidden[:, :width][real], rtol=2e-3, atol=5e-3)
+        assert not texts[~real].any()  # past a caption's end: zeros, not stored
+        stored = np.load(cache.path / name / "texts.npy", mmap_mode="r")
+        assert stored.shape == (int(mask.sum()), hidden.shape[2])  # one row per real token, no padding
+
+
+def test_an_8bit_cache_is_within_half_a_step_of_direct_encoding(data: PreparedData, tmp_path: Path) -> None:
+    model = tiny_model({"freeze": True}, {"freeze_layers": 6})
+    tokenize = build_tokenizer(model.config.text)
+    exact = build_cache(data, model, tokenize, root=tmp_path, progress=False)
+    small = build_cache(data, model, tokenize, root=tmp_path, progress=False, dtype="uint8")
+    assert small.key != exact.key
+    transform = ImageTransform(64, 32, train=False)
+    for name, split in data.splits.items():
+        pixels = torch.stack([transform(_image(split, i)) for i in range(len(split.image_ids))])
+        with torch.no_grad():
+            direct = model.image_encoder.run(pixels, 0, small.point.image).numpy()  # (G, C, h, w)
+        span = direct.max(axis=(2, 3)) - direct.min(axis=(2, 3))  # per image and channel
+        error = np.abs(np.asarray(small.splits[name].images) - direct).max(axis=(2, 3))
+        assert (error <= span / 510 + 1e-4).all()
+        assert error.max() > np.abs(np.asarray(exact.splits[name].images, np.float32) - direct).max()
+        np.testing.assert_array_equal(
+            np.asarray(small.splits[name].texts), np.asarray(exact.splits[name].texts)
+        )
+        codes = np.load(small.path / name / "images.npy", mmap_mode="r")
+        assert (
+            codes.dtype == np.uint8 and codes.nbytes * 2 == np.load(exact.path / name / "images.npy").nbytes
+        )
+    assert small.splits["train"].images_flip is not None
+    with pytest.raises(TbprError, match="cache dtype 'int4'"):
+        build_cache(data, model, tokenize, root=tmp_path, progress=False, dtype="int4")
 
 
 def _image(split: object, index: int) -> object:

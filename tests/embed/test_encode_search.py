@@ -69,8 +69,9 @@ def test_embed_writes_what_the_model_computes(tiny_emb: Callable[[str], Path], t
     np.testing.assert_array_equal(store.text_mask, mask[:, :width].bool().numpy())
     valid = store.text_mask[..., None]
     np.testing.assert_allclose(
-        store.text_local * valid, text_feats.local[:, :width].numpy() * valid, atol=2e-3
+        np.asarray(store.text_local) * valid, text_feats.local[:, :width].numpy() * valid, atol=2e-3
     )
+    assert np.load(emb / "text_local.npy").shape == (int(mask.sum()), 16)  # the real words only, no padding
     assert store.image_local.dtype == np.float16 and isinstance(store.image_local, np.memmap)
     assert sorted(info.indexes) == ["flat", "hnsw", "ivf"] and (emb / "index_ivf.faiss").is_file()
     # cross_scan stores the raw tokens: not unit, so its pair scorer normalises them

@@ -19,7 +19,8 @@ from tasks.embed.store import EmbeddingStore
     ("name", "damage"),
     [
         (layout.TEXT_MASK, lambda a: a[: len(a) // 2]),  # fewer rows than captions
-        (layout.TEXT_LOCAL, lambda a: a[:, :, : a.shape[2] // 2]),  # another dim than the globals
+        (layout.TEXT_LOCAL, lambda a: a[:, : a.shape[1] // 2]),  # another dim than the globals
+        (layout.TEXT_LOCAL, lambda a: a[: len(a) // 2]),  # fewer words than the mask places
         (layout.IMAGE_LOCAL, lambda a: a[:, :1]),  # fewer regions than embed.json records
         (layout.TEXT_MASK, lambda a: a.astype(np.float32)),  # not a mask
     ],

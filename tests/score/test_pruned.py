@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from tasks.core.packed import Ragged
 from tasks.embed import store as store_module
 from tasks.embed.index import build_index
 from tasks.embed.store import EmbeddingStore
@@ -112,7 +113,8 @@ def test_store_bfloat16_reads_equal_the_direct_conversion_of_the_float16_file(
     monkeypatch.setattr(store_module, "STAGE_ELEMENTS", stage)
     emb = tiny_emb("hard_topk")
     store = EmbeddingStore(emb)
-    on_disk = torch.from_numpy(np.load(emb / "text_local.npy"))  # (Q, L, D) float16
+    words, mask = np.load(emb / "text_local.npy"), np.load(emb / "text_mask.npy")
+    on_disk = torch.from_numpy(np.asarray(Ragged(words, mask)))  # (Q, L, D) float16, padded here
     for rows in (slice(1, None), np.array([4, 0, 2])):
         got = store.texts(rows, CPU, torch.bfloat16).local
         index = rows if isinstance(rows, slice) else torch.from_numpy(rows)
