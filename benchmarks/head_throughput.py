@@ -106,7 +106,6 @@ def measure(data: Path, variant: str, epochs: int) -> dict[str, float | str]:
         trainer.train_step(step_model, batch)
     optimizer.zero_grad(set_to_none=True)
     rows = len(batch.person_ids)
-    assert trainer.cache is not None
     image_bytes = 1 if trainer.config.cache_dtype == "uint8" else 2  # the cache's codes or float16 values
     read = batch.pixels.numel() * image_bytes + (
         batch.text_hidden.numel() * 2 if batch.text_hidden is not None else 0

@@ -358,7 +358,7 @@ def _write_split(
     for array in (images, flips, texts):
         if array is not None:
             array.flush()
-    return {"images": list(shape), "texts": [len(real), width, texts.shape[1]], "words": written}
+    return {"images": list(shape), "texts": [len(real), width, texts.shape[1]]}
 
 
 def _image_batches(

@@ -21,7 +21,24 @@ import torch
 from tasks.core.errors import TbprError
 
 
-class Ragged:
+class _Rows:
+    """What `Ragged` and `Quantized` share: read-only rows of an array stored smaller than it reads,
+    with `shape`, `len` and `np.asarray` (the whole array, decoded) like an ndarray's."""
+
+    shape: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        whole = self[:]
+        return whole if dtype is None else whole.astype(dtype)
+
+
+class Ragged(_Rows):
     """A read-only (rows, L, C) array over `values` (W, C) placed where `mask` (rows, L) is True, row by
     row; positions the mask leaves out read as zeros. Indexing takes rows (an int, slice, int or bool
     array) and optionally a slice of positions: `ragged[rows]`, `ragged[start:stop, :length]`."""
@@ -42,9 +59,6 @@ class Ragged:
         self.dtype = values.dtype
         self.ndim = len(self.shape)
 
-    def __len__(self) -> int:
-        return self.shape[0]
-
     def __getitem__(self, key: Any) -> np.ndarray:
         rows, positions = key if isinstance(key, tuple) else (key, slice(None))
         index = np.arange(self.shape[0])[rows]
@@ -58,10 +72,6 @@ class Ragged:
         out = out[:, positions]
         return out[0] if single else out
 
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        whole = self[:]
-        return whole if dtype is None else whole.astype(dtype)
-
 
 def open_ragged(values: Path, mask: np.ndarray) -> Ragged:
     """The ragged array of the `.npy` file `values`, memory-mapped, placed by `mask`."""
@@ -74,7 +84,7 @@ def real_positions(padded: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.asarray(padded)[np.asarray(mask, dtype=bool)]
 
 
-class Quantized:
+class Quantized(_Rows):
     """A read-only float32 (rows, C, ...) array over uint8 `codes` (rows, C, ...) and `ranges` (rows, C, 2)
     float32 (lo, step); indexing takes rows (an int, slice, int or bool array)."""
 
@@ -87,19 +97,12 @@ class Quantized:
         self.codes, self.ranges = codes, ranges
         self.shape, self.ndim, self.dtype = codes.shape, codes.ndim, np.dtype(np.float32)
 
-    def __len__(self) -> int:
-        return self.shape[0]
-
     def __getitem__(self, rows: Any) -> np.ndarray:
         codes = torch.from_numpy(np.array(self.codes[rows]))  # a copy: the file stays read-only
         ranges = torch.from_numpy(np.array(self.ranges[rows], dtype=np.float32))
         extra = (None,) * (codes.ndim - ranges.ndim + 1)  # broadcast over the positions
         lo, step = ranges[..., 0][(..., *extra)], ranges[..., 1][(..., *extra)]
         return torch.addcmul(lo, codes.float(), step).numpy()  # torch: vectorised, numpy's uint8 loop is not
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        whole = self[:]
-        return whole if dtype is None else whole.astype(dtype)
 
 
 def quantize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

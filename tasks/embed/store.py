@@ -230,8 +230,7 @@ class EmbeddingStore:
         """The padded (B, L, D) word features of `rows`: gathered from the ragged file, then converted."""
         if isinstance(self.text_local, np.ndarray):  # a padded file (an earlier release's EMB)
             return _tensor(_read_only_view(self.text_local), rows, device, dtype)
-        block = self.text_local[rows if isinstance(rows, slice) else np.asarray(rows, dtype=np.int64)]
-        return _converted(torch.from_numpy(block), device, dtype)
+        return _converted(torch.from_numpy(self.text_local[rows]), device, dtype)
 
     def gallery_ids(self) -> tuple[np.ndarray, np.ndarray]:
         """(image_id (G,), person_id (G,)) int64 of the gallery rows (the shard's), in row order."""

@@ -234,10 +234,13 @@ class CachedBatches:
             mine = shard(list(range(len(global_rows))), ranks)
             rows_array = np.asarray(global_rows)[mine]
             images = self.caption_image[rows_array]
-            flip = draws[mine]
-            acts = self.cached.images[images]  # (B, C, h, w), a copy
-            if flip.any() and self.cached.images_flip is not None:
-                acts[flip] = self.cached.images_flip[images[flip]]
+            plain, mirrored = self.cached.images, self.cached.images_flip
+            flip = draws[mine] & (mirrored is not None)
+            # (B, C, h, w), a copy; each row read (and, from 8-bit codes, decoded) once, plain or mirrored
+            acts = np.empty((len(images), *plain.shape[1:]), plain.dtype)
+            acts[~flip] = plain[images[~flip]]
+            if mirrored is not None and flip.any():
+                acts[flip] = mirrored[images[flip]]
             mask = self.attention_mask[rows_array]  # (B, L)
             length = max(int(mask.sum(dim=1).max()), 1)
             hidden = self.cached.texts[rows_array, :length]  # (B, L', C'), zeros past each caption
