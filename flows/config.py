@@ -325,6 +325,10 @@ class PipelineConfig(StrictModel):
     plots: PlotSettings = PlotSettings()
     open_set: OpenSetSettings = OpenSetSettings()
     gallery: GallerySettings | None = None  # re-embedded when a champion changes; None: nothing is
+    # once scored, pictured and in the warehouse: "best_val" keeps each variant's EMB of its best val
+    # seed (the others are derived data: `tbpr embed DATA --run RUN_ID --out EMB` rebuilds one);
+    # "all" keeps every one
+    keep_emb: Literal["all", "best_val"] = "best_val"
 
     @model_validator(mode="before")
     @classmethod

@@ -39,6 +39,7 @@ from flows.prefect_tasks import (
     load_attributes_task,
     log_files_task,
     open_parent_run_task,
+    remove_embs_task,
     sync_task,
     val_curves_plot_task,
 )
@@ -47,6 +48,7 @@ from flows.runners import scoring_runner, task_runner
 from flows.score import score_queries_flow
 from flows.train import VariantsFailed, failure_message, train_variants_flow
 from tasks.core.env import Home, home
+from tasks.embed.retention import Removed, best_val_models
 from tasks.report.frontier import FRONTIER_PNG
 from tasks.report.open_set import open_set_glob
 from tasks.report.plots import CMC_PNG, COST_PNG, GROUNDING_PNG, VAL_CURVES_PNG, CostPoint
@@ -66,6 +68,9 @@ class PipelineResult:
     gallery: Path | None = None  # the configured gallery's EMB, when a new champion re-embedded it
     phases: dict[str, float] = field(default_factory=dict)  # wall seconds of each stage of the flow
     runs: dict[str, tuple[str, dict[str, float]]] = field(default_factory=dict)  # model -> (variant, phases)
+    removed: Removed = field(
+        default_factory=Removed
+    )  # the EMB folders `keep_emb` deleted once the run had read them
 
     @property
     def training(self) -> dict[str, float]:
@@ -164,6 +169,10 @@ def tbpr_pipeline(config: PipelineConfig = PipelineConfig()) -> PipelineResult:
         frontier = frontier_plot_task(warehouse, run_dir / "plots" / FRONTIER_PNG)
         log_files_task(config.tracking, parent, [frontier], "plots")
     clock.lap("warehouse")
+    removed = Removed()
+    if config.keep_emb == "best_val":  # every reader of the EMBs has run: keep what users search with
+        val = {name: (r.variant, r.val_metrics["R1"]) for name, r in trained.results.items()}
+        removed = remove_embs_task(embs, best_val_models(val))
     close_run_task(config.tracking, parent, failed=bool(trained.failed))
     gallery = None
     if config.gallery is not None and any(r.promoted for r in trained.results.values()):
@@ -181,7 +190,9 @@ def tbpr_pipeline(config: PipelineConfig = PipelineConfig()) -> PipelineResult:
     if trained.failed:
         raise VariantsFailed(failure_message(trained) + f"; the others are in {run_dir}")
     runs = {name: (r.variant, r.phases) for name, r in trained.results.items()}
-    return PipelineResult(run_dir, parent, warehouse, board, trained.failed, gallery, clock.phases, runs)
+    return PipelineResult(
+        run_dir, parent, warehouse, board, trained.failed, gallery, clock.phases, runs, removed
+    )
 
 
 class PhaseClock:

@@ -25,6 +25,7 @@ from tasks.data.synth.layout import ANNOTATIONS
 from tasks.embed.encode import embed_split
 from tasks.embed.folder import embed_folder
 from tasks.embed.layout import EMBED_JSON
+from tasks.embed.retention import remove_embs
 from tasks.report.frontier import draw_frontier
 from tasks.report.open_set import measure, trade_off_plot
 from tasks.report.plots import attention_maps, cmc_plot, cost_plot, grounding_plot, val_curves_plot
@@ -93,6 +94,7 @@ embed_task = task(
 )(embed_split)
 # incremental by itself (files keyed by path and content hash), so never skipped by a cache
 embed_folder_task = task(name="embed-folder")(embed_folder)
+remove_embs_task = task(name="remove-embs")(remove_embs)
 best_champion_task = task(name="best-champion", **IO_RETRIES)(best_champion)
 promote_task = task(name="promote-if-better", **IO_RETRIES)(promote_if_better)
 score_task = task(name="score")(score)

@@ -1,7 +1,7 @@
 """The scoring OUT folder, written by `tasks.score.run` and read by the warehouse and the plots.
 
 ```
-OUT/rankings.parquet  query_id (caption_id) int64, rank int32 (1..100), image_id int64, score float32
+OUT/rankings.parquet  query_id (caption_id) int64, rank int32 (1..20), image_id int64, score float32
 OUT/per_query.parquet query_id, first_match_rank int64, ap float64, inp float64 (every query, in
                       EMB order: what the metrics average and the warehouse's intervals read)
 OUT/metrics.json      R1 R5 R10 mAP mINP (percent), pairs_scored, seconds, mode, top_k, index,
@@ -18,7 +18,7 @@ import pyarrow as pa
 RANKINGS = "rankings.parquet"
 PER_QUERY = "per_query.parquet"
 METRICS = "metrics.json"
-RANKINGS_TOP = 100  # ranks kept per query
+RANKINGS_TOP = 20  # ranks kept per query: a result page and the CMC plot; the metrics rank the whole gallery
 RANKINGS_SCHEMA = pa.schema(
     [("query_id", pa.int64()), ("rank", pa.int32()), ("image_id", pa.int64()), ("score", pa.float32())]
 )

@@ -1,5 +1,5 @@
 """Full rankings from exhaustive scores or from pruned (re-ranked + first-stage) scores, and the
-top-100 `rankings.parquet` table (`tasks.score.layout`). Ties go to the lower gallery row: the rule of
+top-20 `rankings.parquet` table (`tasks.score.layout`). Ties go to the lower gallery row: the rule of
 `tbpr_models.metrics` (`rank_order`), as in every metric.
 Dimension letters: Q queries, G gallery, k candidates.
 """

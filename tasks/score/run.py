@@ -3,7 +3,7 @@
 `score_plan` is the one runner: it checks the inputs, runs the plan's strategy in this process (or
 in shards on Dask workers, `tasks.score.sharded`), computes the per-query metrics from the positives'
 ranks (`tbpr_models.metrics.per_query_from_ranks`, whatever the strategy), writes
-`OUT/rankings.parquet` (top 100 per query), `OUT/per_query.parquet` and `OUT/metrics.json`, and logs
+`OUT/rankings.parquet` (top 20 per query), `OUT/per_query.parquet` and `OUT/metrics.json`, and logs
 one MLflow scoring run (`tasks.score.record`). `score` is the same with `tbpr score`'s options.
 Dimension letters: Q queries, G gallery.
 """

@@ -63,6 +63,7 @@ def run(
     show_leaderboard(console, tbpr.warehouse)
     if state.is_completed():
         show_phases(console, state.result())
+        show_removed(console, state.result())
     console.print(
         styled(
             "\nLook closer",
@@ -105,6 +106,21 @@ def show_phases(console: Console, result: object) -> None:
         table.add_row(variant, str(len(group)), *_phase_cells(group, names))
     table.add_row("all", str(len(every)), *_phase_cells(every, names))
     console.print(table)
+
+
+def show_removed(console: Console, result: object) -> None:
+    """One line on the EMB folders `keep_emb` removed, and how to rebuild one."""
+    removed = getattr(result, "removed", None)
+    if removed is None or not removed.folders:
+        return
+    console.print(
+        styled(
+            "\nEMB",
+            "bold",
+            f" kept each variant's best val seed; removed {len(removed.folders)} other folders "
+            f"({removed.bytes / 2**20:.0f} MB; `tbpr embed DATA --run RUN_ID --out EMB` rebuilds one)",
+        )
+    )
 
 
 def _phase_cells(runs: list[dict[str, float]], names: list[str]) -> list[str]:

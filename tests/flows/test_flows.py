@@ -35,6 +35,12 @@ def pipeline(prefect_harness: None, tbpr_home: Path, gallery: tuple[Path, Path])
     )
 
 
+def _selected_val_r1(train: Path) -> float:
+    """Val R1 of the one epoch a training run kept (its checkpoint's config)."""
+    (config,) = train.glob("epoch_*/config.json")
+    return float(json.loads(config.read_text())["extra"]["val"]["R1"])
+
+
 def test_pipeline_outputs_tracking_and_warehouse(pipeline: object, tbpr_home: Path) -> None:
     from mlflow.tracking import MlflowClient
 
@@ -46,8 +52,17 @@ def test_pipeline_outputs_tracking_and_warehouse(pipeline: object, tbpr_home: Pa
     assert config.gallery is not None
     assert config.model_copy(update={"gallery": None}) == load_config(PipelineConfig, TINY)
     models = [f"{v}-seed{s}" for v in ("global", "cross_scan") for s in (0, 1)]
+    # every seed was embedded and scored; once read, only each variant's best val seed keeps its EMB
+    # (main.toml's keep_emb), judged here from the selected checkpoints' own val R1
+    val = {name: _selected_val_r1(run_dir / "train" / name) for name in models}
+    kept = {
+        max((n for n in models if n.startswith(v)), key=lambda n: (val[n], -models.index(n)))
+        for v in ("global", "cross_scan")
+    }
+    assert {p.name for p in (run_dir / "emb").iterdir()} == kept
+    assert {p.name for p in pipeline.removed.folders} == set(models) - kept and pipeline.removed.bytes > 0
     for name in models:
-        assert (run_dir / "emb" / name / RUN_CONFIG).is_file()
+        assert (run_dir / "emb" / name / RUN_CONFIG).is_file() == (name in kept)
         for job in ("exhaustive", "pruned-k5-flat", "pruned-k5-flat-from-global"):
             cascade = job.endswith("global")
             skipped = cascade and name.startswith("global")
