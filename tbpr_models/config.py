@@ -110,12 +110,16 @@ class ModelConfig:
     text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     embed_dim: int = 256
     num_classes: int = 0  # > 0 adds the identity loss `id` over this many training identities
+    # > 0: a head that predicts words (`cross_fusion`'s masked-word head) predicts among this many word
+    # pieces, those of the training captions (`predicts_words`; set by the trainer); 0: the whole vocabulary
+    label_words: int = 0
     loss_weights: dict[str, float] = field(default_factory=dict)  # missing names weigh 1.0
     init_temperature: float = 0.02
 
     def __post_init__(self) -> None:
         _at_least("embed_dim", self.embed_dim, 1)
         _at_least("num_classes", self.num_classes, 0)
+        _at_least("label_words", self.label_words, 0)
         if not _fits(float, self.init_temperature) or self.init_temperature <= 0:
             raise ValueError(f"init_temperature must be a positive number, got {self.init_temperature!r}")
         if not _fits(dict[str, float], self.loss_weights):

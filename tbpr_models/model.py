@@ -45,6 +45,7 @@ class RetrievalModel(nn.Module):
             image_grid=self.image_encoder.grid,
             max_length=config.text.max_length,
             vocab_size=config.text.vocab_size,
+            label_words=config.label_words,
         )
         self.head = spec.head_cls(config.variant, dims)
         self.log_logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / config.init_temperature)))

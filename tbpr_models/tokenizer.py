@@ -104,3 +104,17 @@ def build_tokenizer(text_config: TextEncoderConfig) -> Tokenizer:
             f"{tokenizer.mask_token_id}); keep the defaults"
         )
     return tokenizer
+
+
+def ordinary_tokens(input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    """(B, L) bool: the real tokens but the first ([CLS]) and the last real one ([SEP]) of each caption."""
+    real = attention_mask.bool()
+    last = real.sum(dim=1, keepdim=True) - 1  # (B, 1) position of [SEP]
+    positions = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0)  # (1, L)
+    return real & (positions > 0) & (positions != last)
+
+
+def label_vocabulary(input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    """(V',) int64: the sorted word pieces that occur as ordinary tokens in captions (B, L): what
+    `tbpr_models.variants.cross_fusion.mask_tokens` can ever choose as a label."""
+    return torch.unique(input_ids[ordinary_tokens(input_ids, attention_mask)]).to(torch.long)

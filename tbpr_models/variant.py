@@ -37,6 +37,7 @@ class HeadDims:
     image_grid: tuple[int, int]  # (h, w) of the image feature map, N = h * w
     max_length: int  # L
     vocab_size: int  # V of the WordPiece vocabulary
+    label_words: int = 0  # > 0: a word-predicting head predicts among this many word pieces (of V)
 
     @property
     def num_regions(self) -> int:
@@ -73,11 +74,18 @@ class VariantHead(nn.Module):
     control: ClassVar[bool] = False
     # the names of the losses `head_losses` returns (config `loss_weights` keys beyond BASE_LOSSES)
     loss_names: ClassVar[tuple[str, ...]] = ()
+    # True: a loss predicts word pieces; the trainer then restricts them to the training captions' own
+    # (`ModelConfig.label_words`, `set_label_words`)
+    predicts_words: ClassVar[bool] = False
 
     def __init__(self, config: VariantConfig, dims: HeadDims) -> None:
         super().__init__()
         self.config = config
         self.dims = dims
+
+    def set_label_words(self, ids: Tensor) -> None:
+        """The word pieces (sorted, unique) a word-predicting head predicts among."""
+        raise TypeError(f"head {type(self).__name__} predicts no words")
 
     @property
     def mean_pooled(self) -> bool:

@@ -111,6 +111,8 @@ from tbpr_models import (
 )
 from tbpr_models.checkpoint import frozen_base, load_weights
 from tbpr_models.encoders import ImageEncoder, TextEncoder
+from tbpr_models.registry import get_variant
+from tbpr_models.tokenizer import label_vocabulary
 from tbpr_models.variant import VariantHead
 
 log = logging.getLogger(__name__)
@@ -298,6 +300,11 @@ class _Trainer:
         self.train_set = CaptionImageDataset(
             train, classes, self.tokenize, image_transform(image, train=True)
         )
+        # a head that predicts words predicts the training captions' own (`ModelConfig.label_words`)
+        self.label_words = torch.zeros(0, dtype=torch.long)
+        if get_variant(config.variant).head_cls.predicts_words:
+            self.label_words = label_vocabulary(self.train_set.input_ids, self.train_set.attention_mask)
+            self.model_config = dataclasses.replace(self.model_config, label_words=len(self.label_words))
         self.cache: FeatureCache | None = None  # features = "cached": opened (or built) in `fit`
         self.cached_batches: CachedBatches | None = None
         self.eval_transform = image_transform(image)
@@ -408,6 +415,8 @@ class _Trainer:
         features = "cached", its feature cache opened (built when missing)."""
         seed_everything(self.config.seed, 0)
         model = build_model(self.model_config)
+        if self.model_config.label_words:
+            model.head.set_label_words(self.label_words)
         if self.config.init_from:
             self._init_backbone(model, self.config.init_from)
         model.set_activation_checkpointing(self.config.activation_checkpointing)

@@ -10,6 +10,12 @@ the chosen words' projected tokens by a learned mask vector (the fusion encoder 
 from the other words and the image; the other words' frozen states still carry some context of the
 hidden word, so this objective is easier than IRRA's). Retrieval uses the global embeddings (`pairwise = False`), as in
 IRRA, where the fusion encoder is discarded at inference.
+
+The vocabulary head predicts among the word pieces of the training captions (`label_words`, set by the
+trainer from the data: the only labels the loss can ever see), not all 30,522 of MiniLM's: IRRA's
+cross-entropy restricted to its support, which drops a softmax term over words no caption holds, a
+quarter of the head's work per step and three quarters of its parameters. A model built with
+`label_words = 0` predicts over the whole vocabulary, as IRRA does.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from tbpr_models.config import VariantConfig
 from tbpr_models.features import Batch, ImageFeatures, TextFeatures
 from tbpr_models.losses import mlm_loss
+from tbpr_models.tokenizer import ordinary_tokens
 from tbpr_models.variant import HeadDims, LossContext, VariantHead
 
 IGNORE = -100
@@ -47,10 +54,7 @@ def mask_tokens(
     caption. Each is chosen with probability `mask_prob` (at least one per batch when any exists);
     a chosen token becomes [MASK] 80% of the time, a random token 10%, itself 10%.
     """
-    real = attention_mask.bool()
-    last = real.sum(dim=1, keepdim=True) - 1  # (B, 1) position of [SEP]
-    positions = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0)  # (1, L)
-    ordinary = real & (positions > 0) & (positions != last)
+    ordinary = ordinary_tokens(input_ids, attention_mask)
     chosen = ordinary & (torch.rand(input_ids.shape, device=input_ids.device) < mask_prob)
     if not bool(chosen.any()) and bool(ordinary.any()):
         candidates = ordinary.reshape(-1).nonzero().reshape(-1)
@@ -112,14 +116,40 @@ class CrossFusionHead(VariantHead):
 
     pairwise = False
     loss_names = ("mlm",)
+    predicts_words = True
+    label_words: Tensor | None  # decoder row r predicts word piece label_words[r]; None: row r is word r
 
     def __init__(self, config: CrossFusionConfig, dims: HeadDims) -> None:
         super().__init__(config, dims)
         self.fusion_config = config
         self.fusion = FusionEncoder(dims.embed_dim, config.heads, config.layers)
-        self.mlm_head = MaskedWordHead(dims.embed_dim, dims.vocab_size)
+        self.mlm_head = MaskedWordHead(dims.embed_dim, dims.label_words or dims.vocab_size)
         if config.mask_level == "features":
             self.mask_vector = nn.Parameter(0.02 * torch.randn(dims.embed_dim))
+        if dims.label_words:  # (V',) in the state dict: a checkpoint knows its words
+            self.register_buffer("label_words", torch.zeros(dims.label_words, dtype=torch.long))
+        else:
+            self.label_words = None
+
+    def set_label_words(self, ids: Tensor) -> None:
+        """The decoder's word pieces: `dims.label_words` of them, sorted, unique, within the vocabulary."""
+        if self.label_words is None or ids.shape != self.label_words.shape:
+            raise ValueError(
+                f"{tuple(ids.shape)} label words for a head built for {self.dims.label_words} (0: the whole vocabulary)"
+            )
+        if ids.numel() and (
+            bool((ids[1:] <= ids[:-1]).any()) or ids[0] < 0 or ids[-1] >= self.dims.vocab_size
+        ):
+            raise ValueError(f"label words must be sorted, unique word pieces in [0, {self.dims.vocab_size})")
+        self.label_words.copy_(ids)
+
+    def _decoder_rows(self, labels: Tensor) -> Tensor:
+        """Word-piece labels (B, L) -> decoder rows (B, L); a word outside `label_words` is not predicted."""
+        if self.label_words is None:
+            return labels
+        words = self.label_words
+        rows = torch.searchsorted(words, labels.clamp(min=0)).clamp(max=words.numel() - 1)  # (B, L)
+        return torch.where((labels != IGNORE) & (words[rows] == labels), rows, IGNORE)
 
     def head_losses(
         self, texts: TextFeatures, images: ImageFeatures, batch: Batch, ctx: LossContext
@@ -141,6 +171,7 @@ class CrossFusionHead(VariantHead):
         else:
             words = ctx.encode_text_tokens(masked_ids, mask)  # (B, L', D)
         fused = self.fusion(words, mask, ctx.image_tokens)  # (B, L', D)
+        labels = self._decoder_rows(labels)  # (B, L')
         predicted = labels != IGNORE  # (B, L')
-        logits = self.mlm_head(fused[predicted])  # (M, V): only the masked positions
+        logits = self.mlm_head(fused[predicted])  # (M, V'): only the masked positions
         return {"mlm": mlm_loss(logits.unsqueeze(0), labels[predicted].unsqueeze(0))}
