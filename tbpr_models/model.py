@@ -40,6 +40,8 @@ class RetrievalModel(nn.Module):
         self.text_proj = _projection(
             self.text_encoder.out_channels, d, self.text_encoder.pretrained_projection
         )
+        self.log_logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / config.init_temperature)))
+        self.classifier = nn.Linear(d, config.num_classes) if config.num_classes > 0 else None
         dims = HeadDims(
             embed_dim=d,
             image_grid=self.image_encoder.grid,
@@ -47,9 +49,9 @@ class RetrievalModel(nn.Module):
             vocab_size=config.text.vocab_size,
             label_words=config.label_words,
         )
+        # the head last: a seed then draws the same projections and classifier for every variant
+        # (`tasks.report.stats` pairs variants by seed)
         self.head = spec.head_cls(config.variant, dims)
-        self.log_logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / config.init_temperature)))
-        self.classifier = nn.Linear(d, config.num_classes) if config.num_classes > 0 else None
 
     def parameter_counts(self) -> dict[str, int]:
         """Trainable parameters: `trainable_params` of the whole model (head, projections, the encoder

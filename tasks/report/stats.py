@@ -12,6 +12,16 @@ difference) is the sum of two estimated parts (a moment estimator of a crossed r
   by each person's share of the queries (P - 1 degrees of freedom), minus the part of it that is
   seed-to-seed noise (already in the seed part).
 
+A difference is paired on queries, and on seeds as well when both variants ran the same
+`PAIRED_SEEDS` or more seeds (a seed fixes the training data's order, its augmentation and the initial
+projections and classifier, the same for every variant): seed s's model of one variant minus seed
+s's of the other is then one draw of the difference, and the variance is that of a single variant's
+mean over the (S, Q) differences. What a seed does to every variant alike cancels (in six seeds of the
+main job, about half the seed-to-seed spread of R1). With fewer seeds, or other seeds, the two seed
+parts add, unpaired: a paired seed part then has S - 1 = 2 degrees of freedom for most of the
+variance, and Satterthwaite's t undercovers in Holm's tails (12% family-wise errors instead of 5% in
+the null simulation of `tests/report/test_verdict_simulation.py` with 3 seeds; 5-6% with 5 or 6).
+
 The interval is mean +- t x SE with Satterthwaite's degrees of freedom; the p-value is the two-sided
 t test's. (A bootstrap that redraws 3 seeds with replacement shrinks the seed variance by a third and
 counts the seed-by-query noise twice: in the simulation of `tests/report/test_verdict_simulation.py`
@@ -38,6 +48,7 @@ LEVEL = 0.95
 POWER = 0.8  # of the minimal detectable effect (`Estimate.mde`)
 PERCENT, DIFFERENCE = (0.0, 100.0), (-100.0, 100.0)  # what a metric and a difference of two can be
 MAX_DF = 1e9  # Satterthwaite's degrees of freedom when every part has plenty: the normal distribution
+PAIRED_SEEDS = 5  # the fewest shared seeds a difference is paired on (the module's docstring)
 
 
 @dataclass(frozen=True)
@@ -46,10 +57,19 @@ class PerQueryRuns:
     its seeds, the columns the comparison's queries in a shared order."""
 
     values: Mapping[str, np.ndarray]
+    seed_ids: tuple[int, ...] | None = None  # the training seed of each row, when every row's is known
 
     @property
     def seeds(self) -> int:
         return int(next(iter(self.values.values())).shape[0])
+
+    def pairs_seeds_with(self, other: PerQueryRuns) -> bool:
+        """True when both ran the same (known) seeds, `PAIRED_SEEDS` or more, row for row."""
+        return (
+            self.seed_ids is not None
+            and self.seed_ids == other.seed_ids
+            and len(self.seed_ids) >= PAIRED_SEEDS
+        )
 
 
 def per_query_percent(first_match_rank: np.ndarray, ap: np.ndarray, inp: np.ndarray) -> dict[str, np.ndarray]:
@@ -150,6 +170,15 @@ def estimate(values: np.ndarray, clusters: Clusters, reference: np.ndarray | Non
     return Estimate(mean, math.sqrt(variance), df)
 
 
+def difference(runs: PerQueryRuns, reference: PerQueryRuns, metric: str, clusters: Clusters) -> Estimate:
+    """`runs` - `reference` in `metric` on the same queries, paired on seeds too when they ran the same
+    ones (the module's docstring)."""
+    values, base = runs.values[metric], reference.values[metric]
+    if runs.pairs_seeds_with(reference):
+        return estimate(values - base, clusters)  # (S, Q) one draw of the difference per seed
+    return estimate(values, clusters, base)
+
+
 def compare(
     runs: Mapping[str, PerQueryRuns],
     baseline: str = "global",
@@ -182,7 +211,7 @@ def compare(
             row |= {f"{metric}_mean": own.mean, f"{metric}_low": low, f"{metric}_high": high}
             delta: list[float | None] = [None, None, None, None]
             if name != baseline and baseline in runs:
-                diff = estimate(runs[name].values[metric], clusters, runs[baseline].values[metric])
+                diff = difference(runs[name], runs[baseline], metric, clusters)
                 delta = [diff.mean, *diff.interval(level, DIFFERENCE), diff.mde(1 - level)]
             keys = (f"delta_{metric}", f"delta_{metric}_low", f"delta_{metric}_high", f"delta_{metric}_mde")
             row |= dict(zip(keys, delta, strict=True))
@@ -200,6 +229,7 @@ class ScoredModel:
     variant: str
     model: str  # the training run (one seed of the variant), or the job itself when unknown
     out_dir: Path
+    seed: int | None = None  # the training run's seed, when known
 
 
 @dataclass(frozen=True)
@@ -247,14 +277,14 @@ def read_comparisons(
 ) -> list[Comparison]:
     """Every comparison whose per-query files exist, on the queries all its jobs share; `persons` maps
     query (caption) ids to person ids (a query it lacks counts as a person of its own)."""
-    groups: dict[tuple[object, ...], dict[str, dict[str, Path]]] = {}
+    groups: dict[tuple[object, ...], dict[str, dict[str, tuple[Path, int | None]]]] = {}
     for m in models:
         path = m.out_dir / PER_QUERY
         if path.is_file():
-            groups.setdefault(m.comparison, {}).setdefault(m.variant, {})[m.model] = path
+            groups.setdefault(m.comparison, {}).setdefault(m.variant, {})[m.model] = (path, m.seed)
     found = []
     for comparison, variants in sorted(groups.items(), key=lambda item: tuple(map(str, item[0]))):
-        tables = {v: [pq.read_table(p) for p in files.values()] for v, files in variants.items()}
+        tables = {v: [pq.read_table(p) for p, _ in files.values()] for v, files in variants.items()}
         shared = set.intersection(*(set(t["query_id"].to_pylist()) for ts in tables.values() for t in ts))
         if not shared:
             continue
@@ -263,9 +293,8 @@ def read_comparisons(
         if persons is not None:  # a query without a person: a negative label of its own
             labels = np.array([persons.get(int(q), -1 - i) for i, q in enumerate(order)], dtype=np.int64)
         keys = dict(zip((name for name, _ in GROUP_COLUMNS), comparison, strict=True))
-        found.append(
-            Comparison(keys, {v: PerQueryRuns(_stack(ts, order)) for v, ts in tables.items()}, labels)
-        )
+        runs = {v: _stack(ts, order, [seed for _, seed in variants[v].values()]) for v, ts in tables.items()}
+        found.append(Comparison(keys, runs, labels))
     return found
 
 
@@ -275,8 +304,9 @@ def variant_stats_table(comparisons: Sequence[Comparison], baseline: str = "glob
     return pa.Table.from_pylist(rows, schema=VARIANT_STATS_SCHEMA)
 
 
-def _stack(tables: Sequence[pa.Table], order: np.ndarray) -> dict[str, np.ndarray]:
-    """(S, Q) percent matrices of each metric, the columns in `order` of query ids."""
+def _stack(tables: Sequence[pa.Table], order: np.ndarray, seeds: Sequence[int | None]) -> PerQueryRuns:
+    """(S, Q) percent matrices of each metric, the columns in `order` of query ids, the rows by seed
+    when every table's seed is known and none repeats (else `seed_ids` is None)."""
     per_seed = []
     for table in tables:
         ids = table["query_id"].to_numpy()
@@ -289,7 +319,14 @@ def _stack(tables: Sequence[pa.Table], order: np.ndarray) -> dict[str, np.ndarra
                 table["inp"].to_numpy()[where],
             )
         )
+    known = [s for s in seeds if s is not None]
+    if len(known) == len(seeds) and len(set(known)) == len(known):
+        rows = sorted(range(len(per_seed)), key=lambda i: known[i])
+        return PerQueryRuns(
+            {metric: np.stack([per_seed[i][metric] for i in rows]) for metric in METRICS},
+            tuple(known[i] for i in rows),
+        )
     # seeds in an order fixed by their results, not by their (random) run ids: sums then add up in the
     # same order between two runs of the same job
     per_seed.sort(key=lambda s: tuple(np.concatenate([s[metric] for metric in METRICS]).round(9).tolist()))
-    return {metric: np.stack([s[metric] for s in per_seed]) for metric in METRICS}
+    return PerQueryRuns({metric: np.stack([s[metric] for s in per_seed]) for metric in METRICS})

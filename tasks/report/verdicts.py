@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from tasks.report.stats import DIFFERENCE, GROUP_COLUMNS, Clusters, Comparison, Estimate, estimate
+from tasks.report.stats import DIFFERENCE, GROUP_COLUMNS, Clusters, Comparison, Estimate, difference
 from tbpr_models.registry import VARIANTS
 
 ALPHA = 0.05  # family-wise error rate of each family
@@ -144,9 +144,9 @@ def comparison_tests(comparison: Comparison, metric: str = "R1") -> list[dict[st
     for family in FAMILIES:
         if family.reference not in runs:
             continue
-        reference = runs[family.reference].values[metric]
+        reference = runs[family.reference]
         estimates = {
-            v: estimate(r.values[metric], clusters, reference) for v, r in runs.items() if family.member(v)
+            v: difference(r, reference, metric, clusters) for v, r in runs.items() if family.member(v)
         }
         about = {"reference": family.reference, "question": family.question, "metric": metric}
         rows += [comparison.keys | about | row for row in family_rows(estimates, metric=metric)]

@@ -39,6 +39,7 @@ from tasks.report.stats import ScoredModel, read_comparisons, variant_stats_tabl
 from tasks.report.verdicts import variant_tests_table
 from tasks.report.vocabulary import VOCABULARY
 from tasks.score.layout import METRICS, PER_QUERY
+from tasks.tracking import names
 
 log = logging.getLogger(__name__)
 
@@ -146,20 +147,23 @@ def _variant_stats(con: duckdb.DuckDBPyConnection) -> None:
     """Tables `variant_stats` and `variant_tests`: per comparison (pipeline run x job settings) and
     variant, the mean over seeds with its interval and the paired difference to `global`
     (`tasks.report.stats`), and each family's Holm-corrected tests (`tasks.report.verdicts`).
-    A variant's seeds are its training runs (`model_run_id`; a job without one counts on its own);
+    A variant's seeds are its training runs (`model_run_id`; a job without one counts on its own),
+    paired with the reference's by their `train.seed` param when both ran the same seeds;
     each model's latest job counts. Datasets are never mixed: query ids restart in each. Queries are
     clustered by person through `captions` (caption ids that name one person only)."""
-    jobs = con.sql(
+    jobs = con.execute(
         """
-        SELECT dataset, parent_run_id, mode, top_k, "index", candidates, variant,
-               coalesce(model_run_id, run_id), out_dir
-        FROM scoring_jobs WHERE out_dir IS NOT NULL AND variant IS NOT NULL
-        ORDER BY start_time
-        """
+        SELECT j.dataset, j.parent_run_id, j.mode, j.top_k, j."index", j.candidates, j.variant,
+               coalesce(j.model_run_id, j.run_id), j.out_dir, try_cast(s.value AS BIGINT)
+        FROM scoring_jobs j LEFT JOIN params s ON s.run_id = j.model_run_id AND s.key = ?
+        WHERE j.out_dir IS NOT NULL AND j.variant IS NOT NULL
+        ORDER BY j.start_time
+        """,
+        [names.PARAM_TRAIN_SEED],
     ).fetchall()
     models = [
-        ScoredModel((dataset, parent, mode, top_k, index, candidates), variant, model, Path(out))
-        for dataset, parent, mode, top_k, index, candidates, variant, model, out in jobs
+        ScoredModel((dataset, parent, mode, top_k, index, candidates), variant, model, Path(out), seed)
+        for dataset, parent, mode, top_k, index, candidates, variant, model, out, seed in jobs
     ]
     persons = dict(
         con.sql(
@@ -182,10 +186,8 @@ def _variant_stats(con: duckdb.DuckDBPyConnection) -> None:
 def _quality_table(con: duckdb.DuckDBPyConnection) -> None:
     """`data_quality`: every flag of the data-quality report (`tasks.data.quality`) over `images` and
     `captions`, recomputed here so that DATA written by older versions or other tools is covered too."""
-    images = con.execute("SELECT image_id, person_id, split FROM images").to_arrow_table()
-    captions = con.execute(
-        "SELECT caption_id, image_id, person_id, split, text FROM captions"
-    ).to_arrow_table()
+    images = con.sql("SELECT image_id, person_id, split FROM images").to_arrow_table()
+    captions = con.sql("SELECT caption_id, image_id, person_id, split, text FROM captions").to_arrow_table()
     con.register("arrow_data_quality", flags_table(quality_flags(images, captions)))
     con.sql("CREATE TABLE data_quality AS SELECT * FROM arrow_data_quality")
     con.unregister("arrow_data_quality")

@@ -37,6 +37,7 @@ PARAM_CANDIDATES_RUN = "candidates_run_id"
 # read by the warehouse for scoring runs logged by older tbpr versions or other tools
 PARAM_OUT_DIR = "out_dir"
 PARAM_MODEL_RUN = "model_run_id"
+PARAM_TRAIN_SEED = "train.seed"  # a training run's seed (its flattened TrainConfig): pairs variants' seeds
 
 # Metric keys: `<split>/<name>` per epoch (train, val) or once (test); scoring cost
 METRICS = ("R1", "R5", "R10", "mAP", "mINP")  # retrieval metrics, percent

@@ -15,6 +15,7 @@ from tbpr_models import (
     ImageTransform,
     ModelConfig,
     TextEncoderConfig,
+    build_model,
     build_tokenizer,
     model_config_from_dict,
     variant_config,
@@ -115,3 +116,28 @@ def test_train_transform_augments_reproducibly_without_hue_shift() -> None:
         rgb = _denormalise(transform(red))
         centre = rgb[:, 16:48, 8:24]
         assert (centre[0] > centre[1] + 0.2).all()  # red stays red: no hue shift
+
+
+def test_a_seed_draws_the_same_model_but_the_head_for_every_variant() -> None:
+    """What the leaderboard pairs by seed: encoders, projections, temperature and classifier are the
+    same draw for every variant at one seed; only the head differs (and another seed draws anew)."""
+
+    def built(variant: str, seed: int) -> dict[str, torch.Tensor]:
+        torch.manual_seed(seed)
+        config = ModelConfig(
+            variant=variant_config(variant),
+            image=ImageEncoderConfig(kind="resnet_small", height=64, width=32, widths=(8, 16)),
+            text=TextEncoderConfig(kind="small", hidden=32, layers=1, heads=2, max_length=8),
+            embed_dim=32,
+            num_classes=5,
+        )
+        return build_model(config, load_pretrained=False).state_dict()
+
+    reference = built("global", 3)
+    for variant in sorted(VARIANTS):
+        state = built(variant, 3)
+        shared = {k for k in state if not k.startswith("head.")}
+        assert shared == set(reference) and "classifier.weight" in shared
+        assert all(torch.equal(state[k], reference[k]) for k in shared), variant
+    other = built("global", 4)
+    assert not torch.equal(other["classifier.weight"], reference["classifier.weight"])

@@ -10,10 +10,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from tasks.report.stats import (
+    PAIRED_SEEDS,
     Clusters,
     PerQueryRuns,
     ScoredModel,
     compare,
+    difference,
     estimate,
     per_query_percent,
     read_comparisons,
@@ -187,3 +189,64 @@ def test_adding_a_variant_leaves_the_others_intervals_alone() -> None:
         both["global"]["R1_low"],
         both["global"]["R1_high"],
     )
+
+
+def _seeded(values: np.ndarray, seeds: tuple[int, ...] | None) -> PerQueryRuns:
+    return PerQueryRuns({"R1": values}, seeds)
+
+
+def test_five_shared_seeds_pair_and_what_a_seed_does_to_both_variants_cancels() -> None:
+    """Seed s makes both variants hit a block of extra queries (a large seed effect, shared); x is
+    global but for 30 queries it always misses. Paired on seeds, each seed's difference is the same
+    (S, Q) row: the interval is the textbook one of those per-query differences; unpaired, the seed
+    effect counts twice."""
+    rng = np.random.default_rng(11)
+    queries, seeds = 400, PAIRED_SEEDS
+    base = rng.random(queries) < 0.3
+    lost = np.flatnonzero(base)[:30]
+    ref, var = np.zeros((seeds, queries)), np.zeros((seeds, queries))
+    for s in range(seeds):
+        hits = base.copy()
+        hits[rng.choice(queries, 40 * s, replace=False)] = True  # the seed's shared effect
+        hits[lost] = True
+        ref[s] = 100.0 * hits
+        hits[lost] = False
+        var[s] = 100.0 * hits
+    clusters = Clusters.of(None, queries)
+    ids = tuple(range(seeds))
+    paired = difference(_seeded(var, ids), _seeded(ref, ids), "R1", clusters)
+    per_query = (var - ref)[0]  # every seed's row
+    assert paired.mean == pytest.approx(per_query.mean())
+    assert paired.se == pytest.approx(per_query.std(ddof=1) / np.sqrt(queries))
+    unpaired = estimate(var, clusters, ref)
+    assert unpaired.mean == pytest.approx(paired.mean) and unpaired.se > 3 * paired.se
+    for other in (None, tuple(range(5, 5 + seeds))):  # seeds unknown, or other seeds: unpaired
+        got = difference(_seeded(var, ids), _seeded(ref, other), "R1", clusters)
+        assert (got.mean, got.se, got.df) == (unpaired.mean, unpaired.se, unpaired.df)
+    few = tuple(range(PAIRED_SEEDS - 1))  # fewer seeds than PAIRED_SEEDS: unpaired too
+    got = difference(_seeded(var[:-1], few), _seeded(ref[:-1], few), "R1", clusters)
+    assert got.se == estimate(var[:-1], clusters, ref[:-1]).se
+
+
+def test_files_are_stacked_by_seed_when_every_seed_is_known_once(tmp_path: Path) -> None:
+    def write(name: str, rank: int) -> Path:
+        out = tmp_path / name
+        out.mkdir()
+        r = np.full(4, rank)
+        pq.write_table(
+            pa.table({"query_id": [1, 2, 3, 4], "first_match_rank": r, "ap": 1.0 / r, "inp": 1.0 / r}),
+            out / "per_query.parquet",
+        )
+        return out
+
+    key = ("synth", "p", "exhaustive", None, None, None)
+    seeds = {"x-a": (7, 1), "x-b": (2, 2), "x-c": (5, 1)}  # run id -> (seed, first-match rank)
+    models = [ScoredModel(key, "x", run, write(run, rank), seed) for run, (seed, rank) in seeds.items()]
+    (comparison,) = read_comparisons(models)
+    runs = comparison.runs["x"]
+    assert runs.seed_ids == (2, 5, 7)
+    assert runs.values["R1"][:, 0].tolist() == [0.0, 100.0, 100.0]  # rows in seed order
+    repeated = [ScoredModel(key, "x", m.model, m.out_dir, 2) for m in models]  # one seed twice: unknown
+    assert read_comparisons(repeated)[0].runs["x"].seed_ids is None
+    partly = [*models[:2], ScoredModel(key, "x", "x-c", models[2].out_dir, None)]
+    assert read_comparisons(partly)[0].runs["x"].seed_ids is None
