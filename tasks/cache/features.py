@@ -15,6 +15,8 @@ $TBPR_HOME/cache/features/<key>/<split>/text_mask.npy     (Q, L) bool: each capt
 $TBPR_HOME/cache/features/<key>/<split>/texts.npy         (W, C') float16: hidden states after text stage t of
                                                           the real tokens only, caption after caption (ragged:
                                                           read back as (Q, L, C'), zeros where the mask is off)
+                                                          (uint8: codes, beside texts_ranges.npy (W, 2)
+                                                          float32, a lo and step per word)
 ```
 
 The key hashes the DATA content hash, both encoder configs, the split point, the storage dtype and the
@@ -45,7 +47,7 @@ from tasks.core.device import autocast
 from tasks.core.env import home
 from tasks.core.errors import TbprError
 from tasks.core.files import remove_stale_temps, temp_path, write_json_atomic
-from tasks.core.packed import Quantized, Ragged, open_ragged, quantize, real_positions
+from tasks.core.packed import Quantized, Ragged, quantize, real_positions
 from tasks.data.check import content_hash
 from tasks.data.reader import ImageDataset, PreparedData, SplitData, Tokenize
 from tbpr_models import RetrievalModel, image_transform
@@ -54,9 +56,9 @@ from tbpr_models.config import build
 log = logging.getLogger(__name__)
 
 CACHE_MANIFEST = "cache.json"
-FORMAT = 3  # 2: mirrored images for the train split only; 3: ragged texts
+FORMAT = 4  # 2: mirrored images for the train split only; 3: ragged texts; 4: 8-bit words with uint8
 FLIPPED_SPLITS = ("train",)
-CACHE_DTYPES = ("float16", "uint8")  # how image activations are stored: exact to float16, or 8-bit
+CACHE_DTYPES = ("float16", "uint8")  # how activations are stored: exact to float16, or 8-bit
 
 
 @dataclass(frozen=True)
@@ -128,7 +130,7 @@ class CachedSplit:
     images: np.ndarray | Quantized  # (G, C, h, w) float16, or float32 read from uint8 codes
     images_flip: np.ndarray | Quantized | None  # the same, mirrored; train only (FLIPPED_SPLITS)
     caption_ids: np.ndarray  # (Q,)
-    texts: Ragged  # (Q, L, C') float16, zeros past each caption's end
+    texts: Ragged  # (Q, L, C') float16 (or float32 read from uint8 codes), zeros past each caption's end
 
     def check(self, split: SplitData, folder: Path) -> None:
         """TbprError unless the cache rows are the split's images and captions, in its order."""
@@ -162,10 +164,10 @@ def open_cache(path: Path) -> FeatureCache:
             folder = path / name
             splits[name] = CachedSplit(
                 np.load(folder / "image_ids.npy", mmap_mode="r"),
-                _read_images(folder, "images", dtype),
-                _read_images(folder, "images_flip", dtype) if name in FLIPPED_SPLITS else None,
+                _read_activations(folder, "images", dtype),
+                _read_activations(folder, "images_flip", dtype) if name in FLIPPED_SPLITS else None,
                 np.load(folder / "caption_ids.npy", mmap_mode="r"),
-                open_ragged(folder / "texts.npy", np.load(folder / "text_mask.npy")),
+                Ragged(_read_activations(folder, "texts", dtype), np.load(folder / "text_mask.npy")),
             )
         point = build(SplitPoint, manifest["point"])
         key = manifest["key"]
@@ -321,8 +323,8 @@ def _write_split(
     image_config = model.config.image
     probe = torch.zeros(1, 3, image_config.height, image_config.width, device=device)
     shape = (len(split.image_ids), *encoder.run(probe, 0, point.image).shape[1:])
-    images = _ImageFile(folder, "images", shape, how.dtype)
-    flips = _ImageFile(folder, "images_flip", shape, how.dtype) if split.name in FLIPPED_SPLITS else None
+    images = _ActivationFile(folder, "images", shape, how.dtype)
+    flips = _ActivationFile(folder, "images_flip", shape, how.dtype) if split.name in FLIPPED_SPLITS else None
     for start, plain, mirrored in _image_batches(split, model, how, lower, flips is not None):
         with autocast(device, how.precision):
             plain = encoder.run(plain, 0 if lower is None else lower[1].image, point.image)  # (B, C, h, w)
@@ -335,7 +337,8 @@ def _write_split(
     width = max(int(mask.sum(dim=1).max()), 1) if len(mask) else 1
     real = mask[:, :width].bool().numpy()  # (Q, width)
     np.save(folder / "text_mask.npy", real)
-    texts = _open(folder / "texts.npy", (int(real.sum()), model.text_encoder.out_channels))
+    words_shape = (int(real.sum()), model.text_encoder.out_channels)
+    texts = _ActivationFile(folder, "texts", words_shape, how.dtype, ranged=1)  # a range per word
     written = 0
     for start, ids, part in _batches(input_ids[:, :width], mask[:, :width], how.batch_size):
         ids, part = ids.to(device), part.to(device)
@@ -352,13 +355,13 @@ def _write_split(
         words = real_positions(
             hidden.float().cpu().numpy(), real[start : start + len(ids), : hidden.shape[1]]
         )
-        texts[written : written + len(words)] = words
+        texts.write(written, words)
         written += len(words)
         advance(len(ids))
     for array in (images, flips, texts):
         if array is not None:
             array.flush()
-    return {"images": list(shape), "texts": [len(real), width, texts.shape[1]]}
+    return {"images": list(shape), "texts": [len(real), width, words_shape[1]]}
 
 
 def _image_batches(
@@ -388,27 +391,24 @@ def _image_batches(
         start += len(pixels)
 
 
-def _open(path: Path, shape: tuple[int, ...]) -> np.memmap:
-    return np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=shape)
+class _ActivationFile:
+    """`<name>.npy` of activations being written batch by batch: float16 values, or uint8 codes beside
+    `<name>_ranges.npy` (`quantize`: a range per index of the first `ranged` dimensions, 2 for an image's
+    channels, 1 for a word)."""
 
-
-class _ImageFile:
-    """`<name>.npy` of image activations being written batch by batch: float16 values, or uint8 codes
-    beside `<name>_ranges.npy` (`quantize`)."""
-
-    def __init__(self, folder: Path, name: str, shape: tuple[int, ...], dtype: str) -> None:
-        self.quantized = dtype == "uint8"
+    def __init__(self, folder: Path, name: str, shape: tuple[int, ...], dtype: str, ranged: int = 2) -> None:
+        self.quantized, self.ranged = dtype == "uint8", ranged
         if self.quantized:
             self.values = np.lib.format.open_memmap(folder / f"{name}.npy", "w+", np.uint8, shape)
             self.ranges = np.lib.format.open_memmap(
-                folder / f"{name}_ranges.npy", "w+", np.float32, (*shape[:2], 2)
+                folder / f"{name}_ranges.npy", "w+", np.float32, (*shape[:ranged], 2)
             )
         else:
-            self.values = _open(folder / f"{name}.npy", shape)
+            self.values = np.lib.format.open_memmap(folder / f"{name}.npy", "w+", np.float16, shape)
 
     def write(self, start: int, block: np.ndarray) -> None:
         if self.quantized:
-            codes, ranges = quantize(block)
+            codes, ranges = quantize(block, self.ranged)
             self.values[start : start + len(block)] = codes
             self.ranges[start : start + len(block)] = ranges
         else:
@@ -420,8 +420,8 @@ class _ImageFile:
             self.ranges.flush()
 
 
-def _read_images(folder: Path, name: str, dtype: str) -> np.ndarray | Quantized:
-    """A split's image activations as written by `_ImageFile`, memory-mapped."""
+def _read_activations(folder: Path, name: str, dtype: str) -> np.ndarray | Quantized:
+    """A split's activations as written by `_ActivationFile`, memory-mapped."""
     values = np.load(folder / f"{name}.npy", mmap_mode="r")
     if dtype == "uint8":
         return Quantized(values, np.load(folder / f"{name}_ranges.npy", mmap_mode="r"))

@@ -5,14 +5,14 @@
   (W, C) `.npy` of the real positions of every row in row order (W = the mask's True count), beside a
   (rows, L) bool mask saying where each row's positions sit. Captions average about half the longest
   one (the main job: 26 of 48 tokens), so this halves what padding stored. Lossless.
-- `Quantized`: feature maps (rows, C, ...) stored as uint8 codes with an affine range per row and
-  channel (lo, step), read back as float32 `lo + code * step`: a quarter of float32, half of float16,
-  each value within step / 2 = (max - min) / 510 of the original (over that row and channel).
+- `Quantized`: arrays stored as uint8 codes with an affine range (lo, step) per leading index, read
+  back as float32 `lo + code * step`: a quarter of float32, half of float16, each value within
+  step / 2 = (max - min) / 510 of the original (over what shares the range). Feature maps (rows, C, ...)
+  take a range per row and channel; word features (W, C) one per word.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,7 +43,7 @@ class Ragged(_Rows):
     row; positions the mask leaves out read as zeros. Indexing takes rows (an int, slice, int or bool
     array) and optionally a slice of positions: `ragged[rows]`, `ragged[start:stop, :length]`."""
 
-    def __init__(self, values: np.ndarray, mask: np.ndarray) -> None:
+    def __init__(self, values: np.ndarray | Quantized, mask: np.ndarray) -> None:
         if mask.ndim != 2 or values.ndim < 1:
             raise TbprError(
                 f"ragged rows need a (rows, L) mask and (W, ...) values, got {mask.shape}, {values.shape}"
@@ -73,11 +73,6 @@ class Ragged(_Rows):
         return out[0] if single else out
 
 
-def open_ragged(values: Path, mask: np.ndarray) -> Ragged:
-    """The ragged array of the `.npy` file `values`, memory-mapped, placed by `mask`."""
-    return Ragged(np.load(values, mmap_mode="r"), mask)
-
-
 def real_positions(padded: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """(W, C) the positions of `padded` (B, L, C) where `mask` (B, L) is True, in row order: what a
     block of rows adds to a ragged file."""
@@ -85,14 +80,17 @@ def real_positions(padded: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 class Quantized(_Rows):
-    """A read-only float32 (rows, C, ...) array over uint8 `codes` (rows, C, ...) and `ranges` (rows, C, 2)
-    float32 (lo, step); indexing takes rows (an int, slice, int or bool array)."""
+    """A read-only float32 array over uint8 `codes` (rows, ...) and float32 `ranges` (lo, step) of the
+    leading indices (rows, C, 2) or (rows, 2): a range per row and channel, or per row; indexing takes
+    rows (an int, slice, int or bool array)."""
 
     def __init__(self, codes: np.ndarray, ranges: np.ndarray) -> None:
-        if codes.dtype != np.uint8 or ranges.shape != (*codes.shape[:2], 2):
+        leading = ranges.shape[:-1]  # the indices that own a range
+        fits = codes.dtype == np.uint8 and ranges.shape[-1:] == (2,) and 1 <= len(leading) <= codes.ndim
+        if not fits or codes.shape[: len(leading)] != leading:
             raise TbprError(
-                f"quantized rows need uint8 codes (rows, C, ...) and (rows, C, 2) ranges, got {codes.dtype} "
-                f"{codes.shape} and {ranges.shape}"
+                f"quantized rows need uint8 codes (rows, ...) and (rows, 2) or (rows, C, 2) ranges, got "
+                f"{codes.dtype} {codes.shape} and {ranges.shape}"
             )
         self.codes, self.ranges = codes, ranges
         self.shape, self.ndim, self.dtype = codes.shape, codes.ndim, np.dtype(np.float32)
@@ -105,11 +103,12 @@ class Quantized(_Rows):
         return torch.addcmul(lo, codes.float(), step).numpy()  # torch: vectorised, numpy's uint8 loop is not
 
 
-def quantize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(codes uint8 (rows, C, ...), ranges float32 (rows, C, 2)) of float `values` (rows, C, ...): per row
-    and channel, lo = the minimum, step = (max - min) / 255 (1 where they are equal), the codes rounded."""
-    flat = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)).flatten(2)  # (rows, C, P)
-    lo, hi = flat.amin(dim=2), flat.amax(dim=2)
+def quantize(values: np.ndarray, axes: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """(codes uint8 shaped like `values`, ranges float32 (*values.shape[:axes], 2)) of float `values`: per
+    index of the first `axes` dimensions (2: row and channel of (rows, C, ...); 1: row of (W, C)),
+    lo = the minimum, step = (max - min) / 255 (1 where they are equal), the codes rounded."""
+    flat = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)).flatten(axes)  # (..., P)
+    lo, hi = flat.amin(dim=-1), flat.amax(dim=-1)
     step = torch.where(hi > lo, (hi - lo) / 255, torch.ones_like(lo))
     codes = ((flat - lo[..., None]) / step[..., None]).round_().clamp_(0, 255).to(torch.uint8)
     return codes.reshape(values.shape).numpy(), torch.stack([lo, step], dim=-1).numpy()

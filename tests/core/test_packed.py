@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tasks.core.errors import TbprError
-from tasks.core.packed import Quantized, Ragged, open_ragged, quantize, real_positions
+from tasks.core.packed import Quantized, Ragged, quantize, real_positions
 
 
 def _padded_and_mask(
@@ -30,7 +30,7 @@ def test_ragged_reads_back_the_padded_rows(tmp_path: Path) -> None:
     values = np.concatenate([padded[r][mask[r]] for r in range(len(mask))])  # row after row, by hand
     np.testing.assert_array_equal(real_positions(padded, mask), values)
     np.save(tmp_path / "values.npy", values)
-    ragged = open_ragged(tmp_path / "values.npy", mask)
+    ragged = Ragged(np.load(tmp_path / "values.npy", mmap_mode="r"), mask)
     assert ragged.shape == padded.shape and len(ragged) == 9 and ragged.dtype == np.float16
     np.testing.assert_array_equal(np.asarray(ragged), padded)
     for key in (4, slice(2, 6), np.array([8, 0, 3, 3]), mask.any(axis=1), (slice(1, 5), slice(None, 3))):
@@ -60,8 +60,33 @@ def test_8bit_codes_read_back_within_half_a_step_of_each_row_and_channel(tmp_pat
         np.testing.assert_array_equal(packed[rows], np.asarray(packed)[rows])
 
 
+def test_8bit_words_read_back_within_half_a_step_of_each_word_ragged(tmp_path: Path) -> None:
+    """Word features (W, C) with one range per word, placed ragged: the padded array within each
+    word's own (max - min) / 510, zeros where the mask is off."""
+    rng = np.random.default_rng(2)
+    padded, mask = _padded_and_mask(rng, rows=6, width=5, dim=8)
+    words = real_positions(padded, mask).astype(np.float32) * rng.uniform(0.1, 5, (int(mask.sum()), 1))
+    codes, ranges = quantize(words, 1)
+    assert codes.shape == words.shape and ranges.shape == (len(words), 2)
+    np.save(tmp_path / "codes.npy", codes)
+    ragged = Ragged(Quantized(np.load(tmp_path / "codes.npy", mmap_mode="r"), ranges), mask)
+    read = np.asarray(ragged)
+    assert read.shape == padded.shape and ragged.dtype == np.float32 and not read[~mask].any()
+    span = words.max(axis=1) - words.min(axis=1)  # per word, computed here
+    error = np.abs(read[mask] - words).max(axis=1)
+    assert (error <= span / 510 * (1 + 1e-4) + 1e-6).all() and error.max() > 0
+    np.testing.assert_array_equal(ragged[np.array([5, 1]), :3], read[[5, 1], :3])
+
+
 def test_codes_without_their_ranges_are_an_error() -> None:
     with pytest.raises(TbprError, match="uint8 codes"):
         Quantized(np.zeros((2, 3, 4), np.float16), np.zeros((2, 3, 2), np.float32))
     with pytest.raises(TbprError, match=r"got uint8 \(2, 3, 4\) and \(2, 4, 2\)"):
         Quantized(np.zeros((2, 3, 4), np.uint8), np.zeros((2, 4, 2), np.float32))
+    for ranges in (
+        np.zeros((3, 2)),
+        np.zeros((2, 3)),
+        np.zeros((2, 3, 4, 5, 2)),
+    ):  # other rows, no pair, too deep
+        with pytest.raises(TbprError, match="uint8 codes"):
+            Quantized(np.zeros((2, 3, 4), np.uint8), ranges)
