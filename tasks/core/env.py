@@ -84,6 +84,25 @@ class Home:
         """Checkpoints downloaded from a remote artifact store."""
         return self.root / "cache" / "models"
 
+    def disk(self) -> dict[str, int]:
+        """Bytes on disk of each top-level entry (folders with everything under them), as `du` counts
+        them: allocated blocks, a file hard-linked in two places (an MLflow artefact and its run
+        folder's checkpoint) once, under the first entry by name. Empty when TBPR_HOME does not exist."""
+        seen: set[tuple[int, int]] = set()
+
+        def used(path: Path) -> int:
+            stat = path.lstat()
+            if (stat.st_dev, stat.st_ino) in seen:
+                return 0
+            seen.add((stat.st_dev, stat.st_ino))
+            return stat.st_blocks * 512
+
+        parts: dict[str, int] = {}
+        for entry in sorted(self.root.iterdir()) if self.root.is_dir() else []:
+            below = entry.rglob("*") if entry.is_dir() and not entry.is_symlink() else []
+            parts[entry.name] = used(entry) + sum(used(path) for path in below)
+        return parts
+
 
 def home() -> Home:
     """The layout of the current `TBPR_HOME`."""

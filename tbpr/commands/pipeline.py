@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -18,6 +18,9 @@ from tbpr.options import (
     plain_console,
     styled,
 )
+
+if TYPE_CHECKING:
+    from tasks.core.env import Home
 
 
 @app.command()
@@ -64,6 +67,7 @@ def run(
     if state.is_completed():
         show_phases(console, state.result())
         show_removed(console, state.result())
+    show_disk(console, tbpr)
     console.print(
         styled(
             "\nLook closer",
@@ -106,6 +110,16 @@ def show_phases(console: Console, result: object) -> None:
         table.add_row(variant, str(len(group)), *_phase_cells(group, names))
     table.add_row("all", str(len(every)), *_phase_cells(every, names))
     console.print(table)
+
+
+def show_disk(console: Console, tbpr: Home) -> None:
+    """One line: what TBPR_HOME holds on disk, in all and by top-level entry (as `du` counts)."""
+    parts = tbpr.disk()
+    if not parts:
+        return
+    mb = {name: size / 2**20 for name, size in sorted(parts.items(), key=lambda item: -item[1])}
+    listing = ", ".join(f"{name} {size:.0f}" for name, size in mb.items() if size >= 0.5)
+    console.print(styled("\nDisk", "bold", f" {sum(mb.values()):.0f} MB under {tbpr.root}: {listing}"))
 
 
 def show_removed(console: Console, result: object) -> None:

@@ -339,7 +339,8 @@ def test_the_pipeline_says_where_each_runs_time_went(pipeline: object) -> None:
     from rich.console import Console
 
     from flows.pipeline import PipelineResult
-    from tbpr.commands.pipeline import show_phases
+    from tasks.core.env import home
+    from tbpr.commands.pipeline import show_disk, show_phases, show_removed
 
     assert isinstance(pipeline, PipelineResult)
     assert {"prepare", "train", "embed", "score", "open_set", "plots", "warehouse"} == set(pipeline.phases)
@@ -356,6 +357,16 @@ def test_the_pipeline_says_where_each_runs_time_went(pipeline: object) -> None:
     assert rows["global"][1] == "2" and rows["all"][1] == "4" and rows["all"][-1].endswith("%")
     mean_total = sum(sum(p.values()) for _, p in pipeline.runs.values()) / 4
     assert float(rows["all"][-2]) == pytest.approx(mean_total, abs=0.06)
+    # then the EMBs the run removed and what TBPR_HOME holds on disk, each in one line
+    out = io.StringIO()
+    show_removed(Console(file=out, width=200), pipeline)
+    show_disk(Console(file=out, width=200), home())
+    removed, disk = [line for line in out.getvalue().splitlines() if line]
+    assert (
+        f"removed {len(pipeline.removed.folders)} other folders ({pipeline.removed.bytes / 2**20:.0f} MB"
+        in removed
+    )
+    assert disk.startswith(f"Disk {sum(home().disk().values()) / 2**20:.0f} MB under {home().root}: ")
 
 
 def test_pipeline_measures_open_set_per_model(pipeline: object) -> None:
