@@ -1,7 +1,8 @@
 """Cascades across models on a pipeline run's models: a cheap model proposes, a pairwise model re-ranks.
 
 Takes the EMB folders of a `tbpr run` (`--run $TBPR_HOME/runs/<time>-<name>`, default the latest run
-under TBPR_HOME; make one with `tbpr run --profile quick` in a minute or two, or use the main job's).
+under TBPR_HOME; make one with `tbpr run --profile quick --set keep_emb=all` in a minute or two: a run
+keeps only each variant's best val seed's EMB unless told to keep all).
 For every seed of the run, `global` -> `cross_scan` and `global` -> `cross_fusion` (`--rerankers`) at
 each k of `--ks` (`all` = the gallery) against each model alone: exhaustive, and pruned on its own
 index at the same k. Prints, per setting, R1 and mAP (means over the seeds), seconds per 1,000 queries
@@ -85,7 +86,16 @@ def main() -> None:
     args = parser.parse_args()
     set_threads(args.threads)
     run = args.run or latest_run(home().runs)
-    seeds = models_by_seed(run)
+    rerankers = args.rerankers.split(",")
+    found = models_by_seed(run)
+    # a run with `keep_emb = "best_val"` (the main job) keeps one seed's EMB per variant: only the seeds
+    # that still hold the proposer and every re-ranker can be benchmarked
+    seeds = {seed: embs for seed, embs in found.items() if {args.proposer, *rerankers} <= set(embs)}
+    if not seeds:
+        raise SystemExit(
+            f"no seed of {run} has the EMBs of {args.proposer} and {', '.join(rerankers)}; a pipeline run "
+            "keeps each variant's best val seed only: run it with `--set keep_emb=all` to benchmark cascades"
+        )
     shutil.rmtree(args.work, ignore_errors=True)
     ks = [None if k == "all" else int(k) for k in args.ks.split(",")]
     table: dict[tuple[str, str, str], list[dict[str, float]]] = defaultdict(list)
@@ -95,7 +105,7 @@ def main() -> None:
         table[(args.proposer, "-", "-")].append(
             best(proposer, args.work / seed / "p-ex", args.repeat, mode="exhaustive")
         )
-        for variant in args.rerankers.split(","):
+        for variant in rerankers:
             for mode, k, cascade in settings(ks, gallery):
                 first = args.proposer if cascade else (variant if k else "-")
                 k_label = "-" if k is None else ("all" if k >= gallery else str(k))
