@@ -73,21 +73,21 @@ def main() -> None:
         f"seed effect on R1 every variant shares: SD {shared.std(ddof=1):.2f}, "
         f"each variant's own: SD {np.sqrt((residual**2).sum() / dof):.2f} (pairing from {PAIRED_SEEDS} seeds)"
     )
-    rows = {}
+    rows: dict[tuple[str, str], dict[bool, dict[str, object]]] = {}
     for paired in (False, True):
         ids_of = tuple(seeds) if paired else None
         runs = {v: PerQueryRuns({"R1": m}, ids_of) for v, m in matrix.items()}
         for row in comparison_tests(Comparison({}, runs, persons)):
-            rows.setdefault((row["reference"], row["variant"]), {})[paired] = row
+            rows.setdefault((str(row["reference"]), str(row["variant"])), {})[paired] = row
     print(
         f"{'vs':7} {'variant':13} {'dR1':>6}  {'unpaired Holm':>14} {'mde':>5}  {'paired Holm':>14} {'mde':>5}"
     )
-    for (reference, variant), row in sorted(rows.items()):
+    for (reference, variant), both in sorted(rows.items()):
         cells = [
             f"{r['holm_low']:+.1f}..{r['holm_high']:+.1f}".rjust(14) + f" {r['mde']:5.1f}"
-            for r in row.values()
+            for r in both.values()
         ]
-        print(f"{reference:7} {variant:13} {row[False]['delta']:+6.2f}  {cells[0]}  {cells[1]}")
+        print(f"{reference:7} {variant:13} {both[False]['delta']:+6.2f}  {cells[0]}  {cells[1]}")
 
 
 if __name__ == "__main__":
