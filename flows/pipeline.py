@@ -68,9 +68,8 @@ class PipelineResult:
     gallery: Path | None = None  # the configured gallery's EMB, when a new champion re-embedded it
     phases: dict[str, float] = field(default_factory=dict)  # wall seconds of each stage of the flow
     runs: dict[str, tuple[str, dict[str, float]]] = field(default_factory=dict)  # model -> (variant, phases)
-    removed: Removed = field(
-        default_factory=Removed
-    )  # the EMB folders `keep_emb` deleted once the run had read them
+    # the EMB folders `keep_emb` deleted once the run had read them
+    removed: Removed = field(default_factory=Removed)
 
     @property
     def training(self) -> dict[str, float]:

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
@@ -21,17 +22,18 @@ import torch
 from tasks.core.errors import TbprError
 
 
-class _Rows:
+class _Rows(ABC):
     """What `Ragged` and `Quantized` share: read-only rows of an array stored smaller than it reads,
-    with `shape`, `len` and `np.asarray` (the whole array, decoded) like an ndarray's."""
+    with `shape`, `len` and `np.asarray` (the whole array, decoded) like an ndarray's; each subclass
+    says how rows are read back (`__getitem__`)."""
 
     shape: tuple[int, ...]
 
     def __len__(self) -> int:
         return self.shape[0]
 
-    def __getitem__(self, key: Any) -> np.ndarray:
-        raise NotImplementedError
+    @abstractmethod
+    def __getitem__(self, key: Any) -> np.ndarray: ...
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         whole = self[:]
