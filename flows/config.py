@@ -163,6 +163,9 @@ class EmbedSettings(StrictModel):
     device: str = Field(default="cpu", pattern=r"^(auto|cpu|cuda(:\d+)?)$")  # auto, cpu, cuda, cuda:N
     batch_size: int = Field(default=128, ge=1)
     precision: Precision = "fp32"
+    # the local features (pairwise heads' regions and words) as float16, or as 8-bit codes with a range
+    # per region and word: half their size, scores within 8-bit rounding (README "Time and storage")
+    local_dtype: Literal["float16", "uint8"] = "float16"
     shards: int = Field(default=1, ge=1)  # > 1: the gallery embedded in shards on Dask workers
     scheduler: str | None = None  # with shards: a Dask scheduler address (default: a local cluster)
 

@@ -19,6 +19,7 @@ def embed_gallery_flow(config: EmbedRunConfig) -> EmbedSummary:
         batch_size=config.embed.batch_size,
         device=config.embed.device,
         precision=config.embed.precision,
+        local_dtype=config.embed.local_dtype,
         indexes=tuple(config.indexes),
         model_ref=config.model,
         train_run_id=info.get("run_id"),

@@ -50,6 +50,7 @@ def measure_open_set(
             batch_size=config.embed.batch_size,
             device=config.embed.device,
             precision=config.embed.precision,
+            local_dtype=config.embed.local_dtype,
             indexes=("flat",),
             model_ref=result.run_id,
             train_run_id=result.run_id,

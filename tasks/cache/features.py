@@ -6,7 +6,7 @@ $TBPR_HOME/cache/features/<key>/cache.json               key, DATA hash, stages,
 $TBPR_HOME/cache/features/<key>/<split>/image_ids.npy     (G,) int64, the split's image order
 $TBPR_HOME/cache/features/<key>/<split>/images.npy        (G, C, h, w) float16: input of image stage s
                                                           (dtype "uint8": codes, beside images_ranges.npy
-                                                          (G, C, 2) float32 lo and step: `tasks.core.packed`)
+                                                          (G, C, 2) float16 lo and step: `tasks.core.packed`)
 $TBPR_HOME/cache/features/<key>/train/images_flip.npy   (G, C, h, w) float16: the same, mirrored (train only:
                                                           the augmentation; val and test are never mirrored)
                                                           (uint8: beside images_flip_ranges.npy)
@@ -16,7 +16,7 @@ $TBPR_HOME/cache/features/<key>/<split>/texts.npy         (W, C') float16: hidde
                                                           the real tokens only, caption after caption (ragged:
                                                           read back as (Q, L, C'), zeros where the mask is off)
                                                           (uint8: codes, beside texts_ranges.npy (W, 2)
-                                                          float32, a lo and step per word)
+                                                          float16, a lo and step per word)
 ```
 
 The key hashes the DATA content hash, both encoder configs, the split point, the storage dtype and the
@@ -47,7 +47,7 @@ from tasks.core.device import autocast
 from tasks.core.env import home
 from tasks.core.errors import TbprError
 from tasks.core.files import remove_stale_temps, temp_path, write_json_atomic
-from tasks.core.packed import Quantized, Ragged, quantize, real_positions
+from tasks.core.packed import STORED_DTYPES, Quantized, Ragged, RowsFile, open_rows, real_positions
 from tasks.data.check import content_hash
 from tasks.data.reader import ImageDataset, PreparedData, SplitData, Tokenize
 from tbpr_models import RetrievalModel, image_transform
@@ -56,9 +56,11 @@ from tbpr_models.config import build
 log = logging.getLogger(__name__)
 
 CACHE_MANIFEST = "cache.json"
-FORMAT = 4  # 2: mirrored images for the train split only; 3: ragged texts; 4: 8-bit words with uint8
+# 2: mirrored images for the train split only; 3: ragged texts; 4: 8-bit words as uint8 codes; 5: the
+# 8-bit ranges in float16
+FORMAT = 5
 FLIPPED_SPLITS = ("train",)
-CACHE_DTYPES = ("float16", "uint8")  # how activations are stored: exact to float16, or 8-bit
+CACHE_DTYPES = STORED_DTYPES  # how activations are stored: exact to float16, or 8-bit
 
 
 @dataclass(frozen=True)
@@ -164,10 +166,10 @@ def open_cache(path: Path) -> FeatureCache:
             folder = path / name
             splits[name] = CachedSplit(
                 np.load(folder / "image_ids.npy", mmap_mode="r"),
-                _read_activations(folder, "images", dtype),
-                _read_activations(folder, "images_flip", dtype) if name in FLIPPED_SPLITS else None,
+                open_rows(folder / "images.npy", dtype),
+                open_rows(folder / "images_flip.npy", dtype) if name in FLIPPED_SPLITS else None,
                 np.load(folder / "caption_ids.npy", mmap_mode="r"),
-                Ragged(_read_activations(folder, "texts", dtype), np.load(folder / "text_mask.npy")),
+                Ragged(open_rows(folder / "texts.npy", dtype), np.load(folder / "text_mask.npy")),
             )
         point = build(SplitPoint, manifest["point"])
         key = manifest["key"]
@@ -323,8 +325,8 @@ def _write_split(
     image_config = model.config.image
     probe = torch.zeros(1, 3, image_config.height, image_config.width, device=device)
     shape = (len(split.image_ids), *encoder.run(probe, 0, point.image).shape[1:])
-    images = _ActivationFile(folder, "images", shape, how.dtype)
-    flips = _ActivationFile(folder, "images_flip", shape, how.dtype) if split.name in FLIPPED_SPLITS else None
+    images = RowsFile(folder / "images.npy", shape, how.dtype)
+    flips = RowsFile(folder / "images_flip.npy", shape, how.dtype) if split.name in FLIPPED_SPLITS else None
     for start, plain, mirrored in _image_batches(split, model, how, lower, flips is not None):
         with autocast(device, how.precision):
             plain = encoder.run(plain, 0 if lower is None else lower[1].image, point.image)  # (B, C, h, w)
@@ -338,7 +340,7 @@ def _write_split(
     real = mask[:, :width].bool().numpy()  # (Q, width)
     np.save(folder / "text_mask.npy", real)
     words_shape = (int(real.sum()), model.text_encoder.out_channels)
-    texts = _ActivationFile(folder, "texts", words_shape, how.dtype, ranged=1)  # a range per word
+    texts = RowsFile(folder / "texts.npy", words_shape, how.dtype, ranged=1)  # a range per word
     written = 0
     for start, ids, part in _batches(input_ids[:, :width], mask[:, :width], how.batch_size):
         ids, part = ids.to(device), part.to(device)
@@ -389,43 +391,6 @@ def _image_batches(
         pixels = pixels.to(how.device)
         yield start, pixels, pixels.flip(-1) if mirror else None
         start += len(pixels)
-
-
-class _ActivationFile:
-    """`<name>.npy` of activations being written batch by batch: float16 values, or uint8 codes beside
-    `<name>_ranges.npy` (`quantize`: a range per index of the first `ranged` dimensions, 2 for an image's
-    channels, 1 for a word)."""
-
-    def __init__(self, folder: Path, name: str, shape: tuple[int, ...], dtype: str, ranged: int = 2) -> None:
-        self.quantized, self.ranged = dtype == "uint8", ranged
-        if self.quantized:
-            self.values = np.lib.format.open_memmap(folder / f"{name}.npy", "w+", np.uint8, shape)
-            self.ranges = np.lib.format.open_memmap(
-                folder / f"{name}_ranges.npy", "w+", np.float32, (*shape[:ranged], 2)
-            )
-        else:
-            self.values = np.lib.format.open_memmap(folder / f"{name}.npy", "w+", np.float16, shape)
-
-    def write(self, start: int, block: np.ndarray) -> None:
-        if self.quantized:
-            codes, ranges = quantize(block, self.ranged)
-            self.values[start : start + len(block)] = codes
-            self.ranges[start : start + len(block)] = ranges
-        else:
-            self.values[start : start + len(block)] = block
-
-    def flush(self) -> None:
-        self.values.flush()
-        if self.quantized:
-            self.ranges.flush()
-
-
-def _read_activations(folder: Path, name: str, dtype: str) -> np.ndarray | Quantized:
-    """A split's activations as written by `_ActivationFile`, memory-mapped."""
-    values = np.load(folder / f"{name}.npy", mmap_mode="r")
-    if dtype == "uint8":
-        return Quantized(values, np.load(folder / f"{name}_ranges.npy", mmap_mode="r"))
-    return values
 
 
 def _batches(input_ids: Tensor, mask: Tensor, size: int) -> Iterator[tuple[int, Tensor, Tensor]]:

@@ -90,7 +90,32 @@ def write_json_atomic(path: Path, document: Any, **dumps: Any) -> Path:
     return write_text_atomic(path, json.dumps(document, **dumps))
 
 
+def _leaves(kind: pa.DataType, path: str) -> Iterator[tuple[str, pa.DataType]]:
+    """Each leaf column under `kind` as Parquet names it (`embedding.list.element`) and its type."""
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        yield from _leaves(kind.value_type, f"{path}.list.element")
+    elif pa.types.is_struct(kind):
+        for child in kind:
+            yield from _leaves(child.type, f"{path}.{child.name}")
+    else:
+        yield path, kind
+
+
+def parquet_options(schema: pa.Schema) -> dict[str, Any]:
+    """`pq.write_table` options for tables of ids and float vectors. Float columns are byte-stream split
+    (each value's bytes grouped by significance, which ZSTD then compresses) and never dictionary-encoded:
+    floats rarely repeat, and the attempt left embeddings at 1.5x their raw size. Lossless."""
+    leaves = [leaf for field in schema for leaf in _leaves(field.type, field.name)]
+    floats = [path for path, kind in leaves if pa.types.is_floating(kind)]
+    return {
+        "compression": "zstd",
+        "use_dictionary": [path for path, kind in leaves if not pa.types.is_floating(kind)],
+        "use_byte_stream_split": floats or False,
+    }
+
+
 def write_parquet_atomic(table: pa.Table, path: Path) -> Path:
+    """`table` to `path` atomically, encoded by `parquet_options`."""
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+        pq.write_table(table, tmp, **parquet_options(table.schema))
     return path

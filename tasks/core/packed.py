@@ -5,15 +5,16 @@
   (W, C) `.npy` of the real positions of every row in row order (W = the mask's True count), beside a
   (rows, L) bool mask saying where each row's positions sit. Captions average about half the longest
   one (the main job: 26 of 48 tokens), so this halves what padding stored. Lossless.
-- `Quantized`: arrays stored as uint8 codes with an affine range (lo, step) per leading index, read
-  back as float32 `lo + code * step`: a quarter of float32, half of float16, each value within
-  step / 2 = (max - min) / 510 of the original (over what shares the range). Feature maps (rows, C, ...)
+- `Quantized`: arrays stored as uint8 codes with an affine range (lo, step) per leading index, kept in
+  float16, read back as float32 `lo + code * step`: a quarter of float32, half of float16, each value
+  within step / 2 ~ (max - min) / 510 of the original (over what shares the range; `quantize`). Feature maps (rows, C, ...)
   take a range per row and channel; word features (W, C) one per word.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -82,7 +83,7 @@ def real_positions(padded: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 class Quantized(_Rows):
-    """A read-only float32 array over uint8 `codes` (rows, ...) and float32 `ranges` (lo, step) of the
+    """A read-only float32 array over uint8 `codes` (rows, ...) and float `ranges` (lo, step) of the
     leading indices (rows, C, 2) or (rows, 2): a range per row and channel, or per row; indexing takes
     rows (an int, slice, int or bool array)."""
 
@@ -97,6 +98,10 @@ class Quantized(_Rows):
         self.codes, self.ranges = codes, ranges
         self.shape, self.ndim, self.dtype = codes.shape, codes.ndim, np.dtype(np.float32)
 
+    def take(self, rows: slice) -> Quantized:
+        """Rows `rows` as a `Quantized` over views of the same files: nothing is read or decoded."""
+        return Quantized(self.codes[rows], self.ranges[rows])
+
     def __getitem__(self, rows: Any) -> np.ndarray:
         codes = torch.from_numpy(np.array(self.codes[rows]))  # a copy: the file stays read-only
         ranges = torch.from_numpy(np.array(self.ranges[rows], dtype=np.float32))
@@ -106,11 +111,81 @@ class Quantized(_Rows):
 
 
 def quantize(values: np.ndarray, axes: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    """(codes uint8 shaped like `values`, ranges float32 (*values.shape[:axes], 2)) of float `values`: per
+    """(codes uint8 shaped like `values`, ranges float16 (*values.shape[:axes], 2)) of float `values`: per
     index of the first `axes` dimensions (2: row and channel of (rows, C, ...); 1: row of (W, C)),
-    lo = the minimum, step = (max - min) / 255 (1 where they are equal), the codes rounded."""
+    lo = the minimum rounded down to float16, step = (max - lo) / 255 rounded up to float16 (1 where
+    max = lo), the codes rounded: every value is within step / 2 <= (max - min + ulp(min)) / 510 * (1 +
+    2**-10), ulp being float16's spacing at min. Values beyond float16's range are an error."""
     flat = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)).flatten(axes)  # (..., P)
-    lo, hi = flat.amin(dim=-1), flat.amax(dim=-1)
-    step = torch.where(hi > lo, (hi - lo) / 255, torch.ones_like(lo))
-    codes = ((flat - lo[..., None]) / step[..., None]).round_().clamp_(0, 255).to(torch.uint8)
-    return codes.reshape(values.shape).numpy(), torch.stack([lo, step], dim=-1).numpy()
+    lo, hi = flat.amin(dim=-1).numpy(), flat.amax(dim=-1).numpy()
+    largest = float(np.finfo(np.float16).max)
+    if lo.size and not (
+        np.isfinite(lo).all() and np.isfinite(hi).all() and -largest <= lo.min() and hi.max() <= largest
+    ):
+        raise TbprError(f"cannot quantize values beyond float16's range (+-{largest:g}) or not finite")
+    lo16 = lo.astype(np.float16)
+    lo16 = np.where(lo16 > lo, np.nextafter(lo16, np.float16(-np.inf)), lo16)  # rounded down
+    wanted = (hi - lo16.astype(np.float32)) / 255
+    step16 = wanted.astype(np.float16)
+    step16 = np.where(step16 < wanted, np.nextafter(step16, np.float16(np.inf)), step16)  # rounded up
+    step16 = np.where(wanted > 0, step16, np.float16(1))
+    ranges = np.stack([lo16, step16], axis=-1)
+    lo32, step32 = (torch.from_numpy(ranges[..., k].astype(np.float32))[..., None] for k in (0, 1))
+    codes = ((flat - lo32) / step32).round_().clamp_(0, 255).to(torch.uint8)
+    return codes.reshape(values.shape).numpy(), ranges
+
+
+STORED_DTYPES = ("float16", "uint8")  # how `RowsFile` stores rows: float16 values, or 8-bit `quantize` codes
+
+
+def ranges_path(npy: Path) -> Path:
+    """`<stem>_ranges.npy` beside `npy`: the (lo, step) ranges of its 8-bit codes."""
+    return npy.with_name(f"{npy.stem}_ranges.npy")
+
+
+class RowsFile:
+    """An `.npy` of rows written block by block, memory-mapped: float16 values, or (`dtype` "uint8") uint8
+    codes beside `ranges_path(path)` (`quantize`: a range per index of the first `ranged` dimensions, 2
+    for a row and channel of (rows, C, ...) or a row and region of (G, N, D), 1 for a row of (W, C)).
+    `create` makes new files of `shape`; without it, files another process made are opened for writing
+    (each writer fills its own rows)."""
+
+    def __init__(
+        self, path: Path, shape: tuple[int, ...], dtype: str, ranged: int = 2, *, create: bool = True
+    ) -> None:
+        if dtype not in STORED_DTYPES:
+            raise TbprError(f"rows are stored as one of {', '.join(STORED_DTYPES)}, not {dtype!r}")
+        self.quantized, self.ranged = dtype == "uint8", ranged
+        if not create:
+            self.values = np.load(path, mmap_mode="r+")
+            self.ranges = np.load(ranges_path(path), mmap_mode="r+") if self.quantized else None
+        elif self.quantized:
+            self.values = np.lib.format.open_memmap(path, "w+", np.uint8, shape)
+            self.ranges = np.lib.format.open_memmap(ranges_path(path), "w+", np.float16, (*shape[:ranged], 2))
+        else:
+            self.values = np.lib.format.open_memmap(path, "w+", np.float16, shape)
+            self.ranges = None
+
+    def write(self, start: int, block: np.ndarray) -> None:
+        if self.ranges is not None:
+            codes, ranges = quantize(block, self.ranged)
+            self.values[start : start + len(block)] = codes
+            self.ranges[start : start + len(block)] = ranges
+        else:
+            self.values[start : start + len(block)] = block
+
+    def flush(self) -> None:
+        self.values.flush()
+        if self.ranges is not None:
+            self.ranges.flush()
+
+
+def open_rows(path: Path, dtype: str) -> np.ndarray | Quantized:
+    """The rows `RowsFile` wrote to `path` as `dtype`, memory-mapped: float16 values as they are, 8-bit
+    codes as a `Quantized` over them and their ranges."""
+    if dtype not in STORED_DTYPES:
+        raise TbprError(f"{path}: rows are stored as one of {', '.join(STORED_DTYPES)}, not {dtype!r}")
+    values = np.load(path, mmap_mode="r")
+    if dtype == "uint8":
+        return Quantized(values, np.load(ranges_path(path), mmap_mode="r"))
+    return values

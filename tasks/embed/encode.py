@@ -9,6 +9,7 @@ Dimension letters: Q queries, G gallery, N regions, L words, D dim.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -34,7 +35,7 @@ from tasks.core.device import autocast, resolve_device, resolve_precision
 from tasks.core.errors import TbprError
 from tasks.core.files import remove_stale_temps, replace_dir, temp_path, write_parquet_atomic
 from tasks.core.outputs import check_out_folder
-from tasks.core.packed import Ragged, real_positions
+from tasks.core.packed import STORED_DTYPES, Ragged, RowsFile, quantize, ranges_path, real_positions
 from tasks.core.shards import dask_client, gallery_shards
 from tasks.data.check import content_hash
 from tasks.data.layout import IMAGES
@@ -86,6 +87,7 @@ def embed_split(
     shards: int = 1,
     scheduler: str | None = None,
     from_cache: bool = True,
+    local_dtype: str = "float16",
 ) -> EmbedSummary:
     """Encode `split` of `data` with the checkpoint and write the EMB folder `out` (embed.json last).
 
@@ -93,8 +95,12 @@ def embed_split(
     or the one at `scheduler`), each writing its rows of image_local.npy; the EMB is the same.
     `from_cache`: when the feature cache of the model's frozen stages on DATA exists (the model was
     trained on it), only the stages above run, on its activations: the features the trainer evaluated,
-    within float16 rounding of the activations, at the cost of the head instead of the encoders."""
+    within float16 rounding of the activations, at the cost of the head instead of the encoders.
+    `local_dtype`: the local features as float16, or as 8-bit codes with a range per region and per word
+    ("uint8": half the size, each value within (max - min) / 510 of its vector's; `layout`)."""
     kinds = [check_index_kind(kind) for kind in indexes]
+    if local_dtype not in STORED_DTYPES:
+        raise TbprError(f"local_dtype must be one of {', '.join(STORED_DTYPES)}, not {local_dtype!r}")
     out = Path(out)
     # the new EMB replaces `out` whole: refuse anything but an earlier EMB or an empty folder
     check_out_folder(
@@ -127,7 +133,17 @@ def embed_split(
         clock = time.perf_counter()
         if shards > 1 and cache is None:
             image_global, image_unit = _embed_images_sharded(
-                model, data, split, checkpoint, work, batch_size, torch_device, precision, shards, scheduler
+                model,
+                data,
+                split,
+                checkpoint,
+                work,
+                batch_size,
+                torch_device,
+                precision,
+                shards,
+                scheduler,
+                local_dtype,
             )
         else:
             if cache is not None:
@@ -143,13 +159,14 @@ def embed_split(
                 device=torch_device,
                 precision=precision,
                 progress="embedding images",
+                dtype=local_dtype,
             )
             image_global, image_unit = encoded.global_, encoded.unit_local
         stages["images"], clock = time.perf_counter() - clock, time.perf_counter()
         input_ids, attention_mask = build_tokenizer(config.text)(part.texts)  # (Q, L) each
         hidden = None if cache is None else (cache.splits[split].texts, cache.point.text)
         text_global, text_unit = _embed_texts(
-            model, input_ids, attention_mask, work, batch_size, torch_device, precision, hidden
+            model, input_ids, attention_mask, work, batch_size, torch_device, precision, hidden, local_dtype
         )
         stages["captions"] = time.perf_counter() - clock
         _write_gallery(data, part, image_global, work)
@@ -173,8 +190,10 @@ def embed_split(
             num_regions=image_local.shape[1],
             max_length=text_mask.shape[1],
             indexes=tuple(kinds),
-            image_local_unit=image_unit,
-            text_local_unit=text_unit,
+            # 8-bit locals are unit only to within their codes: scoring normalises them again
+            image_local_unit=image_unit and local_dtype == "float16",
+            text_local_unit=text_unit and local_dtype == "float16",
+            local_dtype=local_dtype,
             embed_id=uuid.uuid4().hex,
             train_run_id=train_run_id,
             dataset=prepared.dataset,
@@ -222,6 +241,7 @@ def _embed_images_sharded(
     precision: str,
     shards: int,
     scheduler: str | None,
+    local_dtype: str,
 ) -> tuple[np.ndarray, bool]:
     """Gallery globals (G, D) and whether the locals are unit; each shard's locals written by its worker
     into EMB/image_local.npy."""
@@ -231,7 +251,7 @@ def _embed_images_sharded(
     pixels = image_transform(model.config.image)(_first_image(part)).unsqueeze(0)  # (1, 3, H, W)
     probe = next(encode_batches(model, [(pixels, model.encode_images)], device, precision))
     shape = (total, *probe.local.shape[1:])  # (G, N, D)
-    np.lib.format.open_memmap(out / layout.IMAGE_LOCAL, "w+", np.float16, shape).flush()
+    RowsFile(out / layout.IMAGE_LOCAL, shape, local_dtype).flush()
     jobs = [(s.start, s.stop) for s in gallery_shards(total, shards)]
     with dask_client(len(jobs), scheduler) as client:
         futures = [
@@ -246,6 +266,7 @@ def _embed_images_sharded(
                 batch_size,
                 str(device),
                 precision,
+                local_dtype,
                 pure=False,
             )
             for a, b in jobs
@@ -275,9 +296,10 @@ def embed_image_rows(
     batch_size: int,
     device: str,
     precision: str,
+    local_dtype: str = "float16",
 ) -> np.ndarray:
     """On a worker: gallery rows [start, stop) encoded; locals written into the EMB's image_local.npy
-    (created by the driver), globals (S, D) returned."""
+    (created by the driver, as `local_dtype`), globals (S, D) returned."""
     model = _worker_model(checkpoint, device)
     part = load_prepared(data, splits=(split,)).splits[split]
     loader = DataLoader(
@@ -293,6 +315,7 @@ def embed_image_rows(
         precision=precision,
         start=start,
         create=False,
+        dtype=local_dtype,
     ).global_  # (S, D)
 
 
@@ -306,9 +329,11 @@ def _embed_texts(
     device: torch.device,
     precision: str,
     cached: tuple[np.ndarray | Ragged, int] | None = None,
+    local_dtype: str = "float16",
 ) -> tuple[np.ndarray, bool]:
     """Caption globals (Q, D) float32 and whether the locals are unit (`TextFeatures.unit_local`); locals
-    into text_mask.npy (Q, L) and text_local.npy (W, D) f16, the real words only (ragged, `layout`).
+    into text_mask.npy (Q, L) and text_local.npy (W, D) as `local_dtype` (float16, or 8-bit codes beside
+    text_local_ranges.npy (W, 2)), the real words only (ragged, `layout`).
     With `cached` (the feature cache's (Q, L', C) hidden states, the stage they are the output of), only
     the stages above run."""
     lengths = attention_mask.sum(dim=1)  # (Q,)
@@ -318,7 +343,13 @@ def _embed_texts(
     globals_: list[np.ndarray] = []
     used, unit = 0, True
     raw = out / f"{layout.TEXT_LOCAL}.raw"
-    with Progress(transient=True) as progress, raw.open("wb") as stream:
+    quantized = local_dtype == "uint8"
+    raw_ranges = ranges_path(out / layout.TEXT_LOCAL).with_suffix(".raw")
+    with (
+        Progress(transient=True) as progress,
+        raw.open("wb") as stream,
+        raw_ranges.open("wb") if quantized else contextlib.nullcontext() as range_stream,
+    ):
         task = progress.add_task("embedding captions", total=len(input_ids))
         for start in range(0, len(input_ids), batch_size):
             stop = min(start + batch_size, len(input_ids))
@@ -339,13 +370,20 @@ def _embed_texts(
             used, dim = max(used, block.shape[1]), block.shape[2]
             mask[start:stop, : block.shape[1]] = real
             mask[start:stop, block.shape[1] :] = False
-            kept = real_positions(block, real).astype(np.float16)  # (real words, D)
-            stream.write(kept.tobytes())
+            kept = real_positions(block, real)  # (real words, D)
+            if range_stream is not None:
+                codes, ranges = quantize(kept, 1)  # a range per word
+                stream.write(codes.tobytes())
+                range_stream.write(ranges.tobytes())
+            else:
+                stream.write(kept.astype(np.float16).tobytes())
             words += len(kept)
             globals_.append(feats.global_.float().cpu().numpy())
             progress.advance(task, stop - start)
     mask.flush()
-    _raw_to_npy(raw, out / layout.TEXT_LOCAL, np.dtype(np.float16), (words, dim))
+    _raw_to_npy(raw, out / layout.TEXT_LOCAL, np.dtype(np.uint8 if quantized else np.float16), (words, dim))
+    if quantized:
+        _raw_to_npy(raw_ranges, ranges_path(out / layout.TEXT_LOCAL), np.dtype(np.float16), (words, 2))
     if used < width:  # a compacting head (e.g. hard_topk's k selected words): keep only the used columns
         np.save(out / f"{layout.TEXT_MASK}.trim.npy", np.ascontiguousarray(mask[:, :used]))
         os.replace(out / f"{layout.TEXT_MASK}.trim.npy", out / layout.TEXT_MASK)

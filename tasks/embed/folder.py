@@ -38,6 +38,7 @@ from tasks.core.files import (
     write_parquet_atomic,
 )
 from tasks.core.outputs import check_out_folder
+from tasks.core.packed import Quantized
 from tasks.embed import layout
 from tasks.embed.encode import EmbedSummary, embedding_column
 from tasks.embed.files import MAX_PIXELS, FolderFile, open_image, read_file, scan_folder, unlisted_record
@@ -235,7 +236,9 @@ def _assemble(kept: dict[FolderFile, str], previous: Previous, fresh: _Fresh, wo
     previous EMB's rows and the fresh ones."""
     fresh_global = fresh.global_  # (F, D)
     fresh_local = np.load(_Fresh.local_file(work), mmap_mode="r") if fresh.rows else None  # (F', N, D)
-    sources: list[tuple[np.ndarray, np.ndarray, int]] = []  # (globals, locals, row) of each gallery row
+    sources: list[
+        tuple[np.ndarray, np.ndarray | Quantized, int]
+    ] = []  # (globals, locals, row) per gallery row
     for record in sorted(kept):
         if kept[record] == "fresh":
             assert fresh_local is not None and fresh_global is not None

@@ -3,7 +3,8 @@ each shard of a sharded gallery on its Dask worker, and the new or changed files
 
 A batch goes through the function that encodes its inputs (`model.encode_images` on pixels, or the
 stages above the cache) and the head's `compact_images` (what EMB stores), under the embed's
-precision; its locals are written as float16 rows of an `.npy` file, its globals kept as float32.
+precision; its locals are written as float16 or 8-bit rows of an `.npy` file (`RowsFile`), its
+globals kept as float32.
 Dimension letters: B batch, G gallery, N regions, D dim.
 """
 
@@ -19,6 +20,7 @@ import torch
 from rich.progress import Progress
 
 from tasks.core.device import autocast
+from tasks.core.packed import RowsFile
 from tbpr_models import ImageFeatures
 
 # a batch of inputs (pixels (B, 3, H, W) or cached activations (B, C, h, w)) and what encodes it
@@ -27,8 +29,8 @@ Batch = tuple[torch.Tensor, Callable[[torch.Tensor], ImageFeatures]]
 
 @dataclass(frozen=True)
 class ImageBlock:
-    """One encoded batch, as EMB stores it: globals (B, D) float32, locals (B, N, D) float32 (written
-    as float16), and whether the locals are unit (`ImageFeatures.unit_local`)."""
+    """One encoded batch: globals (B, D) float32, locals (B, N, D) float32 (written as float16 or 8-bit),
+    and whether the locals are unit (`ImageFeatures.unit_local`)."""
 
     global_: np.ndarray
     local: np.ndarray
@@ -72,25 +74,26 @@ def encode_images(
     start: int = 0,
     create: bool = True,
     progress: str | None = None,
+    dtype: str = "float16",
 ) -> EncodedImages:
     """Encode `batches` (`encode_batches`) and write their locals into the `.npy` file `local`, rows
-    `start` onwards: with `create`, a new (capacity, N, D) float16 file made at the first batch; without,
-    one that exists (a shard writes its rows into the file the driver made). `progress`: a bar's label."""
-    array: np.memmap | None = None if create else np.load(local, mmap_mode="r+")
+    `start` onwards, as `dtype` (`RowsFile`: float16, or 8-bit codes with a range per region): with
+    `create`, a new (capacity, N, D) file made at the first batch; without, one that exists (a shard
+    writes its rows into the file the driver made). `progress`: a bar's label."""
+    array: RowsFile | None = None if create else RowsFile(local, (), dtype, create=False)
     globals_: list[np.ndarray] = []
     row, unit = start, True
     with Progress(transient=True, disable=progress is None) as bar:
         task = bar.add_task(progress or "", total=capacity - start)
         for block in encode_batches(model, batches, device, precision):
             if array is None:
-                shape = (capacity, *block.local.shape[1:])  # (G, N, D)
-                array = np.lib.format.open_memmap(local, "w+", np.float16, shape)
-            array[row : row + len(block.local)] = block.local
+                array = RowsFile(local, (capacity, *block.local.shape[1:]), dtype)  # (G, N, D)
+            array.write(row, block.local)
             globals_.append(block.global_)
             unit &= block.unit_local
             row += len(block.local)
             bar.advance(task, len(block.local))
-    dim = 0 if array is None else array.shape[2]
+    dim = 0 if array is None else array.values.shape[2]
     if array is not None:
         array.flush()
     del array

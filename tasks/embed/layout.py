@@ -3,12 +3,15 @@
 ```
 EMB/gallery.parquet   image_id, person_id, file_path, embedding fixed_size_list<float32>[D]
 EMB/queries.parquet   caption_id, image_id, person_id, text, embedding fixed_size_list<float32>[D]
-EMB/image_local.npy   (G, N, D) float16, memory-mappable (N: what the head's `compact_images` keeps)
+EMB/image_local.npy   (G, N, D) float16, memory-mappable (N: what the head's `compact_images` keeps);
+                      with `local_dtype` "uint8": 8-bit codes beside image_local_ranges.npy (G, N, 2)
+                      float16, a lo and step per region (`tasks.core.packed.quantize`)
 EMB/text_mask.npy     (Q, L) bool: where each caption's words sit (L: the longest caption, or what
                       `compact_texts` keeps)
 EMB/text_local.npy    (W, D) float16: the features of the real words only (W = text_mask's True count),
                       caption after caption; read as (Q, L, D), zeros where the mask is off
-                      (`tasks.core.packed`; an earlier release's padded (Q, L, D) file reads as it is)
+                      (`tasks.core.packed`; an earlier release's padded (Q, L, D) file reads as it is);
+                      "uint8": codes beside text_local_ranges.npy (W, 2), a lo and step per word
 EMB/index_<kind>.faiss  flat / hnsw / ivf (/ ivfpq / fastscan when asked) over the gallery embeddings
 EMB/shards/<key>/index_<kind>_<start>-<stop>.faiss  a shard's index, kept by sharded pruned scoring
 EMB/embed.json        EmbedInfo: model ref, checkpoint, DATA (`data_dir`) or the image folder
@@ -34,10 +37,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from tasks.core.errors import TbprError
 from tasks.core.files import write_json_atomic
+from tasks.core.packed import Quantized, open_rows
 from tasks.data.check import HASHED, content_hash, source_hash
 from tasks.tracking.models import open_checkpoint
 from tbpr_models import RetrievalModel
@@ -54,6 +59,11 @@ FILES = "files.parquet"  # image-folder EMBs only
 FOLDER_QUARANTINE = "quarantine.parquet"
 FOLDER_JSON = "folder.json"
 SOURCE_SPLIT, SOURCE_FOLDER = "split", "folder"  # EmbedInfo.source
+
+
+def open_local(emb: Path, name: str, info: EmbedInfo) -> np.ndarray | Quantized:
+    """EMB's `name` (IMAGE_LOCAL or TEXT_LOCAL) memory-mapped, as `info.local_dtype` says it is stored."""
+    return open_rows(emb / name, info.local_dtype)
 
 
 def index_file(emb: Path, kind: str) -> Path:
@@ -89,6 +99,9 @@ class EmbedInfo:
     image_local_unit: bool = False
     text_local_unit: bool = False
     embed_id: str = ""  # random, new at every embed (empty in an older embed.json)
+    # how image_local.npy and text_local.npy are stored: "float16", or "uint8" codes with ranges (8-bit
+    # locals are within 8-bit error of unit, so `*_local_unit` is False for them and scoring normalises)
+    local_dtype: str = "float16"
     source: str = SOURCE_SPLIT  # "split": a DATA split; "folder": an image folder
     # where the gallery's images are, by `source` (the other is ""); an older embed.json's `data` is read
     # into the one its `source` names

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks.core.errors import TbprError
+from tasks.core.packed import Quantized
 from tasks.embed import layout
 from tasks.embed.store import read_embeddings
 
@@ -50,7 +51,7 @@ class Previous:
     hashes: dict[str, str] = field(default_factory=dict)
     rows: dict[str, int] = field(default_factory=dict)  # embedded path -> its row, when reusable
     global_: np.ndarray | None = None  # (G', D)
-    local: np.ndarray | None = None  # (G', N, D) float16, memory-mapped
+    local: np.ndarray | Quantized | None = None  # (G', N, D), memory-mapped (`layout.open_local`)
     unit_local: bool = False  # whether its locals are unit (embed.json's `image_local_unit`)
     reembedded: str = ""  # why an image-folder EMB's features were not reused
 
@@ -101,6 +102,6 @@ def previous_emb(
     else:
         previous.rows = {row["path"]: i for i, row in enumerate(files)}
         previous.global_ = read_embeddings(out / layout.GALLERY)
-        previous.local = np.load(out / layout.IMAGE_LOCAL, mmap_mode="r")
+        previous.local = layout.open_local(out, layout.IMAGE_LOCAL, info)
         previous.unit_local = info.image_local_unit
     return previous

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import torch
 
 from tasks.core.errors import TbprError
-from tasks.core.packed import Ragged
+from tasks.core.packed import Quantized, Ragged
 from tasks.embed import layout
 from tasks.embed.index import load_index
 from tbpr_models.features import ImageFeatures, TextFeatures
@@ -105,7 +105,9 @@ def _read_only_view(array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(array)
 
 
-def check_arrays(emb: Path, info: layout.EmbedInfo, image_local: np.ndarray, store: EmbeddingStore) -> None:
+def check_arrays(
+    emb: Path, info: layout.EmbedInfo, image_local: np.ndarray | Quantized, store: EmbeddingStore
+) -> None:
     """TbprError naming the file unless EMB's arrays agree with each other and with embed.json: the
     gallery (G, D) and image_local (G, N, D), the queries (Q, D), text_local (Q, L, D) and text_mask
     (Q, L) bool, G, Q, D and N as recorded. Checked once, when the folder is opened, so a damaged EMB
@@ -151,23 +153,26 @@ class EmbeddingStore:
             else:
                 self._image_global = read_rows(emb / layout.GALLERY, "embedding", self.rows)  # (S, D)
             self._text_global = read_embeddings(emb / layout.QUERIES)  # (Q, D)
-            local = np.load(emb / layout.IMAGE_LOCAL, mmap_mode="r")  # (G, N, D) float16
-            self.image_local = local[self.rows]
+            # (G, N, D) float16, or 8-bit codes and their ranges (`layout.EmbedInfo.local_dtype`)
+            local = layout.open_local(emb, layout.IMAGE_LOCAL, self.info)
+            self.image_local = local[self.rows] if isinstance(local, np.ndarray) else local.take(self.rows)
             self.text_mask = np.load(emb / layout.TEXT_MASK)  # (Q, L) bool
-            words = np.load(emb / layout.TEXT_LOCAL, mmap_mode="r")  # (W, D) float16, the real words
+            words = layout.open_local(emb, layout.TEXT_LOCAL, self.info)  # (W, D), the real words
             # (Q, L, D): read as padded; an EMB of an earlier release stored it padded
             self.text_local = words if words.ndim == 3 else _ragged(emb, words, self.text_mask)
         except (OSError, ValueError, pa.ArrowException) as exc:
             raise TbprError(f"{emb} is damaged ({exc}); re-run `tbpr embed` into it") from exc
+        except TbprError as exc:
+            raise TbprError(f"{emb}: {exc}; re-run `tbpr embed` into it") from exc
+        arrays = [
+            ("image_global", self._image_global),
+            ("image_local", self.image_local),
+            ("text_global", self._text_global),
+            ("text_mask", self.text_mask),
+        ]
         self._views = {
-            name: _read_only_view(array)
-            for name, array in (
-                ("image_global", self._image_global),
-                ("image_local", self.image_local),
-                ("text_global", self._text_global),
-                ("text_mask", self.text_mask),
-            )
-        }  # torch views for `_tensor`: no copy until rows are asked for
+            name: _read_only_view(array) for name, array in arrays if isinstance(array, np.ndarray)
+        }  # torch views for `_tensor`: no copy until rows are asked for (8-bit locals: decoded per read)
         check_arrays(emb, self.info, local, self)
 
     def index(self, kind: str) -> faiss.Index:
@@ -214,7 +219,7 @@ class EmbeddingStore:
     def images(self, rows: Rows, device: torch.device, dtype: torch.dtype) -> ImageFeatures:
         return ImageFeatures(
             global_=_tensor(self._views["image_global"], rows, device, dtype),
-            local=_tensor(self._views["image_local"], rows, device, dtype),
+            local=self._image_local(rows, device, dtype),
             unit_local=self.info.image_local_unit,
         )
 
@@ -225,6 +230,13 @@ class EmbeddingStore:
             mask=_tensor(self._views["text_mask"], rows, device, torch.bool),
             unit_local=self.info.text_local_unit,
         )
+
+    def _image_local(self, rows: Rows, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """The (B, N, D) region features of `rows`: float16 converted, or 8-bit codes decoded."""
+        if isinstance(self.image_local, np.ndarray):
+            return _tensor(self._views["image_local"], rows, device, dtype)
+        index = rows if isinstance(rows, slice) else np.asarray(rows, dtype=np.int64)
+        return _converted(torch.from_numpy(self.image_local[index]), device, dtype)
 
     def _text_local(self, rows: Rows, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         """The padded (B, L, D) word features of `rows`: gathered from the ragged file, then converted."""
@@ -243,7 +255,7 @@ class EmbeddingStore:
         return _ids(table, "caption_id"), _ids(table, "person_id")
 
 
-def _ragged(emb: Path, words: np.ndarray, mask: np.ndarray) -> Ragged:
+def _ragged(emb: Path, words: np.ndarray | Quantized, mask: np.ndarray) -> Ragged:
     try:
         return Ragged(words, mask)
     except TbprError as exc:

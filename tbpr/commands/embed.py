@@ -53,6 +53,13 @@ def embed(
             help="FAISS index to build: flat, hnsw, ivf, ivfpq, fastscan (repeat) [default: flat, hnsw, ivf]."
         ),
     ] = None,
+    local_dtype: Annotated[
+        Literal["float16", "uint8"],
+        typer.Option(
+            help="Local features (regions, words) as float16, or as 8-bit codes with a range per region "
+            "and word: half the size, scores within 8-bit rounding."
+        ),
+    ] = "float16",
     threads: Annotated[int | None, typer.Option(min=1, help="torch and FAISS threads.")] = None,
     shards: Shards = 1,
     scheduler: Scheduler = None,
@@ -96,6 +103,7 @@ def embed(
         train_run_id=info.get("run_id"),
         shards=shards,
         scheduler=scheduler,
+        local_dtype=local_dtype,
     )
     table = Table(title=f"embedded {split} split into {summary.out}")
     columns = ("images (G)", "captions (Q)", "D", "regions (N)", "words (L)", "indexes", "seconds")

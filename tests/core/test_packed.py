@@ -48,13 +48,16 @@ def test_8bit_codes_read_back_within_half_a_step_of_each_row_and_channel(tmp_pat
     rng = np.random.default_rng(1)
     values = (rng.standard_normal((5, 4, 3, 2)) * rng.uniform(0.1, 10, (5, 4, 1, 1))).astype(np.float32)
     values[2, 1] = 0.75  # a constant channel: read back exactly
+    values[3] += 50.3  # far from zero: lo rounds down by up to float16's spacing there (1/32)
     codes, ranges = quantize(values)
     assert codes.dtype == np.uint8 and codes.shape == values.shape and ranges.shape == (5, 4, 2)
     np.save(tmp_path / "codes.npy", codes)
     packed = Quantized(np.load(tmp_path / "codes.npy", mmap_mode="r"), ranges)
-    span = values.max(axis=(2, 3)) - values.min(axis=(2, 3))  # per row and channel, computed here
+    low = values.min(axis=(2, 3))
+    span = values.max(axis=(2, 3)) - low + _ulp16(low)  # per row and channel, computed here
     error = np.abs(np.asarray(packed) - values).max(axis=(2, 3))
-    assert (error <= span / 510 * (1 + 1e-4) + 1e-6).all()
+    assert ranges.dtype == np.float16 and (ranges[..., 0] <= low).all()
+    assert (error <= span / 510 * (1 + 2**-10) + 1e-6).all()
     assert error[2, 1] == 0 and (error > 0).sum() > 10  # lossy, within its bound
     for rows in (3, slice(1, 4), np.array([4, 0, 4])):
         np.testing.assert_array_equal(packed[rows], np.asarray(packed)[rows])
@@ -72,9 +75,9 @@ def test_8bit_words_read_back_within_half_a_step_of_each_word_ragged(tmp_path: P
     ragged = Ragged(Quantized(np.load(tmp_path / "codes.npy", mmap_mode="r"), ranges), mask)
     read = np.asarray(ragged)
     assert read.shape == padded.shape and ragged.dtype == np.float32 and not read[~mask].any()
-    span = words.max(axis=1) - words.min(axis=1)  # per word, computed here
+    span = words.max(axis=1) - words.min(axis=1) + _ulp16(words.min(axis=1))  # per word, computed here
     error = np.abs(read[mask] - words).max(axis=1)
-    assert (error <= span / 510 * (1 + 1e-4) + 1e-6).all() and error.max() > 0
+    assert (error <= span / 510 * (1 + 2**-10) + 1e-6).all() and error.max() > 0
     np.testing.assert_array_equal(ragged[np.array([5, 1]), :3], read[[5, 1], :3])
 
 
@@ -90,3 +93,18 @@ def test_codes_without_their_ranges_are_an_error() -> None:
     ):  # other rows, no pair, too deep
         with pytest.raises(TbprError, match="uint8 codes"):
             Quantized(np.zeros((2, 3, 4), np.uint8), ranges)
+
+
+def _ulp16(values: np.ndarray) -> np.ndarray:
+    """float16's spacing at each value: how far rounding a range's lo down to float16 may move it."""
+    return np.spacing(np.abs(values).astype(np.float16)).astype(np.float32)
+
+
+def test_values_beyond_float16_cannot_be_quantized() -> None:
+    for bad in (np.float32(7e4), np.float32(-7e4), np.float32(np.nan), np.float32(np.inf)):
+        values = np.ones((2, 3, 4), np.float32)
+        values[1, 2, 3] = bad
+        with pytest.raises(TbprError, match="float16"):
+            quantize(values)
+    codes, ranges = quantize(np.full((1, 1, 4), 6e4, np.float32))  # the largest float16s still fit
+    np.testing.assert_allclose(np.asarray(Quantized(codes, ranges)), 6e4, rtol=1e-3)
