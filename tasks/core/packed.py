@@ -7,8 +7,9 @@
   one (the main job: 26 of 48 tokens), so this halves what padding stored. Lossless.
 - `Quantized`: arrays stored as uint8 codes with an affine range (lo, step) per leading index, kept in
   float16, read back as float32 `lo + code * step`: a quarter of float32, half of float16, each value
-  within step / 2 ~ (max - min) / 510 of the original (over what shares the range; `quantize`). Feature maps (rows, C, ...)
-  take a range per row and channel; word features (W, C) one per word.
+  within step / 2 ~ (max - min) / 510 of the original (over what shares the range; `quantize`).
+  Feature maps (rows, C, ...) take a range per row and channel; word features (W, C) and EMB's local
+  tokens (G, N, D) one per word or region.
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ class Quantized(_Rows):
 
     def __getitem__(self, rows: Any) -> np.ndarray:
         codes = torch.from_numpy(np.array(self.codes[rows]))  # a copy: the file stays read-only
-        ranges = torch.from_numpy(np.array(self.ranges[rows], dtype=np.float32))
+        ranges = torch.from_numpy(np.array(self.ranges[rows])).float()  # float16 -> 32 vectorised by torch
         extra = (None,) * (codes.ndim - ranges.ndim + 1)  # broadcast over the positions
         lo, step = ranges[..., 0][(..., *extra)], ranges[..., 1][(..., *extra)]
         return torch.addcmul(lo, codes.float(), step).numpy()  # torch: vectorised, numpy's uint8 loop is not
