@@ -20,6 +20,7 @@ from tbpr.options import (
 )
 
 if TYPE_CHECKING:
+    from flows.config import EmbedSettings
     from tasks.core.env import Home
 
 
@@ -66,7 +67,7 @@ def run(
     show_leaderboard(console, tbpr.warehouse)
     if state.is_completed():
         show_phases(console, state.result())
-        show_removed(console, state.result())
+        show_removed(console, state.result(), rebuild_command(settings.embed))
     show_disk(console, tbpr)
     console.print(
         styled(
@@ -122,8 +123,22 @@ def show_disk(console: Console, tbpr: Home) -> None:
     console.print(styled("\nDisk", "bold", f" {sum(mb.values()):.0f} MB under {tbpr.root}: {listing}"))
 
 
-def show_removed(console: Console, result: object) -> None:
-    """One line on the EMB folders `keep_emb` removed, and how to rebuild one."""
+def rebuild_command(embed: EmbedSettings) -> str:
+    """The `tbpr embed` line that rebuilds one of a pipeline's EMBs as the pipeline wrote it (its
+    precision and local storage, where they are not the command's defaults)."""
+    options = [
+        f"--{name.replace('_', '-')} {value}"
+        for name, value, default in (
+            ("precision", embed.precision, "fp32"),
+            ("local_dtype", embed.local_dtype, "float16"),
+        )
+        if value != default
+    ]
+    return " ".join(["tbpr embed DATA --run RUN_ID --out EMB", *options])
+
+
+def show_removed(console: Console, result: object, rebuild: str) -> None:
+    """One line on the EMB folders `keep_emb` removed, and how to rebuild one (`rebuild_command`)."""
     removed = getattr(result, "removed", None)
     if removed is None or not removed.folders:
         return
@@ -132,7 +147,7 @@ def show_removed(console: Console, result: object) -> None:
             "\nEMB",
             "bold",
             f" kept each variant's best val seed; removed {len(removed.folders)} other folders "
-            f"({removed.bytes / 2**20:.0f} MB; `tbpr embed DATA --run RUN_ID --out EMB` rebuilds one)",
+            f"({removed.bytes / 2**20:.0f} MB; `{rebuild}` rebuilds one)",
         )
     )
 

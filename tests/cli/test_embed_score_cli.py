@@ -109,3 +109,33 @@ def test_scoring_run_is_logged_and_linked_to_the_training_run(
     assert run.data.metrics["score/pairs_scored"] == written["pairs_scored"]
     assert run.data.metrics["score/seconds"] == pytest.approx(written["seconds"])
     assert run.info.status == "FINISHED" and run.info.experiment_id == experiment
+
+
+def test_the_pipelines_rebuild_line_rebuilds_an_emb_as_the_pipeline_wrote_it(
+    tmp_path: Path, tiny_data: Path, tiny_checkpoint: Callable[[str], Path], tbpr: Tbpr
+) -> None:
+    """`tbpr run` names the `tbpr embed` line that rebuilds a removed EMB: with the main job's settings
+    (precision auto, 8-bit locals) it carries both, and that line writes what the pipeline's embed wrote."""
+    import numpy as np
+
+    from flows.config import EmbedSettings, PipelineConfig, load_config, profile_path
+    from tasks.embed.layout import EmbedInfo
+    from tbpr.commands.pipeline import rebuild_command
+
+    assert rebuild_command(EmbedSettings()) == "tbpr embed DATA --run RUN_ID --out EMB"
+    line = rebuild_command(load_config(PipelineConfig, profile_path("main")).embed)
+    assert line == "tbpr embed DATA --run RUN_ID --out EMB --precision auto --local-dtype uint8"
+    checkpoint = tiny_checkpoint("cross_scan")
+    args = line.split()[2:]
+    args = [
+        {"DATA": str(tiny_data), "RUN_ID": str(checkpoint), "EMB": str(tmp_path / "cli")}.get(a, a)
+        for a in args
+    ]
+    code, err = tbpr(["embed", *args, "--index", "flat"])
+    assert code == 0, err
+    embed_split(
+        tiny_data, checkpoint, tmp_path / "direct", indexes=("flat",), precision="auto", local_dtype="uint8"
+    )
+    assert EmbedInfo.read(tmp_path / "cli").local_dtype == "uint8"
+    for name in ("image_local.npy", "image_local_ranges.npy", "text_local.npy", "text_local_ranges.npy"):
+        np.testing.assert_array_equal(np.load(tmp_path / "cli" / name), np.load(tmp_path / "direct" / name))

@@ -359,7 +359,7 @@ def test_the_pipeline_says_where_each_runs_time_went(pipeline: object) -> None:
     assert float(rows["all"][-2]) == pytest.approx(mean_total, abs=0.06)
     # then the EMBs the run removed and what TBPR_HOME holds on disk, each in one line
     out = io.StringIO()
-    show_removed(Console(file=out, width=200), pipeline)
+    show_removed(Console(file=out, width=200), pipeline, "tbpr embed DATA --run RUN_ID --out EMB")
     show_disk(Console(file=out, width=200), home())
     removed, disk = [line for line in out.getvalue().splitlines() if line]
     assert (
