@@ -24,6 +24,7 @@ def refresh_gallery_flow(config: GalleryRunConfig) -> EmbedSummary:
         batch_size=config.embed.batch_size,
         device=config.embed.device,
         precision=config.embed.precision,
+        local_dtype=config.embed.local_dtype,
         indexes=tuple(config.indexes),
         model_ref=model,
         train_run_id=info.get("run_id"),

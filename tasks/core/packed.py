@@ -175,6 +175,15 @@ class RowsFile:
         else:
             self.values[start : start + len(block)] = block
 
+    def put(self, row: int, source: np.ndarray | Quantized, source_row: int) -> None:
+        """Row `row` from `source[source_row]` as stored: 8-bit codes and their range copied as they are
+        into an 8-bit file (nothing re-quantized), else the values, quantized or cast as this file stores."""
+        if self.ranges is not None and isinstance(source, Quantized):
+            self.values[row] = source.codes[source_row]
+            self.ranges[row] = source.ranges[source_row]
+        else:
+            self.write(row, np.asarray(source[source_row : source_row + 1]))
+
     def flush(self) -> None:
         self.values.flush()
         if self.ranges is not None:

@@ -38,7 +38,7 @@ from tasks.core.files import (
     write_parquet_atomic,
 )
 from tasks.core.outputs import check_out_folder
-from tasks.core.packed import Quantized
+from tasks.core.packed import STORED_DTYPES, Quantized, RowsFile, open_rows, ranges_path
 from tasks.embed import layout
 from tasks.embed.encode import EmbedSummary, embedding_column
 from tasks.embed.files import MAX_PIXELS, FolderFile, open_image, read_file, scan_folder, unlisted_record
@@ -78,11 +78,15 @@ def embed_folder(
     max_pixels: int = MAX_PIXELS,
     model_ref: str | None = None,
     train_run_id: str | None = None,
+    local_dtype: str = "float16",
 ) -> EmbedSummary:
     """Embed every image under `folder` into `out` (embed.json last), reusing an earlier EMB in `out`
-    of the same model for the files it already holds unchanged."""
+    of the same model for the files it already holds unchanged. `local_dtype`: the region features as
+    float16 or as 8-bit codes (`embed_split`); unchanged files' codes are copied as they are."""
     folder, out = Path(folder), Path(out)
     kinds = [check_index_kind(kind) for kind in indexes]
+    if local_dtype not in STORED_DTYPES:
+        raise TbprError(f"local_dtype must be one of {', '.join(STORED_DTYPES)}, not {local_dtype!r}")
     check_folder_out(folder, out, checkpoint)
     if not is_checkpoint(checkpoint):
         raise TbprError(
@@ -93,7 +97,7 @@ def embed_folder(
     config = json.loads((Path(checkpoint) / CONFIG_FILE).read_text())
     torch_device = resolve_device(device)
     precision = resolve_precision(precision, torch_device)  # folder.json records what ran
-    previous = previous_emb(out, digest, config, max_pixels, precision, torch_device.type)
+    previous = previous_emb(out, digest, config, max_pixels, precision, torch_device.type, local_dtype)
     model = open_checkpoint(checkpoint, device=torch_device).eval()
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out)
@@ -101,7 +105,7 @@ def embed_folder(
     work.mkdir()
     try:
         kept, quarantine, fresh = _encode_changes(
-            folder, previous, model, work, batch_size, torch_device, precision, max_pixels
+            folder, previous, model, work, batch_size, torch_device, (precision, local_dtype), max_pixels
         )
         if not kept:
             reasons = "; ".join(f"{q.path}: {reason}" for q, reason in quarantine[:3])
@@ -110,9 +114,9 @@ def embed_folder(
                 + (f": {reasons}" if reasons else "")
                 + "); add jpg/png/webp/bmp files"
             )
-        image_global = _assemble(kept, previous, fresh, work)
+        image_global = _assemble(kept, previous, fresh, work, local_dtype)
         files = sorted(kept)
-        _write_tables(files, quarantine, image_global, work)
+        _write_tables(files, quarantine, image_global, work, local_dtype)
         for kind in kinds:
             save_index(build_index(image_global, kind), layout.index_file(work, kind))
         now = {f.path for f in files} | {q.path for q, _ in quarantine}
@@ -138,7 +142,8 @@ def embed_folder(
         write_json_atomic(work / layout.FOLDER_JSON, dataclasses.asdict(record), indent=2, sort_keys=True)
         # whether the locals are unit is the head's property: as encoded now, or as the same model did
         unit = fresh.unit_local if fresh.rows else previous.unit_local
-        info = _info(folder, checkpoint, model, image_global, work, kinds, unit, (model_ref, train_run_id))
+        refs = (model_ref, train_run_id)
+        info = _info(folder, checkpoint, model, image_global, work, kinds, unit, refs, local_dtype)
         previous.local = None  # the old EMB's memory map is closed before it is replaced
         info.write(work)
         replace_dir(work, out)
@@ -161,7 +166,7 @@ class _Fresh:
 
     @staticmethod
     def local_file(work: Path) -> Path:
-        return work / "fresh_local.npy"  # (files to encode, N, D) float16
+        return work / "fresh_local.npy"  # (files to encode, N, D), stored as the EMB's locals are
 
 
 def _encode_changes(
@@ -171,10 +176,11 @@ def _encode_changes(
     work: Path,
     batch_size: int,
     device: torch.device,
-    precision: str,
+    storage: tuple[str, str],
     max_pixels: int,
 ) -> tuple[dict[FolderFile, str], list[tuple[FolderFile, str]], _Fresh]:
-    """Read and hash every file; encode those the previous EMB cannot give (in batches).
+    """Read and hash every file; encode those the previous EMB cannot give (in batches), in `storage`'s
+    (precision, local dtype).
     Returns (embedded file -> where its features are: "previous" or "fresh"), quarantine, fresh features."""
     scan = scan_folder(folder)
     paths = scan.entries
@@ -210,7 +216,8 @@ def _encode_changes(
             _Fresh.local_file(work),
             capacity=len(paths),  # at most every file is encoded
             device=device,
-            precision=precision,
+            precision=storage[0],
+            dtype=storage[1],
         )
     if encoded.rows:
         fresh.global_, fresh.unit_local = encoded.global_, encoded.unit_local
@@ -231,11 +238,13 @@ def _images(
             yield record, open_image(record.path, data, max_pixels)
 
 
-def _assemble(kept: dict[FolderFile, str], previous: Previous, fresh: _Fresh, work: Path) -> np.ndarray:
+def _assemble(
+    kept: dict[FolderFile, str], previous: Previous, fresh: _Fresh, work: Path, local_dtype: str
+) -> np.ndarray:
     """Gallery globals (G, D) in path order, and EMB/image_local.npy (G, N, D) written from the
-    previous EMB's rows and the fresh ones."""
+    previous EMB's rows and the fresh ones, as stored (`RowsFile.put`)."""
     fresh_global = fresh.global_  # (F, D)
-    fresh_local = np.load(_Fresh.local_file(work), mmap_mode="r") if fresh.rows else None  # (F', N, D)
+    fresh_local = open_rows(_Fresh.local_file(work), local_dtype) if fresh.rows else None  # (F', N, D)
     sources: list[
         tuple[np.ndarray, np.ndarray | Quantized, int]
     ] = []  # (globals, locals, row) per gallery row
@@ -248,19 +257,24 @@ def _assemble(kept: dict[FolderFile, str], previous: Previous, fresh: _Fresh, wo
             sources.append((previous.global_, previous.local, previous.rows[record.path]))
     first_global, first_local, _ = sources[0]
     shape = (len(sources), *first_local.shape[1:])  # (G, N, D)
-    local = np.lib.format.open_memmap(work / layout.IMAGE_LOCAL, "w+", np.float16, shape)
+    local = RowsFile(work / layout.IMAGE_LOCAL, shape, local_dtype)
     image_global = np.empty((len(sources), first_global.shape[1]), np.float32)  # (G, D)
     for row, (globals_, locals_, source_row) in enumerate(sources):
         image_global[row] = globals_[source_row]
-        local[row] = locals_[source_row]
+        local.put(row, locals_, source_row)
     local.flush()
     del local, fresh_local, sources
     _Fresh.local_file(work).unlink(missing_ok=True)
+    ranges_path(_Fresh.local_file(work)).unlink(missing_ok=True)
     return image_global
 
 
 def _write_tables(
-    files: list[FolderFile], quarantine: list[tuple[FolderFile, str]], image_global: np.ndarray, work: Path
+    files: list[FolderFile],
+    quarantine: list[tuple[FolderFile, str]],
+    image_global: np.ndarray,
+    work: Path,
+    local_dtype: str,
 ) -> None:
     """gallery.parquet, files.parquet, quarantine.parquet, and the empty queries (Q = 0)."""
     dim = image_global.shape[1]
@@ -288,7 +302,10 @@ def _write_tables(
         }
     )
     write_parquet_atomic(queries, work / layout.QUERIES)
-    np.save(work / layout.TEXT_LOCAL, np.empty((0, dim), np.float16))  # (W=0, D): no captions, no words
+    # (W=0, D): no captions, no words
+    np.save(work / layout.TEXT_LOCAL, np.empty((0, dim), np.uint8 if local_dtype == "uint8" else np.float16))
+    if local_dtype == "uint8":
+        np.save(ranges_path(work / layout.TEXT_LOCAL), np.empty((0, 2), np.float16))
     np.save(work / layout.TEXT_MASK, np.empty((0, 1), np.bool_))
 
 
@@ -312,6 +329,7 @@ def _info(
     kinds: list[Any],
     unit_local: bool,
     refs: tuple[str | None, str | None],
+    local_dtype: str,
 ) -> layout.EmbedInfo:
     model_ref, train_run_id = refs
     local = np.load(work / layout.IMAGE_LOCAL, mmap_mode="r")
@@ -330,8 +348,10 @@ def _info(
         num_regions=regions,
         max_length=1,
         indexes=tuple(kinds),
-        image_local_unit=unit_local,
+        # 8-bit tokens are unit only to within their codes: scoring normalises them again
+        image_local_unit=unit_local and local_dtype == "float16",
         text_local_unit=False,
+        local_dtype=local_dtype,
         embed_id=uuid.uuid4().hex,
         train_run_id=train_run_id,
         source=layout.SOURCE_FOLDER,

@@ -64,7 +64,13 @@ def model_settings(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def previous_emb(
-    out: Path, digest: str, config: dict[str, Any], max_pixels: int, precision: str, device: str
+    out: Path,
+    digest: str,
+    config: dict[str, Any],
+    max_pixels: int,
+    precision: str,
+    device: str,
+    local_dtype: str = "float16",
 ) -> Previous:
     try:
         info = layout.EmbedInfo.read(out)
@@ -89,6 +95,7 @@ def previous_emb(
             ),
             (f"precision {was[0]} -> {precision}", was[0] != precision),
             (f"device {was[1]} -> {device}", was[1] != device),
+            (f"local_dtype {info.local_dtype} -> {local_dtype}", info.local_dtype != local_dtype),
         )
         if differ
     ]

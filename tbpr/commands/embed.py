@@ -82,7 +82,7 @@ def embed(
     check_outside_home(out)
     set_threads(threads)
     if images is not None:
-        _embed_images(images, out, run, batch_size, device, precision, kinds, max_pixels)
+        _embed_images(images, out, run, batch_size, device, (precision, local_dtype), kinds, max_pixels)
         return
     assert data is not None
     if run is None:
@@ -130,10 +130,11 @@ def _embed_images(
     run: str | None,
     batch_size: int,
     device: str,
-    precision: str,
+    storage: tuple[str, str],
     kinds: tuple[str, ...],
     max_pixels: int,
 ) -> None:
+    """`storage`: (precision, local dtype)."""
     from tasks.embed.folder import COUNTS, check_folder_out, embed_folder
     from tasks.tracking.models import best_champion, resolve_checkpoint
 
@@ -149,7 +150,8 @@ def _embed_images(
         out,
         batch_size=batch_size,
         device=device,
-        precision=precision,
+        precision=storage[0],
+        local_dtype=storage[1],
         indexes=kinds,
         max_pixels=max_pixels,
         model_ref=run,

@@ -129,3 +129,49 @@ def test_an_unknown_local_dtype_is_an_error_before_anything_is_written(
     with pytest.raises(TbprError, match="local_dtype must be one of float16, uint8, not 'int4'"):
         embed_split(tiny_data, tiny_checkpoint("global"), tmp_path / "emb", local_dtype="int4")
     assert not (tmp_path / "emb").exists()
+
+
+def test_an_image_folder_embeds_8bit_and_a_re_embed_copies_the_unchanged_codes(
+    tiny_checkpoint: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """An image-folder EMB with 8-bit locals: a re-embed after one file changed copies the others'
+    codes and ranges byte for byte (nothing re-quantized), equals a fresh 8-bit embed to 8-bit rounding,
+    and storing float16 next time re-embeds everything and says why."""
+    import shutil
+
+    from tasks.embed.folder import embed_folder
+    from tests.embed.folder_images import GOOD, save, write_image_folder
+
+    images = write_image_folder(tmp_path / "images")
+    checkpoint, out = tiny_checkpoint("cross_scan"), tmp_path / "emb"
+    first = embed_folder(images, checkpoint, out, batch_size=4, local_dtype="uint8")
+    assert first.info.local_dtype == "uint8" and not first.info.image_local_unit
+    codes, ranges = np.load(out / layout.IMAGE_LOCAL), np.load(out / "image_local_ranges.npy")
+    assert codes.dtype == np.uint8 and ranges.shape == (len(GOOD), codes.shape[1], 2)
+    assert np.load(out / layout.TEXT_LOCAL).dtype == np.uint8  # no captions, stored alike
+    changed = sorted(GOOD)[0]
+    save(images, changed, "JPEG", (50, 100), "purple", seed=3)
+    again = embed_folder(images, checkpoint, out, batch_size=4, local_dtype="uint8")
+    assert (again.counts["changed"], again.counts["encoded"], again.counts["unchanged"]) == (
+        1,
+        1,
+        len(GOOD) - 1 + 5,
+    )
+    rows = [i for i, path in enumerate(sorted(GOOD)) if path != changed]
+    np.testing.assert_array_equal(np.load(out / layout.IMAGE_LOCAL)[rows], codes[rows])
+    np.testing.assert_array_equal(np.load(out / "image_local_ranges.npy")[rows], ranges[rows])
+    fresh = tmp_path / "fresh"
+    embed_folder(images, checkpoint, fresh, batch_size=3, local_dtype="uint8")
+    ours = EmbeddingStore(out).images(slice(None), CPU, torch.float32).local
+    theirs = EmbeddingStore(fresh).images(slice(None), CPU, torch.float32).local
+    step = torch.from_numpy(np.load(fresh / "image_local_ranges.npy")[..., 1].astype(np.float32))[..., None]
+    assert (
+        (ours - theirs).abs() <= step + 1e-4
+    ).all()  # one code apart at most (batching moves the last bits)
+    back = embed_folder(images, checkpoint, out, batch_size=4)
+    assert back.counts["encoded"] == len(GOOD) and back.reembedded == "local_dtype uint8 -> float16"
+    assert (
+        np.load(out / layout.IMAGE_LOCAL).dtype == np.float16
+        and not (out / "image_local_ranges.npy").exists()
+    )
+    shutil.rmtree(fresh)
