@@ -139,6 +139,13 @@ def quantize(values: np.ndarray, axes: int = 2) -> tuple[np.ndarray, np.ndarray]
 STORED_DTYPES = ("float16", "uint8")  # how `RowsFile` stores rows: float16 values, or 8-bit `quantize` codes
 
 
+def check_stored_dtype(dtype: str, what: str = "rows") -> str:
+    """`dtype` when it is one of STORED_DTYPES, else a TbprError saying what `what` may be stored as."""
+    if dtype not in STORED_DTYPES:
+        raise TbprError(f"{what} must be one of {', '.join(STORED_DTYPES)}, not {dtype!r}")
+    return dtype
+
+
 def ranges_path(npy: Path) -> Path:
     """`<stem>_ranges.npy` beside `npy`: the (lo, step) ranges of its 8-bit codes."""
     return npy.with_name(f"{npy.stem}_ranges.npy")
@@ -154,9 +161,7 @@ class RowsFile:
     def __init__(
         self, path: Path, shape: tuple[int, ...], dtype: str, ranged: int = 2, *, create: bool = True
     ) -> None:
-        if dtype not in STORED_DTYPES:
-            raise TbprError(f"rows are stored as one of {', '.join(STORED_DTYPES)}, not {dtype!r}")
-        self.quantized, self.ranged = dtype == "uint8", ranged
+        self.quantized, self.ranged = check_stored_dtype(dtype) == "uint8", ranged
         if not create:
             self.values = np.load(path, mmap_mode="r+")
             self.ranges = np.load(ranges_path(path), mmap_mode="r+") if self.quantized else None
@@ -193,8 +198,7 @@ class RowsFile:
 def open_rows(path: Path, dtype: str) -> np.ndarray | Quantized:
     """The rows `RowsFile` wrote to `path` as `dtype`, memory-mapped: float16 values as they are, 8-bit
     codes as a `Quantized` over them and their ranges."""
-    if dtype not in STORED_DTYPES:
-        raise TbprError(f"{path}: rows are stored as one of {', '.join(STORED_DTYPES)}, not {dtype!r}")
+    check_stored_dtype(dtype, f"{path}'s rows")
     values = np.load(path, mmap_mode="r")
     if dtype == "uint8":
         return Quantized(values, np.load(ranges_path(path), mmap_mode="r"))

@@ -35,7 +35,7 @@ from tasks.core.device import autocast, resolve_device, resolve_precision
 from tasks.core.errors import TbprError
 from tasks.core.files import remove_stale_temps, replace_dir, temp_path, write_parquet_atomic
 from tasks.core.outputs import check_out_folder
-from tasks.core.packed import STORED_DTYPES, Ragged, RowsFile, quantize, ranges_path, real_positions
+from tasks.core.packed import Ragged, RowsFile, check_stored_dtype, quantize, ranges_path, real_positions
 from tasks.core.shards import dask_client, gallery_shards
 from tasks.data.check import content_hash
 from tasks.data.layout import IMAGES
@@ -99,8 +99,7 @@ def embed_split(
     `local_dtype`: the local features as float16, or as 8-bit codes with a range per region and per word
     ("uint8": half the size, each value within (max - min) / 510 of its vector's; `layout`)."""
     kinds = [check_index_kind(kind) for kind in indexes]
-    if local_dtype not in STORED_DTYPES:
-        raise TbprError(f"local_dtype must be one of {', '.join(STORED_DTYPES)}, not {local_dtype!r}")
+    check_stored_dtype(local_dtype, "local_dtype")
     out = Path(out)
     # the new EMB replaces `out` whole: refuse anything but an earlier EMB or an empty folder
     check_out_folder(
@@ -190,9 +189,8 @@ def embed_split(
             num_regions=image_local.shape[1],
             max_length=text_mask.shape[1],
             indexes=tuple(kinds),
-            # 8-bit locals are unit only to within their codes: scoring normalises them again
-            image_local_unit=image_unit and local_dtype == "float16",
-            text_local_unit=text_unit and local_dtype == "float16",
+            image_local_unit=layout.unit_as_stored(image_unit, local_dtype),
+            text_local_unit=layout.unit_as_stored(text_unit, local_dtype),
             local_dtype=local_dtype,
             embed_id=uuid.uuid4().hex,
             train_run_id=train_run_id,

@@ -38,7 +38,7 @@ from tasks.core.files import (
     write_parquet_atomic,
 )
 from tasks.core.outputs import check_out_folder
-from tasks.core.packed import STORED_DTYPES, Quantized, RowsFile, open_rows, ranges_path
+from tasks.core.packed import Quantized, RowsFile, check_stored_dtype, open_rows, ranges_path
 from tasks.embed import layout
 from tasks.embed.encode import EmbedSummary, embedding_column
 from tasks.embed.files import MAX_PIXELS, FolderFile, open_image, read_file, scan_folder, unlisted_record
@@ -85,8 +85,7 @@ def embed_folder(
     float16 or as 8-bit codes (`embed_split`); unchanged files' codes are copied as they are."""
     folder, out = Path(folder), Path(out)
     kinds = [check_index_kind(kind) for kind in indexes]
-    if local_dtype not in STORED_DTYPES:
-        raise TbprError(f"local_dtype must be one of {', '.join(STORED_DTYPES)}, not {local_dtype!r}")
+    check_stored_dtype(local_dtype, "local_dtype")
     check_folder_out(folder, out, checkpoint)
     if not is_checkpoint(checkpoint):
         raise TbprError(
@@ -245,9 +244,8 @@ def _assemble(
     previous EMB's rows and the fresh ones, as stored (`RowsFile.put`)."""
     fresh_global = fresh.global_  # (F, D)
     fresh_local = open_rows(_Fresh.local_file(work), local_dtype) if fresh.rows else None  # (F', N, D)
-    sources: list[
-        tuple[np.ndarray, np.ndarray | Quantized, int]
-    ] = []  # (globals, locals, row) per gallery row
+    # (globals, locals, row) of each gallery row
+    sources: list[tuple[np.ndarray, np.ndarray | Quantized, int]] = []
     for record in sorted(kept):
         if kept[record] == "fresh":
             assert fresh_local is not None and fresh_global is not None
@@ -302,10 +300,9 @@ def _write_tables(
         }
     )
     write_parquet_atomic(queries, work / layout.QUERIES)
-    # (W=0, D): no captions, no words
-    np.save(work / layout.TEXT_LOCAL, np.empty((0, dim), np.uint8 if local_dtype == "uint8" else np.float16))
-    if local_dtype == "uint8":
-        np.save(ranges_path(work / layout.TEXT_LOCAL), np.empty((0, 2), np.float16))
+    RowsFile(
+        work / layout.TEXT_LOCAL, (0, dim), local_dtype, ranged=1
+    ).flush()  # W = 0: no captions, no words
     np.save(work / layout.TEXT_MASK, np.empty((0, 1), np.bool_))
 
 
@@ -348,8 +345,7 @@ def _info(
         num_regions=regions,
         max_length=1,
         indexes=tuple(kinds),
-        # 8-bit tokens are unit only to within their codes: scoring normalises them again
-        image_local_unit=unit_local and local_dtype == "float16",
+        image_local_unit=layout.unit_as_stored(unit_local, local_dtype),
         text_local_unit=False,
         local_dtype=local_dtype,
         embed_id=uuid.uuid4().hex,

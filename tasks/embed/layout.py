@@ -66,6 +66,12 @@ def open_local(emb: Path, name: str, info: EmbedInfo) -> np.ndarray | Quantized:
     return open_rows(emb / name, info.local_dtype)
 
 
+def unit_as_stored(unit: bool, local_dtype: str) -> bool:
+    """`EmbedInfo.*_local_unit` of tokens the head made unit (`unit`) once stored as `local_dtype`: 8-bit
+    tokens are unit only to within their codes, so they are recorded not unit and scoring normalises them."""
+    return unit and local_dtype == "float16"
+
+
 def index_file(emb: Path, kind: str) -> Path:
     """`EMB/index_<kind>.faiss`: the FAISS index of that kind over the gallery embeddings."""
     return emb / f"index_{kind}.faiss"
